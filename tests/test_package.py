@@ -1,0 +1,76 @@
+"""Packaging contracts: clear import error, public API, stubs, CI = README."""
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import interp_engine
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_public_api_is_exported():
+    for name in interp_engine.__all__:
+        assert hasattr(interp_engine, name), name
+    for name in ("ChannelQuantiles", "IoUTally", "greedy_cover", "ratio_greedy_cover"):
+        assert name in interp_engine.__all__
+
+
+def test_typing_files_shipped():
+    pkg = Path(interp_engine.__file__).parent
+    assert (pkg / "py.typed").exists()
+    stub = pkg / "_core.pyi"
+    assert stub.exists()
+    text = stub.read_text()
+    # every public name of the compiled module is described in the stub
+    for name in dir(interp_engine._core):
+        if not name.startswith("_"):
+            assert re.search(rf"\b{name}\b", text), f"{name} missing from _core.pyi"
+
+
+def test_missing_extension_fails_at_import_with_clear_message(tmp_path):
+    # copy the pure-Python package without the compiled module and import it
+    pkg = Path(interp_engine.__file__).parent
+    dst = tmp_path / "interp_engine"
+    dst.mkdir()
+    for p in pkg.rglob("*.py"):
+        target = dst / p.relative_to(pkg)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(p.read_text())
+    code = "import interp_engine"
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert res.returncode != 0
+    assert "compiled core (interp_engine._core) could not be imported" in res.stderr
+    assert "pip install ." in res.stderr
+
+
+def test_num_threads_roundtrip():
+    old = interp_engine.get_num_threads()
+    try:
+        interp_engine.set_num_threads(1)
+        assert interp_engine.get_num_threads() == 1
+        with pytest.raises(ValueError, match="num_threads must be >= 0"):
+            interp_engine.set_num_threads(-1)
+    finally:
+        interp_engine.set_num_threads(0)
+    assert interp_engine.get_num_threads() == old or old >= 1
+
+
+def _readme_commands():
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"## Quick start.*?```(?:bash|sh)?\n(.*?)```", text, re.S)
+    assert m, "README needs a '## Quick start' section with a code block"
+    return [ln.strip() for ln in m.group(1).splitlines() if ln.strip() and not ln.strip().startswith("#")]
+
+
+@pytest.mark.skipif(not (ROOT / "README.md").exists(), reason="needs the source checkout")
+def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_one():
+    cmds = _readme_commands()
+    assert len(cmds) == 2, cmds
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert cmds[1] in ci.splitlines(), "the README's test command must be what .ci/run runs"
