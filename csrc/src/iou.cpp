@@ -1,0 +1,558 @@
+#include "interp_engine/iou.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "interp_engine/parallel.hpp"
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define IE_IOU_X86_DISPATCH 1
+#endif
+
+namespace interp_engine {
+namespace iou {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+// ---------------------------------------------------------------------------
+// Widening to float64 (exact for every input kind).
+inline double half_to_double(std::uint16_t h) {
+  const int sign = (h >> 15) & 1;
+  const int exp = (h >> 10) & 0x1F;
+  const int mant = h & 0x3FF;
+  double v;
+  if (exp == 0) {
+    v = std::ldexp(static_cast<double>(mant), -24);  // subnormal (or zero)
+  } else if (exp == 31) {
+    v = mant ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
+  } else {
+    v = std::ldexp(static_cast<double>(mant | 0x400), exp - 25);
+  }
+  return sign ? -v : v;
+}
+
+inline double bf16_to_double(std::uint16_t b) {
+  const std::uint32_t bits = static_cast<std::uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return static_cast<double>(f);
+}
+
+template <FloatKind KIND>
+inline double load_one(const char* p) {
+  if constexpr (KIND == FloatKind::F64) {
+    double v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  } else if constexpr (KIND == FloatKind::F32) {
+    float v;
+    std::memcpy(&v, p, sizeof v);
+    return static_cast<double>(v);
+  } else {
+    std::uint16_t v;
+    std::memcpy(&v, p, sizeof v);
+    return KIND == FloatKind::F16 ? half_to_double(v) : bf16_to_double(v);
+  }
+}
+
+// Reads map (b, k) into buf (row-major h x w, float64).
+template <FloatKind KIND>
+void load_map(const ActivationView& a, std::int64_t b, std::int64_t k, double* buf) {
+  const char* base = static_cast<const char*>(a.data) + b * a.stride[0] + k * a.stride[1];
+  for (std::int64_t y = 0; y < a.h; ++y) {
+    const char* row = base + y * a.stride[2];
+    double* out = buf + y * a.w;
+    for (std::int64_t x = 0; x < a.w; ++x) out[x] = load_one<KIND>(row + x * a.stride[3]);
+  }
+}
+
+using LoadFn = void (*)(const ActivationView&, std::int64_t, std::int64_t, double*);
+LoadFn loader_for(FloatKind k) {
+  switch (k) {
+    case FloatKind::F16: return &load_map<FloatKind::F16>;
+    case FloatKind::BF16: return &load_map<FloatKind::BF16>;
+    case FloatKind::F32: return &load_map<FloatKind::F32>;
+    case FloatKind::F64: return &load_map<FloatKind::F64>;
+  }
+  fail("IoUTally.update: unknown activation element kind");
+}
+
+// ---------------------------------------------------------------------------
+// Row kernels.  Both variants compute the same correctly rounded fma; the
+// first runs the hardware instruction (chosen at run time, so the build needs
+// no -mfma / -march flags), the second the C library's fma.
+//   hrow: H[x] = fma(a[x0[x]], lx0[x], a[x1[x]] * lx1[x])      x in [xa, xb)
+//   vrow: V[x] = fma(H0[x], ly0, H1[x] * ly1)
+struct RowKernels {
+  void (*hrow)(const double* a, const std::int32_t* x0, const std::int32_t* x1, const double* lx0,
+               const double* lx1, std::int64_t xa, std::int64_t xb, double* H);
+  void (*vrow)(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
+               std::int64_t xb, double* V);
+};
+
+void hrow_soft(const double* a, const std::int32_t* x0, const std::int32_t* x1, const double* lx0,
+               const double* lx1, std::int64_t xa, std::int64_t xb, double* H) {
+  for (std::int64_t x = xa; x < xb; ++x) H[x] = std::fma(a[x0[x]], lx0[x], a[x1[x]] * lx1[x]);
+}
+void vrow_soft(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
+               std::int64_t xb, double* V) {
+  for (std::int64_t x = xa; x < xb; ++x) V[x] = std::fma(H0[x], ly0, H1[x] * ly1);
+}
+
+#ifdef IE_IOU_X86_DISPATCH
+__attribute__((target("avx2,fma"))) void hrow_hw(const double* a, const std::int32_t* x0,
+                                                 const std::int32_t* x1, const double* lx0,
+                                                 const double* lx1, std::int64_t xa,
+                                                 std::int64_t xb, double* H) {
+  for (std::int64_t x = xa; x < xb; ++x) H[x] = __builtin_fma(a[x0[x]], lx0[x], a[x1[x]] * lx1[x]);
+}
+__attribute__((target("avx2,fma"))) void vrow_hw(const double* H0, const double* H1, double ly0,
+                                                 double ly1, std::int64_t xa, std::int64_t xb,
+                                                 double* V) {
+  for (std::int64_t x = xa; x < xb; ++x) V[x] = __builtin_fma(H0[x], ly0, H1[x] * ly1);
+}
+#endif
+
+RowKernels row_kernels() {
+#ifdef IE_IOU_X86_DISPATCH
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2")) return {&hrow_hw, &vrow_hw};
+#endif
+  return {&hrow_soft, &vrow_soft};
+}
+
+// ---------------------------------------------------------------------------
+// Label maps: per image, the non-zero labels of every pixel in CSR form (the
+// maps are shared by all units of the image, so this is done once).
+struct ImageLabelsCSR {
+  std::vector<std::int32_t> off;  // npix + 1
+  std::vector<std::int32_t> lab;  // labels of pixel p: lab[off[p] .. off[p+1])
+};
+
+template <typename T>
+void build_csr(const LabelView& lv, std::int64_t b, std::int64_t NL, const std::int32_t* cat,
+               std::int64_t* hist, std::uint8_t* cats_present /* NC or null */,
+               ImageLabelsCSR& out) {
+  const std::int64_t npix = lv.sh * lv.sw;
+  const T* base = static_cast<const T*>(lv.data) + b * lv.P * npix;
+  out.off.assign(static_cast<std::size_t>(npix + 1), 0);
+  std::int32_t* cnt = out.off.data() + 1;
+  for (std::int64_t m = 0; m < lv.P; ++m) {
+    const T* map = base + m * npix;
+    for (std::int64_t p = 0; p < npix; ++p) {
+      const T v = map[p];
+      if (v == 0) continue;
+      bool bad = false;
+      if constexpr (std::is_signed<T>::value) bad = v < 0;
+      if (bad || static_cast<std::uint64_t>(v) >= static_cast<std::uint64_t>(NL)) {
+        std::ostringstream s;
+        s << "pixel_labels must hold label numbers in [0, num_labels) = [0, " << NL << "); got "
+          << +v << " (image " << b << ", map " << m << ", pixel " << p / lv.sw << "," << p % lv.sw
+          << ")";
+        fail(s.str());
+      }
+      ++cnt[p];
+      ++hist[static_cast<std::size_t>(v)];
+      if (cats_present) cats_present[cat[static_cast<std::size_t>(v)]] = 1;
+    }
+  }
+  for (std::int64_t p = 0; p < npix; ++p) out.off[p + 1] += out.off[p];
+  out.lab.resize(static_cast<std::size_t>(out.off[npix]));
+  std::vector<std::int32_t> fill(out.off.begin(), out.off.end() - 1);
+  for (std::int64_t m = 0; m < lv.P; ++m) {
+    const T* map = base + m * npix;
+    for (std::int64_t p = 0; p < npix; ++p) {
+      const T v = map[p];
+      if (v != 0) out.lab[static_cast<std::size_t>(fill[p]++)] = static_cast<std::int32_t>(v);
+    }
+  }
+}
+
+using CsrFn = void (*)(const LabelView&, std::int64_t, std::int64_t, const std::int32_t*,
+                       std::int64_t*, std::uint8_t*, ImageLabelsCSR&);
+CsrFn csr_for(IntKind k) {
+  switch (k) {
+    case IntKind::I8: return &build_csr<std::int8_t>;
+    case IntKind::U8: return &build_csr<std::uint8_t>;
+    case IntKind::I16: return &build_csr<std::int16_t>;
+    case IntKind::U16: return &build_csr<std::uint16_t>;
+    case IntKind::I32: return &build_csr<std::int32_t>;
+    case IntKind::U32: return &build_csr<std::uint32_t>;
+    case IntKind::I64: return &build_csr<std::int64_t>;
+    case IntKind::U64: return &build_csr<std::uint64_t>;
+  }
+  fail("IoUTally.update: unknown label element kind");
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+AxisTable make_axis_table(std::int64_t in, std::int64_t out) {
+  if (in <= 0 || out <= 0) fail("interpolation sizes must be positive");
+  if (in > std::numeric_limits<std::int32_t>::max() || out > std::numeric_limits<std::int32_t>::max())
+    fail("interpolation sizes must be < 2^31");
+  AxisTable t;
+  t.in = in;
+  t.out = out;
+  t.i0.resize(out);
+  t.i1.resize(out);
+  t.l0.resize(out);
+  t.l1.resize(out);
+  // torch: scale = (opmath)in / out; src = scale * (d + 0.5) - 0.5 (contracted
+  // to one fma by its compiler), clamped at 0; index by floorf (a float
+  // floor: a src within float rounding below an integer goes to that
+  // integer, with lambda clamped to 0); lambda in [0, 1].
+  const double scale = static_cast<double>(in) / static_cast<double>(out);
+  for (std::int64_t d = 0; d < out; ++d) {
+    double src = std::fma(scale, static_cast<double>(d) + 0.5, -0.5);
+    if (src < 0) src = 0;
+    std::int64_t i0 = static_cast<std::int64_t>(std::floor(static_cast<float>(src)));
+    i0 = std::min(i0, in - 1);
+    const double l1 = std::min(std::max(src - static_cast<double>(i0), 0.0), 1.0);
+    t.i0[d] = static_cast<std::int32_t>(i0);
+    t.i1[d] = static_cast<std::int32_t>(i0 + (i0 < in - 1 ? 1 : 0));
+    t.l1[d] = l1;
+    t.l0[d] = 1.0 - l1;
+  }
+  // inverse ranges: i0 and i1 are non-decreasing in d, so the outputs that
+  // read source index r are contiguous.
+  t.lo.assign(in, 0);
+  t.hi.assign(in, 0);
+  std::vector<bool> seen(in, false);
+  for (std::int64_t d = 0; d < out; ++d) {
+    for (std::int32_t r : {t.i0[d], t.i1[d]}) {
+      if (!seen[r]) {
+        seen[r] = true;
+        t.lo[r] = static_cast<std::int32_t>(d);
+      }
+      t.hi[r] = static_cast<std::int32_t>(d + 1);
+    }
+  }
+  return t;
+}
+
+std::vector<double> upsample_bilinear(const double* a, std::int64_t h, std::int64_t w,
+                                      std::int64_t out_h, std::int64_t out_w) {
+  const AxisTable ty = make_axis_table(h, out_h), tx = make_axis_table(w, out_w);
+  const RowKernels rk = row_kernels();
+  std::vector<double> H(static_cast<std::size_t>(h * out_w));
+  for (std::int64_t r = 0; r < h; ++r)
+    rk.hrow(a + r * w, tx.i0.data(), tx.i1.data(), tx.l0.data(), tx.l1.data(), 0, out_w,
+            H.data() + r * out_w);
+  std::vector<double> out(static_cast<std::size_t>(out_h * out_w));
+  for (std::int64_t y = 0; y < out_h; ++y)
+    rk.vrow(H.data() + ty.i0[y] * out_w, H.data() + ty.i1[y] * out_w, ty.l0[y], ty.l1[y], 0, out_w,
+            out.data() + y * out_w);
+  return out;
+}
+
+// Why skipping cold cells is exact.  Let t = hot_bound(T) and suppose the four
+// source values a00, a01, a10, a11 of an output pixel are all <= t (finite or
+// -inf; NaN is rejected at the boundary).  Every operation of the formula is
+// monotone non-decreasing in its data operands (the weights are >= 0 and
+// rounding is monotone), so the computed value is <= the computed value for
+// a00 = a01 = a10 = a11 = t (or NaN, where 0 * -inf occurs: NaN > T is
+// false).  For four equal inputs t the formula returns t * s where s is the
+// product of the two weight sums l0 + l1 (each within 2^-53 of 1, since
+// l0 = fl(1 - l1)) and of at most four rounding factors (1 + d), |d| <= 2^-53,
+// plus an absolute underflow error below 4 * 2^-1074.  Hence the value is at
+// most t + 8 * 2^-53 * |t| + 2^-1070 < t + 1e-15 * |t| + 1e-320.  With
+// t = T - m, m = max(|T| * 1e-12, 1e-300), this is < T: no pixel whose
+// neighbourhood holds only cells <= t can exceed T, so only pixels next to a
+// cell > t ("hot") are evaluated.  T = +inf: nothing can exceed it; T = -inf:
+// t = -inf (every cell but -inf is hot).
+double hot_bound(double T) {
+  if (std::isinf(T)) return T;
+  const double m = std::max(std::fabs(T) * 1e-12, 1e-300);
+  return T - m;
+}
+
+// ---------------------------------------------------------------------------
+IoUTally::IoUTally(std::int64_t num_units, std::int64_t num_labels,
+                   std::vector<std::int32_t> label_category, std::int64_t num_categories,
+                   std::int64_t out_h, std::int64_t out_w, UnitRule rule)
+    : K_(num_units), NL_(num_labels), NC_(num_categories), sh_(out_h), sw_(out_w), rule_(rule),
+      cat_(std::move(label_category)) {
+  if (K_ < 1) fail("num_units must be >= 1");
+  if (NL_ < 1) fail("num_labels must be >= 1");
+  if (NC_ < 1) fail("num_categories must be >= 1");
+  if (sh_ < 1 || sw_ < 1) fail("output_size must be positive");
+  if (NL_ > std::numeric_limits<std::int32_t>::max()) fail("num_labels must be < 2^31");
+  if (sh_ * sw_ > std::numeric_limits<std::int32_t>::max()) fail("output_size too large");
+  if (static_cast<std::int64_t>(cat_.size()) != NL_) {
+    std::ostringstream s;
+    s << "label_category must have num_labels = " << NL_ << " entries; got " << cat_.size();
+    fail(s.str());
+  }
+  for (std::size_t c = 0; c < cat_.size(); ++c) {
+    if (cat_[c] < 0 || cat_[c] >= NC_) {
+      std::ostringstream s;
+      s << "label_category values must lie in [0, num_categories) = [0, " << NC_ << "); got "
+        << cat_[c] << " at label " << c;
+      fail(s.str());
+    }
+  }
+  I_.assign(static_cast<std::size_t>(K_ * NL_), 0);
+  L_.assign(static_cast<std::size_t>(NL_), 0);
+  A_.assign(static_cast<std::size_t>(K_ * NC_), 0);
+}
+
+const AxisTable& IoUTally::table(std::int64_t in, std::int64_t out, bool rows) {
+  AxisTable& t = rows ? ytab_ : xtab_;
+  if (t.in != in || t.out != out) t = make_axis_table(in, out);
+  return t;
+}
+
+void IoUTally::update(const ActivationView& acts, const double* thresholds,
+                      const LabelView* pixel_labels, const std::int64_t* image_labels,
+                      std::int64_t S, const std::uint8_t* image_categories, int num_threads) {
+  // ---- validation (before any count changes)
+  if (acts.K != K_) {
+    std::ostringstream s;
+    s << "activations must have num_units = " << K_ << " channels; got " << acts.K;
+    fail(s.str());
+  }
+  if (acts.h < 1 || acts.w < 1) fail("activations must have non-empty spatial size (h, w >= 1)");
+  if (acts.B < 0 || S < 0) fail("negative sizes");
+  if (acts.h * acts.w > (std::int64_t(1) << 30)) fail("activation maps too large");
+  const std::int64_t B = acts.B;
+  if (pixel_labels) {
+    if (pixel_labels->B != B) fail("pixel_labels must have the same batch size as activations");
+    if (pixel_labels->sh != sh_ || pixel_labels->sw != sw_)
+      fail("pixel_labels maps must have size output_size");
+    if (pixel_labels->P < 0 || pixel_labels->P * sh_ * sw_ > std::numeric_limits<std::int32_t>::max())
+      fail("pixel_labels: too many label maps per image");
+  }
+  for (std::int64_t k = 0; k < K_; ++k)
+    if (std::isnan(thresholds[k])) fail("thresholds must not contain NaN");
+  if (image_labels) {
+    for (std::int64_t i = 0; i < B * S; ++i) {
+      if (image_labels[i] < 0 || image_labels[i] >= NL_) {
+        std::ostringstream s;
+        s << "image_labels must hold label numbers in [0, num_labels) = [0, " << NL_ << "); got "
+          << image_labels[i] << " (image " << i / S << ", column " << i % S << ")";
+        fail(s.str());
+      }
+    }
+  }
+  if (B == 0) return;
+
+  const std::int64_t npix = sh_ * sw_;
+  const std::int64_t P = pixel_labels ? pixel_labels->P : 0;
+  const bool derive = image_categories == nullptr;
+  const int T = effective_threads(static_cast<std::size_t>(B), 1, num_threads);
+
+  // ---- phase 1, per image: label CSR, label_pixels, derived categories
+  std::vector<ImageLabelsCSR> csr(static_cast<std::size_t>(B));
+  std::vector<std::vector<std::int64_t>> hist(static_cast<std::size_t>(T));
+  std::vector<std::uint8_t> cats;  // (B, NC) annotated categories
+  if (derive) {
+    cats.assign(static_cast<std::size_t>(B * NC_), 0);
+  } else {
+    cats.assign(image_categories, image_categories + B * NC_);
+  }
+  const CsrFn csr_fn = pixel_labels ? csr_for(pixel_labels->kind) : nullptr;
+  parallel_for(
+      static_cast<std::size_t>(B), 1,
+      [&](std::size_t b0, std::size_t b1, int ti) {
+        std::vector<std::int64_t>& h = hist[static_cast<std::size_t>(ti)];
+        h.assign(static_cast<std::size_t>(NL_), 0);
+        for (std::size_t b = b0; b < b1; ++b) {
+          check_interrupt();
+          std::uint8_t* cp = derive ? cats.data() + b * NC_ : nullptr;
+          if (P > 0) {
+            csr_fn(*pixel_labels, static_cast<std::int64_t>(b), NL_, cat_.data(), h.data(), cp,
+                   csr[b]);
+          } else {
+            csr[b].off.assign(static_cast<std::size_t>(npix + 1), 0);
+          }
+          for (std::int64_t s = 0; s < S; ++s) {
+            const std::int64_t c = image_labels[b * S + s];
+            if (c == 0) continue;
+            h[static_cast<std::size_t>(c)] += npix;
+            if (cp) cp[cat_[static_cast<std::size_t>(c)]] = 1;
+          }
+        }
+      },
+      T);
+
+  // ---- phase 2, per unit: intersections and active pixel counts
+  const AxisTable& ty = table(acts.h, sh_, true);
+  const AxisTable& tx = table(acts.w, sw_, false);
+  const LoadFn load = loader_for(acts.kind);
+  const RowKernels rk = row_kernels();
+  const bool lite = rule_ == UnitRule::Lite;
+  const std::int64_t h = acts.h, w = acts.w;
+
+  std::vector<std::int64_t> dI(static_cast<std::size_t>(K_ * NL_), 0);
+  std::vector<std::int64_t> dA(static_cast<std::size_t>(K_ * NC_), 0);
+
+  const int T2 = (B * K_ * h * w < 4096) ? 1 : effective_threads(static_cast<std::size_t>(K_), 1, num_threads);
+  const std::int64_t block =
+      std::max<std::int64_t>(1, std::min<std::int64_t>(16, K_ / (4 * std::max(1, T2))));
+  const std::int64_t nblocks = (K_ + block - 1) / block;
+
+  parallel_for_dynamic(
+      static_cast<std::size_t>(nblocks),
+      [&](std::size_t blk, int) {
+        const std::int64_t k0 = static_cast<std::int64_t>(blk) * block;
+        const std::int64_t k1 = std::min(K_, k0 + block);
+        std::vector<double> a(static_cast<std::size_t>(h * w));
+        std::vector<double> Hbuf(static_cast<std::size_t>(h * sw_));
+        std::vector<std::uint8_t> hdone(static_cast<std::size_t>(h));
+        std::vector<double> V(static_cast<std::size_t>(sw_));
+        std::vector<std::int64_t> cmin(static_cast<std::size_t>(h)), cmax(static_cast<std::size_t>(h));
+        std::vector<std::uint8_t> hit(static_cast<std::size_t>(NC_));
+        for (std::int64_t b = 0; b < B; ++b) {
+          check_interrupt();
+          const ImageLabelsCSR& im = csr[static_cast<std::size_t>(b)];
+          const std::int32_t* off = im.off.data();
+          const std::int32_t* lab = im.lab.data();
+          for (std::int64_t k = k0; k < k1; ++k) {
+            const double thr = thresholds[k];
+            if (thr == std::numeric_limits<double>::infinity()) continue;
+            const double tl = hot_bound(thr);
+            load(acts, b, k, a.data());
+            // hot cells: per source row, the first and last hot column
+            std::int64_t rfirst = -1, rlast = -1;
+            for (std::int64_t r = 0; r < h; ++r) {
+              std::int64_t lo = -1, hi = -1;
+              const double* row = a.data() + r * w;
+              for (std::int64_t x = 0; x < w; ++x) {
+                if (row[x] > tl) {
+                  if (lo < 0) lo = x;
+                  hi = x;
+                }
+              }
+              cmin[r] = lo;
+              cmax[r] = hi;
+              if (lo >= 0) {
+                if (rfirst < 0) rfirst = r;
+                rlast = r;
+              }
+            }
+            if (rfirst < 0) continue;
+            // output columns that can fire for rows touching source row r
+            auto col_range = [&](std::int64_t r, std::int64_t& xa, std::int64_t& xb) {
+              if (cmin[r] < 0) return;
+              xa = std::min<std::int64_t>(xa, tx.lo[cmin[r]]);
+              xb = std::max<std::int64_t>(xb, tx.hi[cmax[r]]);
+            };
+            std::int64_t X0 = sw_, X1 = 0;
+            for (std::int64_t r = rfirst; r <= rlast; ++r) col_range(r, X0, X1);
+            std::fill(hdone.begin(), hdone.end(), 0);
+            const std::int64_t y_begin = ty.lo[rfirst], y_end = ty.hi[rlast];
+            std::int64_t count = 0;
+            std::int64_t* Irow = dI.data() + k * NL_;
+            for (std::int64_t yo = y_begin; yo < y_end; ++yo) {
+              const std::int32_t r0 = ty.i0[yo], r1 = ty.i1[yo];
+              std::int64_t xa = sw_, xb = 0;
+              col_range(r0, xa, xb);
+              col_range(r1, xa, xb);
+              if (xa >= xb) continue;
+              for (std::int32_t r : {r0, r1}) {
+                if (!hdone[r]) {
+                  rk.hrow(a.data() + r * w, tx.i0.data(), tx.i1.data(), tx.l0.data(), tx.l1.data(),
+                          X0, X1, Hbuf.data() + r * sw_);
+                  hdone[r] = 1;
+                }
+              }
+              rk.vrow(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_, ty.l0[yo], ty.l1[yo], xa, xb,
+                      V.data());
+              const std::int64_t pbase = yo * sw_;
+              for (std::int64_t xo = xa; xo < xb; ++xo) {
+                if (!(V[xo] > thr)) continue;
+                ++count;
+                const std::int64_t p = pbase + xo;
+                const std::int32_t e = off[p + 1];
+                if (lite) {
+                  for (std::int32_t j = off[p]; j < e; ++j) {
+                    ++Irow[lab[j]];
+                    hit[cat_[lab[j]]] = 1;
+                  }
+                } else {
+                  for (std::int32_t j = off[p]; j < e; ++j) ++Irow[lab[j]];
+                }
+              }
+            }
+            if (count == 0) continue;
+            for (std::int64_t s = 0; s < S; ++s) {
+              const std::int64_t c = image_labels[b * S + s];
+              if (c == 0) continue;
+              Irow[c] += count;
+              if (lite) hit[cat_[c]] = 1;
+            }
+            std::int64_t* Arow = dA.data() + k * NC_;
+            if (lite) {
+              for (std::int64_t c = 0; c < NC_; ++c) {
+                if (hit[c]) Arow[c] += count;
+                hit[c] = 0;
+              }
+            } else {
+              const std::uint8_t* cp = cats.data() + b * NC_;
+              for (std::int64_t c = 0; c < NC_; ++c)
+                if (cp[c]) Arow[c] += count;
+            }
+          }
+        }
+      },
+      T2);
+
+  // ---- commit
+  for (std::size_t i = 0; i < I_.size(); ++i) I_[i] += dI[i];
+  for (std::size_t i = 0; i < A_.size(); ++i) A_[i] += dA[i];
+  for (const auto& hh : hist)
+    for (std::size_t c = 0; c < hh.size(); ++c) L_[c] += hh[c];
+  L_[0] = 0;  // label 0 is never tallied (build_csr skips it; kept explicit)
+  images_ += B;
+}
+
+bool IoUTally::compatible(const IoUTally& o) const {
+  return K_ == o.K_ && NL_ == o.NL_ && NC_ == o.NC_ && sh_ == o.sh_ && sw_ == o.sw_ &&
+         rule_ == o.rule_ && cat_ == o.cat_;
+}
+
+void IoUTally::merge(const IoUTally& o) {
+  if (!compatible(o))
+    fail("IoUTally.merge: the other tally has a different configuration (num_units, num_labels, "
+         "label_category, num_categories, output_size and unit_rule must all match)");
+  for (std::size_t i = 0; i < I_.size(); ++i) I_[i] += o.I_[i];
+  for (std::size_t i = 0; i < L_.size(); ++i) L_[i] += o.L_[i];
+  for (std::size_t i = 0; i < A_.size(); ++i) A_[i] += o.A_[i];
+  images_ += o.images_;
+}
+
+std::vector<double> IoUTally::iou() const {
+  std::vector<double> out(static_cast<std::size_t>(K_ * NL_), 0.0);
+  for (std::int64_t k = 0; k < K_; ++k) {
+    for (std::int64_t c = 0; c < NL_; ++c) {
+      const std::int64_t i = I_[k * NL_ + c];
+      const std::int64_t den = A_[k * NC_ + cat_[c]] + L_[c] - i;
+      out[k * NL_ + c] = den > 0 ? static_cast<double>(i) / static_cast<double>(den) : 0.0;
+    }
+  }
+  return out;
+}
+
+void IoUTally::set_counts(std::vector<std::int64_t> intersection,
+                          std::vector<std::int64_t> label_pixels,
+                          std::vector<std::int64_t> unit_pixels, std::int64_t images) {
+  if (intersection.size() != I_.size() || label_pixels.size() != L_.size() ||
+      unit_pixels.size() != A_.size())
+    fail("IoUTally state: count arrays have the wrong sizes");
+  if (images < 0) fail("IoUTally state: images must be >= 0");
+  I_ = std::move(intersection);
+  L_ = std::move(label_pixels);
+  A_ = std::move(unit_pixels);
+  images_ = images;
+}
+
+}  // namespace iou
+}  // namespace interp_engine
