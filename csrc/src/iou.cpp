@@ -235,6 +235,15 @@ AxisTable make_axis_table(std::int64_t in, std::int64_t out) {
       t.hi[r] = static_cast<std::int32_t>(d + 1);
     }
   }
+  // a source index no output reads (downsampling) gets the empty range at the
+  // place where it would be, so that lo and hi stay non-decreasing and the
+  // bounding range [lo[a], hi[b]) covers the ranges of every r in [a, b].
+  for (std::int64_t r = 0; r < in; ++r) {
+    if (seen[r]) continue;
+    std::int64_t d = 0;
+    while (d < out && t.i0[d] <= r) ++d;
+    t.lo[r] = t.hi[r] = static_cast<std::int32_t>(d);
+  }
   return t;
 }
 
