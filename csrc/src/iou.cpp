@@ -129,64 +129,57 @@ RowKernels row_kernels() {
 }
 
 // ---------------------------------------------------------------------------
-// Label maps: per image, the non-zero labels of every pixel in CSR form (the
-// maps are shared by all units of the image, so this is done once).
-struct ImageLabelsCSR {
-  std::vector<std::int32_t> off;  // npix + 1
-  std::vector<std::int32_t> lab;  // labels of pixel p: lab[off[p] .. off[p+1])
-};
-
+// Label maps, per image (shared by all units of the image, so done once):
+// validation, the label_pixels histogram and the categories present, by runs
+// of equal labels (label maps are made of regions, so runs are long and the
+// histogram sees one increment per run instead of one per pixel).
 template <typename T>
-void build_csr(const LabelView& lv, std::int64_t b, std::int64_t NL, const std::int32_t* cat,
-               std::int64_t* hist, std::uint8_t* cats_present /* NC or null */,
-               ImageLabelsCSR& out) {
+void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std::int32_t* cat,
+                 std::int64_t* hist, std::uint8_t* cats_present /* NC or null */) {
   const std::int64_t npix = lv.sh * lv.sw;
   const T* base = static_cast<const T*>(lv.data) + b * lv.P * npix;
-  out.off.assign(static_cast<std::size_t>(npix + 1), 0);
-  std::int32_t* cnt = out.off.data() + 1;
   for (std::int64_t m = 0; m < lv.P; ++m) {
     const T* map = base + m * npix;
-    for (std::int64_t p = 0; p < npix; ++p) {
+    std::int64_t p = 0;
+    while (p < npix) {
       const T v = map[p];
-      if (v == 0) continue;
-      bool bad = false;
-      if constexpr (std::is_signed<T>::value) bad = v < 0;
-      if (bad || static_cast<std::uint64_t>(v) >= static_cast<std::uint64_t>(NL)) {
-        std::ostringstream s;
-        s << "pixel_labels must hold label numbers in [0, num_labels) = [0, " << NL << "); got "
-          << +v << " (image " << b << ", map " << m << ", pixel " << p / lv.sw << "," << p % lv.sw
-          << ")";
-        fail(s.str());
+      std::int64_t q = p + 1;
+      while (q < npix && map[q] == v) ++q;
+      if (v != 0) {
+        bool bad = false;
+        if constexpr (std::is_signed<T>::value) bad = v < 0;
+        if (bad || static_cast<std::uint64_t>(v) >= static_cast<std::uint64_t>(NL)) {
+          std::ostringstream s;
+          s << "pixel_labels must hold label numbers in [0, num_labels) = [0, " << NL << "); got "
+            << +v << " (image " << b << ", map " << m << ", pixel " << p / lv.sw << ","
+            << p % lv.sw << ")";
+          fail(s.str());
+        }
+        hist[static_cast<std::size_t>(v)] += q - p;
+        if (cats_present) cats_present[cat[static_cast<std::size_t>(v)]] = 1;
       }
-      ++cnt[p];
-      ++hist[static_cast<std::size_t>(v)];
-      if (cats_present) cats_present[cat[static_cast<std::size_t>(v)]] = 1;
-    }
-  }
-  for (std::int64_t p = 0; p < npix; ++p) out.off[p + 1] += out.off[p];
-  out.lab.resize(static_cast<std::size_t>(out.off[npix]));
-  std::vector<std::int32_t> fill(out.off.begin(), out.off.end() - 1);
-  for (std::int64_t m = 0; m < lv.P; ++m) {
-    const T* map = base + m * npix;
-    for (std::int64_t p = 0; p < npix; ++p) {
-      const T v = map[p];
-      if (v != 0) out.lab[static_cast<std::size_t>(fill[p]++)] = static_cast<std::int32_t>(v);
+      p = q;
     }
   }
 }
 
-using CsrFn = void (*)(const LabelView&, std::int64_t, std::int64_t, const std::int32_t*,
-                       std::int64_t*, std::uint8_t*, ImageLabelsCSR&);
-CsrFn csr_for(IntKind k) {
+template <typename T>
+struct Tag {
+  using type = T;
+};
+
+// Calls fn(Tag<T>{}) with T the C++ type of the label element kind.
+template <typename Fn>
+void dispatch_labels(IntKind k, Fn&& fn) {
   switch (k) {
-    case IntKind::I8: return &build_csr<std::int8_t>;
-    case IntKind::U8: return &build_csr<std::uint8_t>;
-    case IntKind::I16: return &build_csr<std::int16_t>;
-    case IntKind::U16: return &build_csr<std::uint16_t>;
-    case IntKind::I32: return &build_csr<std::int32_t>;
-    case IntKind::U32: return &build_csr<std::uint32_t>;
-    case IntKind::I64: return &build_csr<std::int64_t>;
-    case IntKind::U64: return &build_csr<std::uint64_t>;
+    case IntKind::I8: return fn(Tag<std::int8_t>{});
+    case IntKind::U8: return fn(Tag<std::uint8_t>{});
+    case IntKind::I16: return fn(Tag<std::int16_t>{});
+    case IntKind::U16: return fn(Tag<std::uint16_t>{});
+    case IntKind::I32: return fn(Tag<std::int32_t>{});
+    case IntKind::U32: return fn(Tag<std::uint32_t>{});
+    case IntKind::I64: return fn(Tag<std::int64_t>{});
+    case IntKind::U64: return fn(Tag<std::uint64_t>{});
   }
   fail("IoUTally.update: unknown label element kind");
 }
@@ -358,8 +351,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const bool derive = image_categories == nullptr;
   const int T = effective_threads(static_cast<std::size_t>(B), 1, num_threads);
 
-  // ---- phase 1, per image: label CSR, label_pixels, derived categories
-  std::vector<ImageLabelsCSR> csr(static_cast<std::size_t>(B));
+  // ---- phase 1, per image: validation, label_pixels, derived categories
   std::vector<std::vector<std::int64_t>> hist(static_cast<std::size_t>(T));
   std::vector<std::uint8_t> cats;  // (B, NC) annotated categories
   if (derive) {
@@ -367,7 +359,6 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   } else {
     cats.assign(image_categories, image_categories + B * NC_);
   }
-  const CsrFn csr_fn = pixel_labels ? csr_for(pixel_labels->kind) : nullptr;
   parallel_for(
       static_cast<std::size_t>(B), 1,
       [&](std::size_t b0, std::size_t b1, int ti) {
@@ -377,10 +368,10 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
           check_interrupt();
           std::uint8_t* cp = derive ? cats.data() + b * NC_ : nullptr;
           if (P > 0) {
-            csr_fn(*pixel_labels, static_cast<std::int64_t>(b), NL_, cat_.data(), h.data(), cp,
-                   csr[b]);
-          } else {
-            csr[b].off.assign(static_cast<std::size_t>(npix + 1), 0);
+            dispatch_labels(pixel_labels->kind, [&](auto tag) {
+              using LT = typename decltype(tag)::type;
+              scan_labels<LT>(*pixel_labels, static_cast<std::int64_t>(b), NL_, cat_.data(), h.data(), cp);
+            });
           }
           for (std::int64_t s = 0; s < S; ++s) {
             const std::int64_t c = image_labels[b * S + s];
@@ -408,118 +399,131 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
       std::max<std::int64_t>(1, std::min<std::int64_t>(16, K_ / (4 * std::max(1, T2))));
   const std::int64_t nblocks = (K_ + block - 1) / block;
 
-  parallel_for_dynamic(
-      static_cast<std::size_t>(nblocks),
-      [&](std::size_t blk, int) {
-        const std::int64_t k0 = static_cast<std::int64_t>(blk) * block;
-        const std::int64_t k1 = std::min(K_, k0 + block);
-        std::vector<double> a(static_cast<std::size_t>(h * w));
-        std::vector<double> Hbuf(static_cast<std::size_t>(h * sw_));
-        std::vector<std::uint8_t> hdone(static_cast<std::size_t>(h));
-        std::vector<double> V(static_cast<std::size_t>(sw_));
-        std::vector<std::int64_t> cmin(static_cast<std::size_t>(h)), cmax(static_cast<std::size_t>(h));
-        std::vector<std::uint8_t> hit(static_cast<std::size_t>(NC_));
-        for (std::int64_t b = 0; b < B; ++b) {
-          check_interrupt();
-          const ImageLabelsCSR& im = csr[static_cast<std::size_t>(b)];
-          const std::int32_t* off = im.off.data();
-          const std::int32_t* lab = im.lab.data();
-          for (std::int64_t k = k0; k < k1; ++k) {
-            const double thr = thresholds[k];
-            if (thr == std::numeric_limits<double>::infinity()) continue;
-            const double tl = hot_bound(thr);
-            load(acts, b, k, a.data());
-            // hot cells: per source row, the first and last hot column
-            std::int64_t rfirst = -1, rlast = -1;
-            for (std::int64_t r = 0; r < h; ++r) {
-              std::int64_t lo = -1, hi = -1;
-              const double* row = a.data() + r * w;
-              for (std::int64_t x = 0; x < w; ++x) {
-                if (row[x] > tl) {
-                  if (lo < 0) lo = x;
-                  hi = x;
-                }
-              }
-              cmin[r] = lo;
-              cmax[r] = hi;
-              if (lo >= 0) {
-                if (rfirst < 0) rfirst = r;
-                rlast = r;
-              }
-            }
-            if (rfirst < 0) continue;
-            // output columns that can fire for rows touching source row r
-            auto col_range = [&](std::int64_t r, std::int64_t& xa, std::int64_t& xb) {
-              if (cmin[r] < 0) return;
-              xa = std::min<std::int64_t>(xa, tx.lo[cmin[r]]);
-              xb = std::max<std::int64_t>(xb, tx.hi[cmax[r]]);
-            };
-            std::int64_t X0 = sw_, X1 = 0;
-            for (std::int64_t r = rfirst; r <= rlast; ++r) col_range(r, X0, X1);
-            std::fill(hdone.begin(), hdone.end(), 0);
-            const std::int64_t y_begin = ty.lo[rfirst], y_end = ty.hi[rlast];
-            std::int64_t count = 0;
-            std::int64_t* Irow = dI.data() + k * NL_;
-            for (std::int64_t yo = y_begin; yo < y_end; ++yo) {
-              const std::int32_t r0 = ty.i0[yo], r1 = ty.i1[yo];
-              std::int64_t xa = sw_, xb = 0;
-              col_range(r0, xa, xb);
-              col_range(r1, xa, xb);
-              if (xa >= xb) continue;
-              for (std::int32_t r : {r0, r1}) {
-                if (!hdone[r]) {
-                  rk.hrow(a.data() + r * w, tx.i0.data(), tx.i1.data(), tx.l0.data(), tx.l1.data(),
-                          X0, X1, Hbuf.data() + r * sw_);
-                  hdone[r] = 1;
-                }
-              }
-              rk.vrow(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_, ty.l0[yo], ty.l1[yo], xa, xb,
-                      V.data());
-              const std::int64_t pbase = yo * sw_;
-              for (std::int64_t xo = xa; xo < xb; ++xo) {
-                if (!(V[xo] > thr)) continue;
-                ++count;
-                const std::int64_t p = pbase + xo;
-                const std::int32_t e = off[p + 1];
-                if (lite) {
-                  for (std::int32_t j = off[p]; j < e; ++j) {
-                    ++Irow[lab[j]];
-                    hit[cat_[lab[j]]] = 1;
+  auto phase2 = [&](auto tag) {
+    using LT = typename decltype(tag)::type;
+    const LT* labels = pixel_labels ? static_cast<const LT*>(pixel_labels->data) : nullptr;
+    parallel_for_dynamic(
+        static_cast<std::size_t>(nblocks),
+        [&](std::size_t blk, int) {
+          const std::int64_t k0 = static_cast<std::int64_t>(blk) * block;
+          const std::int64_t k1 = std::min(K_, k0 + block);
+          std::vector<double> a(static_cast<std::size_t>(h * w));
+          std::vector<double> Hbuf(static_cast<std::size_t>(h * sw_));
+          std::vector<std::uint8_t> hdone(static_cast<std::size_t>(h));
+          std::vector<double> V(static_cast<std::size_t>(sw_));
+          std::vector<std::int64_t> cmin(static_cast<std::size_t>(h)), cmax(static_cast<std::size_t>(h));
+          std::vector<std::uint8_t> hit(static_cast<std::size_t>(NC_));
+          for (std::int64_t b = 0; b < B; ++b) {
+            check_interrupt();
+            const LT* lab_b = labels ? labels + b * P * npix : nullptr;
+            for (std::int64_t k = k0; k < k1; ++k) {
+              const double thr = thresholds[k];
+              load(acts, b, k, a.data());
+              // hot cells: per source row, the first and last hot column
+              // (NaN check here: every map is read anyway, and no count has
+              // been committed yet)
+              std::int64_t rfirst = -1, rlast = -1;
+              const double tl = hot_bound(thr);
+              bool nan = false;
+              for (std::int64_t r = 0; r < h; ++r) {
+                std::int64_t lo = -1, hi = -1;
+                const double* row = a.data() + r * w;
+                for (std::int64_t x = 0; x < w; ++x) {
+                  nan |= std::isnan(row[x]);
+                  if (row[x] > tl) {
+                    if (lo < 0) lo = x;
+                    hi = x;
                   }
-                } else {
-                  for (std::int32_t j = off[p]; j < e; ++j) ++Irow[lab[j]];
+                }
+                cmin[r] = lo;
+                cmax[r] = hi;
+                if (lo >= 0) {
+                  if (rfirst < 0) rfirst = r;
+                  rlast = r;
                 }
               }
-            }
-            if (count == 0) continue;
-            for (std::int64_t s = 0; s < S; ++s) {
-              const std::int64_t c = image_labels[b * S + s];
-              if (c == 0) continue;
-              Irow[c] += count;
-              if (lite) hit[cat_[c]] = 1;
-            }
-            std::int64_t* Arow = dA.data() + k * NC_;
-            if (lite) {
-              for (std::int64_t c = 0; c < NC_; ++c) {
-                if (hit[c]) Arow[c] += count;
-                hit[c] = 0;
+              if (nan) {
+                std::ostringstream s;
+                s << "activations must not contain NaN (image " << b << ", unit " << k << ")";
+                fail(s.str());
               }
-            } else {
-              const std::uint8_t* cp = cats.data() + b * NC_;
-              for (std::int64_t c = 0; c < NC_; ++c)
-                if (cp[c]) Arow[c] += count;
+              if (rfirst < 0 || thr == std::numeric_limits<double>::infinity()) continue;
+              // output columns that can fire for rows touching source row r
+              auto col_range = [&](std::int64_t r, std::int64_t& xa, std::int64_t& xb) {
+                if (cmin[r] < 0) return;
+                xa = std::min<std::int64_t>(xa, tx.lo[cmin[r]]);
+                xb = std::max<std::int64_t>(xb, tx.hi[cmax[r]]);
+              };
+              std::int64_t X0 = sw_, X1 = 0;
+              for (std::int64_t r = rfirst; r <= rlast; ++r) col_range(r, X0, X1);
+              std::fill(hdone.begin(), hdone.end(), 0);
+              const std::int64_t y_begin = ty.lo[rfirst], y_end = ty.hi[rlast];
+              std::int64_t count = 0;
+              std::int64_t* Irow = dI.data() + k * NL_;
+              for (std::int64_t yo = y_begin; yo < y_end; ++yo) {
+                const std::int32_t r0 = ty.i0[yo], r1 = ty.i1[yo];
+                std::int64_t xa = sw_, xb = 0;
+                col_range(r0, xa, xb);
+                col_range(r1, xa, xb);
+                if (xa >= xb) continue;
+                for (std::int32_t r : {r0, r1}) {
+                  if (!hdone[r]) {
+                    rk.hrow(a.data() + r * w, tx.i0.data(), tx.i1.data(), tx.l0.data(), tx.l1.data(),
+                            X0, X1, Hbuf.data() + r * sw_);
+                    hdone[r] = 1;
+                  }
+                }
+                rk.vrow(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_, ty.l0[yo], ty.l1[yo], xa, xb,
+                        V.data());
+                const std::int64_t pbase = yo * sw_;
+                for (std::int64_t xo = xa; xo < xb; ++xo) {
+                  if (!(V[xo] > thr)) continue;
+                  ++count;
+                  if (!lab_b) continue;
+                  const LT* lp = lab_b + pbase + xo;
+                  for (std::int64_t m = 0; m < P; ++m) {
+                    const LT v = lp[m * npix];
+                    if (v == 0) continue;
+                    ++Irow[static_cast<std::size_t>(v)];
+                    if (lite) hit[cat_[static_cast<std::size_t>(v)]] = 1;
+                  }
+                }
+              }
+              if (count == 0) continue;
+              for (std::int64_t s = 0; s < S; ++s) {
+                const std::int64_t c = image_labels[b * S + s];
+                if (c == 0) continue;
+                Irow[c] += count;
+                if (lite) hit[cat_[c]] = 1;
+              }
+              std::int64_t* Arow = dA.data() + k * NC_;
+              if (lite) {
+                for (std::int64_t c = 0; c < NC_; ++c) {
+                  if (hit[c]) Arow[c] += count;
+                  hit[c] = 0;
+                }
+              } else {
+                const std::uint8_t* cp = cats.data() + b * NC_;
+                for (std::int64_t c = 0; c < NC_; ++c)
+                  if (cp[c]) Arow[c] += count;
+              }
             }
           }
-        }
-      },
-      T2);
+        },
+        T2);
+  };
+  if (pixel_labels && P > 0) {
+    dispatch_labels(pixel_labels->kind, phase2);
+  } else {
+    phase2(Tag<std::int32_t>{});
+  }
 
   // ---- commit
   for (std::size_t i = 0; i < I_.size(); ++i) I_[i] += dI[i];
   for (std::size_t i = 0; i < A_.size(); ++i) A_[i] += dA[i];
   for (const auto& hh : hist)
     for (std::size_t c = 0; c < hh.size(); ++c) L_[c] += hh[c];
-  L_[0] = 0;  // label 0 is never tallied (build_csr skips it; kept explicit)
+  L_[0] = 0;  // label 0 is never tallied (scan_labels skips it; kept explicit)
   images_ += B;
 }
 

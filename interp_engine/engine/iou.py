@@ -36,7 +36,7 @@ import numpy as np
 
 from .._loader import core as _core
 from ._arrays import (bool_array, check_num_threads, check_positive_int, describe, float_array,
-                      has_nan, to_numpy)
+                      to_numpy)
 
 __all__ = ["IoUTally", "UNIT_RULES"]
 
@@ -141,8 +141,8 @@ class IoUTally:
         if h == 0 or w == 0:
             raise ValueError(f"activations must have non-empty maps (h, w >= 1); got shape {tuple(acts.shape)}")
         thr = self._thresholds(thresholds)
-        if has_nan(acts, kind):
-            raise ValueError("activations must not contain NaN")
+        # NaN in activations and label values are checked by the core, which reads
+        # every value anyway, before any count changes
         sh, sw = self.output_size
         pl = None
         if pixel_labels is not None:
@@ -183,7 +183,6 @@ class IoUTally:
                 raise ValueError(f"image_categories must have shape (B, num_categories) = "
                                  f"({B}, {self.num_categories}); got shape {tuple(ic.shape)}")
             ic = ic.view(np.uint8)
-        # pixel_labels are checked (range, sign) by the core before any count changes
         self._core.update(acts, kind, thr, pl, il, ic, self._num_threads)
         if pl is not None:
             self._num_pixel_maps = int(pl.shape[1])
