@@ -7,7 +7,8 @@ peers, in one pytest-benchmark group, on one data set:
   smoothed Gaussian fields (spatially correlated, like conv features), label
   maps are blobs (argmax of smooth random fields, parts masked to regions).
 
-  (a) ours: IoUTally.update on the whole batch (float32 activations, int32 labels)
+  (a) ours: IoUTally.update on the whole batch (float32 activations, int16
+      label maps read in place; every variant gets the same arrays)
   (b) a NetDissect-Lite-style Python loop (per image, per unit: skip if the
       map's max <= T, upsample, argwhere, bincount), timed on the first
       LITE_IMAGES images and scaled per image to 256
@@ -75,7 +76,7 @@ def make_data(seed: int = 0) -> dict:
     labels = torch.gather(table, 1, regions.view(B * P, -1)).view(B, P, SH, SW)
     keep = _smooth(g, B, P, 5, SH) > 0.3  # parts / materials cover only some regions
     keep[:, [0, 4]] = True  # objects and colours cover the image
-    labels = (labels * keep).to(torch.int32).contiguous()
+    labels = (labels * keep).to(torch.int16).contiguous()  # label numbers < 2^15, as Broden's
     img = torch.stack([torch.randint(CAT_RANGES[4][0], CAT_RANGES[4][1], (B,), generator=g),
                        torch.randint(CAT_RANGES[5][0], CAT_RANGES[5][1], (B,), generator=g)], 1)
     img[torch.rand(B, generator=g) < 0.3, 1] = 0  # not every image has a texture label

@@ -396,7 +396,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
 
   const int T2 = (B * K_ * h * w < 4096) ? 1 : effective_threads(static_cast<std::size_t>(K_), 1, num_threads);
   const std::int64_t block =
-      std::max<std::int64_t>(1, std::min<std::int64_t>(16, K_ / (4 * std::max(1, T2))));
+      std::max<std::int64_t>(1, (K_ + 2 * T2 - 1) / (2 * T2));
   const std::int64_t nblocks = (K_ + block - 1) / block;
 
   auto phase2 = [&](auto tag) {
@@ -475,17 +475,32 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                 }
                 rk.vrow(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_, ty.l0[yo], ty.l1[yo], xa, xb,
                         V.data());
+                // runs of active pixels; within a run, runs of equal labels
+                // (label maps are made of regions): one increment per run
                 const std::int64_t pbase = yo * sw_;
-                for (std::int64_t xo = xa; xo < xb; ++xo) {
-                  if (!(V[xo] > thr)) continue;
-                  ++count;
+                std::int64_t xo = xa;
+                while (xo < xb) {
+                  if (!(V[xo] > thr)) {
+                    ++xo;
+                    continue;
+                  }
+                  const std::int64_t xs = xo;
+                  while (xo < xb && V[xo] > thr) ++xo;
+                  count += xo - xs;
                   if (!lab_b) continue;
-                  const LT* lp = lab_b + pbase + xo;
                   for (std::int64_t m = 0; m < P; ++m) {
-                    const LT v = lp[m * npix];
-                    if (v == 0) continue;
-                    ++Irow[static_cast<std::size_t>(v)];
-                    if (lite) hit[cat_[static_cast<std::size_t>(v)]] = 1;
+                    const LT* lp = lab_b + m * npix + pbase;
+                    std::int64_t x = xs;
+                    while (x < xo) {
+                      const LT v = lp[x];
+                      std::int64_t y = x + 1;
+                      while (y < xo && lp[y] == v) ++y;
+                      if (v != 0) {
+                        Irow[static_cast<std::size_t>(v)] += y - x;
+                        if (lite) hit[cat_[static_cast<std::size_t>(v)]] = 1;
+                      }
+                      x = y;
+                    }
                   }
                 }
               }
