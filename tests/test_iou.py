@@ -383,3 +383,21 @@ def test_label_dtypes():
         t = IoUTally(4, 9, cat, 3, output_size=(13, 11))
         t.update(acts, thr, pl.astype(dt), il.astype(dt))
         assert_counts(t, ref)
+
+
+@pytest.mark.parametrize("rule", ["annotated", "lite"])
+def test_thread_count_does_not_change_counts(rule):
+    rng = np.random.default_rng(11)
+    acts = smooth_field(rng, 8, 40, 7, 7).astype(np.float32)
+    thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(40, -1), 0.9, axis=1)
+    pl = rng.integers(0, 30, (8, 3, 40, 40)).astype(np.int16)
+    il = rng.integers(0, 30, (8, 2))
+    cat = np.arange(30) % 4
+    out = []
+    for nt in (1, 2, 5):
+        t = IoUTally(40, 30, cat, 4, output_size=(40, 40), unit_rule=rule, num_threads=nt)
+        t.update(acts, thr, pl, il)
+        out.append(t.state_dict())
+    for s in out[1:]:
+        for key in ("intersection", "label_pixels", "unit_pixels"):
+            np.testing.assert_array_equal(s[key], out[0][key])
