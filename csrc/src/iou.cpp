@@ -84,6 +84,43 @@ LoadFn loader_for(FloatKind k) {
   fail("IoUTally.update: unknown activation element kind");
 }
 
+// Maximum of map (b, k) widened to float64, and whether it holds a NaN: the
+// cheap first look at every map (most maps of a layer never reach their
+// unit's threshold and are not read again).
+template <FloatKind KIND>
+double map_max(const ActivationView& a, std::int64_t b, std::int64_t k, bool& nan) {
+  const char* base = static_cast<const char*>(a.data) + b * a.stride[0] + k * a.stride[1];
+  using Native = typename std::conditional<KIND == FloatKind::F64, double, float>::type;
+  Native mx = -std::numeric_limits<Native>::infinity();
+  bool bad = false;
+  for (std::int64_t y = 0; y < a.h; ++y) {
+    const char* row = base + y * a.stride[2];
+    for (std::int64_t x = 0; x < a.w; ++x) {
+      Native v;
+      if constexpr (KIND == FloatKind::F64 || KIND == FloatKind::F32) {
+        std::memcpy(&v, row + x * a.stride[3], sizeof v);
+      } else {
+        v = static_cast<float>(load_one<KIND>(row + x * a.stride[3]));  // exact
+      }
+      bad |= (v != v);
+      mx = v > mx ? v : mx;
+    }
+  }
+  nan = bad;
+  return static_cast<double>(mx);
+}
+
+using MaxFn = double (*)(const ActivationView&, std::int64_t, std::int64_t, bool&);
+MaxFn max_for(FloatKind k) {
+  switch (k) {
+    case FloatKind::F16: return &map_max<FloatKind::F16>;
+    case FloatKind::BF16: return &map_max<FloatKind::BF16>;
+    case FloatKind::F32: return &map_max<FloatKind::F32>;
+    case FloatKind::F64: return &map_max<FloatKind::F64>;
+  }
+  fail("IoUTally.update: unknown activation element kind");
+}
+
 // ---------------------------------------------------------------------------
 // Row kernels.  Both variants compute the same correctly rounded fma; the
 // first runs the hardware instruction (chosen at run time, so the build needs
@@ -93,17 +130,23 @@ LoadFn loader_for(FloatKind k) {
 struct RowKernels {
   void (*hrow)(const double* a, const std::int32_t* x0, const std::int32_t* x1, const double* lx0,
                const double* lx1, std::int64_t xa, std::int64_t xb, double* H);
-  void (*vrow)(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
-               std::int64_t xb, double* V);
+  // also returns how many V[x] > thr (rows without an active pixel are skipped)
+  std::int64_t (*vrow)(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
+                       std::int64_t xb, double thr, double* V);
 };
 
 void hrow_soft(const double* a, const std::int32_t* x0, const std::int32_t* x1, const double* lx0,
                const double* lx1, std::int64_t xa, std::int64_t xb, double* H) {
   for (std::int64_t x = xa; x < xb; ++x) H[x] = std::fma(a[x0[x]], lx0[x], a[x1[x]] * lx1[x]);
 }
-void vrow_soft(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
-               std::int64_t xb, double* V) {
-  for (std::int64_t x = xa; x < xb; ++x) V[x] = std::fma(H0[x], ly0, H1[x] * ly1);
+std::int64_t vrow_soft(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
+                       std::int64_t xb, double thr, double* V) {
+  std::int64_t n = 0;
+  for (std::int64_t x = xa; x < xb; ++x) {
+    V[x] = std::fma(H0[x], ly0, H1[x] * ly1);
+    n += V[x] > thr;
+  }
+  return n;
 }
 
 #ifdef IE_IOU_X86_DISPATCH
@@ -113,10 +156,16 @@ __attribute__((target("avx2,fma"))) void hrow_hw(const double* a, const std::int
                                                  std::int64_t xb, double* H) {
   for (std::int64_t x = xa; x < xb; ++x) H[x] = __builtin_fma(a[x0[x]], lx0[x], a[x1[x]] * lx1[x]);
 }
-__attribute__((target("avx2,fma"))) void vrow_hw(const double* H0, const double* H1, double ly0,
-                                                 double ly1, std::int64_t xa, std::int64_t xb,
-                                                 double* V) {
-  for (std::int64_t x = xa; x < xb; ++x) V[x] = __builtin_fma(H0[x], ly0, H1[x] * ly1);
+__attribute__((target("avx2,fma"))) std::int64_t vrow_hw(const double* H0, const double* H1,
+                                                         double ly0, double ly1, std::int64_t xa,
+                                                         std::int64_t xb, double thr, double* V) {
+  std::int64_t n = 0;
+  for (std::int64_t x = xa; x < xb; ++x) {
+    const double v = __builtin_fma(H0[x], ly0, H1[x] * ly1);
+    V[x] = v;
+    n += v > thr;
+  }
+  return n;
 }
 #endif
 
@@ -130,37 +179,64 @@ RowKernels row_kernels() {
 
 // ---------------------------------------------------------------------------
 // Label maps, per image (shared by all units of the image, so done once):
-// validation, the label_pixels histogram and the categories present, by runs
-// of equal labels (label maps are made of regions, so runs are long and the
-// histogram sees one increment per run instead of one per pixel).
+// validation, the label_pixels histogram, the categories present, and the
+// rows of every map as runs of equal non-zero labels (label maps are made of
+// regions, so a row holds a few runs; a unit's active row segment then adds
+// one count per overlapping run instead of one per pixel).  An image whose
+// maps are too fragmented for runs to pay (more than one run per 4 pixels)
+// keeps no runs and is read pixel by pixel.
+struct Run {
+  std::int32_t start, end, label;
+};
+struct ImageRuns {
+  bool dense = false;
+  std::vector<std::int32_t> row_off;  // (P * sh + 1): runs of map m, row y at [row_off[m*sh+y], ...)
+  std::vector<Run> runs;
+};
+
 template <typename T>
 void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std::int32_t* cat,
-                 std::int64_t* hist, std::uint8_t* cats_present /* NC or null */) {
+                 std::int64_t* hist, std::uint8_t* cats_present /* NC or null */, ImageRuns& out) {
   const std::int64_t npix = lv.sh * lv.sw;
   const T* base = static_cast<const T*>(lv.data) + b * lv.P * npix;
+  out.dense = false;
+  out.runs.clear();
+  out.row_off.assign(static_cast<std::size_t>(lv.P * lv.sh + 1), 0);
+  const std::size_t max_runs = static_cast<std::size_t>(lv.P * npix / 4 + 16);
   for (std::int64_t m = 0; m < lv.P; ++m) {
-    const T* map = base + m * npix;
-    std::int64_t p = 0;
-    while (p < npix) {
-      const T v = map[p];
-      std::int64_t q = p + 1;
-      while (q < npix && map[q] == v) ++q;
-      if (v != 0) {
-        bool bad = false;
-        if constexpr (std::is_signed<T>::value) bad = v < 0;
-        if (bad || static_cast<std::uint64_t>(v) >= static_cast<std::uint64_t>(NL)) {
-          std::ostringstream s;
-          s << "pixel_labels must hold label numbers in [0, num_labels) = [0, " << NL << "); got "
-            << +v << " (image " << b << ", map " << m << ", pixel " << p / lv.sw << ","
-            << p % lv.sw << ")";
-          fail(s.str());
+    for (std::int64_t yo = 0; yo < lv.sh; ++yo) {
+      const T* row = base + m * npix + yo * lv.sw;
+      std::int64_t x = 0;
+      while (x < lv.sw) {
+        const T v = row[x];
+        std::int64_t y = x + 1;
+        while (y < lv.sw && row[y] == v) ++y;
+        if (v != 0) {
+          bool bad = false;
+          if constexpr (std::is_signed<T>::value) bad = v < 0;
+          if (bad || static_cast<std::uint64_t>(v) >= static_cast<std::uint64_t>(NL)) {
+            std::ostringstream s;
+            s << "pixel_labels must hold label numbers in [0, num_labels) = [0, " << NL << "); got "
+              << +v << " (image " << b << ", map " << m << ", pixel " << yo << "," << x << ")";
+            fail(s.str());
+          }
+          hist[static_cast<std::size_t>(v)] += y - x;
+          if (cats_present) cats_present[cat[static_cast<std::size_t>(v)]] = 1;
+          if (!out.dense) {
+            out.runs.push_back({static_cast<std::int32_t>(x), static_cast<std::int32_t>(y),
+                                static_cast<std::int32_t>(v)});
+            if (out.runs.size() > max_runs) {
+              out.dense = true;
+              std::vector<Run>().swap(out.runs);
+            }
+          }
         }
-        hist[static_cast<std::size_t>(v)] += q - p;
-        if (cats_present) cats_present[cat[static_cast<std::size_t>(v)]] = 1;
+        x = y;
       }
-      p = q;
+      out.row_off[static_cast<std::size_t>(m * lv.sh + yo + 1)] = static_cast<std::int32_t>(out.runs.size());
     }
   }
+  if (out.dense) std::vector<std::int32_t>().swap(out.row_off);
 }
 
 template <typename T>
@@ -251,7 +327,7 @@ std::vector<double> upsample_bilinear(const double* a, std::int64_t h, std::int6
   std::vector<double> out(static_cast<std::size_t>(out_h * out_w));
   for (std::int64_t y = 0; y < out_h; ++y)
     rk.vrow(H.data() + ty.i0[y] * out_w, H.data() + ty.i1[y] * out_w, ty.l0[y], ty.l1[y], 0, out_w,
-            out.data() + y * out_w);
+            0.0, out.data() + y * out_w);
   return out;
 }
 
@@ -353,6 +429,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
 
   // ---- phase 1, per image: validation, label_pixels, derived categories
   std::vector<std::vector<std::int64_t>> hist(static_cast<std::size_t>(T));
+  std::vector<ImageRuns> runs(static_cast<std::size_t>(P > 0 ? B : 0));
   std::vector<std::uint8_t> cats;  // (B, NC) annotated categories
   if (derive) {
     cats.assign(static_cast<std::size_t>(B * NC_), 0);
@@ -370,7 +447,8 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
           if (P > 0) {
             dispatch_labels(pixel_labels->kind, [&](auto tag) {
               using LT = typename decltype(tag)::type;
-              scan_labels<LT>(*pixel_labels, static_cast<std::int64_t>(b), NL_, cat_.data(), h.data(), cp);
+              scan_labels<LT>(*pixel_labels, static_cast<std::int64_t>(b), NL_, cat_.data(), h.data(), cp,
+                              runs[b]);
             });
           }
           for (std::int64_t s = 0; s < S; ++s) {
@@ -387,6 +465,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const AxisTable& ty = table(acts.h, sh_, true);
   const AxisTable& tx = table(acts.w, sw_, false);
   const LoadFn load = loader_for(acts.kind);
+  const MaxFn mapmax = max_for(acts.kind);
   const RowKernels rk = row_kernels();
   const bool lite = rule_ == UnitRule::Lite;
   const std::int64_t h = acts.h, w = acts.w;
@@ -415,21 +494,27 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
           std::vector<std::uint8_t> hit(static_cast<std::size_t>(NC_));
           for (std::int64_t b = 0; b < B; ++b) {
             check_interrupt();
-            const LT* lab_b = labels ? labels + b * P * npix : nullptr;
+            const LT* lab_b = (labels && P > 0) ? labels + b * P * npix : nullptr;
+            const ImageRuns* ir = lab_b ? &runs[static_cast<std::size_t>(b)] : nullptr;
+            const bool use_runs = ir && !ir->dense;
             for (std::int64_t k = k0; k < k1; ++k) {
               const double thr = thresholds[k];
-              load(acts, b, k, a.data());
-              // hot cells: per source row, the first and last hot column
-              // (NaN check here: every map is read anyway, and no count has
-              // been committed yet)
-              std::int64_t rfirst = -1, rlast = -1;
               const double tl = hot_bound(thr);
               bool nan = false;
+              const double mx = mapmax(acts, b, k, nan);
+              if (nan) {
+                std::ostringstream s;
+                s << "activations must not contain NaN (image " << b << ", unit " << k << ")";
+                fail(s.str());
+              }
+              if (!(mx > tl)) continue;  // no cell is hot: no pixel can fire
+              load(acts, b, k, a.data());
+              // hot cells: per source row, the first and last hot column
+              std::int64_t rfirst = -1, rlast = -1;
               for (std::int64_t r = 0; r < h; ++r) {
                 std::int64_t lo = -1, hi = -1;
                 const double* row = a.data() + r * w;
                 for (std::int64_t x = 0; x < w; ++x) {
-                  nan |= std::isnan(row[x]);
                   if (row[x] > tl) {
                     if (lo < 0) lo = x;
                     hi = x;
@@ -441,11 +526,6 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                   if (rfirst < 0) rfirst = r;
                   rlast = r;
                 }
-              }
-              if (nan) {
-                std::ostringstream s;
-                s << "activations must not contain NaN (image " << b << ", unit " << k << ")";
-                fail(s.str());
               }
               if (rfirst < 0 || thr == std::numeric_limits<double>::infinity()) continue;
               // output columns that can fire for rows touching source row r
@@ -473,8 +553,9 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                     hdone[r] = 1;
                   }
                 }
-                rk.vrow(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_, ty.l0[yo], ty.l1[yo], xa, xb,
-                        V.data());
+                const std::int64_t nact = rk.vrow(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_,
+                                                  ty.l0[yo], ty.l1[yo], xa, xb, thr, V.data());
+                if (nact == 0) continue;
                 // runs of active pixels; within a run, runs of equal labels
                 // (label maps are made of regions): one increment per run
                 const std::int64_t pbase = yo * sw_;
@@ -488,6 +569,21 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                   while (xo < xb && V[xo] > thr) ++xo;
                   count += xo - xs;
                   if (!lab_b) continue;
+                  if (use_runs) {
+                    for (std::int64_t m = 0; m < P; ++m) {
+                      const std::size_t ro = static_cast<std::size_t>(m * sh_ + yo);
+                      const Run* r = ir->runs.data() + ir->row_off[ro];
+                      const Run* re = ir->runs.data() + ir->row_off[ro + 1];
+                      while (r < re && r->end <= xs) ++r;
+                      for (; r < re && r->start < xo; ++r) {
+                        const std::int64_t len = std::min<std::int64_t>(r->end, xo) -
+                                                 std::max<std::int64_t>(r->start, xs);
+                        Irow[r->label] += len;
+                        if (lite) hit[cat_[r->label]] = 1;
+                      }
+                    }
+                    continue;
+                  }
                   for (std::int64_t m = 0; m < P; ++m) {
                     const LT* lp = lab_b + m * npix + pbase;
                     std::int64_t x = xs;
