@@ -87,10 +87,69 @@ LoadFn loader_for(FloatKind k) {
 // Maximum of map (b, k) widened to float64, and whether it holds a NaN: the
 // cheap first look at every map (most maps of a layer never reach their
 // unit's threshold and are not read again).
+// Contiguous float32 / float64 maps: a vectorizable pass (AVX2 when the CPU
+// has it; max and a NaN flag are exact whatever the order).
+template <typename F>
+inline void flat_max_generic(const F* p, std::int64_t n, double& mx_out, bool& nan) {
+  F mx = -std::numeric_limits<F>::infinity();
+  bool bad = false;
+  for (std::int64_t i = 0; i < n; ++i) {
+    bad |= (p[i] != p[i]);
+    mx = p[i] > mx ? p[i] : mx;
+  }
+  mx_out = static_cast<double>(mx);
+  nan = bad;
+}
+#ifdef IE_IOU_X86_DISPATCH
+__attribute__((target("avx2"))) void flat_max_f32_avx2(const float* p, std::int64_t n, double& mx_out,
+                                                       bool& nan) {
+  // lanes: max with NaN detected separately (unordered compare)
+  typedef float v8 __attribute__((vector_size(32)));
+  v8 m = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+  v8 u = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    v8 v;
+    std::memcpy(&v, p + i, sizeof v);
+    m = v > m ? v : m;
+    u = (v != v) ? v8{1, 1, 1, 1, 1, 1, 1, 1} : u;
+  }
+  float mx = -INFINITY;
+  bool bad = false;
+  for (int j = 0; j < 8; ++j) {
+    mx = m[j] > mx ? m[j] : mx;
+    bad |= u[j] != 0;
+  }
+  for (; i < n; ++i) {
+    bad |= (p[i] != p[i]);
+    mx = p[i] > mx ? p[i] : mx;
+  }
+  mx_out = static_cast<double>(mx);
+  nan = bad;
+}
+#endif
+
 template <FloatKind KIND>
 double map_max(const ActivationView& a, std::int64_t b, std::int64_t k, bool& nan) {
   const char* base = static_cast<const char*>(a.data) + b * a.stride[0] + k * a.stride[1];
   using Native = typename std::conditional<KIND == FloatKind::F64, double, float>::type;
+  if constexpr (KIND == FloatKind::F32 || KIND == FloatKind::F64) {
+    if (a.stride[3] == static_cast<std::int64_t>(sizeof(Native)) &&
+        a.stride[2] == a.w * static_cast<std::int64_t>(sizeof(Native))) {
+      double mxd;
+#ifdef IE_IOU_X86_DISPATCH
+      if constexpr (KIND == FloatKind::F32) {
+        static const bool avx2 = __builtin_cpu_supports("avx2");
+        if (avx2) {
+          flat_max_f32_avx2(reinterpret_cast<const float*>(base), a.h * a.w, mxd, nan);
+          return mxd;
+        }
+      }
+#endif
+      flat_max_generic(reinterpret_cast<const Native*>(base), a.h * a.w, mxd, nan);
+      return mxd;
+    }
+  }
   Native mx = -std::numeric_limits<Native>::infinity();
   bool bad = false;
   for (std::int64_t y = 0; y < a.h; ++y) {
@@ -491,6 +550,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
           std::vector<std::uint8_t> hdone(static_cast<std::size_t>(h));
           std::vector<double> V(static_cast<std::size_t>(sw_));
           std::vector<std::int64_t> cmin(static_cast<std::size_t>(h)), cmax(static_cast<std::size_t>(h));
+          std::vector<std::int64_t> hlo(static_cast<std::size_t>(h)), hhi(static_cast<std::size_t>(h));
           std::vector<std::uint8_t> hit(static_cast<std::size_t>(NC_));
           for (std::int64_t b = 0; b < B; ++b) {
             check_interrupt();
@@ -542,17 +602,39 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
               std::int64_t* Irow = dI.data() + k * NL_;
               for (std::int64_t yo = y_begin; yo < y_end; ++yo) {
                 const std::int32_t r0 = ty.i0[yo], r1 = ty.i1[yo];
-                std::int64_t xa = sw_, xb = 0;
-                col_range(r0, xa, xb);
-                col_range(r1, xa, xb);
-                if (xa >= xb) continue;
+                if (cmin[r0] < 0 && cmin[r1] < 0) continue;  // no hot cell in reach
+                // Second, finer filter: H_r = the horizontally interpolated
+                // source row r.  Every operation is monotone, so where both
+                // H_r0 and H_r1 are <= tl (or within a few ulps above tl: the
+                // H of a row without hot cells) the output is at most
+                // tl + 8 * 2^-53 * |tl| + tiny < T (same bound as above):
+                // only columns where a hot row's H exceeds tl are evaluated.
                 for (std::int32_t r : {r0, r1}) {
-                  if (!hdone[r]) {
-                    rk.hrow(a.data() + r * w, tx.i0.data(), tx.i1.data(), tx.l0.data(), tx.l1.data(),
-                            X0, X1, Hbuf.data() + r * sw_);
-                    hdone[r] = 1;
+                  if (hdone[r]) continue;
+                  hdone[r] = 1;
+                  double* Hr = Hbuf.data() + r * sw_;
+                  rk.hrow(a.data() + r * w, tx.i0.data(), tx.i1.data(), tx.l0.data(), tx.l1.data(),
+                          X0, X1, Hr);
+                  std::int64_t lo = X1, hi = X0;
+                  if (cmin[r] >= 0) {
+                    std::int64_t x = X0;
+                    while (x < X1 && !(Hr[x] > tl)) ++x;
+                    lo = x;
+                    x = X1;
+                    while (x > lo && !(Hr[x - 1] > tl)) --x;
+                    hi = x;
+                  }
+                  hlo[r] = lo;
+                  hhi[r] = hi;
+                }
+                std::int64_t xa = X1, xb = X0;
+                for (std::int32_t r : {r0, r1}) {
+                  if (hhi[r] > hlo[r]) {
+                    xa = std::min(xa, hlo[r]);
+                    xb = std::max(xb, hhi[r]);
                   }
                 }
+                if (xa >= xb) continue;
                 const std::int64_t nact = rk.vrow(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_,
                                                   ty.l0[yo], ty.l1[yo], xa, xb, thr, V.data());
                 if (nact == 0) continue;
