@@ -11,6 +11,10 @@
 #include "interp_engine/parallel.hpp"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define IE_IOU_X86_DISPATCH 1
 #endif
 
@@ -20,6 +24,19 @@ namespace iou {
 namespace {
 
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+inline int ctz64(std::uint64_t x) {  // x != 0
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_ctzll(x);
+#else
+  int n = 0;
+  while (!(x & 1)) {
+    x >>= 1;
+    ++n;
+  }
+  return n;
+#endif
+}
 
 // ---------------------------------------------------------------------------
 // Widening to float64 (exact for every input kind).
@@ -192,7 +209,26 @@ struct RowKernels {
   // also returns how many V[x] > thr (rows without an active pixel are skipped)
   std::int64_t (*vrow)(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
                        std::int64_t xb, double thr, double* V);
+  // the same values, kept only as a bit mask of V > thr: bit i of
+  // mask[i / 64] for x = xa + i (mask has (xb - xa + 63) / 64 words)
+  std::int64_t (*vmask)(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
+                        std::int64_t xb, double thr, std::uint64_t* mask);
 };
+
+std::int64_t vmask_soft(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
+                        std::int64_t xb, double thr, std::uint64_t* mask) {
+  const std::int64_t n = xb - xa;
+  std::fill(mask, mask + (n + 63) / 64, 0);
+  std::int64_t c = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double v = std::fma(H0[xa + i], ly0, H1[xa + i] * ly1);
+    if (v > thr) {
+      mask[i >> 6] |= std::uint64_t(1) << (i & 63);
+      ++c;
+    }
+  }
+  return c;
+}
 
 void hrow_soft(const double* a, const std::int32_t* x0, const std::int32_t* x1, const double* lx0,
                const double* lx1, std::int64_t xa, std::int64_t xb, double* H) {
@@ -228,12 +264,40 @@ __attribute__((target("avx2,fma"))) std::int64_t vrow_hw(const double* H0, const
 }
 #endif
 
+#ifdef IE_IOU_X86_DISPATCH
+__attribute__((target("avx2,fma"))) std::int64_t vmask_hw(const double* H0, const double* H1,
+                                                          double ly0, double ly1, std::int64_t xa,
+                                                          std::int64_t xb, double thr,
+                                                          std::uint64_t* mask) {
+  const std::int64_t n = xb - xa;
+  std::fill(mask, mask + (n + 63) / 64, 0);
+  const __m256d vl0 = _mm256_set1_pd(ly0), vl1 = _mm256_set1_pd(ly1), vt = _mm256_set1_pd(thr);
+  std::int64_t c = 0, i = 0;
+  for (; i + 4 <= n; i += 4) {  // 4 | 64: a group never straddles two words
+    const __m256d h0 = _mm256_loadu_pd(H0 + xa + i);
+    const __m256d h1 = _mm256_loadu_pd(H1 + xa + i);
+    const __m256d v = _mm256_fmadd_pd(h0, vl0, _mm256_mul_pd(h1, vl1));  // fma(H0, ly0, H1*ly1)
+    const unsigned m = static_cast<unsigned>(_mm256_movemask_pd(_mm256_cmp_pd(v, vt, _CMP_GT_OQ)));
+    mask[i >> 6] |= static_cast<std::uint64_t>(m) << (i & 63);
+    c += __builtin_popcount(m);
+  }
+  for (; i < n; ++i) {
+    const double v = __builtin_fma(H0[xa + i], ly0, H1[xa + i] * ly1);
+    if (v > thr) {
+      mask[i >> 6] |= std::uint64_t(1) << (i & 63);
+      ++c;
+    }
+  }
+  return c;
+}
+#endif
+
 RowKernels row_kernels() {
 #ifdef IE_IOU_X86_DISPATCH
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2")) return {&hrow_hw, &vrow_hw};
+  if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2")) return {&hrow_hw, &vrow_hw, &vmask_hw};
 #endif
-  return {&hrow_soft, &vrow_soft};
+  return {&hrow_soft, &vrow_soft, &vmask_soft};
 }
 
 // ---------------------------------------------------------------------------
@@ -548,7 +612,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
           std::vector<double> a(static_cast<std::size_t>(h * w));
           std::vector<double> Hbuf(static_cast<std::size_t>(h * sw_));
           std::vector<std::uint8_t> hdone(static_cast<std::size_t>(h));
-          std::vector<double> V(static_cast<std::size_t>(sw_));
+          std::vector<std::uint64_t> mask(static_cast<std::size_t>(sw_ / 64 + 2));
           std::vector<std::int64_t> cmin(static_cast<std::size_t>(h)), cmax(static_cast<std::size_t>(h));
           std::vector<std::int64_t> hlo(static_cast<std::size_t>(h)), hhi(static_cast<std::size_t>(h));
           std::vector<std::uint8_t> hit(static_cast<std::size_t>(NC_));
@@ -635,20 +699,29 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                   }
                 }
                 if (xa >= xb) continue;
-                const std::int64_t nact = rk.vrow(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_,
-                                                  ty.l0[yo], ty.l1[yo], xa, xb, thr, V.data());
+                const std::int64_t nact = rk.vmask(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_,
+                                                   ty.l0[yo], ty.l1[yo], xa, xb, thr, mask.data());
                 if (nact == 0) continue;
-                // runs of active pixels; within a run, runs of equal labels
-                // (label maps are made of regions): one increment per run
+                // runs of active pixels (from the bit mask); within a run,
+                // runs of equal labels (label maps are made of regions): one
+                // increment per run
                 const std::int64_t pbase = yo * sw_;
-                std::int64_t xo = xa;
-                while (xo < xb) {
-                  if (!(V[xo] > thr)) {
-                    ++xo;
-                    continue;
+                const std::int64_t n = xb - xa;
+                const std::int64_t nw = (n + 63) / 64;
+                auto next_bit = [&](std::int64_t p, bool set) -> std::int64_t {
+                  std::int64_t wi = p >> 6;
+                  if (wi >= nw) return n;
+                  std::uint64_t bits = (set ? mask[wi] : ~mask[wi]) & (~std::uint64_t(0) << (p & 63));
+                  while (bits == 0) {
+                    if (++wi >= nw) return n;
+                    bits = set ? mask[wi] : ~mask[wi];
                   }
-                  const std::int64_t xs = xo;
-                  while (xo < xb && V[xo] > thr) ++xo;
+                  return std::min<std::int64_t>(n, wi * 64 + ctz64(bits));
+                };
+                for (std::int64_t p = next_bit(0, true); p < n; p = next_bit(p, true)) {
+                  const std::int64_t q = next_bit(p, false);
+                  const std::int64_t xs = xa + p, xo = xa + q;
+                  p = q;
                   count += xo - xs;
                   if (!lab_b) continue;
                   if (use_runs) {
