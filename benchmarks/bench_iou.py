@@ -48,7 +48,7 @@ B, K, H, W, SH, SW, P, S, NL = 256, 512, 7, 7, 112, 112, 6, 2, 1200
 CAT_RANGES = [(1, 585), (585, 819), (819, 851), (851, 862), (862, 1101), (1101, 1200)]
 NC = len(CAT_RANGES)
 MAP_CATS = [0, 1, 1, 2, 3, 1]
-LITE_IMAGES = int(os.environ.get("BENCH_IOU_LITE_IMAGES", "8"))
+LITE_IMAGES = int(os.environ.get("BENCH_IOU_LITE_IMAGES", "16"))
 RESNET_IMAGES = int(os.environ.get("BENCH_IOU_RESNET_IMAGES", "16"))
 RESULTS: dict = {}
 
@@ -234,7 +234,7 @@ def test_d_resnet18_forward(benchmark):
 
     with torch.inference_mode():
         model(x[:2])  # warm-up
-    benchmark.pedantic(fwd, rounds=2, iterations=1)
+    benchmark.pedantic(fwd, rounds=3, iterations=1)
     benchmark.extra_info["images"] = RESNET_IMAGES
     _record("d", benchmark.stats.stats.min, B / RESNET_IMAGES)
 
