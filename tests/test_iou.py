@@ -401,3 +401,23 @@ def test_thread_count_does_not_change_counts(rule):
     for s in out[1:]:
         for key in ("intersection", "label_pixels", "unit_pixels"):
             np.testing.assert_array_equal(s[key], out[0][key])
+
+
+def test_zero_maps_and_zero_columns():
+    rng = np.random.default_rng(12)
+    acts, thr, pl, il, cat = make_case(rng)
+    t, ref = run(acts, thr, pl[:, :0], il[:, :0], cat, 9, 3, (13, 11))
+    assert_counts(t, ref)
+    assert t.intersection.sum() == 0 and t.unit_pixels.sum() == 0
+
+
+def test_torch_bfloat16_thresholds_and_float16_activations():
+    rng = np.random.default_rng(13)
+    acts, thr, pl, il, cat = make_case(rng, sh=70, sw=90)
+    a16 = torch.from_numpy(acts).half()
+    t16 = torch.from_numpy(thr).bfloat16()
+    t = IoUTally(4, 9, cat, 3, output_size=(70, 90))
+    t.update(a16, t16, pl, il)
+    ref = iou_counts(a16.double().numpy(), t16.double().numpy(), pl, il, None, cat, 9, 3, (70, 90),
+                     upsample=upsample_torch if FMA_TORCH else _upsample_core)
+    assert_counts(t, ref)
