@@ -218,7 +218,7 @@ struct RowKernels {
 std::int64_t vmask_soft(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
                         std::int64_t xb, double thr, std::uint64_t* mask) {
   const std::int64_t n = xb - xa;
-  std::fill(mask, mask + (n + 63) / 64, 0);
+  for (std::int64_t j = 0, nw = (n + 63) / 64; j < nw; ++j) mask[j] = 0;
   std::int64_t c = 0;
   for (std::int64_t i = 0; i < n; ++i) {
     const double v = std::fma(H0[xa + i], ly0, H1[xa + i] * ly1);
@@ -270,7 +270,7 @@ __attribute__((target("avx2,fma"))) std::int64_t vmask_hw(const double* H0, cons
                                                           std::int64_t xb, double thr,
                                                           std::uint64_t* mask) {
   const std::int64_t n = xb - xa;
-  std::fill(mask, mask + (n + 63) / 64, 0);
+  for (std::int64_t j = 0, nw = (n + 63) / 64; j < nw; ++j) mask[j] = 0;  // (no memset call)
   const __m256d vl0 = _mm256_set1_pd(ly0), vl1 = _mm256_set1_pd(ly1), vt = _mm256_set1_pd(thr);
   std::int64_t c = 0, i = 0;
   for (; i + 4 <= n; i += 4) {  // 4 | 64: a group never straddles two words
@@ -317,6 +317,16 @@ struct ImageRuns {
   std::vector<Run> runs;
 };
 
+// cg[x] = (row[x] != row[x-1]) for x in [1, n); separate arrays (restrict) so
+// that the compiler vectorizes it.
+template <typename T>
+void change_flags(const T* __restrict row, std::int64_t n, std::uint8_t* __restrict cg) {
+  const T* prev = row;
+  const T* cur = row + 1;
+  std::uint8_t* out = cg + 1;
+  for (std::int64_t x = 0; x + 1 < n; ++x) out[x] = static_cast<std::uint8_t>(cur[x] != prev[x]);
+}
+
 template <typename T>
 void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std::int32_t* cat,
                  std::int64_t* hist, std::uint8_t* cats_present /* NC or null */, ImageRuns& out) {
@@ -326,14 +336,37 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
   out.runs.clear();
   out.row_off.assign(static_cast<std::size_t>(lv.P * lv.sh + 1), 0);
   const std::size_t max_runs = static_cast<std::size_t>(lv.P * npix / 4 + 16);
+  out.runs.reserve(static_cast<std::size_t>(lv.P * lv.sh * 8));
+  // chg[x] != 0 where a run starts (x = 0 or row[x] != row[x-1]): a
+  // vectorizable compare, then the run starts are found 8 bytes at a time.
+  std::vector<std::uint8_t> chg(static_cast<std::size_t>(lv.sw + 8), 0);
   for (std::int64_t m = 0; m < lv.P; ++m) {
     for (std::int64_t yo = 0; yo < lv.sh; ++yo) {
       const T* row = base + m * npix + yo * lv.sw;
+      std::uint8_t* cg = chg.data();
+      cg[0] = 1;
+      change_flags(row, lv.sw, cg);
+      cg[lv.sw] = 1;  // sentinel: the end of the row
+      auto next_start = [&](std::int64_t x) {  // first x' > x with cg[x'] != 0
+        ++x;
+        for (;;) {
+          std::uint64_t word;
+          std::memcpy(&word, cg + x, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+          if (word) {
+            while (!cg[x]) ++x;
+            return x;
+          }
+#else
+          if (word) return x + ctz64(word) / 8;  // little-endian: first non-zero byte
+#endif
+          x += 8;
+        }
+      };
       std::int64_t x = 0;
       while (x < lv.sw) {
         const T v = row[x];
-        std::int64_t y = x + 1;
-        while (y < lv.sw && row[y] == v) ++y;
+        const std::int64_t y = std::min<std::int64_t>(next_start(x), lv.sw);
         if (v != 0) {
           bool bad = false;
           if constexpr (std::is_signed<T>::value) bad = v < 0;
@@ -597,8 +630,10 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   std::vector<std::int64_t> dA(static_cast<std::size_t>(K_ * NC_), 0);
 
   const int T2 = (B * K_ * h * w < 4096) ? 1 : effective_threads(static_cast<std::size_t>(K_), 1, num_threads);
-  const std::int64_t block =
-      std::max<std::int64_t>(1, (K_ + 2 * T2 - 1) / (2 * T2));
+  // units per work item: large blocks keep an image's label runs in cache
+  // while all the block's units visit it (block size mattered little in
+  // measurements); two items per thread for some load balance
+  const std::int64_t block = std::max<std::int64_t>(1, (K_ + 2 * T2 - 1) / (2 * T2));
   const std::int64_t nblocks = (K_ + block - 1) / block;
 
   auto phase2 = [&](auto tag) {
