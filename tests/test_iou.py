@@ -221,14 +221,17 @@ def test_hot_bound():
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 3), st.integers(1, 3), st.integers(1, 6), st.integers(1, 6), st.integers(1, 14),
        st.integers(1, 14), st.integers(0, 3), st.integers(0, 2), st.integers(1, 8), st.integers(1, 3),
-       st.sampled_from(["annotated", "lite"]), st.integers(0, 2**31), st.sampled_from([None, 1, 2]))
-def test_property_random_shapes(B, K, h, w, sh, sw, P, S, NL, NC, rule, seed, nt):
+       st.sampled_from(["annotated", "lite"]), st.integers(0, 2**31), st.sampled_from([None, 1, 2]),
+       st.booleans())
+def test_property_random_shapes(B, K, h, w, sh, sw, P, S, NL, NC, rule, seed, nt, blobs):
     rng = np.random.default_rng(seed)
     acts = smooth_field(rng, B, K, h, w) * rng.uniform(0.5, 2.0)
     thr = rng.standard_normal(K) * 0.3 + 0.2
     if K > 1:
         thr[rng.integers(K)] = rng.choice([np.inf, -np.inf, 0.0])
     pl = rng.integers(0, NL, size=(B, P, sh, sw)) * (rng.random((B, P, sh, sw)) < 0.7) if P else None
+    if P and blobs:
+        pl = blob_labels(rng, B, P, sh, sw, NL)
     il = rng.integers(0, NL, size=(B, S)) if S else None
     cat = rng.integers(0, NC, size=NL)
     t, ref = run(acts, thr, pl, il, cat, NL, NC, (sh, sw), rule, num_threads=nt)
@@ -421,3 +424,28 @@ def test_torch_bfloat16_thresholds_and_float16_activations():
     ref = iou_counts(a16.double().numpy(), t16.double().numpy(), pl, il, None, cat, 9, 3, (70, 90),
                      upsample=upsample_torch if FMA_TORCH else _upsample_core)
     assert_counts(t, ref)
+
+
+def blob_labels(rng, B, P, sh, sw, NL):
+    """Region-like label maps (long runs along rows), so the core keeps them as runs."""
+    lo = rng.integers(0, NL, size=(B, P, max(1, sh // 4), max(1, sw // 5)))
+    lab = np.repeat(np.repeat(lo, 4, axis=2), 5, axis=3)[:, :, :sh, :sw]
+    pad = ((0, 0), (0, 0), (0, sh - lab.shape[2]), (0, sw - lab.shape[3]))
+    return np.pad(lab, pad, mode="edge")
+
+
+@pytest.mark.parametrize("rule", ["annotated", "lite"])
+@pytest.mark.parametrize("size", [(13, 11), (70, 90), (3, 130)])
+def test_region_labels_run_path_and_mixed_images(rule, size):
+    rng = np.random.default_rng(14)
+    sh, sw = size
+    acts = smooth_field(rng, 4, 5, 6, 7)
+    thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(5, -1), 0.7, axis=1)
+    pl = blob_labels(rng, 4, 3, sh, sw, 12)
+    pl[2] = rng.integers(0, 12, size=(3, sh, sw))  # one fragmented image: read pixel by pixel
+    il = rng.integers(0, 12, size=(4, 2))
+    cat = rng.integers(0, 3, size=12)
+    for dt in (np.int16, np.int64):
+        t, ref = run(acts, thr, pl.astype(dt), il, cat, 12, 3, size, rule,
+                     upsample=upsample_torch if (FMA_TORCH or sh + sw <= 128) else _upsample_core)
+        assert_counts(t, ref)
