@@ -1,0 +1,872 @@
+#include "interp_engine/iou.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "interp_engine/parallel.hpp"
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define IE_IOU_X86_DISPATCH 1
+#endif
+
+namespace interp_engine {
+namespace iou {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+inline int ctz64(std::uint64_t x) {  // x != 0
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_ctzll(x);
+#else
+  int n = 0;
+  while (!(x & 1)) {
+    x >>= 1;
+    ++n;
+  }
+  return n;
+#endif
+}
+
+// ---------------------------------------------------------------------------
+// Widening to float64 (exact for every input kind).
+inline double half_to_double(std::uint16_t h) {
+  const int sign = (h >> 15) & 1;
+  const int exp = (h >> 10) & 0x1F;
+  const int mant = h & 0x3FF;
+  double v;
+  if (exp == 0) {
+    v = std::ldexp(static_cast<double>(mant), -24);  // subnormal (or zero)
+  } else if (exp == 31) {
+    v = mant ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
+  } else {
+    v = std::ldexp(static_cast<double>(mant | 0x400), exp - 25);
+  }
+  return sign ? -v : v;
+}
+
+inline double bf16_to_double(std::uint16_t b) {
+  const std::uint32_t bits = static_cast<std::uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return static_cast<double>(f);
+}
+
+template <FloatKind KIND>
+inline double load_one(const char* p) {
+  if constexpr (KIND == FloatKind::F64) {
+    double v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  } else if constexpr (KIND == FloatKind::F32) {
+    float v;
+    std::memcpy(&v, p, sizeof v);
+    return static_cast<double>(v);
+  } else {
+    std::uint16_t v;
+    std::memcpy(&v, p, sizeof v);
+    return KIND == FloatKind::F16 ? half_to_double(v) : bf16_to_double(v);
+  }
+}
+
+// Reads map (b, k) into buf (row-major h x w, float64).
+template <FloatKind KIND>
+void load_map(const ActivationView& a, std::int64_t b, std::int64_t k, double* buf) {
+  const char* base = static_cast<const char*>(a.data) + b * a.stride[0] + k * a.stride[1];
+  for (std::int64_t y = 0; y < a.h; ++y) {
+    const char* row = base + y * a.stride[2];
+    double* out = buf + y * a.w;
+    for (std::int64_t x = 0; x < a.w; ++x) out[x] = load_one<KIND>(row + x * a.stride[3]);
+  }
+}
+
+using LoadFn = void (*)(const ActivationView&, std::int64_t, std::int64_t, double*);
+LoadFn loader_for(FloatKind k) {
+  switch (k) {
+    case FloatKind::F16: return &load_map<FloatKind::F16>;
+    case FloatKind::BF16: return &load_map<FloatKind::BF16>;
+    case FloatKind::F32: return &load_map<FloatKind::F32>;
+    case FloatKind::F64: return &load_map<FloatKind::F64>;
+  }
+  fail("IoUTally.update: unknown activation element kind");
+}
+
+// Maximum of map (b, k) widened to float64, and whether it holds a NaN: the
+// cheap first look at every map (most maps of a layer never reach their
+// unit's threshold and are not read again).
+// Contiguous float32 / float64 maps: a vectorizable pass (AVX2 when the CPU
+// has it; max and a NaN flag are exact whatever the order).
+template <typename F>
+inline void flat_max_generic(const F* p, std::int64_t n, double& mx_out, bool& nan) {
+  F mx = -std::numeric_limits<F>::infinity();
+  bool bad = false;
+  for (std::int64_t i = 0; i < n; ++i) {
+    bad |= (p[i] != p[i]);
+    mx = p[i] > mx ? p[i] : mx;
+  }
+  mx_out = static_cast<double>(mx);
+  nan = bad;
+}
+#ifdef IE_IOU_X86_DISPATCH
+__attribute__((target("avx2"))) void flat_max_f32_avx2(const float* p, std::int64_t n, double& mx_out,
+                                                       bool& nan) {
+  // lanes: max with NaN detected separately (unordered compare)
+  typedef float v8 __attribute__((vector_size(32)));
+  v8 m = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+  v8 u = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    v8 v;
+    std::memcpy(&v, p + i, sizeof v);
+    m = v > m ? v : m;
+    u = (v != v) ? v8{1, 1, 1, 1, 1, 1, 1, 1} : u;
+  }
+  float mx = -INFINITY;
+  bool bad = false;
+  for (int j = 0; j < 8; ++j) {
+    mx = m[j] > mx ? m[j] : mx;
+    bad |= u[j] != 0;
+  }
+  for (; i < n; ++i) {
+    bad |= (p[i] != p[i]);
+    mx = p[i] > mx ? p[i] : mx;
+  }
+  mx_out = static_cast<double>(mx);
+  nan = bad;
+}
+#endif
+
+template <FloatKind KIND>
+double map_max(const ActivationView& a, std::int64_t b, std::int64_t k, bool& nan) {
+  const char* base = static_cast<const char*>(a.data) + b * a.stride[0] + k * a.stride[1];
+  using Native = typename std::conditional<KIND == FloatKind::F64, double, float>::type;
+  if constexpr (KIND == FloatKind::F32 || KIND == FloatKind::F64) {
+    if (a.stride[3] == static_cast<std::int64_t>(sizeof(Native)) &&
+        a.stride[2] == a.w * static_cast<std::int64_t>(sizeof(Native))) {
+      double mxd;
+#ifdef IE_IOU_X86_DISPATCH
+      if constexpr (KIND == FloatKind::F32) {
+        static const bool avx2 = __builtin_cpu_supports("avx2");
+        if (avx2) {
+          flat_max_f32_avx2(reinterpret_cast<const float*>(base), a.h * a.w, mxd, nan);
+          return mxd;
+        }
+      }
+#endif
+      flat_max_generic(reinterpret_cast<const Native*>(base), a.h * a.w, mxd, nan);
+      return mxd;
+    }
+  }
+  Native mx = -std::numeric_limits<Native>::infinity();
+  bool bad = false;
+  for (std::int64_t y = 0; y < a.h; ++y) {
+    const char* row = base + y * a.stride[2];
+    for (std::int64_t x = 0; x < a.w; ++x) {
+      Native v;
+      if constexpr (KIND == FloatKind::F64 || KIND == FloatKind::F32) {
+        std::memcpy(&v, row + x * a.stride[3], sizeof v);
+      } else {
+        v = static_cast<float>(load_one<KIND>(row + x * a.stride[3]));  // exact
+      }
+      bad |= (v != v);
+      mx = v > mx ? v : mx;
+    }
+  }
+  nan = bad;
+  return static_cast<double>(mx);
+}
+
+using MaxFn = double (*)(const ActivationView&, std::int64_t, std::int64_t, bool&);
+MaxFn max_for(FloatKind k) {
+  switch (k) {
+    case FloatKind::F16: return &map_max<FloatKind::F16>;
+    case FloatKind::BF16: return &map_max<FloatKind::BF16>;
+    case FloatKind::F32: return &map_max<FloatKind::F32>;
+    case FloatKind::F64: return &map_max<FloatKind::F64>;
+  }
+  fail("IoUTally.update: unknown activation element kind");
+}
+
+// ---------------------------------------------------------------------------
+// Row kernels.  Both variants compute the same correctly rounded fma; the
+// first runs the hardware instruction (chosen at run time, so the build needs
+// no -mfma / -march flags), the second the C library's fma.
+//   hrow: H[x] = fma(a[x0[x]], lx0[x], a[x1[x]] * lx1[x])      x in [xa, xb)
+//   vrow: V[x] = fma(H0[x], ly0, H1[x] * ly1)
+struct RowKernels {
+  void (*hrow)(const double* a, const std::int32_t* x0, const std::int32_t* x1, const double* lx0,
+               const double* lx1, std::int64_t xa, std::int64_t xb, double* H);
+  // also returns how many V[x] > thr (rows without an active pixel are skipped)
+  std::int64_t (*vrow)(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
+                       std::int64_t xb, double thr, double* V);
+  // the same values, kept only as a bit mask of V > thr: bit i of
+  // mask[i / 64] for x = xa + i (mask has (xb - xa + 63) / 64 words)
+  std::int64_t (*vmask)(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
+                        std::int64_t xb, double thr, std::uint64_t* mask);
+};
+
+std::int64_t vmask_soft(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
+                        std::int64_t xb, double thr, std::uint64_t* mask) {
+  const std::int64_t n = xb - xa;
+  for (std::int64_t j = 0, nw = (n + 63) / 64; j < nw; ++j) mask[j] = 0;
+  std::int64_t c = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double v = std::fma(H0[xa + i], ly0, H1[xa + i] * ly1);
+    if (v > thr) {
+      mask[i >> 6] |= std::uint64_t(1) << (i & 63);
+      ++c;
+    }
+  }
+  return c;
+}
+
+void hrow_soft(const double* a, const std::int32_t* x0, const std::int32_t* x1, const double* lx0,
+               const double* lx1, std::int64_t xa, std::int64_t xb, double* H) {
+  for (std::int64_t x = xa; x < xb; ++x) H[x] = std::fma(a[x0[x]], lx0[x], a[x1[x]] * lx1[x]);
+}
+std::int64_t vrow_soft(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
+                       std::int64_t xb, double thr, double* V) {
+  std::int64_t n = 0;
+  for (std::int64_t x = xa; x < xb; ++x) {
+    V[x] = std::fma(H0[x], ly0, H1[x] * ly1);
+    n += V[x] > thr;
+  }
+  return n;
+}
+
+#ifdef IE_IOU_X86_DISPATCH
+__attribute__((target("avx2,fma"))) void hrow_hw(const double* a, const std::int32_t* x0,
+                                                 const std::int32_t* x1, const double* lx0,
+                                                 const double* lx1, std::int64_t xa,
+                                                 std::int64_t xb, double* H) {
+  for (std::int64_t x = xa; x < xb; ++x) H[x] = __builtin_fma(a[x0[x]], lx0[x], a[x1[x]] * lx1[x]);
+}
+__attribute__((target("avx2,fma"))) std::int64_t vrow_hw(const double* H0, const double* H1,
+                                                         double ly0, double ly1, std::int64_t xa,
+                                                         std::int64_t xb, double thr, double* V) {
+  std::int64_t n = 0;
+  for (std::int64_t x = xa; x < xb; ++x) {
+    const double v = __builtin_fma(H0[x], ly0, H1[x] * ly1);
+    V[x] = v;
+    n += v > thr;
+  }
+  return n;
+}
+#endif
+
+#ifdef IE_IOU_X86_DISPATCH
+__attribute__((target("avx2,fma"))) std::int64_t vmask_hw(const double* H0, const double* H1,
+                                                          double ly0, double ly1, std::int64_t xa,
+                                                          std::int64_t xb, double thr,
+                                                          std::uint64_t* mask) {
+  const std::int64_t n = xb - xa;
+  for (std::int64_t j = 0, nw = (n + 63) / 64; j < nw; ++j) mask[j] = 0;  // (no memset call)
+  const __m256d vl0 = _mm256_set1_pd(ly0), vl1 = _mm256_set1_pd(ly1), vt = _mm256_set1_pd(thr);
+  std::int64_t c = 0, i = 0;
+  for (; i + 4 <= n; i += 4) {  // 4 | 64: a group never straddles two words
+    const __m256d h0 = _mm256_loadu_pd(H0 + xa + i);
+    const __m256d h1 = _mm256_loadu_pd(H1 + xa + i);
+    const __m256d v = _mm256_fmadd_pd(h0, vl0, _mm256_mul_pd(h1, vl1));  // fma(H0, ly0, H1*ly1)
+    const unsigned m = static_cast<unsigned>(_mm256_movemask_pd(_mm256_cmp_pd(v, vt, _CMP_GT_OQ)));
+    mask[i >> 6] |= static_cast<std::uint64_t>(m) << (i & 63);
+    c += __builtin_popcount(m);
+  }
+  for (; i < n; ++i) {
+    const double v = __builtin_fma(H0[xa + i], ly0, H1[xa + i] * ly1);
+    if (v > thr) {
+      mask[i >> 6] |= std::uint64_t(1) << (i & 63);
+      ++c;
+    }
+  }
+  return c;
+}
+#endif
+
+RowKernels row_kernels() {
+#ifdef IE_IOU_X86_DISPATCH
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2")) return {&hrow_hw, &vrow_hw, &vmask_hw};
+#endif
+  return {&hrow_soft, &vrow_soft, &vmask_soft};
+}
+
+// ---------------------------------------------------------------------------
+// Label maps, per image (shared by all units of the image, so done once):
+// validation, the label_pixels histogram, the categories present, and the
+// rows of every map as runs of equal non-zero labels (label maps are made of
+// regions, so a row holds a few runs; a unit's active row segment then adds
+// one count per overlapping run instead of one per pixel).  An image whose
+// maps are too fragmented for runs to pay (more than one run per 4 pixels)
+// keeps no runs and is read pixel by pixel.
+struct Run {
+  std::int32_t start, end, label;
+};
+struct ImageRuns {
+  bool dense = false;
+  std::vector<std::int32_t> row_off;  // (P * sh + 1): runs of map m, row y at [row_off[m*sh+y], ...)
+  std::vector<Run> runs;
+};
+
+// cg[x] = (row[x] != row[x-1]) for x in [1, n); separate arrays (restrict) so
+// that the compiler vectorizes it.
+template <typename T>
+void change_flags(const T* __restrict row, std::int64_t n, std::uint8_t* __restrict cg) {
+  const T* prev = row;
+  const T* cur = row + 1;
+  std::uint8_t* out = cg + 1;
+  for (std::int64_t x = 0; x + 1 < n; ++x) out[x] = static_cast<std::uint8_t>(cur[x] != prev[x]);
+}
+
+template <typename T>
+void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std::int32_t* cat,
+                 std::int64_t* hist, std::uint8_t* cats_present /* NC or null */, ImageRuns& out) {
+  const std::int64_t npix = lv.sh * lv.sw;
+  const T* base = static_cast<const T*>(lv.data) + b * lv.P * npix;
+  out.dense = false;
+  out.runs.clear();
+  out.row_off.assign(static_cast<std::size_t>(lv.P * lv.sh + 1), 0);
+  const std::size_t max_runs = static_cast<std::size_t>(lv.P * npix / 4 + 16);
+  out.runs.reserve(static_cast<std::size_t>(lv.P * lv.sh * 8));
+  // chg[x] != 0 where a run starts (x = 0 or row[x] != row[x-1]): a
+  // vectorizable compare, then the run starts are found 8 bytes at a time.
+  std::vector<std::uint8_t> chg(static_cast<std::size_t>(lv.sw + 8), 0);
+  for (std::int64_t m = 0; m < lv.P; ++m) {
+    for (std::int64_t yo = 0; yo < lv.sh; ++yo) {
+      const T* row = base + m * npix + yo * lv.sw;
+      std::uint8_t* cg = chg.data();
+      cg[0] = 1;
+      change_flags(row, lv.sw, cg);
+      cg[lv.sw] = 1;  // sentinel: the end of the row
+      auto next_start = [&](std::int64_t x) {  // first x' > x with cg[x'] != 0
+        ++x;
+        for (;;) {
+          std::uint64_t word;
+          std::memcpy(&word, cg + x, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+          if (word) {
+            while (!cg[x]) ++x;
+            return x;
+          }
+#else
+          if (word) return x + ctz64(word) / 8;  // little-endian: first non-zero byte
+#endif
+          x += 8;
+        }
+      };
+      std::int64_t x = 0;
+      while (x < lv.sw) {
+        const T v = row[x];
+        const std::int64_t y = std::min<std::int64_t>(next_start(x), lv.sw);
+        if (v != 0) {
+          bool bad = false;
+          if constexpr (std::is_signed<T>::value) bad = v < 0;
+          if (bad || static_cast<std::uint64_t>(v) >= static_cast<std::uint64_t>(NL)) {
+            std::ostringstream s;
+            s << "pixel_labels must hold label numbers in [0, num_labels) = [0, " << NL << "); got "
+              << +v << " (image " << b << ", map " << m << ", pixel " << yo << "," << x << ")";
+            fail(s.str());
+          }
+          hist[static_cast<std::size_t>(v)] += y - x;
+          if (cats_present) cats_present[cat[static_cast<std::size_t>(v)]] = 1;
+          if (!out.dense) {
+            out.runs.push_back({static_cast<std::int32_t>(x), static_cast<std::int32_t>(y),
+                                static_cast<std::int32_t>(v)});
+            if (out.runs.size() > max_runs) {
+              out.dense = true;
+              std::vector<Run>().swap(out.runs);
+            }
+          }
+        }
+        x = y;
+      }
+      out.row_off[static_cast<std::size_t>(m * lv.sh + yo + 1)] = static_cast<std::int32_t>(out.runs.size());
+    }
+  }
+  if (out.dense) std::vector<std::int32_t>().swap(out.row_off);
+}
+
+template <typename T>
+struct Tag {
+  using type = T;
+};
+
+// Calls fn(Tag<T>{}) with T the C++ type of the label element kind.
+template <typename Fn>
+void dispatch_labels(IntKind k, Fn&& fn) {
+  switch (k) {
+    case IntKind::I8: return fn(Tag<std::int8_t>{});
+    case IntKind::U8: return fn(Tag<std::uint8_t>{});
+    case IntKind::I16: return fn(Tag<std::int16_t>{});
+    case IntKind::U16: return fn(Tag<std::uint16_t>{});
+    case IntKind::I32: return fn(Tag<std::int32_t>{});
+    case IntKind::U32: return fn(Tag<std::uint32_t>{});
+    case IntKind::I64: return fn(Tag<std::int64_t>{});
+    case IntKind::U64: return fn(Tag<std::uint64_t>{});
+  }
+  fail("IoUTally.update: unknown label element kind");
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+AxisTable make_axis_table(std::int64_t in, std::int64_t out) {
+  if (in <= 0 || out <= 0) fail("interpolation sizes must be positive");
+  if (in > std::numeric_limits<std::int32_t>::max() || out > std::numeric_limits<std::int32_t>::max())
+    fail("interpolation sizes must be < 2^31");
+  AxisTable t;
+  t.in = in;
+  t.out = out;
+  t.i0.resize(out);
+  t.i1.resize(out);
+  t.l0.resize(out);
+  t.l1.resize(out);
+  // torch: scale = (opmath)in / out; src = scale * (d + 0.5) - 0.5 (contracted
+  // to one fma by its compiler), clamped at 0; index by floorf (a float
+  // floor: a src within float rounding below an integer goes to that
+  // integer, with lambda clamped to 0); lambda in [0, 1].
+  const double scale = static_cast<double>(in) / static_cast<double>(out);
+  for (std::int64_t d = 0; d < out; ++d) {
+    double src = std::fma(scale, static_cast<double>(d) + 0.5, -0.5);
+    if (src < 0) src = 0;
+    std::int64_t i0 = static_cast<std::int64_t>(std::floor(static_cast<float>(src)));
+    i0 = std::min(i0, in - 1);
+    const double l1 = std::min(std::max(src - static_cast<double>(i0), 0.0), 1.0);
+    t.i0[d] = static_cast<std::int32_t>(i0);
+    t.i1[d] = static_cast<std::int32_t>(i0 + (i0 < in - 1 ? 1 : 0));
+    t.l1[d] = l1;
+    t.l0[d] = 1.0 - l1;
+  }
+  // inverse ranges: i0 and i1 are non-decreasing in d, so the outputs that
+  // read source index r are contiguous.
+  t.lo.assign(in, 0);
+  t.hi.assign(in, 0);
+  std::vector<bool> seen(in, false);
+  for (std::int64_t d = 0; d < out; ++d) {
+    for (std::int32_t r : {t.i0[d], t.i1[d]}) {
+      if (!seen[r]) {
+        seen[r] = true;
+        t.lo[r] = static_cast<std::int32_t>(d);
+      }
+      t.hi[r] = static_cast<std::int32_t>(d + 1);
+    }
+  }
+  // a source index no output reads (downsampling) gets the empty range at the
+  // place where it would be, so that lo and hi stay non-decreasing and the
+  // bounding range [lo[a], hi[b]) covers the ranges of every r in [a, b].
+  for (std::int64_t r = 0; r < in; ++r) {
+    if (seen[r]) continue;
+    std::int64_t d = 0;
+    while (d < out && t.i0[d] <= r) ++d;
+    t.lo[r] = t.hi[r] = static_cast<std::int32_t>(d);
+  }
+  return t;
+}
+
+std::vector<double> upsample_bilinear(const double* a, std::int64_t h, std::int64_t w,
+                                      std::int64_t out_h, std::int64_t out_w) {
+  const AxisTable ty = make_axis_table(h, out_h), tx = make_axis_table(w, out_w);
+  const RowKernels rk = row_kernels();
+  std::vector<double> H(static_cast<std::size_t>(h * out_w));
+  for (std::int64_t r = 0; r < h; ++r)
+    rk.hrow(a + r * w, tx.i0.data(), tx.i1.data(), tx.l0.data(), tx.l1.data(), 0, out_w,
+            H.data() + r * out_w);
+  std::vector<double> out(static_cast<std::size_t>(out_h * out_w));
+  for (std::int64_t y = 0; y < out_h; ++y)
+    rk.vrow(H.data() + ty.i0[y] * out_w, H.data() + ty.i1[y] * out_w, ty.l0[y], ty.l1[y], 0, out_w,
+            0.0, out.data() + y * out_w);
+  return out;
+}
+
+// Why skipping cold cells is exact.  Let t = hot_bound(T) and suppose the four
+// source values a00, a01, a10, a11 of an output pixel are all <= t (finite or
+// -inf; NaN is rejected at the boundary).  Every operation of the formula is
+// monotone non-decreasing in its data operands (the weights are >= 0 and
+// rounding is monotone), so the computed value is <= the computed value for
+// a00 = a01 = a10 = a11 = t (or NaN, where 0 * -inf occurs: NaN > T is
+// false).  For four equal inputs t the formula returns t * s where s is the
+// product of the two weight sums l0 + l1 (each within 2^-53 of 1, since
+// l0 = fl(1 - l1)) and of at most four rounding factors (1 + d), |d| <= 2^-53,
+// plus an absolute underflow error below 4 * 2^-1074.  Hence the value is at
+// most t + 8 * 2^-53 * |t| + 2^-1070 < t + 1e-15 * |t| + 1e-320.  With
+// t = T - m, m = max(|T| * 1e-12, 1e-300), this is < T: no pixel whose
+// neighbourhood holds only cells <= t can exceed T, so only pixels next to a
+// cell > t ("hot") are evaluated.  T = +inf: nothing can exceed it; T = -inf:
+// t = -inf (every cell but -inf is hot).
+double hot_bound(double T) {
+  if (std::isinf(T)) return T;
+  const double m = std::max(std::fabs(T) * 1e-12, 1e-300);
+  return T - m;
+}
+
+// ---------------------------------------------------------------------------
+IoUTally::IoUTally(std::int64_t num_units, std::int64_t num_labels,
+                   std::vector<std::int32_t> label_category, std::int64_t num_categories,
+                   std::int64_t out_h, std::int64_t out_w, UnitRule rule)
+    : K_(num_units), NL_(num_labels), NC_(num_categories), sh_(out_h), sw_(out_w), rule_(rule),
+      cat_(std::move(label_category)) {
+  if (K_ < 1) fail("num_units must be >= 1");
+  if (NL_ < 1) fail("num_labels must be >= 1");
+  if (NC_ < 1) fail("num_categories must be >= 1");
+  if (sh_ < 1 || sw_ < 1) fail("output_size must be positive");
+  if (NL_ > std::numeric_limits<std::int32_t>::max()) fail("num_labels must be < 2^31");
+  if (sh_ * sw_ > std::numeric_limits<std::int32_t>::max()) fail("output_size too large");
+  if (static_cast<std::int64_t>(cat_.size()) != NL_) {
+    std::ostringstream s;
+    s << "label_category must have num_labels = " << NL_ << " entries; got " << cat_.size();
+    fail(s.str());
+  }
+  for (std::size_t c = 0; c < cat_.size(); ++c) {
+    if (cat_[c] < 0 || cat_[c] >= NC_) {
+      std::ostringstream s;
+      s << "label_category values must lie in [0, num_categories) = [0, " << NC_ << "); got "
+        << cat_[c] << " at label " << c;
+      fail(s.str());
+    }
+  }
+  I_.assign(static_cast<std::size_t>(K_ * NL_), 0);
+  L_.assign(static_cast<std::size_t>(NL_), 0);
+  A_.assign(static_cast<std::size_t>(K_ * NC_), 0);
+}
+
+const AxisTable& IoUTally::table(std::int64_t in, std::int64_t out, bool rows) {
+  AxisTable& t = rows ? ytab_ : xtab_;
+  if (t.in != in || t.out != out) t = make_axis_table(in, out);
+  return t;
+}
+
+void IoUTally::update(const ActivationView& acts, const double* thresholds,
+                      const LabelView* pixel_labels, const std::int64_t* image_labels,
+                      std::int64_t S, const std::uint8_t* image_categories, int num_threads) {
+  // ---- validation (before any count changes)
+  if (acts.K != K_) {
+    std::ostringstream s;
+    s << "activations must have num_units = " << K_ << " channels; got " << acts.K;
+    fail(s.str());
+  }
+  if (acts.h < 1 || acts.w < 1) fail("activations must have non-empty spatial size (h, w >= 1)");
+  if (acts.B < 0 || S < 0) fail("negative sizes");
+  if (acts.h * acts.w > (std::int64_t(1) << 30)) fail("activation maps too large");
+  const std::int64_t B = acts.B;
+  if (pixel_labels) {
+    if (pixel_labels->B != B) fail("pixel_labels must have the same batch size as activations");
+    if (pixel_labels->sh != sh_ || pixel_labels->sw != sw_)
+      fail("pixel_labels maps must have size output_size");
+    if (pixel_labels->P < 0 || pixel_labels->P * sh_ * sw_ > std::numeric_limits<std::int32_t>::max())
+      fail("pixel_labels: too many label maps per image");
+  }
+  for (std::int64_t k = 0; k < K_; ++k)
+    if (std::isnan(thresholds[k])) fail("thresholds must not contain NaN");
+  if (image_labels) {
+    for (std::int64_t i = 0; i < B * S; ++i) {
+      if (image_labels[i] < 0 || image_labels[i] >= NL_) {
+        std::ostringstream s;
+        s << "image_labels must hold label numbers in [0, num_labels) = [0, " << NL_ << "); got "
+          << image_labels[i] << " (image " << i / S << ", column " << i % S << ")";
+        fail(s.str());
+      }
+    }
+  }
+  if (B == 0) return;
+
+  const std::int64_t npix = sh_ * sw_;
+  const std::int64_t P = pixel_labels ? pixel_labels->P : 0;
+  const bool derive = image_categories == nullptr;
+  const int T = effective_threads(static_cast<std::size_t>(B), 1, num_threads);
+
+  // ---- phase 1, per image: validation, label_pixels, derived categories
+  std::vector<std::vector<std::int64_t>> hist(static_cast<std::size_t>(T));
+  std::vector<ImageRuns> runs(static_cast<std::size_t>(P > 0 ? B : 0));
+  std::vector<std::uint8_t> cats;  // (B, NC) annotated categories
+  if (derive) {
+    cats.assign(static_cast<std::size_t>(B * NC_), 0);
+  } else {
+    cats.assign(image_categories, image_categories + B * NC_);
+  }
+  parallel_for(
+      static_cast<std::size_t>(B), 1,
+      [&](std::size_t b0, std::size_t b1, int ti) {
+        std::vector<std::int64_t>& h = hist[static_cast<std::size_t>(ti)];
+        h.assign(static_cast<std::size_t>(NL_), 0);
+        for (std::size_t b = b0; b < b1; ++b) {
+          check_interrupt();
+          std::uint8_t* cp = derive ? cats.data() + b * NC_ : nullptr;
+          if (P > 0) {
+            dispatch_labels(pixel_labels->kind, [&](auto tag) {
+              using LT = typename decltype(tag)::type;
+              scan_labels<LT>(*pixel_labels, static_cast<std::int64_t>(b), NL_, cat_.data(), h.data(), cp,
+                              runs[b]);
+            });
+          }
+          for (std::int64_t s = 0; s < S; ++s) {
+            const std::int64_t c = image_labels[b * S + s];
+            if (c == 0) continue;
+            h[static_cast<std::size_t>(c)] += npix;
+            if (cp) cp[cat_[static_cast<std::size_t>(c)]] = 1;
+          }
+        }
+      },
+      T);
+
+  // ---- phase 2, per unit: intersections and active pixel counts
+  const AxisTable& ty = table(acts.h, sh_, true);
+  const AxisTable& tx = table(acts.w, sw_, false);
+  const LoadFn load = loader_for(acts.kind);
+  const MaxFn mapmax = max_for(acts.kind);
+  const RowKernels rk = row_kernels();
+  const bool lite = rule_ == UnitRule::Lite;
+  const std::int64_t h = acts.h, w = acts.w;
+
+  std::vector<std::int64_t> dI(static_cast<std::size_t>(K_ * NL_), 0);
+  std::vector<std::int64_t> dA(static_cast<std::size_t>(K_ * NC_), 0);
+
+  const int T2 = (B * K_ * h * w < 4096) ? 1 : effective_threads(static_cast<std::size_t>(K_), 1, num_threads);
+  // units per work item: large blocks keep an image's label runs in cache
+  // while all the block's units visit it (block size mattered little in
+  // measurements); two items per thread for some load balance
+  const std::int64_t block = std::max<std::int64_t>(1, (K_ + 2 * T2 - 1) / (2 * T2));
+  const std::int64_t nblocks = (K_ + block - 1) / block;
+
+  auto phase2 = [&](auto tag) {
+    using LT = typename decltype(tag)::type;
+    const LT* labels = pixel_labels ? static_cast<const LT*>(pixel_labels->data) : nullptr;
+    parallel_for_dynamic(
+        static_cast<std::size_t>(nblocks),
+        [&](std::size_t blk, int) {
+          const std::int64_t k0 = static_cast<std::int64_t>(blk) * block;
+          const std::int64_t k1 = std::min(K_, k0 + block);
+          std::vector<double> a(static_cast<std::size_t>(h * w));
+          std::vector<double> Hbuf(static_cast<std::size_t>(h * sw_));
+          std::vector<std::uint8_t> hdone(static_cast<std::size_t>(h));
+          std::vector<std::uint64_t> mask(static_cast<std::size_t>(sw_ / 64 + 2));
+          std::vector<std::int64_t> cmin(static_cast<std::size_t>(h)), cmax(static_cast<std::size_t>(h));
+          std::vector<std::int64_t> hlo(static_cast<std::size_t>(h)), hhi(static_cast<std::size_t>(h));
+          std::vector<std::uint8_t> hit(static_cast<std::size_t>(NC_));
+          for (std::int64_t b = 0; b < B; ++b) {
+            check_interrupt();
+            const LT* lab_b = (labels && P > 0) ? labels + b * P * npix : nullptr;
+            const ImageRuns* ir = lab_b ? &runs[static_cast<std::size_t>(b)] : nullptr;
+            const bool use_runs = ir && !ir->dense;
+            for (std::int64_t k = k0; k < k1; ++k) {
+              const double thr = thresholds[k];
+              const double tl = hot_bound(thr);
+              bool nan = false;
+              const double mx = mapmax(acts, b, k, nan);
+              if (nan) {
+                std::ostringstream s;
+                s << "activations must not contain NaN (image " << b << ", unit " << k << ")";
+                fail(s.str());
+              }
+              if (!(mx > tl)) continue;  // no cell is hot: no pixel can fire
+              load(acts, b, k, a.data());
+              // hot cells: per source row, the first and last hot column
+              std::int64_t rfirst = -1, rlast = -1;
+              for (std::int64_t r = 0; r < h; ++r) {
+                std::int64_t lo = -1, hi = -1;
+                const double* row = a.data() + r * w;
+                for (std::int64_t x = 0; x < w; ++x) {
+                  if (row[x] > tl) {
+                    if (lo < 0) lo = x;
+                    hi = x;
+                  }
+                }
+                cmin[r] = lo;
+                cmax[r] = hi;
+                if (lo >= 0) {
+                  if (rfirst < 0) rfirst = r;
+                  rlast = r;
+                }
+              }
+              if (rfirst < 0 || thr == std::numeric_limits<double>::infinity()) continue;
+              // output columns that can fire for rows touching source row r
+              auto col_range = [&](std::int64_t r, std::int64_t& xa, std::int64_t& xb) {
+                if (cmin[r] < 0) return;
+                xa = std::min<std::int64_t>(xa, tx.lo[cmin[r]]);
+                xb = std::max<std::int64_t>(xb, tx.hi[cmax[r]]);
+              };
+              std::int64_t X0 = sw_, X1 = 0;
+              for (std::int64_t r = rfirst; r <= rlast; ++r) col_range(r, X0, X1);
+              std::fill(hdone.begin(), hdone.end(), 0);
+              const std::int64_t y_begin = ty.lo[rfirst], y_end = ty.hi[rlast];
+              std::int64_t count = 0;
+              std::int64_t* Irow = dI.data() + k * NL_;
+              for (std::int64_t yo = y_begin; yo < y_end; ++yo) {
+                const std::int32_t r0 = ty.i0[yo], r1 = ty.i1[yo];
+                if (cmin[r0] < 0 && cmin[r1] < 0) continue;  // no hot cell in reach
+                // Second, finer filter: H_r = the horizontally interpolated
+                // source row r.  Every operation is monotone, so where both
+                // H_r0 and H_r1 are <= tl (or within a few ulps above tl: the
+                // H of a row without hot cells) the output is at most
+                // tl + 8 * 2^-53 * |tl| + tiny < T (same bound as above):
+                // only columns where a hot row's H exceeds tl are evaluated.
+                for (std::int32_t r : {r0, r1}) {
+                  if (hdone[r]) continue;
+                  hdone[r] = 1;
+                  double* Hr = Hbuf.data() + r * sw_;
+                  rk.hrow(a.data() + r * w, tx.i0.data(), tx.i1.data(), tx.l0.data(), tx.l1.data(),
+                          X0, X1, Hr);
+                  std::int64_t lo = X1, hi = X0;
+                  if (cmin[r] >= 0) {
+                    std::int64_t x = X0;
+                    while (x < X1 && !(Hr[x] > tl)) ++x;
+                    lo = x;
+                    x = X1;
+                    while (x > lo && !(Hr[x - 1] > tl)) --x;
+                    hi = x;
+                  }
+                  hlo[r] = lo;
+                  hhi[r] = hi;
+                }
+                std::int64_t xa = X1, xb = X0;
+                for (std::int32_t r : {r0, r1}) {
+                  if (hhi[r] > hlo[r]) {
+                    xa = std::min(xa, hlo[r]);
+                    xb = std::max(xb, hhi[r]);
+                  }
+                }
+                if (xa >= xb) continue;
+                const std::int64_t nact = rk.vmask(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_,
+                                                   ty.l0[yo], ty.l1[yo], xa, xb, thr, mask.data());
+                if (nact == 0) continue;
+                // runs of active pixels (from the bit mask); within a run,
+                // runs of equal labels (label maps are made of regions): one
+                // increment per run
+                const std::int64_t pbase = yo * sw_;
+                const std::int64_t n = xb - xa;
+                const std::int64_t nw = (n + 63) / 64;
+                auto next_bit = [&](std::int64_t p, bool set) -> std::int64_t {
+                  std::int64_t wi = p >> 6;
+                  if (wi >= nw) return n;
+                  std::uint64_t bits = (set ? mask[wi] : ~mask[wi]) & (~std::uint64_t(0) << (p & 63));
+                  while (bits == 0) {
+                    if (++wi >= nw) return n;
+                    bits = set ? mask[wi] : ~mask[wi];
+                  }
+                  return std::min<std::int64_t>(n, wi * 64 + ctz64(bits));
+                };
+                for (std::int64_t p = next_bit(0, true); p < n; p = next_bit(p, true)) {
+                  const std::int64_t q = next_bit(p, false);
+                  const std::int64_t xs = xa + p, xo = xa + q;
+                  p = q;
+                  count += xo - xs;
+                  if (!lab_b) continue;
+                  if (use_runs) {
+                    for (std::int64_t m = 0; m < P; ++m) {
+                      const std::size_t ro = static_cast<std::size_t>(m * sh_ + yo);
+                      const Run* r = ir->runs.data() + ir->row_off[ro];
+                      const Run* re = ir->runs.data() + ir->row_off[ro + 1];
+                      while (r < re && r->end <= xs) ++r;
+                      for (; r < re && r->start < xo; ++r) {
+                        const std::int64_t len = std::min<std::int64_t>(r->end, xo) -
+                                                 std::max<std::int64_t>(r->start, xs);
+                        Irow[r->label] += len;
+                        if (lite) hit[cat_[r->label]] = 1;
+                      }
+                    }
+                    continue;
+                  }
+                  for (std::int64_t m = 0; m < P; ++m) {
+                    const LT* lp = lab_b + m * npix + pbase;
+                    std::int64_t x = xs;
+                    while (x < xo) {
+                      const LT v = lp[x];
+                      std::int64_t y = x + 1;
+                      while (y < xo && lp[y] == v) ++y;
+                      if (v != 0) {
+                        Irow[static_cast<std::size_t>(v)] += y - x;
+                        if (lite) hit[cat_[static_cast<std::size_t>(v)]] = 1;
+                      }
+                      x = y;
+                    }
+                  }
+                }
+              }
+              if (count == 0) continue;
+              for (std::int64_t s = 0; s < S; ++s) {
+                const std::int64_t c = image_labels[b * S + s];
+                if (c == 0) continue;
+                Irow[c] += count;
+                if (lite) hit[cat_[c]] = 1;
+              }
+              std::int64_t* Arow = dA.data() + k * NC_;
+              if (lite) {
+                for (std::int64_t c = 0; c < NC_; ++c) {
+                  if (hit[c]) Arow[c] += count;
+                  hit[c] = 0;
+                }
+              } else {
+                const std::uint8_t* cp = cats.data() + b * NC_;
+                for (std::int64_t c = 0; c < NC_; ++c)
+                  if (cp[c]) Arow[c] += count;
+              }
+            }
+          }
+        },
+        T2);
+  };
+  if (pixel_labels && P > 0) {
+    dispatch_labels(pixel_labels->kind, phase2);
+  } else {
+    phase2(Tag<std::int32_t>{});
+  }
+
+  // ---- commit
+  for (std::size_t i = 0; i < I_.size(); ++i) I_[i] += dI[i];
+  for (std::size_t i = 0; i < A_.size(); ++i) A_[i] += dA[i];
+  for (const auto& hh : hist)
+    for (std::size_t c = 0; c < hh.size(); ++c) L_[c] += hh[c];
+  L_[0] = 0;  // label 0 is never tallied (scan_labels skips it; kept explicit)
+  images_ += B;
+}
+
+bool IoUTally::compatible(const IoUTally& o) const {
+  return K_ == o.K_ && NL_ == o.NL_ && NC_ == o.NC_ && sh_ == o.sh_ && sw_ == o.sw_ &&
+         rule_ == o.rule_ && cat_ == o.cat_;
+}
+
+void IoUTally::merge(const IoUTally& o) {
+  if (!compatible(o))
+    fail("IoUTally.merge: the other tally has a different configuration (num_units, num_labels, "
+         "label_category, num_categories, output_size and unit_rule must all match)");
+  for (std::size_t i = 0; i < I_.size(); ++i) I_[i] += o.I_[i];
+  for (std::size_t i = 0; i < L_.size(); ++i) L_[i] += o.L_[i];
+  for (std::size_t i = 0; i < A_.size(); ++i) A_[i] += o.A_[i];
+  images_ += o.images_;
+}
+
+std::vector<double> IoUTally::iou() const {
+  std::vector<double> out(static_cast<std::size_t>(K_ * NL_), 0.0);
+  for (std::int64_t k = 0; k < K_; ++k) {
+    for (std::int64_t c = 0; c < NL_; ++c) {
+      const std::int64_t i = I_[k * NL_ + c];
+      const std::int64_t den = A_[k * NC_ + cat_[c]] + L_[c] - i;
+      out[k * NL_ + c] = den > 0 ? static_cast<double>(i) / static_cast<double>(den) : 0.0;
+    }
+  }
+  return out;
+}
+
+void IoUTally::set_counts(std::vector<std::int64_t> intersection,
+                          std::vector<std::int64_t> label_pixels,
+                          std::vector<std::int64_t> unit_pixels, std::int64_t images) {
+  if (intersection.size() != I_.size() || label_pixels.size() != L_.size() ||
+      unit_pixels.size() != A_.size())
+    fail("IoUTally state: count arrays have the wrong sizes");
+  if (images < 0) fail("IoUTally state: images must be >= 0");
+  I_ = std::move(intersection);
+  L_ = std::move(label_pixels);
+  A_ = std::move(unit_pixels);
+  images_ = images;
+}
+
+}  // namespace iou
+}  // namespace interp_engine

@@ -1,0 +1,112 @@
+"""Slow, obvious references for the tests (numpy / torch, no cleverness)."""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Sequence
+
+import numpy as np
+
+
+# --------------------------------------------------------------------------- IoU tally
+def upsample_torch(acts64: np.ndarray, output_size: Sequence[int]) -> np.ndarray:
+    """torch F.interpolate(bilinear, align_corners=False) on float64 (B, K, h, w)."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(acts64, dtype=np.float64))
+    return F.interpolate(t, size=tuple(output_size), mode="bilinear", align_corners=False).numpy()
+
+
+def _fma(a: float, b: float, c: float) -> float:
+    if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(c)):
+        return a * b + c
+    return float(Fraction(a) * Fraction(b) + Fraction(c))
+
+
+def _axis(n_in: int, n_out: int):
+    scale = n_in / n_out
+    rows = []
+    for d in range(n_out):
+        src = max(_fma(scale, d + 0.5, -0.5), 0.0)
+        i0 = min(int(math.floor(np.float32(src))), n_in - 1)
+        l1 = min(max(src - i0, 0.0), 1.0)
+        rows.append((i0, i0 + (1 if i0 < n_in - 1 else 0), 1.0 - l1, l1))
+    return rows
+
+
+def upsample_exact(acts64: np.ndarray, output_size: Sequence[int]) -> np.ndarray:
+    """The documented formula, spelled out with exact (Fraction) fma: what
+    torch's generic CPU kernel computes on FMA hardware, for any size."""
+    B, K, h, w = acts64.shape
+    sh, sw = output_size
+    ty, tx = _axis(h, sh), _axis(w, sw)
+    out = np.empty((B, K, sh, sw))
+    for b in range(B):
+        for k in range(K):
+            a = acts64[b, k]
+            H = [[_fma(a[r, x0], lx0, a[r, x1] * lx1) for (x0, x1, lx0, lx1) in tx] for r in range(h)]
+            for yo, (y0, y1, ly0, ly1) in enumerate(ty):
+                for xo in range(sw):
+                    out[b, k, yo, xo] = _fma(H[y0][xo], ly0, H[y1][xo] * ly1)
+    return out
+
+
+def iou_counts(activations, thresholds, pixel_labels, image_labels, image_categories, label_category,
+               num_labels: int, num_categories: int, output_size, unit_rule: str = "annotated",
+               upsample=upsample_torch):
+    """Reference Network Dissection counts: upsample (float64), compare
+    ``> threshold``, np.bincount.  Returns (I, L, A) int64."""
+    acts = np.asarray(activations, dtype=np.float64)
+    thr = np.asarray(thresholds, dtype=np.float64)
+    B, K = acts.shape[:2]
+    sh, sw = output_size
+    cat = np.asarray(label_category, dtype=np.int64)
+    I = np.zeros((K, num_labels), np.int64)
+    L = np.zeros(num_labels, np.int64)
+    A = np.zeros((K, num_categories), np.int64)
+    if B == 0:
+        return I, L, A
+    up = upsample(acts, output_size)
+    M = up > thr[None, :, None, None]
+    for b in range(B):
+        labs = np.zeros((0, sh, sw), np.int64) if pixel_labels is None else np.asarray(pixel_labels[b], np.int64)
+        imgl = np.zeros(0, np.int64) if image_labels is None else np.asarray(image_labels[b], np.int64)
+        imgl = imgl[imgl != 0]
+        L += np.bincount(labs.ravel(), minlength=num_labels)
+        for s in imgl:
+            L[s] += sh * sw
+        if image_categories is None:
+            present = np.unique(np.concatenate([labs.ravel(), imgl]))
+            present = present[present != 0]
+            cats_b = np.zeros(num_categories, bool)
+            cats_b[cat[present]] = True
+        else:
+            cats_b = np.asarray(image_categories[b], bool)
+        for k in range(K):
+            m = M[b, k]
+            cnt = int(m.sum())
+            inside = labs[:, m].ravel()
+            I[k] += np.bincount(inside, minlength=num_labels)
+            for s in imgl:
+                I[k, s] += cnt
+            if unit_rule == "lite":
+                hit = np.zeros(num_categories, bool)
+                nz = inside[inside != 0]
+                hit[cat[nz]] = True
+                if cnt > 0:
+                    hit[cat[imgl]] = True
+                A[k, hit] += cnt
+            else:
+                A[k, cats_b] += cnt
+    L[0] = 0
+    I[:, 0] = 0
+    return I, L, A
+
+
+def iou_from_counts(I, L, A, label_category):
+    cat = np.asarray(label_category)
+    den = A[:, cat] + L[None, :] - I
+    out = np.zeros(I.shape)
+    np.divide(I, den, out=out, where=den > 0)
+    return out

@@ -1,0 +1,451 @@
+"""Tests of interp_engine.engine.iou.IoUTally against tests/reference.py."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from interp_engine import _core
+from interp_engine.engine.iou import IoUTally
+
+from reference import iou_counts, iou_from_counts, upsample_exact, upsample_torch
+
+FMA_TORCH = torch.backends.cpu.get_cpu_capability() != "DEFAULT"
+
+
+def smooth_field(rng, B, K, h, w):
+    x = rng.standard_normal((B, K, h + 2, w + 2))
+    x = (x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]) / 3
+    x = (x[..., :-2] + x[..., 1:-1] + x[..., 2:]) / 3
+    return np.maximum(x, 0.0)
+
+
+def make_case(rng, B=3, K=4, h=5, w=6, sh=13, sw=11, P=2, S=1, NL=9, NC=3):
+    acts = smooth_field(rng, B, K, h, w)
+    thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(K, -1), 0.8, axis=1) if B else np.zeros(K)
+    pl = rng.integers(0, NL, size=(B, P, sh, sw))
+    il = rng.integers(0, NL, size=(B, S))
+    cat = rng.integers(0, NC, size=NL)
+    return acts, thr, pl, il, cat
+
+
+def run(acts, thr, pl, il, cat, NL, NC, size, rule="annotated", ic=None, num_threads=None, upsample=upsample_torch):
+    t = IoUTally(acts.shape[1], NL, cat, NC, output_size=size, unit_rule=rule, num_threads=num_threads)
+    t.update(acts, thr, pl, il, ic)
+    ref = iou_counts(acts, thr, pl, il, ic, cat, NL, NC, size, rule, upsample=upsample)
+    return t, ref
+
+
+def assert_counts(t, ref):
+    I, L, A = ref
+    np.testing.assert_array_equal(t.intersection, I)
+    np.testing.assert_array_equal(t.label_pixels, L)
+    np.testing.assert_array_equal(t.unit_pixels, A)
+
+
+# --------------------------------------------------------------------------- upsampling
+@pytest.mark.skipif(not FMA_TORCH, reason="torch runs its non-FMA kernels on this CPU")
+@pytest.mark.parametrize("h,w,sh,sw", [(7, 7, 112, 112), (1, 1, 70, 70), (3, 5, 64, 100), (9, 4, 128, 1),
+                                       (20, 30, 100, 29), (13, 13, 113, 17), (2, 2, 65, 64)])
+def test_upsample_matches_torch_generic_kernel_bitwise(h, w, sh, sw):
+    a = np.random.default_rng(h * 100 + w).standard_normal((h, w))
+    ours = _core.iou_upsample_bilinear(a, sh, sw)
+    # one channel: torch takes its generic kernel whenever sh + sw > 128 (with
+    # more than 3 channels and h = w = 1 the input also counts as channels-last
+    # and torch switches kernels)
+    np.testing.assert_array_equal(ours, upsample_torch(a[None, None], (sh, sw))[0, 0])
+
+
+@pytest.mark.parametrize("h,w,sh,sw", [(3, 4, 7, 5), (1, 1, 3, 2), (6, 2, 4, 9), (5, 5, 5, 5)])
+def test_upsample_matches_exact_formula(h, w, sh, sw):
+    a = np.random.default_rng(1).standard_normal((h, w))
+    np.testing.assert_array_equal(_core.iou_upsample_bilinear(a, sh, sw), upsample_exact(a[None, None], (sh, sw))[0, 0])
+
+
+# --------------------------------------------------------------------------- counts
+@pytest.mark.parametrize("rule", ["annotated", "lite"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_counts_equal_reference(rule, dtype):
+    rng = np.random.default_rng(0)
+    acts, thr, pl, il, cat = make_case(rng)
+    acts = acts.astype(dtype)
+    t, ref = run(acts, thr, pl, il, cat, 9, 3, (13, 11), rule)
+    assert_counts(t, ref)
+    assert t.images == 3
+    np.testing.assert_allclose(t.iou(), iou_from_counts(*ref, cat), rtol=0, atol=0)
+
+
+def test_bfloat16_and_noncontiguous_torch():
+    rng = np.random.default_rng(1)
+    acts, thr, pl, il, cat = make_case(rng, K=3, h=6, w=5)
+    base = torch.from_numpy(acts).to(torch.bfloat16)
+    nc = base.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)  # non-contiguous view
+    assert not nc.is_contiguous()
+    t = IoUTally(3, 9, cat, 3, output_size=(13, 11))
+    t.update(nc, torch.from_numpy(thr), torch.from_numpy(pl), torch.from_numpy(il))
+    ref = iou_counts(base.double().numpy(), thr, pl, il, None, cat, 9, 3, (13, 11))
+    assert_counts(t, ref)
+
+
+def test_negative_strides_numpy():
+    rng = np.random.default_rng(2)
+    acts, thr, pl, il, cat = make_case(rng)
+    flipped = acts[::-1, :, ::-1, :]
+    t, ref = run(flipped, thr, pl, il, cat, 9, 3, (13, 11))
+    assert_counts(t, ref)
+
+
+@pytest.mark.parametrize("h,w,sh,sw", [(1, 1, 5, 7), (8, 9, 3, 4), (4, 7, 16, 5), (3, 3, 3, 3), (2, 5, 1, 1)])
+@pytest.mark.parametrize("rule", ["annotated", "lite"])
+def test_shapes(h, w, sh, sw, rule):
+    rng = np.random.default_rng(h * 7 + sw)
+    acts, thr, pl, il, cat = make_case(rng, K=1, h=h, w=w, sh=sh, sw=sw)
+    t, ref = run(acts, thr, pl, il, cat, 9, 3, (sh, sw), rule)
+    assert_counts(t, ref)
+
+
+def test_empty_labels_zero_acts_inf_thresholds():
+    rng = np.random.default_rng(3)
+    acts, thr, pl, il, cat = make_case(rng, K=4)
+    acts[:, 1] = 0.0
+    thr[0], thr[2], thr[3] = np.inf, -np.inf, 0.0
+    pl[1] = 0
+    il[:] = 0
+    for rule in ("annotated", "lite"):
+        t, ref = run(acts, thr, pl, il, cat, 9, 3, (13, 11), rule)
+        assert_counts(t, ref)
+        assert t.intersection[0].sum() == 0 and t.unit_pixels[0].sum() == 0
+        assert t.intersection[:, 0].sum() == 0 and t.label_pixels[0] == 0
+
+
+def test_no_labels_at_all_and_given_categories():
+    rng = np.random.default_rng(4)
+    acts, thr, pl, il, cat = make_case(rng)
+    ic = rng.integers(0, 2, size=(3, 3)).astype(bool)
+    t, ref = run(acts, thr, None, None, cat, 9, 3, (13, 11), ic=ic)
+    assert_counts(t, ref)
+    t, ref = run(acts, thr, pl, il, cat, 9, 3, (13, 11), ic=ic)
+    assert_counts(t, ref)
+    assert t.unit_pixels.sum() > 0
+
+
+def test_image_level_labels_whole_image_and_label0_never_counted():
+    acts = np.zeros((1, 1, 2, 2))
+    acts[0, 0, 0, 0] = 1.0
+    t = IoUTally(1, 4, [0, 1, 1, 2], 3, output_size=(4, 4), unit_rule="lite")
+    t.update(acts, [0.5], None, [[0, 3]])
+    up = upsample_torch(acts, (4, 4))[0, 0]
+    n = int((up > 0.5).sum())
+    assert n > 0
+    assert t.intersection.tolist() == [[0, 0, 0, n]]
+    assert t.label_pixels.tolist() == [0, 0, 0, 16]
+    assert t.unit_pixels.tolist() == [[0, 0, n]]  # label 0 (category 0) not tallied
+    assert t.iou()[0, 3] == n / (n + 16 - n)
+
+
+def test_hand_computed_counts():
+    # 1x1 map upsampled: every pixel equals the value
+    acts = np.array([[[[2.0]], [[0.0]]]])
+    pl = np.array([[[[1, 1], [2, 0]], [[2, 0], [0, 0]]]])  # (1, 2, 2, 2)
+    t = IoUTally(2, 3, [0, 0, 1], 2, output_size=(2, 2))
+    t.update(acts, [1.0, 1.0], pl)
+    assert t.intersection.tolist() == [[0, 2, 2], [0, 0, 0]]
+    assert t.label_pixels.tolist() == [0, 2, 2]
+    assert t.unit_pixels.tolist() == [[4, 4], [0, 0]]
+    np.testing.assert_array_equal(t.iou(), [[0, 2 / 4, 2 / 4], [0, 0, 0]])
+
+
+# --------------------------------------------------------------------------- ties
+@pytest.mark.parametrize("value", [0.1, 6.0, -0.3, 1e-310, 3.0e300])
+def test_constant_map_tie(value):
+    # convex combinations of equal values can round 1 ulp above them: the rule is
+    # the formula, the reference is torch's generic kernel (sh + sw > 128)
+    acts = np.full((2, 2, 3, 5), value)
+    acts[1, 1] = np.nextafter(value, np.inf)
+    cat = [0, 1, 1, 0]
+    pl = np.random.default_rng(0).integers(0, 4, size=(2, 1, 70, 90))
+    for thr in (value, np.nextafter(value, -np.inf), np.nextafter(value, np.inf)):
+        thrs = np.array([thr, thr])
+        up = _core.iou_upsample_bilinear(acts[0, 0], 70, 90)
+        t, ref = run(acts, thrs, pl, None, cat, 4, 2, (70, 90),
+                     upsample=upsample_torch if FMA_TORCH else _upsample_core)
+        assert_counts(t, ref)
+        assert t.unit_pixels[0, 0] == 2 * int((up > thr).sum())
+
+
+def _upsample_core(acts64, size):
+    out = np.empty(acts64.shape[:2] + tuple(size))
+    for b in range(acts64.shape[0]):
+        for k in range(acts64.shape[1]):
+            out[b, k] = _core.iou_upsample_bilinear(acts64[b, k], *size)
+    return out
+
+
+def test_thresholds_at_upsampled_values_and_neighbours():
+    rng = np.random.default_rng(5)
+    acts = smooth_field(rng, 2, 6, 7, 7)
+    up = upsample_torch(acts, (112, 112)) if FMA_TORCH else _upsample_core(acts, (112, 112))
+    thr = np.array([up[0, k].ravel()[rng.integers(112 * 112)] for k in range(6)])
+    thr[3] = np.nextafter(thr[3], np.inf)
+    thr[4] = np.nextafter(thr[4], -np.inf)
+    thr[5] = up[1, 5].max()
+    pl = rng.integers(0, 6, size=(2, 2, 112, 112))
+    cat = rng.integers(0, 2, size=6)
+    t, ref = run(acts, thr, pl, None, cat, 6, 2, (112, 112),
+                 upsample=upsample_torch if FMA_TORCH else _upsample_core)
+    assert_counts(t, ref)
+
+
+def test_near_tie_cells_exact_formula_small_output():
+    # cells within a few ulps of T, small output: compared with the spelled-out formula
+    rng = np.random.default_rng(6)
+    T = 0.7
+    acts = T + rng.integers(-3, 4, size=(2, 3, 3, 4)) * np.spacing(T)
+    pl = rng.integers(0, 5, size=(2, 1, 7, 6))
+    cat = [0, 0, 1, 1, 2]
+    t, ref = run(acts, np.full(3, T), pl, None, cat, 5, 3, (7, 6), upsample=upsample_exact)
+    assert_counts(t, ref)
+
+
+def test_hot_bound():
+    for T in (0.0, 1.0, -1.0, 1e300, -1e300, 5e-324):
+        assert _core.iou_hot_bound(T) < T
+    assert _core.iou_hot_bound(np.inf) == np.inf and _core.iou_hot_bound(-np.inf) == -np.inf
+
+
+# --------------------------------------------------------------------------- property test
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 3), st.integers(1, 3), st.integers(1, 6), st.integers(1, 6), st.integers(1, 14),
+       st.integers(1, 14), st.integers(0, 3), st.integers(0, 2), st.integers(1, 8), st.integers(1, 3),
+       st.sampled_from(["annotated", "lite"]), st.integers(0, 2**31), st.sampled_from([None, 1, 2]),
+       st.booleans())
+def test_property_random_shapes(B, K, h, w, sh, sw, P, S, NL, NC, rule, seed, nt, blobs):
+    rng = np.random.default_rng(seed)
+    acts = smooth_field(rng, B, K, h, w) * rng.uniform(0.5, 2.0)
+    thr = rng.standard_normal(K) * 0.3 + 0.2
+    if K > 1:
+        thr[rng.integers(K)] = rng.choice([np.inf, -np.inf, 0.0])
+    pl = rng.integers(0, NL, size=(B, P, sh, sw)) * (rng.random((B, P, sh, sw)) < 0.7) if P else None
+    if P and blobs:
+        pl = blob_labels(rng, B, P, sh, sw, NL)
+    il = rng.integers(0, NL, size=(B, S)) if S else None
+    cat = rng.integers(0, NC, size=NL)
+    t, ref = run(acts, thr, pl, il, cat, NL, NC, (sh, sw), rule, num_threads=nt)
+    assert_counts(t, ref)
+    assert t.images == B
+
+
+# --------------------------------------------------------------------------- merge / state / pickle
+@pytest.mark.parametrize("rule", ["annotated", "lite"])
+def test_merge_halves_equals_one_pass(rule):
+    rng = np.random.default_rng(7)
+    acts, thr, pl, il, cat = make_case(rng, B=6)
+    whole = IoUTally(4, 9, cat, 3, output_size=(13, 11), unit_rule=rule)
+    whole.update(acts, thr, pl, il)
+    a = IoUTally(4, 9, cat, 3, output_size=(13, 11), unit_rule=rule)
+    b = IoUTally(4, 9, cat, 3, output_size=(13, 11), unit_rule=rule, num_threads=1)
+    a.update(acts[:2], thr, pl[:2], il[:2])
+    b.update(acts[2:], thr, pl[2:], il[2:])
+    a.merge(b)
+    for name in ("intersection", "label_pixels", "unit_pixels"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(whole, name))
+    assert a.images == whole.images == 6
+    np.testing.assert_array_equal(a.iou(), whole.iou())
+
+
+def test_merge_incompatible():
+    t = IoUTally(2, 3, [0, 0, 1], 2, output_size=(4, 4))
+    with pytest.raises(ValueError, match="same configuration"):
+        t.merge(IoUTally(2, 3, [0, 0, 1], 2, output_size=(4, 5)))
+    with pytest.raises(ValueError, match="same configuration"):
+        t.merge(IoUTally(2, 3, [0, 1, 1], 2, output_size=(4, 4)))
+    with pytest.raises(ValueError, match="same configuration"):
+        t.merge(IoUTally(2, 3, [0, 0, 1], 2, output_size=(4, 4), unit_rule="lite"))
+    with pytest.raises(TypeError):
+        t.merge("x")
+
+
+def test_state_dict_and_pickle_roundtrip():
+    rng = np.random.default_rng(8)
+    acts, thr, pl, il, cat = make_case(rng)
+    t = IoUTally(4, 9, cat, 3, output_size=(13, 11), unit_rule="lite")
+    t.update(acts, thr, pl, il)
+    for u in (IoUTally.from_state_dict(t.state_dict()), pickle.loads(pickle.dumps(t))):
+        for name in ("intersection", "label_pixels", "unit_pixels", "images", "unit_rule", "output_size"):
+            np.testing.assert_array_equal(getattr(u, name), getattr(t, name))
+        u.update(acts, thr, pl, il)  # still usable
+        assert u.images == 6
+    with pytest.raises(ValueError, match="P = 2"):
+        IoUTally.from_state_dict(t.state_dict()).update(acts, thr, pl[:, :1], il)
+
+
+def test_state_dict_validation():
+    t = IoUTally(2, 3, [0, 0, 1], 2, output_size=(4, 4))
+    good = t.state_dict()
+    for key, val, exc in [("intersection", np.zeros((2, 4), np.int64), ValueError),
+                          ("intersection", np.zeros((2, 3)), TypeError),
+                          ("unit_pixels", -np.ones((2, 2), np.int64), ValueError),
+                          ("images", -1, ValueError), ("format", "x", ValueError),
+                          ("label_category", [0, 0, 5], ValueError), ("unit_rule", "foo", ValueError)]:
+        bad = dict(good)
+        bad[key] = val
+        with pytest.raises(exc):
+            IoUTally.from_state_dict(bad)
+    bad = dict(good)
+    del bad["label_pixels"]
+    with pytest.raises(ValueError, match="missing"):
+        IoUTally.from_state_dict(bad)
+    with pytest.raises(TypeError):
+        IoUTally.from_state_dict([1])
+
+
+# --------------------------------------------------------------------------- validation
+def _ok():
+    rng = np.random.default_rng(9)
+    acts, thr, pl, il, cat = make_case(rng)
+    return IoUTally(4, 9, cat, 3, output_size=(13, 11)), acts, thr, pl, il
+
+
+@pytest.mark.parametrize("mutate,exc,match", [
+    (lambda a, t, p, i: (a[0], t, p, i), ValueError, "activations must be 4-dimensional"),
+    (lambda a, t, p, i: (a[:, :3], t, p, i), ValueError, "num_units = 4"),
+    (lambda a, t, p, i: (a[:, :, :0], t, p, i), ValueError, "non-empty"),
+    (lambda a, t, p, i: (a, t[:3], p, i), ValueError, "thresholds must have shape"),
+    (lambda a, t, p, i: (a, np.where(np.arange(4) == 1, np.nan, t), p, i), ValueError, "NaN"),
+    (lambda a, t, p, i: (np.where(a > 0.5, np.nan, a), t, p, i), ValueError, "activations must not contain NaN"),
+    (lambda a, t, p, i: (a.astype(np.int64), t, p, i), TypeError, "activations must have a floating-point"),
+    (lambda a, t, p, i: (a, t, p[:, :, :12], i), ValueError, "output_size"),
+    (lambda a, t, p, i: (a, t, p[:2], i), ValueError, "batch size"),
+    (lambda a, t, p, i: (a, t, p, i[:2]), ValueError, "batch size"),
+    (lambda a, t, p, i: (a, t, p[0], i), ValueError, "4-dimensional"),
+    (lambda a, t, p, i: (a, t, p.astype(np.float32), i), TypeError, "pixel_labels must have an integer dtype"),
+    (lambda a, t, p, i: (a, t, p.astype(bool), i), TypeError, "pixel_labels must have an integer dtype"),
+    (lambda a, t, p, i: (a, t, p, i.astype(np.float64)), TypeError, "image_labels must have an integer dtype"),
+    (lambda a, t, p, i: (a, t, np.where(p == 3, 9, p), i), ValueError, r"pixel_labels must hold label numbers in \[0, num_labels\) = \[0, 9\); got 9"),
+    (lambda a, t, p, i: (a, t, np.where(p == 3, -2, p), i), ValueError, "got -2"),
+    (lambda a, t, p, i: (a, t, p, i + 20), ValueError, "image_labels must hold"),
+    (lambda a, t, p, i: (a, t, p, -i - 1), ValueError, "image_labels must hold"),
+])
+def test_validation_errors_leave_counts_unchanged(mutate, exc, match):
+    t, acts, thr, pl, il = _ok()
+    t.update(acts, thr, pl, il)
+    before = t.state_dict()
+    with pytest.raises(exc, match=match):
+        t.update(*mutate(acts, thr, pl, il))
+    after = t.state_dict()
+    for key in ("intersection", "label_pixels", "unit_pixels", "images"):
+        np.testing.assert_array_equal(before[key], after[key])
+
+
+def test_image_categories_and_consistency_errors():
+    t, acts, thr, pl, il = _ok()
+    with pytest.raises(ValueError, match="image_categories must have shape"):
+        t.update(acts, thr, pl, il, np.ones((3, 2), bool))
+    with pytest.raises(TypeError, match="image_categories"):
+        t.update(acts, thr, pl, il, np.ones((3, 3), np.float32))
+    t.update(acts, thr, pl, il)
+    with pytest.raises(ValueError, match="S = 1"):
+        t.update(acts, thr, pl, np.concatenate([il, il], 1))
+
+
+def test_constructor_validation():
+    with pytest.raises(ValueError, match="label_category values must lie"):
+        IoUTally(2, 3, [0, 1, 2], 2, output_size=(4, 4))
+    with pytest.raises(ValueError, match="label_category must have shape"):
+        IoUTally(2, 3, [0, 1], 2, output_size=(4, 4))
+    with pytest.raises(TypeError, match="label_category must have an integer dtype"):
+        IoUTally(2, 3, [0.0, 1.0, 1.0], 2, output_size=(4, 4))
+    with pytest.raises(ValueError, match="unit_rule"):
+        IoUTally(2, 3, [0, 1, 1], 2, output_size=(4, 4), unit_rule="x")
+    with pytest.raises(ValueError, match="num_units"):
+        IoUTally(0, 3, [0, 1, 1], 2, output_size=(4, 4))
+    with pytest.raises(ValueError, match="output_size"):
+        IoUTally(2, 3, [0, 1, 1], 2, output_size=(4, 0))
+    with pytest.raises(ValueError, match="output_size"):
+        IoUTally(2, 3, [0, 1, 1], 2, output_size=(4, 4, 4))
+    with pytest.raises(TypeError, match="num_threads"):
+        IoUTally(2, 3, [0, 1, 1], 2, output_size=(4, 4), num_threads=1.5)
+
+
+def test_empty_batch_is_noop():
+    t, acts, thr, pl, il = _ok()
+    t.update(acts[:0], thr, pl[:0], il[:0])
+    t.update(acts[:0], thr)
+    assert t.images == 0 and t.intersection.sum() == 0
+
+
+def test_label_dtypes():
+    rng = np.random.default_rng(10)
+    acts, thr, pl, il, cat = make_case(rng)
+    ref = iou_counts(acts, thr, pl, il, None, cat, 9, 3, (13, 11))
+    for dt in (np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64):
+        t = IoUTally(4, 9, cat, 3, output_size=(13, 11))
+        t.update(acts, thr, pl.astype(dt), il.astype(dt))
+        assert_counts(t, ref)
+
+
+@pytest.mark.parametrize("rule", ["annotated", "lite"])
+def test_thread_count_does_not_change_counts(rule):
+    rng = np.random.default_rng(11)
+    acts = smooth_field(rng, 8, 40, 7, 7).astype(np.float32)
+    thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(40, -1), 0.9, axis=1)
+    pl = rng.integers(0, 30, (8, 3, 40, 40)).astype(np.int16)
+    il = rng.integers(0, 30, (8, 2))
+    cat = np.arange(30) % 4
+    out = []
+    for nt in (1, 2, 5):
+        t = IoUTally(40, 30, cat, 4, output_size=(40, 40), unit_rule=rule, num_threads=nt)
+        t.update(acts, thr, pl, il)
+        out.append(t.state_dict())
+    for s in out[1:]:
+        for key in ("intersection", "label_pixels", "unit_pixels"):
+            np.testing.assert_array_equal(s[key], out[0][key])
+
+
+def test_zero_maps_and_zero_columns():
+    rng = np.random.default_rng(12)
+    acts, thr, pl, il, cat = make_case(rng)
+    t, ref = run(acts, thr, pl[:, :0], il[:, :0], cat, 9, 3, (13, 11))
+    assert_counts(t, ref)
+    assert t.intersection.sum() == 0 and t.unit_pixels.sum() == 0
+
+
+def test_torch_bfloat16_thresholds_and_float16_activations():
+    rng = np.random.default_rng(13)
+    acts, thr, pl, il, cat = make_case(rng, sh=70, sw=90)
+    a16 = torch.from_numpy(acts).half()
+    t16 = torch.from_numpy(thr).bfloat16()
+    t = IoUTally(4, 9, cat, 3, output_size=(70, 90))
+    t.update(a16, t16, pl, il)
+    ref = iou_counts(a16.double().numpy(), t16.double().numpy(), pl, il, None, cat, 9, 3, (70, 90),
+                     upsample=upsample_torch if FMA_TORCH else _upsample_core)
+    assert_counts(t, ref)
+
+
+def blob_labels(rng, B, P, sh, sw, NL):
+    """Region-like label maps (long runs along rows), so the core keeps them as runs."""
+    lo = rng.integers(0, NL, size=(B, P, max(1, sh // 4), max(1, sw // 5)))
+    lab = np.repeat(np.repeat(lo, 4, axis=2), 5, axis=3)[:, :, :sh, :sw]
+    pad = ((0, 0), (0, 0), (0, sh - lab.shape[2]), (0, sw - lab.shape[3]))
+    return np.pad(lab, pad, mode="edge")
+
+
+@pytest.mark.parametrize("rule", ["annotated", "lite"])
+@pytest.mark.parametrize("size", [(13, 11), (70, 90), (3, 130)])
+def test_region_labels_run_path_and_mixed_images(rule, size):
+    rng = np.random.default_rng(14)
+    sh, sw = size
+    acts = smooth_field(rng, 4, 5, 6, 7)
+    thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(5, -1), 0.7, axis=1)
+    pl = blob_labels(rng, 4, 3, sh, sw, 12)
+    pl[2] = rng.integers(0, 12, size=(3, sh, sw))  # one fragmented image: read pixel by pixel
+    il = rng.integers(0, 12, size=(4, 2))
+    cat = rng.integers(0, 3, size=12)
+    for dt in (np.int16, np.int64):
+        t, ref = run(acts, thr, pl.astype(dt), il, cat, 12, 3, size, rule,
+                     upsample=upsample_torch if (FMA_TORCH or sh + sw <= 128) else _upsample_core)
+        assert_counts(t, ref)
