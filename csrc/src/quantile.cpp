@@ -1,0 +1,694 @@
+// Streaming per-channel quantile sketch: see quantile.hpp for the algorithm.
+#include "interp_engine/quantile.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <utility>
+
+#include "interp_engine/parallel.hpp"
+
+namespace interp_engine {
+namespace quantile {
+
+Kind kind_from_string(const std::string& s) {
+  if (s == "f16") return Kind::F16;
+  if (s == "bf16") return Kind::BF16;
+  if (s == "f32") return Kind::F32;
+  if (s == "f64") return Kind::F64;
+  throw std::invalid_argument("unknown element kind '" + s + "' (expected f16, bf16, f32 or f64)");
+}
+
+std::size_t kind_size(Kind k) {
+  switch (k) {
+    case Kind::F16:
+    case Kind::BF16:
+      return 2;
+    case Kind::F32:
+      return 4;
+    case Kind::F64:
+      return 8;
+  }
+  return 0;
+}
+
+std::uint64_t splitmix64(std::uint64_t& state) {
+  std::uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+std::uint64_t channel_rng_seed(std::uint64_t seed, std::uint64_t channel) {
+  std::uint64_t s = seed;
+  const std::uint64_t a = splitmix64(s);
+  std::uint64_t t = a ^ (channel * 0xD1B54A32D192ED03ULL);
+  splitmix64(t);
+  return splitmix64(t);
+}
+
+namespace {
+
+inline float half_to_float(std::uint16_t h) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  std::uint32_t exp = (h >> 10) & 0x1Fu;
+  std::uint32_t mant = h & 0x3FFu;
+  std::uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: normalize
+      int e = -1;
+      do {
+        ++e;
+        mant <<= 1;
+      } while ((mant & 0x400u) == 0);
+      mant &= 0x3FFu;
+      bits = sign | (static_cast<std::uint32_t>(127 - 15 - e) << 23) | (mant << 13);
+    }
+  } else if (exp == 0x1F) {
+    bits = sign | 0x7F800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline double load(const unsigned char* p, Kind k) {
+  switch (k) {
+    case Kind::F16: {
+      std::uint16_t h;
+      std::memcpy(&h, p, 2);
+      return static_cast<double>(half_to_float(h));
+    }
+    case Kind::BF16: {
+      std::uint16_t h;
+      std::memcpy(&h, p, 2);
+      const std::uint32_t bits = static_cast<std::uint32_t>(h) << 16;
+      float f;
+      std::memcpy(&f, &bits, 4);
+      return static_cast<double>(f);
+    }
+    case Kind::F32: {
+      float f;
+      std::memcpy(&f, p, 4);
+      return static_cast<double>(f);
+    }
+    case Kind::F64: {
+      double d;
+      std::memcpy(&d, p, 8);
+      return d;
+    }
+  }
+  return 0.0;
+}
+
+constexpr std::size_t kBlock = 4096;
+
+// Order-preserving map double -> uint64 (NaN never reaches it; -0.0 sorts
+// just before +0.0, which compare equal anyway).
+inline std::uint64_t dkey(double d) {
+  std::uint64_t u;
+  std::memcpy(&u, &d, 8);
+  return (u >> 63) ? ~u : (u | 0x8000000000000000ULL);
+}
+inline double dval(std::uint64_t u) {
+  u = (u >> 63) ? (u & 0x7FFFFFFFFFFFFFFFULL) : ~u;
+  double d;
+  std::memcpy(&d, &u, 8);
+  return d;
+}
+
+// LSD radix sort of doubles (8-bit digits); passes whose digit is the same
+// for every item are skipped, so float32-derived values (29 low zero bits)
+// take 5 passes.  Small inputs use std::sort.
+void radix_sort(std::vector<double>& v, std::vector<std::uint64_t>& a, std::vector<std::uint64_t>& b) {
+  const std::size_t n = v.size();
+  if (n < 256) {
+    std::sort(v.begin(), v.end());
+    return;
+  }
+  a.resize(n);
+  b.resize(n);
+  std::uint32_t hist[8][256];
+  std::memset(hist, 0, sizeof(hist));
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint64_t k = dkey(v[i]);
+    a[i] = k;
+    for (int d = 0; d < 8; ++d) ++hist[d][(k >> (8 * d)) & 0xFF];
+  }
+  std::uint64_t* src = a.data();
+  std::uint64_t* dst = b.data();
+  for (int d = 0; d < 8; ++d) {
+    std::uint32_t* h = hist[d];
+    if (h[(src[0] >> (8 * d)) & 0xFF] == n) continue;  // constant digit
+    std::uint32_t sum = 0;
+    for (int j = 0; j < 256; ++j) {
+      const std::uint32_t c = h[j];
+      h[j] = sum;
+      sum += c;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint64_t k = src[i];
+      dst[h[(k >> (8 * d)) & 0xFF]++] = k;
+    }
+    std::swap(src, dst);
+  }
+  for (std::size_t i = 0; i < n; ++i) v[i] = dval(src[i]);
+}
+
+// Reads channel c of the batch in blocks of doubles and calls fn(ptr, n).
+// NaN are dropped (and counted) when skip_nan; the caller guarantees there
+// are none otherwise.
+template <typename Kernel, typename Fn>
+void gather_typed(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uint64_t& nan_count,
+                  double* buf, Fn&& fn) {
+  std::size_t fill = 0;
+  const unsigned char* base = b.data + c * b.stride_c;
+  const std::size_t esz = kind_size(b.kind);
+  const bool contiguous = b.stride_b == static_cast<std::int64_t>(esz);
+  for (std::int64_t a = 0; a < b.size_a; ++a) {
+    const unsigned char* row = base + a * b.stride_a;
+    std::int64_t j = 0;
+    while (j < b.size_b) {
+      const std::int64_t take = std::min<std::int64_t>(b.size_b - j, static_cast<std::int64_t>(kBlock - fill));
+      if (contiguous) {
+        const auto* src = reinterpret_cast<const typename Kernel::type*>(row) + j;
+        for (std::int64_t t = 0; t < take; ++t) buf[fill + static_cast<std::size_t>(t)] = Kernel::conv(src[t]);
+      } else {
+        const unsigned char* p = row + j * b.stride_b;
+        for (std::int64_t t = 0; t < take; ++t, p += b.stride_b)
+          buf[fill + static_cast<std::size_t>(t)] = load(p, b.kind);
+      }
+      std::size_t added = static_cast<std::size_t>(take);
+      if (skip_nan) {  // compact NaN out of the freshly read part
+        std::size_t w = fill;
+        for (std::size_t t = fill; t < fill + added; ++t) {
+          const double v = buf[t];
+          if (v != v) {
+            ++nan_count;
+          } else {
+            buf[w++] = v;
+          }
+        }
+        added = w - fill;
+      }
+      fill += added;
+      j += take;
+      if (fill >= kBlock) {
+        fn(buf, fill);
+        fill = 0;
+        check_interrupt();
+      }
+    }
+  }
+  if (fill > 0) fn(buf, fill);
+}
+
+struct KF32 {
+  using type = float;
+  static double conv(float v) { return static_cast<double>(v); }
+};
+struct KF64 {
+  using type = double;
+  static double conv(double v) { return v; }
+};
+struct KF16 {
+  using type = std::uint16_t;
+  static double conv(std::uint16_t v) { return static_cast<double>(half_to_float(v)); }
+};
+struct KBF16 {
+  using type = std::uint16_t;
+  static double conv(std::uint16_t v) {
+    const std::uint32_t bits = static_cast<std::uint32_t>(v) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return static_cast<double>(f);
+  }
+};
+
+template <typename Fn>
+void gather(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uint64_t& nan_count, double* buf,
+            Fn&& fn) {
+  switch (b.kind) {
+    case Kind::F16:
+      gather_typed<KF16>(b, c, skip_nan, nan_count, buf, fn);
+      break;
+    case Kind::BF16:
+      gather_typed<KBF16>(b, c, skip_nan, nan_count, buf, fn);
+      break;
+    case Kind::F32:
+      gather_typed<KF32>(b, c, skip_nan, nan_count, buf, fn);
+      break;
+    case Kind::F64:
+      gather_typed<KF64>(b, c, skip_nan, nan_count, buf, fn);
+      break;
+  }
+}
+
+void check_batch(const StridedBatch& b, std::int64_t channels) {
+  if (b.channels != channels)
+    throw std::invalid_argument("batch has " + std::to_string(b.channels) + " channels, expected " +
+                                std::to_string(channels));
+  if (b.size_a < 0 || b.size_b < 0) throw std::invalid_argument("negative batch extent");
+}
+
+
+}  // namespace
+
+// ---------------------------------------------------------------- KllSketch
+
+KllSketch::KllSketch(int k, std::uint64_t rng_state) : k_(k), rng_(rng_state) {
+  if (k < kMinCap) throw std::invalid_argument("k must be >= " + std::to_string(kMinCap));
+  levels_.resize(1);
+}
+
+// One splitmix64 draw per compaction (compactions are rare next to items),
+// so the whole random state is the single word rng_ and a state_dict round
+// trip continues the exact same stream.
+bool KllSketch::random_bit() { return (splitmix64(rng_) >> 63) != 0; }
+
+int KllSketch::capacity(int h) const {
+  const int depth = num_levels() - 1 - h;
+  const double c = static_cast<double>(k_) * std::pow(2.0 / 3.0, depth);
+  const int cap = std::max(kMinCap, static_cast<int>(std::lround(c)));
+  return h == 0 ? std::max(cap, kLevel0Min) : cap;
+}
+
+std::size_t KllSketch::total_capacity() const {
+  std::size_t t = 0;
+  for (int h = 0; h < num_levels(); ++h) t += static_cast<std::size_t>(capacity(h));
+  return t;
+}
+
+std::size_t KllSketch::capacity_bound(int k, int levels) {
+  std::size_t t = 0;
+  for (int h = 0; h < levels; ++h) {
+    const double c = static_cast<double>(k) * std::pow(2.0 / 3.0, levels - 1 - h);
+    const long cap = std::max<long>(kMinCap, std::lround(c));
+    t += static_cast<std::size_t>(h == 0 ? std::max<long>(cap, kLevel0Min) : cap);
+  }
+  return t;
+}
+
+std::size_t KllSketch::retained() const {
+  std::size_t r = 0;
+  for (const auto& l : levels_) r += l.size();
+  return r;
+}
+
+std::size_t KllSketch::memory_bytes() const {
+  std::size_t b = sizeof(*this) + scratch_.capacity() * sizeof(double);
+  for (const auto& l : levels_) b += sizeof(l) + l.capacity() * sizeof(double);
+  return b;
+}
+
+void KllSketch::compress_once() {
+  int h = 0;
+  const int L = num_levels();
+  while (h < L && levels_[static_cast<std::size_t>(h)].size() < static_cast<std::size_t>(capacity(h))) ++h;
+  if (h >= L) return;  // nothing over capacity
+  if (h == L - 1) {
+    if (L >= kMaxLevels) throw std::runtime_error("quantile sketch: too many levels");
+    levels_.emplace_back();
+  }
+  auto& cur = levels_[static_cast<std::size_t>(h)];
+  auto& nxt = levels_[static_cast<std::size_t>(h) + 1];
+  if (h == 0) {
+    thread_local std::vector<std::uint64_t> ka, kb;
+    radix_sort(cur, ka, kb);
+  }
+  const std::size_t s = cur.size();
+  const std::size_t start = s & 1u;  // odd size: the smallest item stays
+  const std::size_t off = random_bit() ? 1u : 0u;
+  scratch_.clear();
+  scratch_.reserve(nxt.size() + (s - start) / 2);
+  // merge the promoted items (cur[start+off], cur[start+off+2], ...) with nxt
+  std::size_t i = start + off, j = 0;
+  while (i < s && j < nxt.size()) {
+    if (cur[i] < nxt[j]) {
+      scratch_.push_back(cur[i]);
+      i += 2;
+    } else {
+      scratch_.push_back(nxt[j++]);
+    }
+  }
+  for (; i < s; i += 2) scratch_.push_back(cur[i]);
+  for (; j < nxt.size(); ++j) scratch_.push_back(nxt[j]);
+  nxt.swap(scratch_);
+  cur.resize(start);
+}
+
+void KllSketch::update(const double* values, std::size_t count) {
+  if (count == 0) return;
+  double mn = values[0], mx = values[0];
+  for (std::size_t i = 1; i < count; ++i) {
+    mn = values[i] < mn ? values[i] : mn;
+    mx = values[i] > mx ? values[i] : mx;
+  }
+  if (n_ == 0) {
+    min_ = mn;
+    max_ = mx;
+  } else {
+    min_ = std::min(min_, mn);
+    max_ = std::max(max_, mx);
+  }
+  n_ += count;
+  std::size_t ret = retained();
+  std::size_t cap = total_capacity();
+  auto& l0 = levels_[0];
+  while (count > 0) {
+    if (ret >= cap) {
+      compress_once();
+      ret = retained();
+      cap = total_capacity();
+      continue;
+    }
+    const std::size_t take = std::min(count, cap - ret);
+    levels_[0].insert(levels_[0].end(), values, values + take);
+    values += take;
+    count -= take;
+    ret += take;
+  }
+  (void)l0;
+  while (retained() >= total_capacity()) compress_once();
+}
+
+void KllSketch::merge(const KllSketch& other) {
+  if (other.n_ == 0) return;
+  if (other.k_ != k_) throw std::invalid_argument("cannot merge sketches with different k");
+  if (n_ == 0) {
+    min_ = other.min_;
+    max_ = other.max_;
+  } else {
+    min_ = std::min(min_, other.min_);
+    max_ = std::max(max_, other.max_);
+  }
+  n_ += other.n_;
+  while (num_levels() < other.num_levels()) levels_.emplace_back();
+  for (int h = 0; h < other.num_levels(); ++h) {
+    const auto& src = other.levels_[static_cast<std::size_t>(h)];
+    auto& dst = levels_[static_cast<std::size_t>(h)];
+    if (h == 0) {
+      dst.insert(dst.end(), src.begin(), src.end());
+    } else {
+      scratch_.clear();
+      scratch_.reserve(dst.size() + src.size());
+      std::merge(dst.begin(), dst.end(), src.begin(), src.end(), std::back_inserter(scratch_));
+      dst.swap(scratch_);
+    }
+  }
+  while (retained() >= total_capacity()) compress_once();
+}
+
+void KllSketch::quantiles(const double* ps, std::size_t m, double* out) const {
+  if (n_ == 0) throw std::invalid_argument("quantile of an empty sketch");
+  std::vector<std::pair<double, std::uint64_t>> items;
+  items.reserve(retained());
+  for (int h = 0; h < num_levels(); ++h) {
+    const std::uint64_t w = std::uint64_t{1} << h;
+    for (double v : levels_[static_cast<std::size_t>(h)]) items.emplace_back(v, w);
+  }
+  std::sort(items.begin(), items.end(),
+            [](const std::pair<double, std::uint64_t>& a, const std::pair<double, std::uint64_t>& b) {
+              return a.first < b.first;
+            });
+  std::vector<std::uint64_t> cum(items.size());
+  std::uint64_t acc = 0;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    acc += items[i].second;
+    cum[i] = acc;
+  }
+  for (std::size_t t = 0; t < m; ++t) {
+    const double p = ps[t];
+    if (!(p > 0.0)) {
+      out[t] = min_;
+    } else if (p >= 1.0) {
+      out[t] = max_;
+    } else {
+      const double target = p * static_cast<double>(n_);
+      auto it = std::lower_bound(cum.begin(), cum.end(), target,
+                                 [](std::uint64_t c, double v) { return static_cast<double>(c) < v; });
+      out[t] = it == cum.end() ? max_ : items[static_cast<std::size_t>(it - cum.begin())].first;
+    }
+  }
+}
+
+double KllSketch::rank(double value) const {
+  if (n_ == 0) throw std::invalid_argument("rank of an empty sketch");
+  std::uint64_t r = 0;
+  for (int h = 0; h < num_levels(); ++h) {
+    const auto& l = levels_[static_cast<std::size_t>(h)];
+    std::uint64_t c = 0;
+    if (h == 0) {
+      for (double v : l) c += v <= value ? 1u : 0u;
+    } else {
+      c = static_cast<std::uint64_t>(std::upper_bound(l.begin(), l.end(), value) - l.begin());
+    }
+    r += c << h;
+  }
+  return static_cast<double>(r) / static_cast<double>(n_);
+}
+
+KllSketch KllSketch::from_parts(int k, std::uint64_t rng_state, std::uint64_t n, double mn, double mx,
+                                std::vector<std::vector<double>> levels) {
+  KllSketch s(k, rng_state);
+  if (levels.empty()) levels.resize(1);
+  if (static_cast<int>(levels.size()) > kMaxLevels) throw std::invalid_argument("too many levels");
+  std::uint64_t weight = 0;
+  for (std::size_t h = 0; h < levels.size(); ++h) {
+    const auto& l = levels[h];
+    for (std::size_t i = 0; i < l.size(); ++i) {
+      const double v = l[i];
+      if (v != v) throw std::invalid_argument("state holds NaN items");
+      if (v < mn || v > mx) throw std::invalid_argument("state holds items outside [min, max]");
+      if (h > 0 && i > 0 && l[i - 1] > v) throw std::invalid_argument("state level " + std::to_string(h) + " is not sorted");
+    }
+    weight += static_cast<std::uint64_t>(l.size()) << h;
+  }
+  if (weight != n)
+    throw std::invalid_argument("state items weigh " + std::to_string(weight) + " but count is " + std::to_string(n));
+  if (n > 0 && !(mn <= mx)) throw std::invalid_argument("state has min > max");
+  s.n_ = n;
+  s.min_ = mn;
+  s.max_ = mx;
+  s.levels_ = std::move(levels);
+  if (s.retained() > capacity_bound(k, s.num_levels()) + 1)
+    throw std::invalid_argument("state holds more items than its capacity");
+  return s;
+}
+
+// ------------------------------------------------------------ ChannelSketch
+
+bool batch_has_nan(const StridedBatch& b, int num_threads) {
+  if (b.channels == 0 || b.size_a == 0 || b.size_b == 0) return false;
+  std::atomic<bool> found{false};
+  const std::size_t per = static_cast<std::size_t>(b.size_a * b.size_b);
+  parallel_for(
+      static_cast<std::size_t>(b.channels), std::max<std::size_t>(1, 65536 / std::max<std::size_t>(per, 1)),
+      [&](std::size_t c0, std::size_t c1, int) {
+        std::vector<double> buf(kBlock);
+        for (std::size_t c = c0; c < c1 && !found.load(std::memory_order_relaxed); ++c) {
+          std::uint64_t nan = 0;
+          gather(b, static_cast<std::int64_t>(c), true, nan, buf.data(), [](const double*, std::size_t) {});
+          if (nan) found.store(true);
+        }
+      },
+      num_threads);
+  return found.load();
+}
+
+ChannelSketch::ChannelSketch(std::int64_t channels, int k, std::uint64_t seed) : k_(k), seed_(seed) {
+  if (channels < 1) throw std::invalid_argument("num_channels must be >= 1");
+  sketches_.reserve(static_cast<std::size_t>(channels));
+  for (std::int64_t c = 0; c < channels; ++c)
+    sketches_.emplace_back(k, channel_rng_seed(seed, static_cast<std::uint64_t>(c)));
+  nan_count_.assign(static_cast<std::size_t>(channels), 0);
+}
+
+void ChannelSketch::update(const StridedBatch& b, bool skip_nan, int num_threads) {
+  check_batch(b, channels());
+  if (b.size_a == 0 || b.size_b == 0) return;
+  if (!skip_nan && batch_has_nan(b, num_threads))
+    throw std::invalid_argument("x contains NaN (pass nan='skip' to ignore and count them)");
+  const std::size_t per = static_cast<std::size_t>(b.size_a * b.size_b);
+  parallel_for(
+      static_cast<std::size_t>(b.channels), std::max<std::size_t>(1, 32768 / std::max<std::size_t>(per, 1)),
+      [&](std::size_t c0, std::size_t c1, int) {
+        std::vector<double> buf(kBlock);
+        for (std::size_t c = c0; c < c1; ++c) {
+          KllSketch& s = sketches_[c];
+          gather(b, static_cast<std::int64_t>(c), skip_nan, nan_count_[c], buf.data(),
+                 [&](const double* p, std::size_t n) { s.update(p, n); });
+        }
+      },
+      num_threads);
+}
+
+void ChannelSketch::merge(const ChannelSketch& other, int num_threads) {
+  if (other.channels() != channels())
+    throw std::invalid_argument("cannot merge sketches of " + std::to_string(other.channels()) + " and " +
+                                std::to_string(channels()) + " channels");
+  if (other.k_ != k_)
+    throw std::invalid_argument("cannot merge sketches with k=" + std::to_string(other.k_) + " and k=" +
+                                std::to_string(k_));
+  parallel_for(
+      sketches_.size(), 1,
+      [&](std::size_t c0, std::size_t c1, int) {
+        for (std::size_t c = c0; c < c1; ++c) {
+          sketches_[c].merge(other.sketches_[c]);
+          nan_count_[c] += other.nan_count_[c];
+          check_interrupt();
+        }
+      },
+      num_threads);
+}
+
+void ChannelSketch::quantiles(const double* ps, std::size_t m, double* out, int num_threads) const {
+  for (std::size_t c = 0; c < sketches_.size(); ++c)
+    if (sketches_[c].n() == 0)
+      throw std::invalid_argument("channel " + std::to_string(c) + " has no observations yet");
+  parallel_for(
+      sketches_.size(), 1,
+      [&](std::size_t c0, std::size_t c1, int) {
+        for (std::size_t c = c0; c < c1; ++c) {
+          sketches_[c].quantiles(ps, m, out + c * m);
+          check_interrupt();
+        }
+      },
+      num_threads);
+}
+
+void ChannelSketch::ranks(const double* values, std::size_t m, double* out, int num_threads) const {
+  for (std::size_t c = 0; c < sketches_.size(); ++c)
+    if (sketches_[c].n() == 0)
+      throw std::invalid_argument("channel " + std::to_string(c) + " has no observations yet");
+  parallel_for(
+      sketches_.size(), 1,
+      [&](std::size_t c0, std::size_t c1, int) {
+        for (std::size_t c = c0; c < c1; ++c) {
+          for (std::size_t j = 0; j < m; ++j) out[c * m + j] = sketches_[c].rank(values[c * m + j]);
+          check_interrupt();
+        }
+      },
+      num_threads);
+}
+
+// ---------------------------------------------------------------- ExactPass
+
+ExactPass::ExactPass(std::int64_t channels, std::int64_t m, std::vector<double> lower, std::vector<double> upper,
+                     std::int64_t cap)
+    : channels_(channels), m_(m), cap_(cap) {
+  if (channels < 1 || m < 1) throw std::invalid_argument("exact pass needs >= 1 channel and >= 1 request");
+  const std::size_t total = static_cast<std::size_t>(channels * m);
+  if (lower.size() != total || upper.size() != total)
+    throw std::invalid_argument("exact pass: bracket arrays must have channels*m entries");
+  brackets_.resize(total);
+  for (std::size_t i = 0; i < total; ++i) {
+    if (!(lower[i] <= upper[i])) throw std::invalid_argument("exact pass: bracket lower > upper (or NaN)");
+    brackets_[i].lo = lower[i];
+    brackets_[i].hi = upper[i];
+  }
+  count_.assign(static_cast<std::size_t>(channels), 0);
+}
+
+void ExactPass::update(const StridedBatch& b, bool skip_nan, int num_threads) {
+  check_batch(b, channels_);
+  if (b.size_a == 0 || b.size_b == 0) return;
+  if (!skip_nan && batch_has_nan(b, num_threads))
+    throw std::invalid_argument("x contains NaN (pass nan='skip' to ignore and count them)");
+  const std::size_t per = static_cast<std::size_t>(b.size_a * b.size_b);
+  parallel_for(
+      static_cast<std::size_t>(channels_), std::max<std::size_t>(1, 32768 / std::max<std::size_t>(per, 1)),
+      [&](std::size_t c0, std::size_t c1, int) {
+        std::vector<double> buf(kBlock);
+        for (std::size_t c = c0; c < c1; ++c) {
+          Bracket* br = brackets_.data() + c * static_cast<std::size_t>(m_);
+          std::uint64_t nan = 0;
+          gather(b, static_cast<std::int64_t>(c), skip_nan, nan, buf.data(), [&](const double* p, std::size_t n) {
+            count_[c] += n;
+            for (std::int64_t j = 0; j < m_; ++j) {
+              Bracket& B = br[j];
+              const double lo = B.lo, hi = B.hi;
+              std::uint64_t below = 0, eql = 0, eqh = 0;
+              for (std::size_t i = 0; i < n; ++i) {
+                const double v = p[i];
+                below += v < lo;
+                eql += v == lo;
+                eqh += (v == hi) & (hi != lo);
+                if (v > lo && v < hi) B.inside.push_back(v);
+              }
+              B.below += below;
+              B.eq_lo += eql;
+              B.eq_hi += eqh;
+              B.sorted = false;
+              if (static_cast<std::int64_t>(B.inside.size()) > cap_)
+                throw std::runtime_error(
+                    "exact pass: more than " + std::to_string(cap_) + " values fell inside the bracket of channel " +
+                    std::to_string(c) + ": the data differ from the first pass (or the bracket margin is too wide)");
+            }
+          });
+        }
+      },
+      num_threads);
+}
+
+void ExactPass::select(const std::int64_t* ranks, double* out, int num_threads) {
+  parallel_for(
+      static_cast<std::size_t>(channels_), 1,
+      [&](std::size_t c0, std::size_t c1, int) {
+        for (std::size_t c = c0; c < c1; ++c) {
+          for (std::int64_t j = 0; j < m_; ++j) {
+            Bracket& B = brackets_[c * static_cast<std::size_t>(m_) + static_cast<std::size_t>(j)];
+            if (!B.sorted) {
+              std::sort(B.inside.begin(), B.inside.end());
+              B.sorted = true;
+            }
+            for (int t = 0; t < 2; ++t) {
+              const std::size_t idx = (c * static_cast<std::size_t>(m_) + static_cast<std::size_t>(j)) * 2 + t;
+              std::int64_t r = ranks[idx];
+              const std::int64_t r0 = r;
+              double v;
+              bool ok = true;
+              if (r < 0 || static_cast<std::uint64_t>(r) < B.below) {
+                ok = false;
+                v = 0;
+              } else {
+                std::uint64_t ur = static_cast<std::uint64_t>(r) - B.below;
+                if (ur < B.eq_lo) {
+                  v = B.lo;
+                } else if ((ur -= B.eq_lo) < B.inside.size()) {
+                  v = B.inside[ur];
+                } else if ((ur -= B.inside.size()) < B.eq_hi) {
+                  v = B.hi;
+                } else {
+                  ok = false;
+                  v = 0;
+                }
+              }
+              if (!ok)
+                throw std::runtime_error(
+                    "exact pass: order statistic " + std::to_string(r0) + " of channel " + std::to_string(c) +
+                    " fell outside the bracket [" + std::to_string(B.lo) + ", " + std::to_string(B.hi) +
+                    "] (values below: " + std::to_string(B.below) +
+                    "); the data of the second pass differ from the first");
+              out[idx] = v;
+            }
+          }
+        }
+      },
+      num_threads);
+}
+
+std::size_t ExactPass::memory_bytes() const {
+  std::size_t b = sizeof(*this) + brackets_.capacity() * sizeof(Bracket);
+  for (const auto& B : brackets_) b += B.inside.capacity() * sizeof(double);
+  return b;
+}
+
+}  // namespace quantile
+}  // namespace interp_engine
