@@ -234,6 +234,13 @@ void init_quantile(py::module_& m) {
           "num_channels"_a, "k"_a, "seed"_a, "items"_a, "level_sizes"_a, "count"_a, "min"_a, "max"_a,
           "rng_state"_a, "nan_count"_a);
 
+  m.def(
+      "quantile_memory_bound_bytes", [](int k) { return static_cast<std::int64_t>(KllSketch::memory_bound_bytes(k)); },
+      "k"_a, "Bound on the bytes of one channel's sketch with capacity k, for any amount of data.");
+  m.def(
+      "quantile_capacity_bound", [](int k) { return static_cast<std::int64_t>(KllSketch::capacity_bound(k, KllSketch::kMaxLevels)); },
+      "k"_a, "Bound on the items retained by one channel's sketch with capacity k.");
+
   py::class_<ExactPass>(m, "ExactPassCore",
                         "Second exact pass over the data (see interp_engine.ChannelQuantiles.exact_pass).")
       .def(py::init([](std::int64_t channels, std::int64_t mreq, const DArr& lower, const DArr& upper,

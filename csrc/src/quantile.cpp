@@ -302,7 +302,7 @@ std::size_t KllSketch::retained() const {
 }
 
 std::size_t KllSketch::memory_bytes() const {
-  std::size_t b = sizeof(*this) + scratch_.capacity() * sizeof(double);
+  std::size_t b = sizeof(*this);
   for (const auto& l : levels_) b += sizeof(l) + l.capacity() * sizeof(double);
   return b;
 }
@@ -325,21 +325,26 @@ void KllSketch::compress_once() {
   const std::size_t s = cur.size();
   const std::size_t start = s & 1u;  // odd size: the smallest item stays
   const std::size_t off = random_bit() ? 1u : 0u;
-  scratch_.clear();
-  scratch_.reserve(nxt.size() + (s - start) / 2);
-  // merge the promoted items (cur[start+off], cur[start+off+2], ...) with nxt
-  std::size_t i = start + off, j = 0;
-  while (i < s && j < nxt.size()) {
-    if (cur[i] < nxt[j]) {
-      scratch_.push_back(cur[i]);
-      i += 2;
+  // promoted items cur[start+off], cur[start+off+2], ... merged into nxt in
+  // place from the back (no scratch as large as a level is kept per sketch)
+  const std::size_t np = (s - start) / 2;
+  const std::size_t ns = nxt.size();
+  nxt.resize(ns + np);
+  std::ptrdiff_t i = static_cast<std::ptrdiff_t>(np) - 1;  // index among promoted
+  std::ptrdiff_t j = static_cast<std::ptrdiff_t>(ns) - 1;
+  std::ptrdiff_t w = static_cast<std::ptrdiff_t>(ns + np) - 1;
+  auto prom = [&](std::ptrdiff_t t) { return cur[start + off + 2 * static_cast<std::size_t>(t)]; };
+  while (i >= 0 && j >= 0) {
+    const double a = prom(i), b = nxt[static_cast<std::size_t>(j)];
+    if (a > b) {
+      nxt[static_cast<std::size_t>(w--)] = a;
+      --i;
     } else {
-      scratch_.push_back(nxt[j++]);
+      nxt[static_cast<std::size_t>(w--)] = b;
+      --j;
     }
   }
-  for (; i < s; i += 2) scratch_.push_back(cur[i]);
-  for (; j < nxt.size(); ++j) scratch_.push_back(nxt[j]);
-  nxt.swap(scratch_);
+  while (i >= 0) nxt[static_cast<std::size_t>(w--)] = prom(i--);
   cur.resize(start);
 }
 
@@ -376,6 +381,26 @@ void KllSketch::update(const double* values, std::size_t count) {
   }
   (void)l0;
   while (retained() >= total_capacity()) compress_once();
+  shrink();
+}
+
+// Give back vector slack above twice a level's need, so that the allocated
+// bytes stay within memory_bound_bytes() whatever the history.
+void KllSketch::shrink() {
+  for (int h = 0; h < num_levels(); ++h) {
+    auto& l = levels_[static_cast<std::size_t>(h)];
+    const std::size_t need = std::max<std::size_t>(l.size(), static_cast<std::size_t>(capacity(h)));
+    if (l.capacity() > 2 * need + 64) l.shrink_to_fit();
+  }
+}
+
+std::size_t KllSketch::memory_bound_bytes(int k) {
+  // each level's allocation <= 2*max(size, cap) + 64 after shrink(), the
+  // sizes add up to < total capacity T and the caps to T: <= 4T + 64*levels
+  // doubles, with T <= capacity_bound(k, kMaxLevels).
+  const std::size_t T = capacity_bound(k, kMaxLevels);
+  return sizeof(KllSketch) + static_cast<std::size_t>(kMaxLevels) * (sizeof(std::vector<double>) + 64 * 8) +
+         4 * T * sizeof(double);
 }
 
 void KllSketch::merge(const KllSketch& other) {
@@ -396,13 +421,13 @@ void KllSketch::merge(const KllSketch& other) {
     if (h == 0) {
       dst.insert(dst.end(), src.begin(), src.end());
     } else {
-      scratch_.clear();
-      scratch_.reserve(dst.size() + src.size());
-      std::merge(dst.begin(), dst.end(), src.begin(), src.end(), std::back_inserter(scratch_));
-      dst.swap(scratch_);
+      const std::size_t mid = dst.size();
+      dst.insert(dst.end(), src.begin(), src.end());
+      std::inplace_merge(dst.begin(), dst.begin() + static_cast<std::ptrdiff_t>(mid), dst.end());
     }
   }
   while (retained() >= total_capacity()) compress_once();
+  shrink();
 }
 
 void KllSketch::quantiles(const double* ps, std::size_t m, double* out) const {
@@ -629,7 +654,7 @@ void ExactPass::update(const StridedBatch& b, bool skip_nan, int num_threads) {
               if (static_cast<std::int64_t>(B.inside.size()) > cap_)
                 throw std::runtime_error(
                     "exact pass: more than " + std::to_string(cap_) + " values fell inside the bracket of channel " +
-                    std::to_string(c) + ": the data differ from the first pass (or the bracket margin is too wide)");
+                    std::to_string(c) + ": the data of the second pass differ from the first (or the margin is too wide)");
             }
           });
         }

@@ -86,11 +86,14 @@ class KllSketch {
   // Upper bound of the retained items after any update, for a given k and
   // number of levels (<= 3k + kMinCap*levels + level-0 slack).
   static std::size_t capacity_bound(int k, int levels);
+  // Bound on memory_bytes() for any history.
+  static std::size_t memory_bound_bytes(int k);
 
  private:
   int capacity(int h) const;
   std::size_t total_capacity() const;
   void compress_once();
+  void shrink();
   bool random_bit();
 
   int k_ = 0;
@@ -98,7 +101,6 @@ class KllSketch {
   std::uint64_t n_ = 0;
   double min_ = 0, max_ = 0;
   std::vector<std::vector<double>> levels_;
-  std::vector<double> scratch_;
 };
 
 // All channels.
