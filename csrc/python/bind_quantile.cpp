@@ -150,11 +150,12 @@ void init_quantile(py::module_& m) {
              std::vector<std::int64_t> n;
              std::vector<double> mn, mx;
              std::vector<std::uint64_t> rng;
+             std::vector<std::int64_t> wide;
              for (std::int64_t c = 0; c < C; ++c) {
                const KllSketch& k = s.sketch(c);
                for (int h = 0; h < lmax; ++h) {
                  if (h < k.num_levels()) {
-                   const auto& l = k.level(h);
+                   const std::vector<double> l = k.level(h);
                    items.insert(items.end(), l.begin(), l.end());
                    sz(c, h) = static_cast<std::int64_t>(l.size());
                  } else {
@@ -165,6 +166,7 @@ void init_quantile(py::module_& m) {
                mn.push_back(k.n() ? k.min() : 0.0);
                mx.push_back(k.n() ? k.max() : 0.0);
                rng.push_back(k.rng_state());
+               wide.push_back(k.wide() ? 1 : 0);
              }
              std::vector<std::int64_t> nan(s.nan_count().begin(), s.nan_count().end());
              py::dict d;
@@ -175,12 +177,13 @@ void init_quantile(py::module_& m) {
              d["max"] = vec_array(mx);
              d["rng_state"] = vec_array(rng);
              d["nan_count"] = vec_array(nan);
+             d["wide"] = vec_array(wide);
              return d;
            })
       .def_static(
           "from_state",
           [](std::int64_t num_channels, int k, std::uint64_t seed, const DArr& items, const IArr& level_sizes,
-             const IArr& count, const DArr& mn, const DArr& mx, const UArr& rng, const IArr& nan) {
+             const IArr& count, const DArr& mn, const DArr& mx, const UArr& rng, const IArr& nan, const IArr& wide) {
             const std::int64_t C = num_channels;
             if (C < 1) throw std::invalid_argument("state_dict: num_channels must be >= 1");
             auto check1 = [&](const py::array& a, const char* name) {
@@ -193,6 +196,7 @@ void init_quantile(py::module_& m) {
             check1(mx, "max");
             check1(rng, "rng_state");
             check1(nan, "nan_count");
+            check1(wide, "wide");
             if (items.ndim() != 1) throw std::invalid_argument("state_dict: 'items' must be 1-D");
             if (level_sizes.ndim() != 2 || level_sizes.shape(0) != C || level_sizes.shape(1) < 1 ||
                 level_sizes.shape(1) > KllSketch::kMaxLevels)
@@ -223,7 +227,8 @@ void init_quantile(py::module_& m) {
               for (py::ssize_t h = L; h < level_sizes.shape(1); ++h) it += ls(c, h);
               try {
                 s.sketch(c) = KllSketch::from_parts(k, rng.data()[c], static_cast<std::uint64_t>(count.data()[c]),
-                                                    mn.data()[c], mx.data()[c], std::move(levels));
+                                                    mn.data()[c], mx.data()[c], std::move(levels),
+                                                    wide.data()[c] != 0);
               } catch (const std::invalid_argument& e) {
                 throw std::invalid_argument("state_dict: channel " + std::to_string(c) + ": " + e.what());
               }
@@ -232,7 +237,7 @@ void init_quantile(py::module_& m) {
             return s;
           },
           "num_channels"_a, "k"_a, "seed"_a, "items"_a, "level_sizes"_a, "count"_a, "min"_a, "max"_a,
-          "rng_state"_a, "nan_count"_a);
+          "rng_state"_a, "nan_count"_a, "wide"_a);
 
   m.def(
       "quantile_memory_bound_bytes", [](int k) { return static_cast<std::int64_t>(KllSketch::memory_bound_bytes(k)); },

@@ -109,64 +109,81 @@ inline double load(const unsigned char* p, Kind k) {
 
 constexpr std::size_t kBlock = 4096;
 
-// Order-preserving map double -> uint64 (NaN never reaches it; -0.0 sorts
-// just before +0.0, which compare equal anyway).
-inline std::uint64_t dkey(double d) {
+// Order-preserving maps float/double -> unsigned keys (NaN never reaches
+// them; -0.0 sorts just before +0.0, which compare equal anyway).
+inline std::uint64_t okey(double d) {
   std::uint64_t u;
   std::memcpy(&u, &d, 8);
   return (u >> 63) ? ~u : (u | 0x8000000000000000ULL);
 }
-inline double dval(std::uint64_t u) {
+inline double ofrom(std::uint64_t u, double) {
   u = (u >> 63) ? (u & 0x7FFFFFFFFFFFFFFFULL) : ~u;
   double d;
   std::memcpy(&d, &u, 8);
   return d;
 }
+inline std::uint32_t okey(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return (u >> 31) ? ~u : (u | 0x80000000u);
+}
+inline float ofrom(std::uint32_t u, float) {
+  u = (u >> 31) ? (u & 0x7FFFFFFFu) : ~u;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
 
-// LSD radix sort of doubles (8-bit digits); passes whose digit is the same
-// for every item are skipped, so float32-derived values (29 low zero bits)
-// take 5 passes.  Small inputs use std::sort.
-void radix_sort(std::vector<double>& v, std::vector<std::uint64_t>& a, std::vector<std::uint64_t>& b) {
+// LSD radix sort (11-bit digits; digits equal for every item are skipped, so
+// float32-derived doubles take 4 passes, floats at most 3).  Small inputs use
+// std::sort.
+template <typename T>
+void radix_sort(std::vector<T>& v) {
+  using K = decltype(okey(T{}));
+  constexpr int kBits = 11, kBuckets = 1 << kBits;
+  constexpr int kDigits = (8 * static_cast<int>(sizeof(K)) + kBits - 1) / kBits;
   const std::size_t n = v.size();
-  if (n < 256) {
+  if (n < 512) {
     std::sort(v.begin(), v.end());
     return;
   }
+  thread_local std::vector<K> a, b;
+  thread_local std::vector<std::uint32_t> hist_store;
   a.resize(n);
   b.resize(n);
-  std::uint32_t hist[8][256];
-  std::memset(hist, 0, sizeof(hist));
+  hist_store.assign(static_cast<std::size_t>(kDigits) * kBuckets, 0);
+  std::uint32_t* hist = hist_store.data();
   for (std::size_t i = 0; i < n; ++i) {
-    const std::uint64_t k = dkey(v[i]);
+    const K k = okey(v[i]);
     a[i] = k;
-    for (int d = 0; d < 8; ++d) ++hist[d][(k >> (8 * d)) & 0xFF];
+    for (int d = 0; d < kDigits; ++d) ++hist[d * kBuckets + static_cast<int>((k >> (kBits * d)) & (kBuckets - 1))];
   }
-  std::uint64_t* src = a.data();
-  std::uint64_t* dst = b.data();
-  for (int d = 0; d < 8; ++d) {
-    std::uint32_t* h = hist[d];
-    if (h[(src[0] >> (8 * d)) & 0xFF] == n) continue;  // constant digit
+  K* src = a.data();
+  K* dst = b.data();
+  for (int d = 0; d < kDigits; ++d) {
+    std::uint32_t* h = hist + d * kBuckets;
+    if (h[(src[0] >> (kBits * d)) & (kBuckets - 1)] == n) continue;  // constant digit
     std::uint32_t sum = 0;
-    for (int j = 0; j < 256; ++j) {
+    for (int j = 0; j < kBuckets; ++j) {
       const std::uint32_t c = h[j];
       h[j] = sum;
       sum += c;
     }
     for (std::size_t i = 0; i < n; ++i) {
-      const std::uint64_t k = src[i];
-      dst[h[(k >> (8 * d)) & 0xFF]++] = k;
+      const K k = src[i];
+      dst[h[(k >> (kBits * d)) & (kBuckets - 1)]++] = k;
     }
     std::swap(src, dst);
   }
-  for (std::size_t i = 0; i < n; ++i) v[i] = dval(src[i]);
+  for (std::size_t i = 0; i < n; ++i) v[i] = ofrom(src[i], T{});
 }
 
-// Reads channel c of the batch in blocks of doubles and calls fn(ptr, n).
-// NaN are dropped (and counted) when skip_nan; the caller guarantees there
-// are none otherwise.
-template <typename Kernel, typename Fn>
-void gather_typed(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uint64_t& nan_count,
-                  double* buf, Fn&& fn) {
+// Reads channel c of the batch in blocks of OutT and calls fn(ptr, n).  NaN
+// are dropped (and counted) when skip_nan; the caller guarantees there are
+// none otherwise.
+template <typename Kernel, typename OutT, typename Fn>
+void gather_typed(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uint64_t& nan_count, OutT* buf,
+                  Fn&& fn) {
   std::size_t fill = 0;
   const unsigned char* base = b.data + c * b.stride_c;
   const std::size_t esz = kind_size(b.kind);
@@ -176,42 +193,42 @@ void gather_typed(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uin
     std::int64_t j = 0;
     while (j < b.size_b) {
       const std::int64_t take = std::min<std::int64_t>(b.size_b - j, static_cast<std::int64_t>(kBlock - fill));
+      OutT* dst = buf + fill;
       if (contiguous) {
         const auto* src = reinterpret_cast<const typename Kernel::type*>(row) + j;
-        for (std::int64_t t = 0; t < take; ++t) buf[fill + static_cast<std::size_t>(t)] = Kernel::conv(src[t]);
+        for (std::int64_t t = 0; t < take; ++t) dst[t] = static_cast<OutT>(Kernel::conv(src[t]));
       } else {
         const unsigned char* p = row + j * b.stride_b;
-        for (std::int64_t t = 0; t < take; ++t, p += b.stride_b)
-          buf[fill + static_cast<std::size_t>(t)] = load(p, b.kind);
+        for (std::int64_t t = 0; t < take; ++t, p += b.stride_b) dst[t] = static_cast<OutT>(load(p, b.kind));
       }
       std::size_t added = static_cast<std::size_t>(take);
       if (skip_nan) {  // compact NaN out of the freshly read part
-        std::size_t w = fill;
-        for (std::size_t t = fill; t < fill + added; ++t) {
-          const double v = buf[t];
+        std::size_t w = 0;
+        for (std::size_t t = 0; t < added; ++t) {
+          const OutT v = dst[t];
           if (v != v) {
             ++nan_count;
           } else {
-            buf[w++] = v;
+            dst[w++] = v;
           }
         }
-        added = w - fill;
+        added = w;
       }
       fill += added;
       j += take;
       if (fill >= kBlock) {
-        fn(buf, fill);
+        fn(static_cast<const OutT*>(buf), fill);
         fill = 0;
         check_interrupt();
       }
     }
   }
-  if (fill > 0) fn(buf, fill);
+  if (fill > 0) fn(static_cast<const OutT*>(buf), fill);
 }
 
 struct KF32 {
   using type = float;
-  static double conv(float v) { return static_cast<double>(v); }
+  static float conv(float v) { return v; }
 };
 struct KF64 {
   using type = double;
@@ -219,18 +236,19 @@ struct KF64 {
 };
 struct KF16 {
   using type = std::uint16_t;
-  static double conv(std::uint16_t v) { return static_cast<double>(half_to_float(v)); }
+  static float conv(std::uint16_t v) { return half_to_float(v); }
 };
 struct KBF16 {
   using type = std::uint16_t;
-  static double conv(std::uint16_t v) {
+  static float conv(std::uint16_t v) {
     const std::uint32_t bits = static_cast<std::uint32_t>(v) << 16;
     float f;
     std::memcpy(&f, &bits, 4);
-    return static_cast<double>(f);
+    return f;
   }
 };
 
+// Values as double (exact for every kind).
 template <typename Fn>
 void gather(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uint64_t& nan_count, double* buf,
             Fn&& fn) {
@@ -250,6 +268,27 @@ void gather(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uint64_t&
   }
 }
 
+// Values as float for the 16/32-bit kinds, double for float64; fn must take
+// both (const float*, n) and (const double*, n).
+template <typename Fn>
+void gather_native(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uint64_t& nan_count, float* fbuf,
+                   double* dbuf, Fn&& fn) {
+  switch (b.kind) {
+    case Kind::F16:
+      gather_typed<KF16>(b, c, skip_nan, nan_count, fbuf, fn);
+      break;
+    case Kind::BF16:
+      gather_typed<KBF16>(b, c, skip_nan, nan_count, fbuf, fn);
+      break;
+    case Kind::F32:
+      gather_typed<KF32>(b, c, skip_nan, nan_count, fbuf, fn);
+      break;
+    case Kind::F64:
+      gather_typed<KF64>(b, c, skip_nan, nan_count, dbuf, fn);
+      break;
+  }
+}
+
 void check_batch(const StridedBatch& b, std::int64_t channels) {
   if (b.channels != channels)
     throw std::invalid_argument("batch has " + std::to_string(b.channels) + " channels, expected " +
@@ -264,7 +303,7 @@ void check_batch(const StridedBatch& b, std::int64_t channels) {
 
 KllSketch::KllSketch(int k, std::uint64_t rng_state) : k_(k), rng_(rng_state) {
   if (k < kMinCap) throw std::invalid_argument("k must be >= " + std::to_string(kMinCap));
-  levels_.resize(1);
+  f_.levels.resize(1);
 }
 
 // One splitmix64 draw per compaction (compactions are rare next to items),
@@ -272,16 +311,28 @@ KllSketch::KllSketch(int k, std::uint64_t rng_state) : k_(k), rng_(rng_state) {
 // trip continues the exact same stream.
 bool KllSketch::random_bit() { return (splitmix64(rng_) >> 63) != 0; }
 
-int KllSketch::capacity(int h) const {
-  const int depth = num_levels() - 1 - h;
+int KllSketch::num_levels() const {
+  return static_cast<int>(wide_ ? d_.levels.size() : f_.levels.size());
+}
+
+std::vector<double> KllSketch::level(int h) const {
+  if (wide_) return d_.levels[static_cast<std::size_t>(h)];
+  const auto& l = f_.levels[static_cast<std::size_t>(h)];
+  return std::vector<double>(l.begin(), l.end());
+}
+
+template <typename T>
+int KllSketch::capacity(const KllLevels<T>& L, int h) const {
+  const int depth = static_cast<int>(L.levels.size()) - 1 - h;
   const double c = static_cast<double>(k_) * std::pow(2.0 / 3.0, depth);
   const int cap = std::max(kMinCap, static_cast<int>(std::lround(c)));
   return h == 0 ? std::max(cap, kLevel0Min) : cap;
 }
 
-std::size_t KllSketch::total_capacity() const {
+template <typename T>
+std::size_t KllSketch::total_capacity(const KllLevels<T>& L) const {
   std::size_t t = 0;
-  for (int h = 0; h < num_levels(); ++h) t += static_cast<std::size_t>(capacity(h));
+  for (int h = 0; h < static_cast<int>(L.levels.size()); ++h) t += static_cast<std::size_t>(capacity(L, h));
   return t;
 }
 
@@ -295,33 +346,28 @@ std::size_t KllSketch::capacity_bound(int k, int levels) {
   return t;
 }
 
-std::size_t KllSketch::retained() const {
-  std::size_t r = 0;
-  for (const auto& l : levels_) r += l.size();
-  return r;
-}
+std::size_t KllSketch::retained() const { return wide_ ? d_.retained() : f_.retained(); }
 
 std::size_t KllSketch::memory_bytes() const {
   std::size_t b = sizeof(*this);
-  for (const auto& l : levels_) b += sizeof(l) + l.capacity() * sizeof(double);
+  for (const auto& l : f_.levels) b += sizeof(l) + l.capacity() * sizeof(float);
+  for (const auto& l : d_.levels) b += sizeof(l) + l.capacity() * sizeof(double);
   return b;
 }
 
-void KllSketch::compress_once() {
+template <typename T>
+void KllSketch::compress_once(KllLevels<T>& L) {
   int h = 0;
-  const int L = num_levels();
-  while (h < L && levels_[static_cast<std::size_t>(h)].size() < static_cast<std::size_t>(capacity(h))) ++h;
-  if (h >= L) return;  // nothing over capacity
-  if (h == L - 1) {
-    if (L >= kMaxLevels) throw std::runtime_error("quantile sketch: too many levels");
-    levels_.emplace_back();
+  const int nl = static_cast<int>(L.levels.size());
+  while (h < nl && L.levels[static_cast<std::size_t>(h)].size() < static_cast<std::size_t>(capacity(L, h))) ++h;
+  if (h >= nl) return;  // nothing over capacity
+  if (h == nl - 1) {
+    if (nl >= kMaxLevels) throw std::runtime_error("quantile sketch: too many levels");
+    L.levels.emplace_back();
   }
-  auto& cur = levels_[static_cast<std::size_t>(h)];
-  auto& nxt = levels_[static_cast<std::size_t>(h) + 1];
-  if (h == 0) {
-    thread_local std::vector<std::uint64_t> ka, kb;
-    radix_sort(cur, ka, kb);
-  }
+  auto& cur = L.levels[static_cast<std::size_t>(h)];
+  auto& nxt = L.levels[static_cast<std::size_t>(h) + 1];
+  if (h == 0) radix_sort(cur);
   const std::size_t s = cur.size();
   const std::size_t start = s & 1u;  // odd size: the smallest item stays
   const std::size_t off = random_bit() ? 1u : 0u;
@@ -333,63 +379,95 @@ void KllSketch::compress_once() {
   std::ptrdiff_t i = static_cast<std::ptrdiff_t>(np) - 1;  // index among promoted
   std::ptrdiff_t j = static_cast<std::ptrdiff_t>(ns) - 1;
   std::ptrdiff_t w = static_cast<std::ptrdiff_t>(ns + np) - 1;
-  auto prom = [&](std::ptrdiff_t t) { return cur[start + off + 2 * static_cast<std::size_t>(t)]; };
+  const T* prom = cur.data() + start + off;
+  T* out = nxt.data();
   while (i >= 0 && j >= 0) {
-    const double a = prom(i), b = nxt[static_cast<std::size_t>(j)];
-    if (a > b) {
-      nxt[static_cast<std::size_t>(w--)] = a;
-      --i;
-    } else {
-      nxt[static_cast<std::size_t>(w--)] = b;
-      --j;
-    }
+    const T a = prom[2 * i], b = out[j];
+    const bool take_a = a > b;
+    out[w--] = take_a ? a : b;
+    i -= take_a;
+    j -= !take_a;
   }
-  while (i >= 0) nxt[static_cast<std::size_t>(w--)] = prom(i--);
+  while (i >= 0) {
+    out[w--] = prom[2 * i];
+    --i;
+  }
   cur.resize(start);
 }
 
-void KllSketch::update(const double* values, std::size_t count) {
-  if (count == 0) return;
-  double mn = values[0], mx = values[0];
+template <typename T>
+void KllSketch::update_impl(KllLevels<T>& L, const T* values, std::size_t count) {
+  T mn = values[0], mx = values[0];
   for (std::size_t i = 1; i < count; ++i) {
     mn = values[i] < mn ? values[i] : mn;
     mx = values[i] > mx ? values[i] : mx;
   }
   if (n_ == 0) {
-    min_ = mn;
-    max_ = mx;
+    min_ = static_cast<double>(mn);
+    max_ = static_cast<double>(mx);
   } else {
-    min_ = std::min(min_, mn);
-    max_ = std::max(max_, mx);
+    min_ = std::min(min_, static_cast<double>(mn));
+    max_ = std::max(max_, static_cast<double>(mx));
   }
   n_ += count;
-  std::size_t ret = retained();
-  std::size_t cap = total_capacity();
-  auto& l0 = levels_[0];
+  std::size_t ret = L.retained();
+  std::size_t cap = total_capacity(L);
   while (count > 0) {
     if (ret >= cap) {
-      compress_once();
-      ret = retained();
-      cap = total_capacity();
+      compress_once(L);
+      ret = L.retained();
+      cap = total_capacity(L);
       continue;
     }
     const std::size_t take = std::min(count, cap - ret);
-    levels_[0].insert(levels_[0].end(), values, values + take);
+    auto& l0 = L.levels[0];
+    if (l0.capacity() < l0.size() + take) l0.reserve(std::max(l0.size() + take, std::min(cap, 2 * l0.capacity())));
+    l0.insert(l0.end(), values, values + take);
     values += take;
     count -= take;
     ret += take;
   }
-  (void)l0;
-  while (retained() >= total_capacity()) compress_once();
-  shrink();
+  while (L.retained() >= total_capacity(L)) compress_once(L);
+  shrink(L);
+}
+
+void KllSketch::update(const float* values, std::size_t count) {
+  if (count == 0) return;
+  if (!wide_) {
+    update_impl(f_, values, count);
+    return;
+  }
+  double buf[512];
+  while (count > 0) {
+    const std::size_t t = std::min<std::size_t>(count, 512);
+    for (std::size_t i = 0; i < t; ++i) buf[i] = static_cast<double>(values[i]);
+    update_impl(d_, buf, t);
+    values += t;
+    count -= t;
+  }
+}
+
+void KllSketch::update(const double* values, std::size_t count) {
+  if (count == 0) return;
+  if (!wide_) widen();
+  update_impl(d_, values, count);
+}
+
+void KllSketch::widen() {
+  d_.levels.clear();
+  for (const auto& l : f_.levels) d_.levels.emplace_back(l.begin(), l.end());
+  f_.levels.clear();
+  f_.levels.shrink_to_fit();
+  wide_ = true;
 }
 
 // Give back vector slack above twice a level's need, so that the allocated
 // bytes stay within memory_bound_bytes() whatever the history.
-void KllSketch::shrink() {
-  for (int h = 0; h < num_levels(); ++h) {
-    auto& l = levels_[static_cast<std::size_t>(h)];
-    const std::size_t need = std::max<std::size_t>(l.size(), static_cast<std::size_t>(capacity(h)));
+template <typename T>
+void KllSketch::shrink(KllLevels<T>& L) {
+  for (int h = 0; h < static_cast<int>(L.levels.size()); ++h) {
+    auto& l = L.levels[static_cast<std::size_t>(h)];
+    const std::size_t need = std::max<std::size_t>(l.size(), static_cast<std::size_t>(capacity(L, h)));
     if (l.capacity() > 2 * need + 64) l.shrink_to_fit();
   }
 }
@@ -397,10 +475,24 @@ void KllSketch::shrink() {
 std::size_t KllSketch::memory_bound_bytes(int k) {
   // each level's allocation <= 2*max(size, cap) + 64 after shrink(), the
   // sizes add up to < total capacity T and the caps to T: <= 4T + 64*levels
-  // doubles, with T <= capacity_bound(k, kMaxLevels).
+  // items, with T <= capacity_bound(k, kMaxLevels); double storage.
   const std::size_t T = capacity_bound(k, kMaxLevels);
   return sizeof(KllSketch) + static_cast<std::size_t>(kMaxLevels) * (sizeof(std::vector<double>) + 64 * 8) +
          4 * T * sizeof(double);
+}
+
+template <typename T>
+void KllSketch::merge_levels(KllLevels<T>& L, const KllLevels<T>& other) {
+  while (L.levels.size() < other.levels.size()) L.levels.emplace_back();
+  for (std::size_t h = 0; h < other.levels.size(); ++h) {
+    const auto& src = other.levels[h];
+    auto& dst = L.levels[h];
+    const std::size_t mid = dst.size();
+    dst.insert(dst.end(), src.begin(), src.end());
+    if (h > 0) std::inplace_merge(dst.begin(), dst.begin() + static_cast<std::ptrdiff_t>(mid), dst.end());
+  }
+  while (L.retained() >= total_capacity(L)) compress_once(L);
+  shrink(L);
 }
 
 void KllSketch::merge(const KllSketch& other) {
@@ -414,29 +506,53 @@ void KllSketch::merge(const KllSketch& other) {
     max_ = std::max(max_, other.max_);
   }
   n_ += other.n_;
-  while (num_levels() < other.num_levels()) levels_.emplace_back();
-  for (int h = 0; h < other.num_levels(); ++h) {
-    const auto& src = other.levels_[static_cast<std::size_t>(h)];
-    auto& dst = levels_[static_cast<std::size_t>(h)];
-    if (h == 0) {
-      dst.insert(dst.end(), src.begin(), src.end());
-    } else {
-      const std::size_t mid = dst.size();
-      dst.insert(dst.end(), src.begin(), src.end());
-      std::inplace_merge(dst.begin(), dst.begin() + static_cast<std::ptrdiff_t>(mid), dst.end());
-    }
+  if (other.wide_ && !wide_) widen();
+  if (!wide_) {
+    merge_levels(f_, other.f_);
+  } else if (other.wide_) {
+    merge_levels(d_, other.d_);
+  } else {
+    KllLevels<double> tmp;
+    for (const auto& l : other.f_.levels) tmp.levels.emplace_back(l.begin(), l.end());
+    merge_levels(d_, tmp);
   }
-  while (retained() >= total_capacity()) compress_once();
-  shrink();
 }
+
+namespace {
+template <typename T>
+void collect(const KllLevels<T>& L, std::vector<std::pair<double, std::uint64_t>>& items) {
+  for (std::size_t h = 0; h < L.levels.size(); ++h) {
+    const std::uint64_t w = std::uint64_t{1} << h;
+    for (T v : L.levels[h]) items.emplace_back(static_cast<double>(v), w);
+  }
+}
+template <typename T>
+std::uint64_t rank_of(const KllLevels<T>& L, double value) {
+  std::uint64_t r = 0;
+  for (std::size_t h = 0; h < L.levels.size(); ++h) {
+    const auto& l = L.levels[h];
+    std::uint64_t c = 0;
+    if (h == 0) {
+      for (T v : l) c += static_cast<double>(v) <= value ? 1u : 0u;
+    } else {
+      c = static_cast<std::uint64_t>(
+          std::upper_bound(l.begin(), l.end(), value, [](double a, T b) { return a < static_cast<double>(b); }) -
+          l.begin());
+    }
+    r += c << h;
+  }
+  return r;
+}
+}  // namespace
 
 void KllSketch::quantiles(const double* ps, std::size_t m, double* out) const {
   if (n_ == 0) throw std::invalid_argument("quantile of an empty sketch");
   std::vector<std::pair<double, std::uint64_t>> items;
   items.reserve(retained());
-  for (int h = 0; h < num_levels(); ++h) {
-    const std::uint64_t w = std::uint64_t{1} << h;
-    for (double v : levels_[static_cast<std::size_t>(h)]) items.emplace_back(v, w);
+  if (wide_) {
+    collect(d_, items);
+  } else {
+    collect(f_, items);
   }
   std::sort(items.begin(), items.end(),
             [](const std::pair<double, std::uint64_t>& a, const std::pair<double, std::uint64_t>& b) {
@@ -465,22 +581,12 @@ void KllSketch::quantiles(const double* ps, std::size_t m, double* out) const {
 
 double KllSketch::rank(double value) const {
   if (n_ == 0) throw std::invalid_argument("rank of an empty sketch");
-  std::uint64_t r = 0;
-  for (int h = 0; h < num_levels(); ++h) {
-    const auto& l = levels_[static_cast<std::size_t>(h)];
-    std::uint64_t c = 0;
-    if (h == 0) {
-      for (double v : l) c += v <= value ? 1u : 0u;
-    } else {
-      c = static_cast<std::uint64_t>(std::upper_bound(l.begin(), l.end(), value) - l.begin());
-    }
-    r += c << h;
-  }
+  const std::uint64_t r = wide_ ? rank_of(d_, value) : rank_of(f_, value);
   return static_cast<double>(r) / static_cast<double>(n_);
 }
 
 KllSketch KllSketch::from_parts(int k, std::uint64_t rng_state, std::uint64_t n, double mn, double mx,
-                                std::vector<std::vector<double>> levels) {
+                                std::vector<std::vector<double>> levels, bool wide) {
   KllSketch s(k, rng_state);
   if (levels.empty()) levels.resize(1);
   if (static_cast<int>(levels.size()) > kMaxLevels) throw std::invalid_argument("too many levels");
@@ -491,17 +597,30 @@ KllSketch KllSketch::from_parts(int k, std::uint64_t rng_state, std::uint64_t n,
       const double v = l[i];
       if (v != v) throw std::invalid_argument("state holds NaN items");
       if (v < mn || v > mx) throw std::invalid_argument("state holds items outside [min, max]");
-      if (h > 0 && i > 0 && l[i - 1] > v) throw std::invalid_argument("state level " + std::to_string(h) + " is not sorted");
+      if (h > 0 && i > 0 && l[i - 1] > v)
+        throw std::invalid_argument("state level " + std::to_string(h) + " is not sorted");
+      if (!wide && static_cast<double>(static_cast<float>(v)) != v)
+        throw std::invalid_argument("state holds a non-float32 item in a float32 channel");
     }
     weight += static_cast<std::uint64_t>(l.size()) << h;
   }
   if (weight != n)
     throw std::invalid_argument("state items weigh " + std::to_string(weight) + " but count is " + std::to_string(n));
   if (n > 0 && !(mn <= mx)) throw std::invalid_argument("state has min > max");
+  if (n > 0 && !wide &&
+      (static_cast<double>(static_cast<float>(mn)) != mn || static_cast<double>(static_cast<float>(mx)) != mx))
+    throw std::invalid_argument("state has a non-float32 min/max in a float32 channel");
   s.n_ = n;
   s.min_ = mn;
   s.max_ = mx;
-  s.levels_ = std::move(levels);
+  if (wide) {
+    s.wide_ = true;
+    s.f_.levels.clear();
+    s.d_.levels = std::move(levels);
+  } else {
+    s.f_.levels.clear();
+    for (const auto& l : levels) s.f_.levels.emplace_back(l.begin(), l.end());
+  }
   if (s.retained() > capacity_bound(k, s.num_levels()) + 1)
     throw std::invalid_argument("state holds more items than its capacity");
   return s;
@@ -544,11 +663,12 @@ void ChannelSketch::update(const StridedBatch& b, bool skip_nan, int num_threads
   parallel_for(
       static_cast<std::size_t>(b.channels), std::max<std::size_t>(1, 32768 / std::max<std::size_t>(per, 1)),
       [&](std::size_t c0, std::size_t c1, int) {
-        std::vector<double> buf(kBlock);
+        std::vector<double> dbuf(kBlock);
+        std::vector<float> fbuf(kBlock);
         for (std::size_t c = c0; c < c1; ++c) {
           KllSketch& s = sketches_[c];
-          gather(b, static_cast<std::int64_t>(c), skip_nan, nan_count_[c], buf.data(),
-                 [&](const double* p, std::size_t n) { s.update(p, n); });
+          gather_native(b, static_cast<std::int64_t>(c), skip_nan, nan_count_[c], fbuf.data(), dbuf.data(),
+                        [&](const auto* p, std::size_t n) { s.update(p, n); });
         }
       },
       num_threads);

@@ -77,7 +77,10 @@ int main() {
     CHECK(s.max() == *std::max_element(data.begin(), data.end()));
     CHECK(s.retained() <= KllSketch::capacity_bound(k, s.num_levels()));
     CHECK(s.memory_bytes() <= KllSketch::memory_bound_bytes(k));
-    for (int h = 1; h < s.num_levels(); ++h) CHECK(std::is_sorted(s.level(h).begin(), s.level(h).end()));
+    for (int h = 1; h < s.num_levels(); ++h) {
+      const std::vector<double> l = s.level(h);
+      CHECK(std::is_sorted(l.begin(), l.end()));
+    }
     CHECK(max_rank_error(s, data) <= 2.5 / k);
     double p0 = 0.0, p1 = 1.0, v0, v1;
     s.quantiles(&p0, 1, &v0);
@@ -147,7 +150,7 @@ int main() {
   {
     bool threw = false;
     try {
-      KllSketch::from_parts(k, 1, 5, 0.0, 1.0, {{0.5, 0.25}});  // weight 2 != 5
+      KllSketch::from_parts(k, 1, 5, 0.0, 1.0, {{0.5, 0.25}}, true);  // weight 2 != 5
     } catch (const std::invalid_argument&) {
       threw = true;
     }

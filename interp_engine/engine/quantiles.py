@@ -355,7 +355,7 @@ class ChannelQuantiles:
         if not isinstance(d, dict):
             raise ValueError(f"state_dict must be a dict; got {type(d).__name__}")
         need = ("version", "num_channels", "k", "seed", "skip_nan", "items", "level_sizes", "count", "min",
-                "max", "rng_state", "nan_count")
+                "max", "rng_state", "nan_count", "wide")
         missing = [key for key in need if key not in d]
         if missing:
             raise ValueError(f"state_dict is missing keys {missing}")
@@ -392,7 +392,7 @@ class ChannelQuantiles:
                 C, k, obj._seed, items.astype(np.float64), arr("level_sizes", "iu").astype(np.int64),
                 arr("count", "iu").astype(np.int64), arr("min", "f").astype(np.float64),
                 arr("max", "f").astype(np.float64), arr("rng_state", "iu").astype(np.uint64),
-                arr("nan_count", "iu").astype(np.int64))
+                arr("nan_count", "iu").astype(np.int64), arr("wide", "iu").astype(np.int64))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"malformed state_dict: {exc}") from exc
         return obj

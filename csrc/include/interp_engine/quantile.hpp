@@ -47,6 +47,19 @@ struct StridedBatch {
 std::uint64_t splitmix64(std::uint64_t& state);
 std::uint64_t channel_rng_seed(std::uint64_t seed, std::uint64_t channel);
 
+// Levels of one channel's sketch holding items of type T (float while the
+// channel has only seen float16/bfloat16/float32 data, double after any
+// float64 data: exact either way, half the memory in the common case).
+template <typename T>
+struct KllLevels {
+  std::vector<std::vector<T>> levels;  // level 0 unsorted, the others sorted
+  std::size_t retained() const {
+    std::size_t r = 0;
+    for (const auto& l : levels) r += l.size();
+    return r;
+  }
+};
+
 // One channel's sketch.
 class KllSketch {
  public:
@@ -59,15 +72,19 @@ class KllSketch {
   KllSketch() = default;
   KllSketch(int k, std::uint64_t rng_state);
 
-  void update(const double* values, std::size_t count);  // no NaN allowed
+  // No NaN allowed.  float input keeps float storage; double input switches
+  // the channel to double storage (exact conversion of what it holds).
+  void update(const float* values, std::size_t count);
+  void update(const double* values, std::size_t count);
   void merge(const KllSketch& other);
 
   std::uint64_t n() const { return n_; }
   double min() const { return min_; }
   double max() const { return max_; }
   int k() const { return k_; }
-  int num_levels() const { return static_cast<int>(levels_.size()); }
-  const std::vector<double>& level(int h) const { return levels_[static_cast<std::size_t>(h)]; }
+  bool wide() const { return wide_; }
+  int num_levels() const;
+  std::vector<double> level(int h) const;  // copy, as double
   std::uint64_t rng_state() const { return rng_; }
   std::size_t retained() const;
   std::size_t memory_bytes() const;  // allocated bytes of the items + object
@@ -80,27 +97,39 @@ class KllSketch {
   double rank(double value) const;
 
   // Rebuild from serialized parts (validated; throws std::invalid_argument).
+  // With wide == false every item must be exactly a float.
   static KllSketch from_parts(int k, std::uint64_t rng_state, std::uint64_t n, double mn, double mx,
-                              std::vector<std::vector<double>> levels);
+                              std::vector<std::vector<double>> levels, bool wide);
 
   // Upper bound of the retained items after any update, for a given k and
   // number of levels (<= 3k + kMinCap*levels + level-0 slack).
   static std::size_t capacity_bound(int k, int levels);
-  // Bound on memory_bytes() for any history.
+  // Bound on memory_bytes() for any history (double storage).
   static std::size_t memory_bound_bytes(int k);
 
  private:
-  int capacity(int h) const;
-  std::size_t total_capacity() const;
-  void compress_once();
-  void shrink();
+  template <typename T>
+  void update_impl(KllLevels<T>& L, const T* values, std::size_t count);
+  template <typename T>
+  void compress_once(KllLevels<T>& L);
+  template <typename T>
+  void shrink(KllLevels<T>& L);
+  template <typename T>
+  int capacity(const KllLevels<T>& L, int h) const;
+  template <typename T>
+  std::size_t total_capacity(const KllLevels<T>& L) const;
+  template <typename T>
+  void merge_levels(KllLevels<T>& L, const KllLevels<T>& other);
+  void widen();
   bool random_bit();
 
   int k_ = 0;
   std::uint64_t rng_ = 0;
   std::uint64_t n_ = 0;
   double min_ = 0, max_ = 0;
-  std::vector<std::vector<double>> levels_;
+  bool wide_ = false;
+  KllLevels<float> f_;
+  KllLevels<double> d_;
 };
 
 // All channels.
