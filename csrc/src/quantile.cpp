@@ -303,8 +303,39 @@ void check_batch(const StridedBatch& b, std::int64_t channels) {
 
 KllSketch::KllSketch(int k, std::uint64_t rng_state) : k_(k), rng_(rng_state) {
   if (k < kMinCap) throw std::invalid_argument("k must be >= " + std::to_string(kMinCap));
-  f_.levels.resize(1);
+  f_.add_level();
 }
+
+namespace {
+// Sorts a level made of sorted runs (run starts after the first in bounds)
+// by bottom-up pairwise merging.
+template <typename T>
+void merge_runs(std::vector<T>& v, std::vector<std::uint32_t>& bounds) {
+  if (bounds.empty()) return;
+  thread_local std::vector<T> tmp;
+  thread_local std::vector<std::size_t> starts, next;
+  starts.assign(1, 0);
+  for (std::uint32_t b : bounds) starts.push_back(b);
+  tmp.resize(v.size());
+  T* src = v.data();
+  T* dst = tmp.data();
+  const std::size_t n = v.size();
+  while (starts.size() > 1) {
+    next.clear();
+    for (std::size_t r = 0; r < starts.size(); r += 2) {
+      const std::size_t a = starts[r];
+      const std::size_t b = r + 1 < starts.size() ? starts[r + 1] : n;
+      const std::size_t e = r + 2 < starts.size() ? starts[r + 2] : n;
+      std::merge(src + a, src + b, src + b, src + e, dst + a);
+      next.push_back(a);
+    }
+    starts.swap(next);
+    std::swap(src, dst);
+  }
+  if (src != v.data()) std::copy(src, src + n, v.data());
+  bounds.clear();
+}
+}  // namespace
 
 // One splitmix64 draw per compaction (compactions are rare next to items),
 // so the whole random state is the single word rng_ and a state_dict round
@@ -316,9 +347,16 @@ int KllSketch::num_levels() const {
 }
 
 std::vector<double> KllSketch::level(int h) const {
-  if (wide_) return d_.levels[static_cast<std::size_t>(h)];
-  const auto& l = f_.levels[static_cast<std::size_t>(h)];
-  return std::vector<double>(l.begin(), l.end());
+  std::vector<double> out;
+  if (wide_) {
+    out = d_.levels[static_cast<std::size_t>(h)];
+  } else {
+    const auto& l = f_.levels[static_cast<std::size_t>(h)];
+    out.assign(l.begin(), l.end());
+  }
+  const bool runs = wide_ ? !d_.bounds[static_cast<std::size_t>(h)].empty() : !f_.bounds[static_cast<std::size_t>(h)].empty();
+  if (h > 0 && runs) std::sort(out.begin(), out.end());
+  return out;
 }
 
 template <typename T>
@@ -363,35 +401,27 @@ void KllSketch::compress_once(KllLevels<T>& L) {
   if (h >= nl) return;  // nothing over capacity
   if (h == nl - 1) {
     if (nl >= kMaxLevels) throw std::runtime_error("quantile sketch: too many levels");
-    L.levels.emplace_back();
+    L.add_level();
   }
   auto& cur = L.levels[static_cast<std::size_t>(h)];
   auto& nxt = L.levels[static_cast<std::size_t>(h) + 1];
-  if (h == 0) radix_sort(cur);
+  if (h == 0) {
+    radix_sort(cur);
+  } else {
+    merge_runs(cur, L.bounds[static_cast<std::size_t>(h)]);
+  }
   const std::size_t s = cur.size();
   const std::size_t start = s & 1u;  // odd size: the smallest item stays
   const std::size_t off = random_bit() ? 1u : 0u;
-  // promoted items cur[start+off], cur[start+off+2], ... merged into nxt in
-  // place from the back (no scratch as large as a level is kept per sketch)
+  // promoted items cur[start+off], cur[start+off+2], ... become a new sorted
+  // run of the next level
   const std::size_t np = (s - start) / 2;
   const std::size_t ns = nxt.size();
+  if (ns > 0) L.bounds[static_cast<std::size_t>(h) + 1].push_back(static_cast<std::uint32_t>(ns));
   nxt.resize(ns + np);
-  std::ptrdiff_t i = static_cast<std::ptrdiff_t>(np) - 1;  // index among promoted
-  std::ptrdiff_t j = static_cast<std::ptrdiff_t>(ns) - 1;
-  std::ptrdiff_t w = static_cast<std::ptrdiff_t>(ns + np) - 1;
   const T* prom = cur.data() + start + off;
-  T* out = nxt.data();
-  while (i >= 0 && j >= 0) {
-    const T a = prom[2 * i], b = out[j];
-    const bool take_a = a > b;
-    out[w--] = take_a ? a : b;
-    i -= take_a;
-    j -= !take_a;
-  }
-  while (i >= 0) {
-    out[w--] = prom[2 * i];
-    --i;
-  }
+  T* out = nxt.data() + ns;
+  for (std::size_t i = 0; i < np; ++i) out[i] = prom[2 * i];
   cur.resize(start);
 }
 
@@ -456,8 +486,10 @@ void KllSketch::update(const double* values, std::size_t count) {
 void KllSketch::widen() {
   d_.levels.clear();
   for (const auto& l : f_.levels) d_.levels.emplace_back(l.begin(), l.end());
+  d_.bounds = f_.bounds;
   f_.levels.clear();
   f_.levels.shrink_to_fit();
+  f_.bounds.clear();
   wide_ = true;
 }
 
@@ -483,13 +515,18 @@ std::size_t KllSketch::memory_bound_bytes(int k) {
 
 template <typename T>
 void KllSketch::merge_levels(KllLevels<T>& L, const KllLevels<T>& other) {
-  while (L.levels.size() < other.levels.size()) L.levels.emplace_back();
+  while (L.levels.size() < other.levels.size()) L.add_level();
   for (std::size_t h = 0; h < other.levels.size(); ++h) {
     const auto& src = other.levels[h];
     auto& dst = L.levels[h];
     const std::size_t mid = dst.size();
+    if (src.empty()) continue;
     dst.insert(dst.end(), src.begin(), src.end());
-    if (h > 0) std::inplace_merge(dst.begin(), dst.begin() + static_cast<std::ptrdiff_t>(mid), dst.end());
+    if (h > 0) {
+      auto& b = L.bounds[h];
+      if (mid > 0) b.push_back(static_cast<std::uint32_t>(mid));
+      for (std::uint32_t x : other.bounds[h]) b.push_back(static_cast<std::uint32_t>(mid + x));
+    }
   }
   while (L.retained() >= total_capacity(L)) compress_once(L);
   shrink(L);
@@ -514,6 +551,7 @@ void KllSketch::merge(const KllSketch& other) {
   } else {
     KllLevels<double> tmp;
     for (const auto& l : other.f_.levels) tmp.levels.emplace_back(l.begin(), l.end());
+    tmp.bounds = other.f_.bounds;
     merge_levels(d_, tmp);
   }
 }
@@ -525,23 +563,6 @@ void collect(const KllLevels<T>& L, std::vector<std::pair<double, std::uint64_t>
     const std::uint64_t w = std::uint64_t{1} << h;
     for (T v : L.levels[h]) items.emplace_back(static_cast<double>(v), w);
   }
-}
-template <typename T>
-std::uint64_t rank_of(const KllLevels<T>& L, double value) {
-  std::uint64_t r = 0;
-  for (std::size_t h = 0; h < L.levels.size(); ++h) {
-    const auto& l = L.levels[h];
-    std::uint64_t c = 0;
-    if (h == 0) {
-      for (T v : l) c += static_cast<double>(v) <= value ? 1u : 0u;
-    } else {
-      c = static_cast<std::uint64_t>(
-          std::upper_bound(l.begin(), l.end(), value, [](double a, T b) { return a < static_cast<double>(b); }) -
-          l.begin());
-    }
-    r += c << h;
-  }
-  return r;
 }
 }  // namespace
 
@@ -579,10 +600,32 @@ void KllSketch::quantiles(const double* ps, std::size_t m, double* out) const {
   }
 }
 
-double KllSketch::rank(double value) const {
+void KllSketch::ranks(const double* values, std::size_t m, double* out) const {
   if (n_ == 0) throw std::invalid_argument("rank of an empty sketch");
-  const std::uint64_t r = wide_ ? rank_of(d_, value) : rank_of(f_, value);
-  return static_cast<double>(r) / static_cast<double>(n_);
+  std::vector<std::pair<double, std::uint64_t>> items;
+  items.reserve(retained());
+  if (wide_) {
+    collect(d_, items);
+  } else {
+    collect(f_, items);
+  }
+  std::sort(items.begin(), items.end(),
+            [](const std::pair<double, std::uint64_t>& a, const std::pair<double, std::uint64_t>& b) {
+              return a.first < b.first;
+            });
+  std::vector<double> vals(items.size());
+  std::vector<std::uint64_t> cum(items.size());
+  std::uint64_t acc = 0;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    acc += items[i].second;
+    cum[i] = acc;
+    vals[i] = items[i].first;
+  }
+  for (std::size_t t = 0; t < m; ++t) {
+    const std::size_t idx = static_cast<std::size_t>(std::upper_bound(vals.begin(), vals.end(), values[t]) - vals.begin());
+    const std::uint64_t r = idx == 0 ? 0 : cum[idx - 1];
+    out[t] = static_cast<double>(r) / static_cast<double>(n_);
+  }
 }
 
 KllSketch KllSketch::from_parts(int k, std::uint64_t rng_state, std::uint64_t n, double mn, double mx,
@@ -613,13 +656,15 @@ KllSketch KllSketch::from_parts(int k, std::uint64_t rng_state, std::uint64_t n,
   s.n_ = n;
   s.min_ = mn;
   s.max_ = mx;
+  s.f_.levels.clear();
+  s.f_.bounds.clear();
   if (wide) {
     s.wide_ = true;
-    s.f_.levels.clear();
+    s.d_.bounds.assign(levels.size(), {});
     s.d_.levels = std::move(levels);
   } else {
-    s.f_.levels.clear();
     for (const auto& l : levels) s.f_.levels.emplace_back(l.begin(), l.end());
+    s.f_.bounds.assign(s.f_.levels.size(), {});
   }
   if (s.retained() > capacity_bound(k, s.num_levels()) + 1)
     throw std::invalid_argument("state holds more items than its capacity");
@@ -716,7 +761,7 @@ void ChannelSketch::ranks(const double* values, std::size_t m, double* out, int 
       sketches_.size(), 1,
       [&](std::size_t c0, std::size_t c1, int) {
         for (std::size_t c = c0; c < c1; ++c) {
-          for (std::size_t j = 0; j < m; ++j) out[c * m + j] = sketches_[c].rank(values[c * m + j]);
+          sketches_[c].ranks(values + c * m, m, out + c * m);
           check_interrupt();
         }
       },

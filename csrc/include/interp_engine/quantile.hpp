@@ -52,11 +52,20 @@ std::uint64_t channel_rng_seed(std::uint64_t seed, std::uint64_t channel);
 // float64 data: exact either way, half the memory in the common case).
 template <typename T>
 struct KllLevels {
-  std::vector<std::vector<T>> levels;  // level 0 unsorted, the others sorted
+  // levels[h]: level 0 unsorted; level h >= 1 a concatenation of sorted runs
+  // (one per compaction of level h-1) whose run starts after the first are
+  // bounds[h]; runs are merged only when the level is compacted (cheaper
+  // than merging every promotion into the whole level).
+  std::vector<std::vector<T>> levels;
+  std::vector<std::vector<std::uint32_t>> bounds;
   std::size_t retained() const {
     std::size_t r = 0;
     for (const auto& l : levels) r += l.size();
     return r;
+  }
+  void add_level() {
+    levels.emplace_back();
+    bounds.emplace_back();
   }
 };
 
@@ -84,7 +93,7 @@ class KllSketch {
   int k() const { return k_; }
   bool wide() const { return wide_; }
   int num_levels() const;
-  std::vector<double> level(int h) const;  // copy, as double
+  std::vector<double> level(int h) const;  // sorted copy (level 0: as stored), as double
   std::uint64_t rng_state() const { return rng_; }
   std::size_t retained() const;
   std::size_t memory_bytes() const;  // allocated bytes of the items + object
@@ -93,8 +102,8 @@ class KllSketch {
   // <= value) is >= p*n; p <= 0 gives min, p >= 1 gives max.  out[i] for
   // ps[i]; ps need not be sorted.  Requires n() > 0.
   void quantiles(const double* ps, std::size_t m, double* out) const;
-  // Estimated fraction of observations <= value.
-  double rank(double value) const;
+  // Estimated fraction of observations <= values[i], for i < m.
+  void ranks(const double* values, std::size_t m, double* out) const;
 
   // Rebuild from serialized parts (validated; throws std::invalid_argument).
   // With wide == false every item must be exactly a float.
