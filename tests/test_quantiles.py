@@ -216,7 +216,7 @@ def test_from_state_dict_rejects_malformed(mutate, match):
 
 def test_unsorted_level_in_state_rejected():
     cq = ChannelQuantiles(1, k=64)
-    cq.update(np.arange(5000, dtype=np.float64)[:, None])
+    cq.update(np.arange(50_000, dtype=np.float64)[:, None])
     d = cq.state_dict()
     sizes = d["level_sizes"][0]
     start = int(sizes[0])  # first item of level 1

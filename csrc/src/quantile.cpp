@@ -326,7 +326,21 @@ void merge_runs(std::vector<T>& v, std::vector<std::uint32_t>& bounds) {
       const std::size_t a = starts[r];
       const std::size_t b = r + 1 < starts.size() ? starts[r + 1] : n;
       const std::size_t e = r + 2 < starts.size() ? starts[r + 2] : n;
-      std::merge(src + a, src + b, src + b, src + e, dst + a);
+      // branchless two-way merge
+      const T* x = src + a;
+      const T* xe = src + b;
+      const T* y = src + b;
+      const T* ye = src + e;
+      T* o = dst + a;
+      while (x < xe && y < ye) {
+        const T u = *x, w = *y;
+        const bool t = w < u;
+        *o++ = t ? w : u;
+        x += !t;
+        y += t;
+      }
+      o = std::copy(x, xe, o);
+      std::copy(y, ye, o);
       next.push_back(a);
     }
     starts.swap(next);
@@ -673,18 +687,65 @@ KllSketch KllSketch::from_parts(int k, std::uint64_t rng_state, std::uint64_t n,
 
 // ------------------------------------------------------------ ChannelSketch
 
+namespace {
+// NaN test on raw bits (vectorizes): exponent all ones and mantissa non-zero.
+struct NanF32 {
+  using U = std::uint32_t;
+  static bool nan(U u) { return (u & 0x7FFFFFFFu) > 0x7F800000u; }
+};
+struct NanF64 {
+  using U = std::uint64_t;
+  static bool nan(U u) { return (u & 0x7FFFFFFFFFFFFFFFULL) > 0x7FF0000000000000ULL; }
+};
+struct NanF16 {
+  using U = std::uint16_t;
+  static bool nan(U u) { return (u & 0x7FFFu) > 0x7C00u; }
+};
+struct NanBF16 {
+  using U = std::uint16_t;
+  static bool nan(U u) { return (u & 0x7FFFu) > 0x7F80u; }
+};
+
+template <typename K>
+bool channel_has_nan(const StridedBatch& b, std::int64_t c) {
+  using U = typename K::U;
+  const unsigned char* base = b.data + c * b.stride_c;
+  for (std::int64_t a = 0; a < b.size_a; ++a) {
+    const unsigned char* row = base + a * b.stride_a;
+    bool bad = false;
+    if (b.stride_b == static_cast<std::int64_t>(sizeof(U))) {
+      const U* p = reinterpret_cast<const U*>(row);
+      for (std::int64_t j = 0; j < b.size_b; ++j) bad |= K::nan(p[j]);
+    } else {
+      for (std::int64_t j = 0; j < b.size_b; ++j) {
+        U u;
+        std::memcpy(&u, row + j * b.stride_b, sizeof(U));
+        bad |= K::nan(u);
+      }
+    }
+    if (bad) return true;
+  }
+  return false;
+}
+}  // namespace
+
 bool batch_has_nan(const StridedBatch& b, int num_threads) {
   if (b.channels == 0 || b.size_a == 0 || b.size_b == 0) return false;
   std::atomic<bool> found{false};
   const std::size_t per = static_cast<std::size_t>(b.size_a * b.size_b);
   parallel_for(
-      static_cast<std::size_t>(b.channels), std::max<std::size_t>(1, 65536 / std::max<std::size_t>(per, 1)),
+      static_cast<std::size_t>(b.channels), std::max<std::size_t>(1, 262144 / std::max<std::size_t>(per, 1)),
       [&](std::size_t c0, std::size_t c1, int) {
-        std::vector<double> buf(kBlock);
         for (std::size_t c = c0; c < c1 && !found.load(std::memory_order_relaxed); ++c) {
-          std::uint64_t nan = 0;
-          gather(b, static_cast<std::int64_t>(c), true, nan, buf.data(), [](const double*, std::size_t) {});
-          if (nan) found.store(true);
+          const auto ci = static_cast<std::int64_t>(c);
+          bool r = false;
+          switch (b.kind) {
+            case Kind::F16: r = channel_has_nan<NanF16>(b, ci); break;
+            case Kind::BF16: r = channel_has_nan<NanBF16>(b, ci); break;
+            case Kind::F32: r = channel_has_nan<NanF32>(b, ci); break;
+            case Kind::F64: r = channel_has_nan<NanF64>(b, ci); break;
+          }
+          if (r) found.store(true);
         }
       },
       num_threads);

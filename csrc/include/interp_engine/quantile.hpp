@@ -76,7 +76,7 @@ class KllSketch {
   static constexpr int kMaxLevels = 61;
   // Level 0 is at least this large so that it is sorted in big batches (radix
   // sort) and promotes big sorted runs; its compactions carry weight 1 only.
-  static constexpr int kLevel0Min = 4096;
+  static constexpr int kLevel0Min = 16384;
 
   KllSketch() = default;
   KllSketch(int k, std::uint64_t rng_state);
