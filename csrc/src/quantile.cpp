@@ -571,33 +571,60 @@ void KllSketch::merge(const KllSketch& other) {
 }
 
 namespace {
+// Sorted (value, cumulative weight) view of all levels: each level is sorted
+// on a copy (radix sort for level 0, run merge above), then the levels are
+// merged pairwise.
 template <typename T>
-void collect(const KllLevels<T>& L, std::vector<std::pair<double, std::uint64_t>>& items) {
+void sorted_view(const KllLevels<T>& L, std::vector<double>& vals, std::vector<std::uint64_t>& cum) {
+  std::vector<T> v;
+  std::vector<std::uint64_t> w;
+  std::vector<T> v2;
+  std::vector<std::uint64_t> w2;
   for (std::size_t h = 0; h < L.levels.size(); ++h) {
-    const std::uint64_t w = std::uint64_t{1} << h;
-    for (T v : L.levels[h]) items.emplace_back(static_cast<double>(v), w);
+    std::vector<T> lv = L.levels[h];
+    if (lv.empty()) continue;
+    if (h == 0) {
+      radix_sort(lv);
+    } else {
+      std::vector<std::uint32_t> b = L.bounds[h];
+      merge_runs(lv, b);
+    }
+    const std::uint64_t wt = std::uint64_t{1} << h;
+    v2.resize(v.size() + lv.size());
+    w2.resize(v2.size());
+    std::size_t i = 0, j = 0, o = 0;
+    while (i < v.size() && j < lv.size()) {
+      const bool t = lv[j] < v[i];
+      v2[o] = t ? lv[j] : v[i];
+      w2[o] = t ? wt : w[i];
+      ++o;
+      i += !t;
+      j += t;
+    }
+    for (; i < v.size(); ++i, ++o) v2[o] = v[i], w2[o] = w[i];
+    for (; j < lv.size(); ++j, ++o) v2[o] = lv[j], w2[o] = wt;
+    v.swap(v2);
+    w.swap(w2);
+  }
+  vals.resize(v.size());
+  cum.resize(v.size());
+  std::uint64_t acc = 0;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    acc += w[i];
+    cum[i] = acc;
+    vals[i] = static_cast<double>(v[i]);
   }
 }
 }  // namespace
 
 void KllSketch::quantiles(const double* ps, std::size_t m, double* out) const {
   if (n_ == 0) throw std::invalid_argument("quantile of an empty sketch");
-  std::vector<std::pair<double, std::uint64_t>> items;
-  items.reserve(retained());
+  std::vector<double> vals;
+  std::vector<std::uint64_t> cum;
   if (wide_) {
-    collect(d_, items);
+    sorted_view(d_, vals, cum);
   } else {
-    collect(f_, items);
-  }
-  std::sort(items.begin(), items.end(),
-            [](const std::pair<double, std::uint64_t>& a, const std::pair<double, std::uint64_t>& b) {
-              return a.first < b.first;
-            });
-  std::vector<std::uint64_t> cum(items.size());
-  std::uint64_t acc = 0;
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    acc += items[i].second;
-    cum[i] = acc;
+    sorted_view(f_, vals, cum);
   }
   for (std::size_t t = 0; t < m; ++t) {
     const double p = ps[t];
@@ -609,31 +636,19 @@ void KllSketch::quantiles(const double* ps, std::size_t m, double* out) const {
       const double target = p * static_cast<double>(n_);
       auto it = std::lower_bound(cum.begin(), cum.end(), target,
                                  [](std::uint64_t c, double v) { return static_cast<double>(c) < v; });
-      out[t] = it == cum.end() ? max_ : items[static_cast<std::size_t>(it - cum.begin())].first;
+      out[t] = it == cum.end() ? max_ : vals[static_cast<std::size_t>(it - cum.begin())];
     }
   }
 }
 
 void KllSketch::ranks(const double* values, std::size_t m, double* out) const {
   if (n_ == 0) throw std::invalid_argument("rank of an empty sketch");
-  std::vector<std::pair<double, std::uint64_t>> items;
-  items.reserve(retained());
+  std::vector<double> vals;
+  std::vector<std::uint64_t> cum;
   if (wide_) {
-    collect(d_, items);
+    sorted_view(d_, vals, cum);
   } else {
-    collect(f_, items);
-  }
-  std::sort(items.begin(), items.end(),
-            [](const std::pair<double, std::uint64_t>& a, const std::pair<double, std::uint64_t>& b) {
-              return a.first < b.first;
-            });
-  std::vector<double> vals(items.size());
-  std::vector<std::uint64_t> cum(items.size());
-  std::uint64_t acc = 0;
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    acc += items[i].second;
-    cum[i] = acc;
-    vals[i] = items[i].first;
+    sorted_view(f_, vals, cum);
   }
   for (std::size_t t = 0; t < m; ++t) {
     const std::size_t idx = static_cast<std::size_t>(std::upper_bound(vals.begin(), vals.end(), values[t]) - vals.begin());
