@@ -110,12 +110,14 @@ finite = st.floats(-1e6, 1e6, allow_nan=False, width=32)
 @given(data=st.lists(finite, min_size=1, max_size=3000), k=st.sampled_from([64, 100, 256]),
        seed=st.integers(0, 2**32), cut=st.floats(0, 1))
 def test_property_bound_merge_and_roundtrip(data, k, seed, cut):
-    x = np.asarray(data, dtype=np.float32)
+    base = np.asarray(data, dtype=np.float64)
+    # ~60k values built from the example (shifted/scaled copies, some reversed)
+    # so that the sketch runs through several levels of compactions
+    reps = max(2, 60_000 // base.size)
+    parts = [(base[::-1] if i % 3 == 1 else base) * (1 + (i % 5)) + (i % 7) * 0.5 for i in range(reps)]
+    x = np.concatenate(parts).astype(np.float32)
     n = x.size
-    # 3x repetition with a shift so the sketch must compact
-    x = np.concatenate([x, x[::-1] + 1, x * 2]).astype(np.float32)
-    n = x.size
-    qs = np.concatenate([[0.0, 1.0], np.linspace(0.01, 0.99, 25)])
+    qs = np.concatenate([[0.0, 1.0], np.linspace(0.01, 0.99, 25), np.linspace(0.9, 0.9999, 10)])
     bound = rank_error_bound(k)
     one = ChannelQuantiles(1, k=k, seed=seed)
     one.update(x[:, None])
@@ -314,6 +316,18 @@ def test_dtypes_numpy_and_torch(dtype):
         cq2 = ChannelQuantiles(3, k=100)
         cq2.update(t)
         np.testing.assert_array_equal(cq2.quantile([0.2, 0.7]), cq.quantile([0.2, 0.7]))
+
+
+def test_non_native_byte_order_and_broadcast():
+    x = np.random.default_rng(0).standard_normal((100, 3)).astype(">f4")
+    cq = ChannelQuantiles(3, k=100)
+    cq.update(x)
+    np.testing.assert_array_equal(cq.max, x.astype(np.float64).max(axis=0))
+    b = np.broadcast_to(np.array([1.0, 2.0, 3.0], np.float32)[None, :, None], (10, 3, 4))
+    cq2 = ChannelQuantiles(3, k=100)
+    cq2.update(b)
+    np.testing.assert_array_equal(cq2.count, [40, 40, 40])
+    np.testing.assert_array_equal(cq2.quantile(0.5), [1.0, 2.0, 3.0])
 
 
 def test_float64_keeps_full_precision():

@@ -373,10 +373,22 @@ std::vector<double> KllSketch::level(int h) const {
   return out;
 }
 
+namespace {
+// k * (2/3)^depth for depth < kMaxLevels (no pow() in the update loop)
+struct PowTable {
+  double v[64];
+  PowTable() {
+    v[0] = 1.0;
+    for (int i = 1; i < 64; ++i) v[i] = v[i - 1] * (2.0 / 3.0);
+  }
+};
+const PowTable kPow;
+}  // namespace
+
 template <typename T>
 int KllSketch::capacity(const KllLevels<T>& L, int h) const {
   const int depth = static_cast<int>(L.levels.size()) - 1 - h;
-  const double c = static_cast<double>(k_) * std::pow(2.0 / 3.0, depth);
+  const double c = static_cast<double>(k_) * kPow.v[depth];
   const int cap = std::max(kMinCap, static_cast<int>(std::lround(c)));
   return h == 0 ? std::max(cap, kLevel0Min) : cap;
 }
@@ -391,7 +403,7 @@ std::size_t KllSketch::total_capacity(const KllLevels<T>& L) const {
 std::size_t KllSketch::capacity_bound(int k, int levels) {
   std::size_t t = 0;
   for (int h = 0; h < levels; ++h) {
-    const double c = static_cast<double>(k) * std::pow(2.0 / 3.0, levels - 1 - h);
+    const double c = static_cast<double>(k) * kPow.v[levels - 1 - h];
     const long cap = std::max<long>(kMinCap, std::lround(c));
     t += static_cast<std::size_t>(h == 0 ? std::max<long>(cap, kLevel0Min) : cap);
   }

@@ -67,6 +67,8 @@ def _batch_view(x: Any, num_channels: int, channel_axis: Any, name: str = "x") -
     if arr.shape[ax] != num_channels:
         raise ValueError(f"{name} must have {num_channels} channels along axis {ax} (channel_axis="
                          f"{channel_axis}); got {describe(x)}")
+    if not arr.dtype.isnative:  # the core reads native byte order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     v = np.moveaxis(arr, ax, 0)
     if v.size == 0:
         return v, kind
