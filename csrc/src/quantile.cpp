@@ -138,19 +138,24 @@ inline float ofrom(std::uint32_t u, float) {
 // float32-derived doubles take 4 passes, floats at most 3).  Small inputs use
 // std::sort.
 template <typename T>
-void radix_sort(std::vector<T>& v) {
-  using K = decltype(okey(T{}));
+using KeyOf = decltype(okey(T{}));
+
+// Sorts the order-preserving keys of v[0..n) and returns them (in a
+// thread-local buffer valid until the next call on this thread).  n >= 1.
+template <typename T>
+const KeyOf<T>* radix_sort_keys(const T* v, std::size_t n) {
+  using K = KeyOf<T>;
   constexpr int kBits = 11, kBuckets = 1 << kBits;
   constexpr int kDigits = (8 * static_cast<int>(sizeof(K)) + kBits - 1) / kBits;
-  const std::size_t n = v.size();
-  if (n < 512) {
-    std::sort(v.begin(), v.end());
-    return;
-  }
   thread_local std::vector<K> a, b;
   thread_local std::vector<std::uint32_t> hist_store;
   a.resize(n);
   b.resize(n);
+  if (n < 512) {
+    for (std::size_t i = 0; i < n; ++i) a[i] = okey(v[i]);
+    std::sort(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(n));
+    return a.data();
+  }
   hist_store.assign(static_cast<std::size_t>(kDigits) * kBuckets, 0);
   std::uint32_t* hist = hist_store.data();
   for (std::size_t i = 0; i < n; ++i) {
@@ -175,7 +180,16 @@ void radix_sort(std::vector<T>& v) {
     }
     std::swap(src, dst);
   }
-  for (std::size_t i = 0; i < n; ++i) v[i] = ofrom(src[i], T{});
+  return src;
+}
+
+// LSD radix sort (11-bit digits; digits equal for every item are skipped, so
+// float32-derived doubles take 4 passes, floats at most 3).
+template <typename T>
+void radix_sort(std::vector<T>& v) {
+  if (v.empty()) return;
+  const auto* keys = radix_sort_keys(v.data(), v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = ofrom(keys[i], T{});
 }
 
 // Reads channel c of the batch in blocks of OutT and calls fn(ptr, n).  NaN
@@ -431,23 +445,25 @@ void KllSketch::compress_once(KllLevels<T>& L) {
   }
   auto& cur = L.levels[static_cast<std::size_t>(h)];
   auto& nxt = L.levels[static_cast<std::size_t>(h) + 1];
-  if (h == 0) {
-    radix_sort(cur);
-  } else {
-    merge_runs(cur, L.bounds[static_cast<std::size_t>(h)]);
-  }
   const std::size_t s = cur.size();
   const std::size_t start = s & 1u;  // odd size: the smallest item stays
   const std::size_t off = random_bit() ? 1u : 0u;
-  // promoted items cur[start+off], cur[start+off+2], ... become a new sorted
-  // run of the next level
+  // promoted items (sorted positions start+off, start+off+2, ...) become a
+  // new sorted run of the next level
   const std::size_t np = (s - start) / 2;
   const std::size_t ns = nxt.size();
   if (ns > 0) L.bounds[static_cast<std::size_t>(h) + 1].push_back(static_cast<std::uint32_t>(ns));
   nxt.resize(ns + np);
-  const T* prom = cur.data() + start + off;
   T* out = nxt.data() + ns;
-  for (std::size_t i = 0; i < np; ++i) out[i] = prom[2 * i];
+  if (h == 0) {  // level 0: radix sort the keys, decode only what is kept
+    const auto* keys = radix_sort_keys(cur.data(), s);
+    for (std::size_t i = 0; i < np; ++i) out[i] = ofrom(keys[start + off + 2 * i], T{});
+    if (start) cur[0] = ofrom(keys[0], T{});
+  } else {
+    merge_runs(cur, L.bounds[static_cast<std::size_t>(h)]);
+    const T* prom = cur.data() + start + off;
+    for (std::size_t i = 0; i < np; ++i) out[i] = prom[2 * i];
+  }
   cur.resize(start);
 }
 
