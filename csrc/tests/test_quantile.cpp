@@ -146,7 +146,28 @@ int main() {
     }
   }
 
-  // 5. from_parts validation
+  // 5. float storage, widening to double on float64 data, mixed merges
+  {
+    std::vector<float> f(100000);
+    for (auto& v : f) v = static_cast<float>(nd(gen));
+    std::vector<double> d(60000);
+    for (auto& v : d) v = nd(gen) * 1e-9 + 1.0;  // needs float64 precision
+    KllSketch a(k, 11), b(k, 12);
+    a.update(f.data(), f.size());
+    CHECK(!a.wide() && weight(a) == a.n());
+    a.update(d.data(), d.size());
+    CHECK(a.wide() && weight(a) == a.n() && a.n() == 160000);
+    b.update(f.data(), f.size());
+    b.merge(a);  // float sketch absorbs a double one: widens
+    CHECK(b.wide() && weight(b) == b.n() && b.n() == 260000);
+    std::vector<double> all(f.begin(), f.end());
+    all.insert(all.end(), d.begin(), d.end());
+    all.insert(all.end(), f.begin(), f.end());
+    CHECK(max_rank_error(b, all) <= 2.5 / k);
+    CHECK(b.max() == *std::max_element(all.begin(), all.end()));
+  }
+
+  // 6. from_parts validation
   {
     bool threw = false;
     try {
