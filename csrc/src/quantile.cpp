@@ -404,7 +404,7 @@ int KllSketch::capacity(const KllLevels<T>& L, int h) const {
   const int depth = static_cast<int>(L.levels.size()) - 1 - h;
   const double c = static_cast<double>(k_) * kPow.v[depth];
   const int cap = std::max(kMinCap, static_cast<int>(std::lround(c)));
-  return h == 0 ? std::max(cap, kLevel0Min) : cap;
+  return h == 0 ? std::max(cap, level0_min(k_)) : cap;
 }
 
 template <typename T>
@@ -419,7 +419,7 @@ std::size_t KllSketch::capacity_bound(int k, int levels) {
   for (int h = 0; h < levels; ++h) {
     const double c = static_cast<double>(k) * kPow.v[levels - 1 - h];
     const long cap = std::max<long>(kMinCap, std::lround(c));
-    t += static_cast<std::size_t>(h == 0 ? std::max<long>(cap, kLevel0Min) : cap);
+    t += static_cast<std::size_t>(h == 0 ? std::max<long>(cap, level0_min(k)) : cap);
   }
   return t;
 }

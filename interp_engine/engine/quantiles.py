@@ -24,7 +24,6 @@ DEFAULT_K = 25000
 #: Documented rank error bound of the default sketch, for every q (see
 #: docs/quantiles.md for its derivation and measurements).
 RANK_ERROR_BOUND = 1e-4
-_LEVEL0_MIN = 16384
 _MIN_K = 64
 _MAX_LEVELS = 61
 _STATE_VERSION = 1
@@ -45,7 +44,7 @@ def rank_error_bound(k: int) -> float:
 def memory_bound_bytes(k: int) -> int:
     """Upper bound of :attr:`ChannelQuantiles.memory_bytes` per channel, for
     any number of observations: the retained items (float64) are fewer than
-    the total level capacity ``T <= 3k + 16384 + 8*61``; with vector slack the
+    the total level capacity ``T <= 3k + clamp(2k/3, 2048, 16384) + 8*61``; with vector slack the
     allocation stays below ``4 T`` doubles plus fixed overhead (2.9 MB at the
     default k).  Measured use is much lower: about 0.43 MB per channel for
     float16/bfloat16/float32 data (items kept as float32), about 0.8 MB once a

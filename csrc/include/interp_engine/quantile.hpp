@@ -21,6 +21,7 @@
 //    do not share random choices.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -74,9 +75,10 @@ class KllSketch {
  public:
   static constexpr int kMinCap = 8;
   static constexpr int kMaxLevels = 61;
-  // Level 0 is at least this large so that it is sorted in big batches (radix
-  // sort) and promotes big sorted runs; its compactions carry weight 1 only.
-  static constexpr int kLevel0Min = 16384;
+  // Level 0 holds at least level0_min(k) = clamp(2k/3, 2048, 16384) items so
+  // that it is radix-sorted in big batches and promotes long sorted runs
+  // (its compactions carry weight 1 only); small k keep a small level 0.
+  static int level0_min(int k) { return std::min(16384, std::max(2048, (2 * k) / 3)); }
 
   KllSketch() = default;
   KllSketch(int k, std::uint64_t rng_state);
