@@ -378,6 +378,20 @@ def test_layouts_are_equivalent():
     np.testing.assert_array_equal(a.quantile(qs), b.quantile(qs))
 
 
+def test_concurrent_python_threads_are_safe():
+    import threading
+    stream = make_stream("random", 4, 80_000, 2)
+    cq = ChannelQuantiles(4, k=200, seed=1)
+    chunks = np.array_split(np.arange(80_000), 8)
+    ts = [threading.Thread(target=lambda i=i: cq.update(stream[:, i].T)) for i in chunks]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert (cq.count == 80_000).all()
+    assert max_errors(cq, stream, BULK_Q).max() <= rank_error_bound(200)
+
+
 def test_deterministic_across_threads_and_seeds():
     stream = make_stream("pareto", 8, 100_000, 6)
     outs = []

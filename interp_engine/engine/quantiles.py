@@ -10,6 +10,7 @@ See ``docs/quantiles.md`` for the error bounds and memory.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -178,6 +179,9 @@ class ChannelQuantiles:
         self._skip_nan = _check_nan_policy(nan)
         self._threads = check_num_threads(num_threads)
         self._sk = _core.QuantileSketch(self._C, self._k, self._seed)
+        # the core runs without the GIL: serialize calls on one sketch from
+        # several Python threads (concurrent mutation would be a data race)
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------ properties
     @property
@@ -266,7 +270,8 @@ class ChannelQuantiles:
         view, kind = _batch_view(x, self._C, channel_axis)
         if view.size == 0:
             return self
-        self._sk.update(view, kind, self._skip_nan, self._threads)
+        with self._lock:
+            self._sk.update(view, kind, self._skip_nan, self._threads)
         return self
 
     # --------------------------------------------------------------- queries
@@ -281,7 +286,8 @@ class ChannelQuantiles:
         """
         qa, scalar = _check_q(q)
         self._check_nonempty("quantile")
-        out = self._sk.quantiles(qa, self._threads)
+        with self._lock:
+            out = self._sk.quantiles(qa, self._threads)
         return out[:, 0] if scalar else out
 
     def rank(self, values: Any) -> np.ndarray:
@@ -300,7 +306,8 @@ class ChannelQuantiles:
             raise ValueError("values must not contain NaN")
         self._check_nonempty("rank")
         two = arr if arr.ndim == 2 else arr[:, None]
-        out = self._sk.ranks(np.ascontiguousarray(two), self._threads)
+        with self._lock:
+            out = self._sk.ranks(np.ascontiguousarray(two), self._threads)
         return out if arr.ndim == 2 else out[:, 0]
 
     # ----------------------------------------------------------------- merge
@@ -315,7 +322,9 @@ class ChannelQuantiles:
             raise ValueError(f"cannot merge: other has k={other._k}, this sketch has k={self._k}")
         if other is self:
             raise ValueError("cannot merge a sketch with itself")
-        self._sk.merge(other._sk, self._threads)
+        first, second = sorted((self, other), key=id)  # fixed order: no deadlock
+        with first._lock, second._lock:
+            self._sk.merge(other._sk, self._threads)
         return self
 
     # ------------------------------------------------------------ exact mode
@@ -342,7 +351,8 @@ class ChannelQuantiles:
     # ------------------------------------------------------------- state/IO
     def state_dict(self) -> Dict[str, Any]:
         """Plain dict of numpy arrays and ints (no pickled objects)."""
-        st = self._sk.get_state()
+        with self._lock:
+            st = self._sk.get_state()
         d: Dict[str, Any] = {
             "version": _STATE_VERSION,
             "num_channels": self._C,
@@ -391,6 +401,7 @@ class ChannelQuantiles:
         obj = cls.__new__(cls)
         obj._C, obj._k, obj._seed, obj._skip_nan = C, k, seed % (1 << 64), bool(skip)
         obj._threads = check_num_threads(num_threads)
+        obj._lock = threading.RLock()
         try:
             obj._sk = _core.QuantileSketch.from_state(
                 C, k, obj._seed, items.astype(np.float64), arr("level_sizes", "iu").astype(np.int64),
@@ -456,7 +467,8 @@ class ExactQuantilePass:
         p_hi = (next_i + 1) / nd + margin
         # brackets from the sketch (p <= 0 -> exact min, p >= 1 -> exact max)
         ps = np.unique(np.concatenate([p_lo.ravel(), p_hi.ravel()]).clip(0.0, 1.0))
-        est = sketch._sk.quantiles(np.ascontiguousarray(ps), self._threads)  # (C, len(ps))
+        with sketch._lock:
+            est = sketch._sk.quantiles(np.ascontiguousarray(ps), self._threads)  # (C, len(ps))
         lo_idx = np.searchsorted(ps, p_lo.clip(0.0, 1.0))
         hi_idx = np.searchsorted(ps, p_hi.clip(0.0, 1.0))
         rows = np.arange(self._C)[:, None]
@@ -467,6 +479,7 @@ class ExactQuantilePass:
         self._pass = _core.ExactPassCore(self._C, m, np.ascontiguousarray(lower.ravel()),
                                          np.ascontiguousarray(upper.ravel()), cap)
         self._lower, self._upper = lower, upper
+        self._lock = threading.Lock()
 
     @property
     def q(self) -> np.ndarray:
@@ -487,7 +500,8 @@ class ExactQuantilePass:
         view, kind = _batch_view(x, self._C, channel_axis)
         if view.size == 0:
             return self
-        self._pass.update(view, kind, self._skip_nan, self._threads)
+        with self._lock:
+            self._pass.update(view, kind, self._skip_nan, self._threads)
         return self
 
     def result(self) -> np.ndarray:
@@ -497,6 +511,7 @@ class ExactQuantilePass:
             c = int(np.flatnonzero(seen != self._n)[0])
             raise ValueError(f"the exact pass saw {int(seen[c])} values of channel {c} but the sketch saw "
                              f"{int(self._n[c])}: feed exactly the same data to both passes")
-        stats = self._pass.select(self._ranks, self._threads)  # (C, m, 2)
+        with self._lock:
+            stats = self._pass.select(self._ranks, self._threads)  # (C, m, 2)
         out = _numpy_lerp(stats[..., 0], stats[..., 1], self._gamma)
         return out[:, 0] if self._scalar else out
