@@ -265,7 +265,8 @@ class ChannelQuantiles:
             ``channel_axis``, which may be negative; >= 2 dimensions), dtype
             float16, bfloat16, float32 or float64; any strides.  +-inf are
             ordinary values; NaN raise ValueError (nan='raise') or are skipped.
-            An empty batch is a no-op.  Returns self.
+            An empty batch is a no-op.  Returns self.  (A KeyboardInterrupt
+            during a call can leave the batch added to some channels only.)
         """
         view, kind = _batch_view(x, self._C, channel_axis)
         if view.size == 0:
