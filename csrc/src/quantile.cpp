@@ -323,9 +323,11 @@ KllSketch::KllSketch(int k, std::uint64_t rng_state) : k_(k), rng_(rng_state) {
 namespace {
 // Sorts a level made of sorted runs (run starts after the first in bounds)
 // by bottom-up pairwise merging.
+// Returns a pointer to the sorted items: v.data() or a thread-local buffer
+// (valid until the next call on this thread); clears bounds.
 template <typename T>
-void merge_runs(std::vector<T>& v, std::vector<std::uint32_t>& bounds) {
-  if (bounds.empty()) return;
+const T* merge_runs_ptr(std::vector<T>& v, std::vector<std::uint32_t>& bounds) {
+  if (bounds.empty()) return v.data();
   thread_local std::vector<T> tmp;
   thread_local std::vector<std::size_t> starts, next;
   starts.assign(1, 0);
@@ -360,8 +362,14 @@ void merge_runs(std::vector<T>& v, std::vector<std::uint32_t>& bounds) {
     starts.swap(next);
     std::swap(src, dst);
   }
-  if (src != v.data()) std::copy(src, src + n, v.data());
   bounds.clear();
+  return src;
+}
+
+template <typename T>
+void merge_runs(std::vector<T>& v, std::vector<std::uint32_t>& bounds) {
+  const T* p = merge_runs_ptr(v, bounds);
+  if (p != v.data()) std::copy(p, p + v.size(), v.data());
 }
 }  // namespace
 
@@ -460,9 +468,10 @@ void KllSketch::compress_once(KllLevels<T>& L) {
     for (std::size_t i = 0; i < np; ++i) out[i] = ofrom(keys[start + off + 2 * i], T{});
     if (start) cur[0] = ofrom(keys[0], T{});
   } else {
-    merge_runs(cur, L.bounds[static_cast<std::size_t>(h)]);
-    const T* prom = cur.data() + start + off;
+    const T* sorted = merge_runs_ptr(cur, L.bounds[static_cast<std::size_t>(h)]);
+    const T* prom = sorted + start + off;
     for (std::size_t i = 0; i < np; ++i) out[i] = prom[2 * i];
+    if (start) cur[0] = sorted[0];
   }
   cur.resize(start);
 }
