@@ -1,9 +1,287 @@
-// Bindings for the quantile area (filled in by the quantile work).
+// Bindings for the quantile area: convert, release the GIL, call the core.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
 
 #include "common.hpp"
+#include "interp_engine/quantile.hpp"
 
 namespace interp_engine {
 namespace py = pybind11;
-void init_quantile(py::module_& m) { (void)m; }
+using namespace pybind11::literals;
+using quantile::ChannelSketch;
+using quantile::ExactPass;
+using quantile::KllSketch;
+using quantile::StridedBatch;
+
+namespace {
+
+// x: a 3-D array (channels, a, b) of any byte strides, holding `kind` data.
+StridedBatch batch_view(const py::array& x, const std::string& kind) {
+  if (x.ndim() != 3)
+    throw std::invalid_argument("internal: expected a 3-D (channels, a, b) view; got ndim " +
+                                std::to_string(x.ndim()));
+  StridedBatch b;
+  b.kind = quantile::kind_from_string(kind);
+  if (static_cast<std::size_t>(x.itemsize()) != quantile::kind_size(b.kind))
+    throw std::invalid_argument("internal: itemsize " + std::to_string(x.itemsize()) + " does not match kind " + kind);
+  b.data = static_cast<const unsigned char*>(x.data());
+  b.channels = x.shape(0);
+  b.size_a = x.shape(1);
+  b.size_b = x.shape(2);
+  b.stride_c = x.strides(0);
+  b.stride_a = x.strides(1);
+  b.stride_b = x.strides(2);
+  return b;
+}
+
+template <typename T>
+py::array_t<T> vec_array(const std::vector<T>& v) {
+  py::array_t<T> a(static_cast<py::ssize_t>(v.size()));
+  if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(T));
+  return a;
+}
+
+using DArr = py::array_t<double, py::array::c_style | py::array::forcecast>;
+using IArr = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
+using UArr = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>;
+
+}  // namespace
+
+void init_quantile(py::module_& m) {
+  py::class_<ChannelSketch>(m, "QuantileSketch",
+                            "Per-channel streaming quantile sketch (KLL compactors); use "
+                            "interp_engine.ChannelQuantiles, which validates inputs.")
+      .def(py::init<std::int64_t, int, std::uint64_t>(), "num_channels"_a, "k"_a, "seed"_a)
+      .def_property_readonly("num_channels", &ChannelSketch::channels)
+      .def_property_readonly("k", &ChannelSketch::k)
+      .def_property_readonly("seed", &ChannelSketch::seed)
+      .def(
+          "update",
+          [](ChannelSketch& s, const py::array& x, const std::string& kind, bool skip_nan, int num_threads) {
+            const StridedBatch b = batch_view(x, kind);
+            without_gil([&] { s.update(b, skip_nan, num_threads); });
+          },
+          "x"_a, "kind"_a, "skip_nan"_a, "num_threads"_a = 0,
+          "Add a (channels, a, b) strided view of kind f16/bf16/f32/f64.")
+      .def(
+          "quantiles",
+          [](const ChannelSketch& s, const DArr& ps, int num_threads) {
+            if (ps.ndim() != 1) throw std::invalid_argument("internal: ps must be 1-D");
+            const std::size_t mq = static_cast<std::size_t>(ps.shape(0));
+            py::array_t<double> out({static_cast<py::ssize_t>(s.channels()), static_cast<py::ssize_t>(mq)});
+            const double* p = ps.data();
+            double* o = out.mutable_data();
+            without_gil([&] { s.quantiles(p, mq, o, num_threads); });
+            return out;
+          },
+          "ps"_a, "num_threads"_a = 0)
+      .def(
+          "ranks",
+          [](const ChannelSketch& s, const DArr& values, int num_threads) {
+            if (values.ndim() != 2 || values.shape(0) != s.channels())
+              throw std::invalid_argument("internal: values must be (channels, m)");
+            const std::size_t mv = static_cast<std::size_t>(values.shape(1));
+            py::array_t<double> out({static_cast<py::ssize_t>(s.channels()), static_cast<py::ssize_t>(mv)});
+            const double* v = values.data();
+            double* o = out.mutable_data();
+            without_gil([&] { s.ranks(v, mv, o, num_threads); });
+            return out;
+          },
+          "values"_a, "num_threads"_a = 0)
+      .def(
+          "merge",
+          [](ChannelSketch& s, const ChannelSketch& other, int num_threads) {
+            if (&s == &other) throw std::invalid_argument("cannot merge a sketch with itself");
+            without_gil([&] { s.merge(other, num_threads); });
+          },
+          "other"_a, "num_threads"_a = 0)
+      .def("counts",
+           [](const ChannelSketch& s) {
+             std::vector<std::int64_t> v;
+             for (std::int64_t c = 0; c < s.channels(); ++c) v.push_back(static_cast<std::int64_t>(s.sketch(c).n()));
+             return vec_array(v);
+           })
+      .def("nan_counts",
+           [](const ChannelSketch& s) {
+             std::vector<std::int64_t> v(s.nan_count().begin(), s.nan_count().end());
+             return vec_array(v);
+           })
+      .def("mins",
+           [](const ChannelSketch& s) {
+             std::vector<double> v;
+             for (std::int64_t c = 0; c < s.channels(); ++c)
+               v.push_back(s.sketch(c).n() ? s.sketch(c).min() : std::numeric_limits<double>::quiet_NaN());
+             return vec_array(v);
+           })
+      .def("maxs",
+           [](const ChannelSketch& s) {
+             std::vector<double> v;
+             for (std::int64_t c = 0; c < s.channels(); ++c)
+               v.push_back(s.sketch(c).n() ? s.sketch(c).max() : std::numeric_limits<double>::quiet_NaN());
+             return vec_array(v);
+           })
+      .def("memory_bytes",
+           [](const ChannelSketch& s) {
+             std::vector<std::int64_t> v;
+             for (std::int64_t c = 0; c < s.channels(); ++c)
+               v.push_back(static_cast<std::int64_t>(s.sketch(c).memory_bytes()));
+             return vec_array(v);
+           })
+      .def("retained",
+           [](const ChannelSketch& s) {
+             std::vector<std::int64_t> v;
+             for (std::int64_t c = 0; c < s.channels(); ++c)
+               v.push_back(static_cast<std::int64_t>(s.sketch(c).retained()));
+             return vec_array(v);
+           })
+      .def("get_state",
+           [](const ChannelSketch& s) {
+             const std::int64_t C = s.channels();
+             int lmax = 1;
+             for (std::int64_t c = 0; c < C; ++c) lmax = std::max(lmax, s.sketch(c).num_levels());
+             std::vector<double> items;
+             py::array_t<std::int64_t> sizes({static_cast<py::ssize_t>(C), static_cast<py::ssize_t>(lmax)});
+             auto sz = sizes.mutable_unchecked<2>();
+             std::vector<std::int64_t> n;
+             std::vector<double> mn, mx;
+             std::vector<std::uint64_t> rng;
+             std::vector<std::int64_t> wide;
+             for (std::int64_t c = 0; c < C; ++c) {
+               const KllSketch& k = s.sketch(c);
+               for (int h = 0; h < lmax; ++h) {
+                 if (h < k.num_levels()) {
+                   const std::vector<double> l = k.level(h);
+                   items.insert(items.end(), l.begin(), l.end());
+                   sz(c, h) = static_cast<std::int64_t>(l.size());
+                 } else {
+                   sz(c, h) = 0;
+                 }
+               }
+               n.push_back(static_cast<std::int64_t>(k.n()));
+               mn.push_back(k.n() ? k.min() : 0.0);
+               mx.push_back(k.n() ? k.max() : 0.0);
+               rng.push_back(k.rng_state());
+               wide.push_back(k.wide() ? 1 : 0);
+             }
+             std::vector<std::int64_t> nan(s.nan_count().begin(), s.nan_count().end());
+             py::dict d;
+             d["items"] = vec_array(items);
+             d["level_sizes"] = sizes;
+             d["count"] = vec_array(n);
+             d["min"] = vec_array(mn);
+             d["max"] = vec_array(mx);
+             d["rng_state"] = vec_array(rng);
+             d["nan_count"] = vec_array(nan);
+             d["wide"] = vec_array(wide);
+             return d;
+           })
+      .def_static(
+          "from_state",
+          [](std::int64_t num_channels, int k, std::uint64_t seed, const DArr& items, const IArr& level_sizes,
+             const IArr& count, const DArr& mn, const DArr& mx, const UArr& rng, const IArr& nan, const IArr& wide) {
+            const std::int64_t C = num_channels;
+            if (C < 1) throw std::invalid_argument("state_dict: num_channels must be >= 1");
+            auto check1 = [&](const py::array& a, const char* name) {
+              if (a.ndim() != 1 || a.shape(0) != C)
+                throw std::invalid_argument(std::string("state_dict: '") + name + "' must have shape (" +
+                                            std::to_string(C) + ",)");
+            };
+            check1(count, "count");
+            check1(mn, "min");
+            check1(mx, "max");
+            check1(rng, "rng_state");
+            check1(nan, "nan_count");
+            check1(wide, "wide");
+            if (items.ndim() != 1) throw std::invalid_argument("state_dict: 'items' must be 1-D");
+            if (level_sizes.ndim() != 2 || level_sizes.shape(0) != C || level_sizes.shape(1) < 1 ||
+                level_sizes.shape(1) > KllSketch::kMaxLevels)
+              throw std::invalid_argument("state_dict: 'level_sizes' must have shape (" + std::to_string(C) +
+                                          ", levels) with 1 <= levels <= " + std::to_string(KllSketch::kMaxLevels));
+            auto ls = level_sizes.unchecked<2>();
+            std::int64_t total = 0;
+            for (std::int64_t c = 0; c < C; ++c)
+              for (py::ssize_t h = 0; h < level_sizes.shape(1); ++h) {
+                if (ls(c, h) < 0) throw std::invalid_argument("state_dict: negative level size");
+                total += ls(c, h);
+              }
+            if (total != items.shape(0))
+              throw std::invalid_argument("state_dict: level sizes add up to " + std::to_string(total) +
+                                          " but 'items' holds " + std::to_string(items.shape(0)));
+            ChannelSketch s(C, k, seed);
+            const double* it = items.data();
+            for (std::int64_t c = 0; c < C; ++c) {
+              if (count.data()[c] < 0 || nan.data()[c] < 0)
+                throw std::invalid_argument("state_dict: negative count");
+              int L = static_cast<int>(level_sizes.shape(1));
+              while (L > 1 && ls(c, L - 1) == 0) --L;
+              std::vector<std::vector<double>> levels(static_cast<std::size_t>(L));
+              for (int h = 0; h < L; ++h) {
+                levels[static_cast<std::size_t>(h)].assign(it, it + ls(c, h));
+                it += ls(c, h);
+              }
+              for (py::ssize_t h = L; h < level_sizes.shape(1); ++h) it += ls(c, h);
+              try {
+                s.sketch(c) = KllSketch::from_parts(k, rng.data()[c], static_cast<std::uint64_t>(count.data()[c]),
+                                                    mn.data()[c], mx.data()[c], std::move(levels),
+                                                    wide.data()[c] != 0);
+              } catch (const std::invalid_argument& e) {
+                throw std::invalid_argument("state_dict: channel " + std::to_string(c) + ": " + e.what());
+              }
+              s.nan_count()[static_cast<std::size_t>(c)] = static_cast<std::uint64_t>(nan.data()[c]);
+            }
+            return s;
+          },
+          "num_channels"_a, "k"_a, "seed"_a, "items"_a, "level_sizes"_a, "count"_a, "min"_a, "max"_a,
+          "rng_state"_a, "nan_count"_a, "wide"_a);
+
+  m.def(
+      "quantile_memory_bound_bytes", [](int k) { return static_cast<std::int64_t>(KllSketch::memory_bound_bytes(k)); },
+      "k"_a, "Bound on the bytes of one channel's sketch with capacity k, for any amount of data.");
+  m.def(
+      "quantile_capacity_bound", [](int k) { return static_cast<std::int64_t>(KllSketch::capacity_bound(k, KllSketch::kMaxLevels)); },
+      "k"_a, "Bound on the items retained by one channel's sketch with capacity k.");
+
+  py::class_<ExactPass>(m, "ExactPassCore",
+                        "Second exact pass over the data (see interp_engine.ChannelQuantiles.exact_pass).")
+      .def(py::init([](std::int64_t channels, std::int64_t mreq, const DArr& lower, const DArr& upper,
+                       std::int64_t cap) {
+             std::vector<double> lo(lower.data(), lower.data() + lower.size());
+             std::vector<double> hi(upper.data(), upper.data() + upper.size());
+             return new ExactPass(channels, mreq, std::move(lo), std::move(hi), cap);
+           }),
+           "channels"_a, "m"_a, "lower"_a, "upper"_a, "cap"_a)
+      .def(
+          "update",
+          [](ExactPass& p, const py::array& x, const std::string& kind, bool skip_nan, int num_threads) {
+            const StridedBatch b = batch_view(x, kind);
+            without_gil([&] { p.update(b, skip_nan, num_threads); });
+          },
+          "x"_a, "kind"_a, "skip_nan"_a, "num_threads"_a = 0)
+      .def(
+          "select",
+          [](ExactPass& p, const IArr& ranks, int num_threads) {
+            if (ranks.ndim() != 3 || ranks.shape(0) != p.channels() || ranks.shape(1) != p.requests() ||
+                ranks.shape(2) != 2)
+              throw std::invalid_argument("internal: ranks must be (channels, m, 2)");
+            py::array_t<double> out({ranks.shape(0), ranks.shape(1), static_cast<py::ssize_t>(2)});
+            const std::int64_t* r = ranks.data();
+            double* o = out.mutable_data();
+            without_gil([&] { p.select(r, o, num_threads); });
+            return out;
+          },
+          "ranks"_a, "num_threads"_a = 0)
+      .def("counts",
+           [](const ExactPass& p) {
+             std::vector<std::int64_t> v;
+             for (std::int64_t c = 0; c < p.channels(); ++c) v.push_back(static_cast<std::int64_t>(p.count(c)));
+             return vec_array(v);
+           })
+      .def("memory_bytes", [](const ExactPass& p) { return static_cast<std::int64_t>(p.memory_bytes()); });
+}
+
 }  // namespace interp_engine

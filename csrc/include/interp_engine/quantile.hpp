@@ -1,0 +1,211 @@
+// Streaming per-channel quantile sketch (KLL-style randomized compactors)
+// and the exact second pass that turns its bracket into exact order
+// statistics.  Pure C++17, no Python.
+//
+// Algorithm (ours, after Karnin, Lang & Liberty, "Optimal Quantile
+// Approximation in Streams", FOCS 2016, and the lazy variant of Apache
+// DataSketches' kll_sketch):
+//  - a channel keeps levels 0..L-1 of items; an item at level h stands for
+//    2^h observations.  Level 0 is an unsorted append buffer, the others are
+//    sorted.  Level h has capacity max(kMinCap, round(k * (2/3)^(L-1-h))).
+//  - when the retained count reaches the total capacity, the lowest level at
+//    or over capacity is compacted: sorted, one item left behind when its
+//    size is odd, and of the remaining even run every other item (random
+//    offset 0/1) moves up one level.  Total weight stays exactly n.
+//  - each compaction changes the estimated rank of any value by 0 or
+//    +-2^h with a fair random sign, independently: the rank error is a sum
+//    of independent zero-mean terms dominated by the top levels
+//    (standard deviation about 0.4 n / k measured; see docs/quantiles.md).
+//  - every channel owns its random stream, derived from (seed, channel) with
+//    splitmix64, so results do not depend on the thread count and channels
+//    do not share random choices.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace interp_engine {
+namespace quantile {
+
+// Element kinds read at the boundary.
+enum class Kind : int { F16 = 0, BF16 = 1, F32 = 2, F64 = 3 };
+Kind kind_from_string(const std::string& s);  // "f16", "bf16", "f32", "f64"
+std::size_t kind_size(Kind k);
+
+// A strided view of the observations of a batch: channel c's values are
+// data + c*stride_c + a*stride_a + b*stride_b (byte strides, may be negative)
+// for a < size_a, b < size_b.
+struct StridedBatch {
+  const unsigned char* data = nullptr;
+  Kind kind = Kind::F32;
+  std::int64_t channels = 0, size_a = 0, size_b = 0;
+  std::int64_t stride_c = 0, stride_a = 0, stride_b = 0;
+};
+
+std::uint64_t splitmix64(std::uint64_t& state);
+std::uint64_t channel_rng_seed(std::uint64_t seed, std::uint64_t channel);
+
+// Levels of one channel's sketch holding items of type T (float while the
+// channel has only seen float16/bfloat16/float32 data, double after any
+// float64 data: exact either way, half the memory in the common case).
+template <typename T>
+struct KllLevels {
+  // levels[h]: level 0 unsorted; level h >= 1 a concatenation of sorted runs
+  // (one per compaction of level h-1) whose run starts after the first are
+  // bounds[h]; runs are merged only when the level is compacted (cheaper
+  // than merging every promotion into the whole level).
+  std::vector<std::vector<T>> levels;
+  std::vector<std::vector<std::uint32_t>> bounds;
+  std::size_t retained() const {
+    std::size_t r = 0;
+    for (const auto& l : levels) r += l.size();
+    return r;
+  }
+  void add_level() {
+    levels.emplace_back();
+    bounds.emplace_back();
+  }
+};
+
+// One channel's sketch.
+class KllSketch {
+ public:
+  static constexpr int kMinCap = 8;
+  static constexpr int kMaxLevels = 61;
+  // Level 0 holds at least level0_min(k) = clamp(2k/3, 2048, 16384) items so
+  // that it is radix-sorted in big batches and promotes long sorted runs
+  // (its compactions carry weight 1 only); small k keep a small level 0.
+  static int level0_min(int k) { return std::min(16384, std::max(2048, (2 * k) / 3)); }
+
+  KllSketch() = default;
+  KllSketch(int k, std::uint64_t rng_state);
+
+  // No NaN allowed.  float input keeps float storage; double input switches
+  // the channel to double storage (exact conversion of what it holds).
+  void update(const float* values, std::size_t count);
+  void update(const double* values, std::size_t count);
+  void merge(const KllSketch& other);
+
+  std::uint64_t n() const { return n_; }
+  double min() const { return min_; }
+  double max() const { return max_; }
+  int k() const { return k_; }
+  bool wide() const { return wide_; }
+  int num_levels() const;
+  std::vector<double> level(int h) const;  // sorted copy (level 0: as stored), as double
+  std::uint64_t rng_state() const { return rng_; }
+  std::size_t retained() const;
+  std::size_t memory_bytes() const;  // allocated bytes of the items + object
+
+  // Smallest retained value whose estimated inclusive rank (weight of items
+  // <= value) is >= p*n; p <= 0 gives min, p >= 1 gives max.  out[i] for
+  // ps[i]; ps need not be sorted.  Requires n() > 0.
+  void quantiles(const double* ps, std::size_t m, double* out) const;
+  // Estimated fraction of observations <= values[i], for i < m.
+  void ranks(const double* values, std::size_t m, double* out) const;
+
+  // Rebuild from serialized parts (validated; throws std::invalid_argument).
+  // With wide == false every item must be exactly a float.
+  static KllSketch from_parts(int k, std::uint64_t rng_state, std::uint64_t n, double mn, double mx,
+                              std::vector<std::vector<double>> levels, bool wide);
+
+  // Upper bound of the retained items after any update, for a given k and
+  // number of levels (<= 3k + kMinCap*levels + level-0 slack).
+  static std::size_t capacity_bound(int k, int levels);
+  // Bound on memory_bytes() for any history (double storage).
+  static std::size_t memory_bound_bytes(int k);
+
+ private:
+  template <typename T>
+  void update_impl(KllLevels<T>& L, const T* values, std::size_t count);
+  template <typename T>
+  void compress_once(KllLevels<T>& L);
+  template <typename T>
+  void shrink(KllLevels<T>& L);
+  template <typename T>
+  int capacity(const KllLevels<T>& L, int h) const;
+  template <typename T>
+  std::size_t total_capacity(const KllLevels<T>& L) const;
+  template <typename T>
+  void merge_levels(KllLevels<T>& L, const KllLevels<T>& other);
+  void widen();
+  bool random_bit();
+
+  int k_ = 0;
+  std::uint64_t rng_ = 0;
+  std::uint64_t n_ = 0;
+  double min_ = 0, max_ = 0;
+  bool wide_ = false;
+  KllLevels<float> f_;
+  KllLevels<double> d_;
+};
+
+// All channels.
+class ChannelSketch {
+ public:
+  ChannelSketch(std::int64_t channels, int k, std::uint64_t seed);
+
+  // Adds a batch; skip_nan counts NaN in nan_count instead of throwing.
+  // When !skip_nan and a NaN is present, throws std::invalid_argument
+  // before changing any state.
+  void update(const StridedBatch& b, bool skip_nan, int num_threads);
+  void merge(const ChannelSketch& other, int num_threads);
+  // out: channels x m, row-major.  Throws std::invalid_argument when a
+  // channel is empty.
+  void quantiles(const double* ps, std::size_t m, double* out, int num_threads) const;
+  // values/out: channels x m.
+  void ranks(const double* values, std::size_t m, double* out, int num_threads) const;
+
+  std::int64_t channels() const { return static_cast<std::int64_t>(sketches_.size()); }
+  int k() const { return k_; }
+  std::uint64_t seed() const { return seed_; }
+  const KllSketch& sketch(std::int64_t c) const { return sketches_[static_cast<std::size_t>(c)]; }
+  KllSketch& sketch(std::int64_t c) { return sketches_[static_cast<std::size_t>(c)]; }
+  std::vector<std::uint64_t>& nan_count() { return nan_count_; }
+  const std::vector<std::uint64_t>& nan_count() const { return nan_count_; }
+
+ private:
+  int k_;
+  std::uint64_t seed_;
+  std::vector<KllSketch> sketches_;
+  std::vector<std::uint64_t> nan_count_;
+};
+
+// Second, exact pass over the same data.  For each channel c and request j
+// it keeps the exact counts of values below lower(c,j), equal to lower,
+// equal to upper and above upper, and the values strictly between them
+// (at most `cap` of them per request; more throws std::runtime_error).
+class ExactPass {
+ public:
+  ExactPass(std::int64_t channels, std::int64_t m, std::vector<double> lower, std::vector<double> upper,
+            std::int64_t cap);
+  void update(const StridedBatch& b, bool skip_nan, int num_threads);
+  // ranks: channels x m x 2 (0-based order statistics wanted, each inside
+  // the request's bracket); out: channels x m x 2.  Throws
+  // std::runtime_error naming the channel when a rank falls outside.
+  void select(const std::int64_t* ranks, double* out, int num_threads);
+  std::uint64_t count(std::int64_t c) const { return count_[static_cast<std::size_t>(c)]; }
+  std::int64_t channels() const { return channels_; }
+  std::int64_t requests() const { return m_; }
+  std::size_t memory_bytes() const;
+
+ private:
+  struct Bracket {
+    double lo, hi;
+    std::uint64_t below = 0, eq_lo = 0, eq_hi = 0;
+    std::vector<double> inside;
+    bool sorted = false;
+  };
+  std::int64_t channels_, m_, cap_;
+  std::vector<Bracket> brackets_;  // channels x m
+  std::vector<std::uint64_t> count_;
+};
+
+// True when the batch holds a NaN (parallel scan).
+bool batch_has_nan(const StridedBatch& b, int num_threads);
+
+}  // namespace quantile
+}  // namespace interp_engine

@@ -1,0 +1,997 @@
+// Streaming per-channel quantile sketch: see quantile.hpp for the algorithm.
+#include "interp_engine/quantile.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <utility>
+
+#include "interp_engine/parallel.hpp"
+
+namespace interp_engine {
+namespace quantile {
+
+Kind kind_from_string(const std::string& s) {
+  if (s == "f16") return Kind::F16;
+  if (s == "bf16") return Kind::BF16;
+  if (s == "f32") return Kind::F32;
+  if (s == "f64") return Kind::F64;
+  throw std::invalid_argument("unknown element kind '" + s + "' (expected f16, bf16, f32 or f64)");
+}
+
+std::size_t kind_size(Kind k) {
+  switch (k) {
+    case Kind::F16:
+    case Kind::BF16:
+      return 2;
+    case Kind::F32:
+      return 4;
+    case Kind::F64:
+      return 8;
+  }
+  return 0;
+}
+
+std::uint64_t splitmix64(std::uint64_t& state) {
+  std::uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+std::uint64_t channel_rng_seed(std::uint64_t seed, std::uint64_t channel) {
+  std::uint64_t s = seed;
+  const std::uint64_t a = splitmix64(s);
+  std::uint64_t t = a ^ (channel * 0xD1B54A32D192ED03ULL);
+  splitmix64(t);
+  return splitmix64(t);
+}
+
+namespace {
+
+inline float half_to_float(std::uint16_t h) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  std::uint32_t exp = (h >> 10) & 0x1Fu;
+  std::uint32_t mant = h & 0x3FFu;
+  std::uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: normalize
+      int e = -1;
+      do {
+        ++e;
+        mant <<= 1;
+      } while ((mant & 0x400u) == 0);
+      mant &= 0x3FFu;
+      bits = sign | (static_cast<std::uint32_t>(127 - 15 - e) << 23) | (mant << 13);
+    }
+  } else if (exp == 0x1F) {
+    bits = sign | 0x7F800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline double load(const unsigned char* p, Kind k) {
+  switch (k) {
+    case Kind::F16: {
+      std::uint16_t h;
+      std::memcpy(&h, p, 2);
+      return static_cast<double>(half_to_float(h));
+    }
+    case Kind::BF16: {
+      std::uint16_t h;
+      std::memcpy(&h, p, 2);
+      const std::uint32_t bits = static_cast<std::uint32_t>(h) << 16;
+      float f;
+      std::memcpy(&f, &bits, 4);
+      return static_cast<double>(f);
+    }
+    case Kind::F32: {
+      float f;
+      std::memcpy(&f, p, 4);
+      return static_cast<double>(f);
+    }
+    case Kind::F64: {
+      double d;
+      std::memcpy(&d, p, 8);
+      return d;
+    }
+  }
+  return 0.0;
+}
+
+constexpr std::size_t kBlock = 4096;
+
+// Order-preserving maps float/double -> unsigned keys (NaN never reaches
+// them; -0.0 sorts just before +0.0, which compare equal anyway).
+inline std::uint64_t okey(double d) {
+  std::uint64_t u;
+  std::memcpy(&u, &d, 8);
+  return (u >> 63) ? ~u : (u | 0x8000000000000000ULL);
+}
+inline double ofrom(std::uint64_t u, double) {
+  u = (u >> 63) ? (u & 0x7FFFFFFFFFFFFFFFULL) : ~u;
+  double d;
+  std::memcpy(&d, &u, 8);
+  return d;
+}
+inline std::uint32_t okey(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return (u >> 31) ? ~u : (u | 0x80000000u);
+}
+inline float ofrom(std::uint32_t u, float) {
+  u = (u >> 31) ? (u & 0x7FFFFFFFu) : ~u;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// LSD radix sort (11-bit digits; digits equal for every item are skipped, so
+// float32-derived doubles take 4 passes, floats at most 3).  Small inputs use
+// std::sort.
+template <typename T>
+using KeyOf = decltype(okey(T{}));
+
+// Sorts the order-preserving keys of v[0..n) and returns them (in a
+// thread-local buffer valid until the next call on this thread).  n >= 1.
+template <typename T>
+const KeyOf<T>* radix_sort_keys(const T* v, std::size_t n) {
+  using K = KeyOf<T>;
+  constexpr int kBits = 11, kBuckets = 1 << kBits;
+  constexpr int kDigits = (8 * static_cast<int>(sizeof(K)) + kBits - 1) / kBits;
+  thread_local std::vector<K> a, b;
+  thread_local std::vector<std::uint32_t> hist_store;
+  a.resize(n);
+  b.resize(n);
+  if (n < 512) {
+    for (std::size_t i = 0; i < n; ++i) a[i] = okey(v[i]);
+    std::sort(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(n));
+    return a.data();
+  }
+  hist_store.assign(static_cast<std::size_t>(kDigits) * kBuckets, 0);
+  std::uint32_t* hist = hist_store.data();
+  for (std::size_t i = 0; i < n; ++i) {
+    const K k = okey(v[i]);
+    a[i] = k;
+    for (int d = 0; d < kDigits; ++d) ++hist[d * kBuckets + static_cast<int>((k >> (kBits * d)) & (kBuckets - 1))];
+  }
+  K* src = a.data();
+  K* dst = b.data();
+  for (int d = 0; d < kDigits; ++d) {
+    std::uint32_t* h = hist + d * kBuckets;
+    if (h[(src[0] >> (kBits * d)) & (kBuckets - 1)] == n) continue;  // constant digit
+    std::uint32_t sum = 0;
+    for (int j = 0; j < kBuckets; ++j) {
+      const std::uint32_t c = h[j];
+      h[j] = sum;
+      sum += c;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      const K k = src[i];
+      dst[h[(k >> (kBits * d)) & (kBuckets - 1)]++] = k;
+    }
+    std::swap(src, dst);
+  }
+  return src;
+}
+
+// LSD radix sort (11-bit digits; digits equal for every item are skipped, so
+// float32-derived doubles take 4 passes, floats at most 3).
+template <typename T>
+void radix_sort(std::vector<T>& v) {
+  if (v.empty()) return;
+  const auto* keys = radix_sort_keys(v.data(), v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = ofrom(keys[i], T{});
+}
+
+// Reads channel c of the batch in blocks of OutT and calls fn(ptr, n).  NaN
+// are dropped (and counted) when skip_nan; the caller guarantees there are
+// none otherwise.
+template <typename Kernel, typename OutT, typename Fn>
+void gather_typed(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uint64_t& nan_count, OutT* buf,
+                  Fn&& fn) {
+  std::size_t fill = 0;
+  const unsigned char* base = b.data + c * b.stride_c;
+  const std::size_t esz = kind_size(b.kind);
+  const bool contiguous = b.stride_b == static_cast<std::int64_t>(esz);
+  for (std::int64_t a = 0; a < b.size_a; ++a) {
+    const unsigned char* row = base + a * b.stride_a;
+    std::int64_t j = 0;
+    while (j < b.size_b) {
+      const std::int64_t take = std::min<std::int64_t>(b.size_b - j, static_cast<std::int64_t>(kBlock - fill));
+      OutT* dst = buf + fill;
+      if (contiguous) {
+        const auto* src = reinterpret_cast<const typename Kernel::type*>(row) + j;
+        for (std::int64_t t = 0; t < take; ++t) dst[t] = static_cast<OutT>(Kernel::conv(src[t]));
+      } else {
+        const unsigned char* p = row + j * b.stride_b;
+        for (std::int64_t t = 0; t < take; ++t, p += b.stride_b) dst[t] = static_cast<OutT>(load(p, b.kind));
+      }
+      std::size_t added = static_cast<std::size_t>(take);
+      if (skip_nan) {  // compact NaN out of the freshly read part
+        std::size_t w = 0;
+        for (std::size_t t = 0; t < added; ++t) {
+          const OutT v = dst[t];
+          if (v != v) {
+            ++nan_count;
+          } else {
+            dst[w++] = v;
+          }
+        }
+        added = w;
+      }
+      fill += added;
+      j += take;
+      if (fill >= kBlock) {
+        fn(static_cast<const OutT*>(buf), fill);
+        fill = 0;
+        check_interrupt();
+      }
+    }
+  }
+  if (fill > 0) fn(static_cast<const OutT*>(buf), fill);
+}
+
+struct KF32 {
+  using type = float;
+  static float conv(float v) { return v; }
+};
+struct KF64 {
+  using type = double;
+  static double conv(double v) { return v; }
+};
+struct KF16 {
+  using type = std::uint16_t;
+  static float conv(std::uint16_t v) { return half_to_float(v); }
+};
+struct KBF16 {
+  using type = std::uint16_t;
+  static float conv(std::uint16_t v) {
+    const std::uint32_t bits = static_cast<std::uint32_t>(v) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  }
+};
+
+// Values as double (exact for every kind).
+template <typename Fn>
+void gather(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uint64_t& nan_count, double* buf,
+            Fn&& fn) {
+  switch (b.kind) {
+    case Kind::F16:
+      gather_typed<KF16>(b, c, skip_nan, nan_count, buf, fn);
+      break;
+    case Kind::BF16:
+      gather_typed<KBF16>(b, c, skip_nan, nan_count, buf, fn);
+      break;
+    case Kind::F32:
+      gather_typed<KF32>(b, c, skip_nan, nan_count, buf, fn);
+      break;
+    case Kind::F64:
+      gather_typed<KF64>(b, c, skip_nan, nan_count, buf, fn);
+      break;
+  }
+}
+
+// Values as float for the 16/32-bit kinds, double for float64; fn must take
+// both (const float*, n) and (const double*, n).
+template <typename Fn>
+void gather_native(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uint64_t& nan_count, float* fbuf,
+                   double* dbuf, Fn&& fn) {
+  switch (b.kind) {
+    case Kind::F16:
+      gather_typed<KF16>(b, c, skip_nan, nan_count, fbuf, fn);
+      break;
+    case Kind::BF16:
+      gather_typed<KBF16>(b, c, skip_nan, nan_count, fbuf, fn);
+      break;
+    case Kind::F32:
+      gather_typed<KF32>(b, c, skip_nan, nan_count, fbuf, fn);
+      break;
+    case Kind::F64:
+      gather_typed<KF64>(b, c, skip_nan, nan_count, dbuf, fn);
+      break;
+  }
+}
+
+void check_batch(const StridedBatch& b, std::int64_t channels) {
+  if (b.channels != channels)
+    throw std::invalid_argument("batch has " + std::to_string(b.channels) + " channels, expected " +
+                                std::to_string(channels));
+  if (b.size_a < 0 || b.size_b < 0) throw std::invalid_argument("negative batch extent");
+}
+
+
+}  // namespace
+
+// ---------------------------------------------------------------- KllSketch
+
+KllSketch::KllSketch(int k, std::uint64_t rng_state) : k_(k), rng_(rng_state) {
+  if (k < kMinCap) throw std::invalid_argument("k must be >= " + std::to_string(kMinCap));
+  f_.add_level();
+}
+
+namespace {
+// Sorts a level made of sorted runs (run starts after the first in bounds)
+// by bottom-up pairwise merging.
+// Returns a pointer to the sorted items: v.data() or a thread-local buffer
+// (valid until the next call on this thread); clears bounds.
+template <typename T>
+const T* merge_runs_ptr(std::vector<T>& v, std::vector<std::uint32_t>& bounds) {
+  if (bounds.empty()) return v.data();
+  thread_local std::vector<T> tmp;
+  thread_local std::vector<std::size_t> starts, next;
+  starts.assign(1, 0);
+  for (std::uint32_t b : bounds) starts.push_back(b);
+  tmp.resize(v.size());
+  T* src = v.data();
+  T* dst = tmp.data();
+  const std::size_t n = v.size();
+  while (starts.size() > 1) {
+    next.clear();
+    for (std::size_t r = 0; r < starts.size(); r += 2) {
+      const std::size_t a = starts[r];
+      const std::size_t b = r + 1 < starts.size() ? starts[r + 1] : n;
+      const std::size_t e = r + 2 < starts.size() ? starts[r + 2] : n;
+      // branchless two-way merge
+      const T* x = src + a;
+      const T* xe = src + b;
+      const T* y = src + b;
+      const T* ye = src + e;
+      T* o = dst + a;
+      while (x < xe && y < ye) {
+        const T u = *x, w = *y;
+        const bool t = w < u;
+        *o++ = t ? w : u;
+        x += !t;
+        y += t;
+      }
+      o = std::copy(x, xe, o);
+      std::copy(y, ye, o);
+      next.push_back(a);
+    }
+    starts.swap(next);
+    std::swap(src, dst);
+  }
+  bounds.clear();
+  return src;
+}
+
+template <typename T>
+void merge_runs(std::vector<T>& v, std::vector<std::uint32_t>& bounds) {
+  const T* p = merge_runs_ptr(v, bounds);
+  if (p != v.data()) std::copy(p, p + v.size(), v.data());
+}
+}  // namespace
+
+// One splitmix64 draw per compaction (compactions are rare next to items),
+// so the whole random state is the single word rng_ and a state_dict round
+// trip continues the exact same stream.
+bool KllSketch::random_bit() { return (splitmix64(rng_) >> 63) != 0; }
+
+int KllSketch::num_levels() const {
+  return static_cast<int>(wide_ ? d_.levels.size() : f_.levels.size());
+}
+
+std::vector<double> KllSketch::level(int h) const {
+  std::vector<double> out;
+  if (wide_) {
+    out = d_.levels[static_cast<std::size_t>(h)];
+  } else {
+    const auto& l = f_.levels[static_cast<std::size_t>(h)];
+    out.assign(l.begin(), l.end());
+  }
+  const bool runs = wide_ ? !d_.bounds[static_cast<std::size_t>(h)].empty() : !f_.bounds[static_cast<std::size_t>(h)].empty();
+  if (h > 0 && runs) std::sort(out.begin(), out.end());
+  return out;
+}
+
+namespace {
+// k * (2/3)^depth for depth < kMaxLevels (no pow() in the update loop)
+struct PowTable {
+  double v[64];
+  PowTable() {
+    v[0] = 1.0;
+    for (int i = 1; i < 64; ++i) v[i] = v[i - 1] * (2.0 / 3.0);
+  }
+};
+const PowTable kPow;
+}  // namespace
+
+template <typename T>
+int KllSketch::capacity(const KllLevels<T>& L, int h) const {
+  const int depth = static_cast<int>(L.levels.size()) - 1 - h;
+  const double c = static_cast<double>(k_) * kPow.v[depth];
+  const int cap = std::max(kMinCap, static_cast<int>(std::lround(c)));
+  return h == 0 ? std::max(cap, level0_min(k_)) : cap;
+}
+
+template <typename T>
+std::size_t KllSketch::total_capacity(const KllLevels<T>& L) const {
+  std::size_t t = 0;
+  for (int h = 0; h < static_cast<int>(L.levels.size()); ++h) t += static_cast<std::size_t>(capacity(L, h));
+  return t;
+}
+
+std::size_t KllSketch::capacity_bound(int k, int levels) {
+  std::size_t t = 0;
+  for (int h = 0; h < levels; ++h) {
+    const double c = static_cast<double>(k) * kPow.v[levels - 1 - h];
+    const long cap = std::max<long>(kMinCap, std::lround(c));
+    t += static_cast<std::size_t>(h == 0 ? std::max<long>(cap, level0_min(k)) : cap);
+  }
+  return t;
+}
+
+std::size_t KllSketch::retained() const { return wide_ ? d_.retained() : f_.retained(); }
+
+std::size_t KllSketch::memory_bytes() const {
+  std::size_t b = sizeof(*this);
+  for (const auto& l : f_.levels) b += sizeof(l) + l.capacity() * sizeof(float);
+  for (const auto& l : d_.levels) b += sizeof(l) + l.capacity() * sizeof(double);
+  return b;
+}
+
+template <typename T>
+void KllSketch::compress_once(KllLevels<T>& L) {
+  int h = 0;
+  const int nl = static_cast<int>(L.levels.size());
+  while (h < nl && L.levels[static_cast<std::size_t>(h)].size() < static_cast<std::size_t>(capacity(L, h))) ++h;
+  if (h >= nl) return;  // nothing over capacity
+  if (h == nl - 1) {
+    if (nl >= kMaxLevels) throw std::runtime_error("quantile sketch: too many levels");
+    L.add_level();
+  }
+  auto& cur = L.levels[static_cast<std::size_t>(h)];
+  auto& nxt = L.levels[static_cast<std::size_t>(h) + 1];
+  const std::size_t s = cur.size();
+  const std::size_t start = s & 1u;  // odd size: the smallest item stays
+  const std::size_t off = random_bit() ? 1u : 0u;
+  // promoted items (sorted positions start+off, start+off+2, ...) become a
+  // new sorted run of the next level
+  const std::size_t np = (s - start) / 2;
+  const std::size_t ns = nxt.size();
+  if (ns > 0) L.bounds[static_cast<std::size_t>(h) + 1].push_back(static_cast<std::uint32_t>(ns));
+  nxt.resize(ns + np);
+  T* out = nxt.data() + ns;
+  if (h == 0) {  // level 0: radix sort the keys, decode only what is kept
+    const auto* keys = radix_sort_keys(cur.data(), s);
+    for (std::size_t i = 0; i < np; ++i) out[i] = ofrom(keys[start + off + 2 * i], T{});
+    if (start) cur[0] = ofrom(keys[0], T{});
+  } else {
+    const T* sorted = merge_runs_ptr(cur, L.bounds[static_cast<std::size_t>(h)]);
+    const T* prom = sorted + start + off;
+    for (std::size_t i = 0; i < np; ++i) out[i] = prom[2 * i];
+    if (start) cur[0] = sorted[0];
+  }
+  cur.resize(start);
+}
+
+template <typename T>
+void KllSketch::update_impl(KllLevels<T>& L, const T* values, std::size_t count) {
+  T mn = values[0], mx = values[0];
+  for (std::size_t i = 1; i < count; ++i) {
+    mn = values[i] < mn ? values[i] : mn;
+    mx = values[i] > mx ? values[i] : mx;
+  }
+  if (n_ == 0) {
+    min_ = static_cast<double>(mn);
+    max_ = static_cast<double>(mx);
+  } else {
+    min_ = std::min(min_, static_cast<double>(mn));
+    max_ = std::max(max_, static_cast<double>(mx));
+  }
+  n_ += count;
+  std::size_t ret = L.retained();
+  std::size_t cap = total_capacity(L);
+  while (count > 0) {
+    if (ret >= cap) {
+      compress_once(L);
+      ret = L.retained();
+      cap = total_capacity(L);
+      continue;
+    }
+    const std::size_t take = std::min(count, cap - ret);
+    auto& l0 = L.levels[0];
+    if (l0.capacity() < l0.size() + take) l0.reserve(std::max(l0.size() + take, std::min(cap, 2 * l0.capacity())));
+    l0.insert(l0.end(), values, values + take);
+    values += take;
+    count -= take;
+    ret += take;
+  }
+  while (L.retained() >= total_capacity(L)) compress_once(L);
+  shrink(L);
+}
+
+void KllSketch::update(const float* values, std::size_t count) {
+  if (count == 0) return;
+  if (!wide_) {
+    update_impl(f_, values, count);
+    return;
+  }
+  double buf[512];
+  while (count > 0) {
+    const std::size_t t = std::min<std::size_t>(count, 512);
+    for (std::size_t i = 0; i < t; ++i) buf[i] = static_cast<double>(values[i]);
+    update_impl(d_, buf, t);
+    values += t;
+    count -= t;
+  }
+}
+
+void KllSketch::update(const double* values, std::size_t count) {
+  if (count == 0) return;
+  if (!wide_) widen();
+  update_impl(d_, values, count);
+}
+
+void KllSketch::widen() {
+  d_.levels.clear();
+  for (const auto& l : f_.levels) d_.levels.emplace_back(l.begin(), l.end());
+  d_.bounds = f_.bounds;
+  f_.levels.clear();
+  f_.levels.shrink_to_fit();
+  f_.bounds.clear();
+  wide_ = true;
+}
+
+// Give back vector slack above twice a level's need, so that the allocated
+// bytes stay within memory_bound_bytes() whatever the history.
+template <typename T>
+void KllSketch::shrink(KllLevels<T>& L) {
+  for (int h = 0; h < static_cast<int>(L.levels.size()); ++h) {
+    auto& l = L.levels[static_cast<std::size_t>(h)];
+    const std::size_t need = std::max<std::size_t>(l.size(), static_cast<std::size_t>(capacity(L, h)));
+    if (l.capacity() > 2 * need + 64) l.shrink_to_fit();
+  }
+}
+
+std::size_t KllSketch::memory_bound_bytes(int k) {
+  // each level's allocation <= 2*max(size, cap) + 64 after shrink(), the
+  // sizes add up to < total capacity T and the caps to T: <= 4T + 64*levels
+  // items, with T <= capacity_bound(k, kMaxLevels); double storage.
+  const std::size_t T = capacity_bound(k, kMaxLevels);
+  return sizeof(KllSketch) + static_cast<std::size_t>(kMaxLevels) * (sizeof(std::vector<double>) + 64 * 8) +
+         4 * T * sizeof(double);
+}
+
+template <typename T>
+void KllSketch::merge_levels(KllLevels<T>& L, const KllLevels<T>& other) {
+  while (L.levels.size() < other.levels.size()) L.add_level();
+  for (std::size_t h = 0; h < other.levels.size(); ++h) {
+    const auto& src = other.levels[h];
+    auto& dst = L.levels[h];
+    const std::size_t mid = dst.size();
+    if (src.empty()) continue;
+    dst.insert(dst.end(), src.begin(), src.end());
+    if (h > 0) {
+      auto& b = L.bounds[h];
+      if (mid > 0) b.push_back(static_cast<std::uint32_t>(mid));
+      for (std::uint32_t x : other.bounds[h]) b.push_back(static_cast<std::uint32_t>(mid + x));
+    }
+  }
+  while (L.retained() >= total_capacity(L)) compress_once(L);
+  shrink(L);
+}
+
+void KllSketch::merge(const KllSketch& other) {
+  if (other.n_ == 0) return;
+  if (other.k_ != k_) throw std::invalid_argument("cannot merge sketches with different k");
+  if (n_ == 0) {
+    min_ = other.min_;
+    max_ = other.max_;
+  } else {
+    min_ = std::min(min_, other.min_);
+    max_ = std::max(max_, other.max_);
+  }
+  n_ += other.n_;
+  if (other.wide_ && !wide_) widen();
+  if (!wide_) {
+    merge_levels(f_, other.f_);
+  } else if (other.wide_) {
+    merge_levels(d_, other.d_);
+  } else {
+    KllLevels<double> tmp;
+    for (const auto& l : other.f_.levels) tmp.levels.emplace_back(l.begin(), l.end());
+    tmp.bounds = other.f_.bounds;
+    merge_levels(d_, tmp);
+  }
+}
+
+namespace {
+// Sorted (value, cumulative weight) view of all levels: each level is sorted
+// on a copy (radix sort for level 0, run merge above), then the levels are
+// merged pairwise.
+template <typename T>
+void sorted_view(const KllLevels<T>& L, std::vector<double>& vals, std::vector<std::uint64_t>& cum) {
+  std::vector<T> v;
+  std::vector<std::uint64_t> w;
+  std::vector<T> v2;
+  std::vector<std::uint64_t> w2;
+  for (std::size_t h = 0; h < L.levels.size(); ++h) {
+    std::vector<T> lv = L.levels[h];
+    if (lv.empty()) continue;
+    if (h == 0) {
+      radix_sort(lv);
+    } else {
+      std::vector<std::uint32_t> b = L.bounds[h];
+      merge_runs(lv, b);
+    }
+    const std::uint64_t wt = std::uint64_t{1} << h;
+    v2.resize(v.size() + lv.size());
+    w2.resize(v2.size());
+    std::size_t i = 0, j = 0, o = 0;
+    while (i < v.size() && j < lv.size()) {
+      const bool t = lv[j] < v[i];
+      v2[o] = t ? lv[j] : v[i];
+      w2[o] = t ? wt : w[i];
+      ++o;
+      i += !t;
+      j += t;
+    }
+    for (; i < v.size(); ++i, ++o) v2[o] = v[i], w2[o] = w[i];
+    for (; j < lv.size(); ++j, ++o) v2[o] = lv[j], w2[o] = wt;
+    v.swap(v2);
+    w.swap(w2);
+  }
+  vals.resize(v.size());
+  cum.resize(v.size());
+  std::uint64_t acc = 0;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    acc += w[i];
+    cum[i] = acc;
+    vals[i] = static_cast<double>(v[i]);
+  }
+}
+}  // namespace
+
+void KllSketch::quantiles(const double* ps, std::size_t m, double* out) const {
+  if (n_ == 0) throw std::invalid_argument("quantile of an empty sketch");
+  std::vector<double> vals;
+  std::vector<std::uint64_t> cum;
+  if (wide_) {
+    sorted_view(d_, vals, cum);
+  } else {
+    sorted_view(f_, vals, cum);
+  }
+  for (std::size_t t = 0; t < m; ++t) {
+    const double p = ps[t];
+    if (!(p > 0.0)) {
+      out[t] = min_;
+    } else if (p >= 1.0) {
+      out[t] = max_;
+    } else {
+      const double target = p * static_cast<double>(n_);
+      auto it = std::lower_bound(cum.begin(), cum.end(), target,
+                                 [](std::uint64_t c, double v) { return static_cast<double>(c) < v; });
+      out[t] = it == cum.end() ? max_ : vals[static_cast<std::size_t>(it - cum.begin())];
+    }
+  }
+}
+
+void KllSketch::ranks(const double* values, std::size_t m, double* out) const {
+  if (n_ == 0) throw std::invalid_argument("rank of an empty sketch");
+  std::vector<double> vals;
+  std::vector<std::uint64_t> cum;
+  if (wide_) {
+    sorted_view(d_, vals, cum);
+  } else {
+    sorted_view(f_, vals, cum);
+  }
+  for (std::size_t t = 0; t < m; ++t) {
+    const std::size_t idx = static_cast<std::size_t>(std::upper_bound(vals.begin(), vals.end(), values[t]) - vals.begin());
+    const std::uint64_t r = idx == 0 ? 0 : cum[idx - 1];
+    out[t] = static_cast<double>(r) / static_cast<double>(n_);
+  }
+}
+
+KllSketch KllSketch::from_parts(int k, std::uint64_t rng_state, std::uint64_t n, double mn, double mx,
+                                std::vector<std::vector<double>> levels, bool wide) {
+  KllSketch s(k, rng_state);
+  if (levels.empty()) levels.resize(1);
+  if (static_cast<int>(levels.size()) > kMaxLevels) throw std::invalid_argument("too many levels");
+  std::uint64_t weight = 0;
+  for (std::size_t h = 0; h < levels.size(); ++h) {
+    const auto& l = levels[h];
+    for (std::size_t i = 0; i < l.size(); ++i) {
+      const double v = l[i];
+      if (v != v) throw std::invalid_argument("state holds NaN items");
+      if (v < mn || v > mx) throw std::invalid_argument("state holds items outside [min, max]");
+      if (h > 0 && i > 0 && l[i - 1] > v)
+        throw std::invalid_argument("state level " + std::to_string(h) + " is not sorted");
+      if (!wide && static_cast<double>(static_cast<float>(v)) != v)
+        throw std::invalid_argument("state holds a non-float32 item in a float32 channel");
+    }
+    weight += static_cast<std::uint64_t>(l.size()) << h;
+  }
+  if (weight != n)
+    throw std::invalid_argument("state items weigh " + std::to_string(weight) + " but count is " + std::to_string(n));
+  if (n > 0 && !(mn <= mx)) throw std::invalid_argument("state has min > max");
+  if (n > 0 && !wide &&
+      (static_cast<double>(static_cast<float>(mn)) != mn || static_cast<double>(static_cast<float>(mx)) != mx))
+    throw std::invalid_argument("state has a non-float32 min/max in a float32 channel");
+  s.n_ = n;
+  s.min_ = mn;
+  s.max_ = mx;
+  s.f_.levels.clear();
+  s.f_.bounds.clear();
+  if (wide) {
+    s.wide_ = true;
+    s.d_.bounds.assign(levels.size(), {});
+    s.d_.levels = std::move(levels);
+  } else {
+    for (const auto& l : levels) s.f_.levels.emplace_back(l.begin(), l.end());
+    s.f_.bounds.assign(s.f_.levels.size(), {});
+  }
+  if (s.retained() > capacity_bound(k, s.num_levels()) + 1)
+    throw std::invalid_argument("state holds more items than its capacity");
+  return s;
+}
+
+// ------------------------------------------------------------ ChannelSketch
+
+namespace {
+// NaN test on raw bits (vectorizes): exponent all ones and mantissa non-zero.
+struct NanF32 {
+  using U = std::uint32_t;
+  static bool nan(U u) { return (u & 0x7FFFFFFFu) > 0x7F800000u; }
+};
+struct NanF64 {
+  using U = std::uint64_t;
+  static bool nan(U u) { return (u & 0x7FFFFFFFFFFFFFFFULL) > 0x7FF0000000000000ULL; }
+};
+struct NanF16 {
+  using U = std::uint16_t;
+  static bool nan(U u) { return (u & 0x7FFFu) > 0x7C00u; }
+};
+struct NanBF16 {
+  using U = std::uint16_t;
+  static bool nan(U u) { return (u & 0x7FFFu) > 0x7F80u; }
+};
+
+template <typename K>
+bool channel_has_nan(const StridedBatch& b, std::int64_t c) {
+  using U = typename K::U;
+  const unsigned char* base = b.data + c * b.stride_c;
+  for (std::int64_t a = 0; a < b.size_a; ++a) {
+    const unsigned char* row = base + a * b.stride_a;
+    bool bad = false;
+    if (b.stride_b == static_cast<std::int64_t>(sizeof(U))) {
+      const U* p = reinterpret_cast<const U*>(row);
+      for (std::int64_t j = 0; j < b.size_b; ++j) bad |= K::nan(p[j]);
+    } else {
+      for (std::int64_t j = 0; j < b.size_b; ++j) {
+        U u;
+        std::memcpy(&u, row + j * b.stride_b, sizeof(U));
+        bad |= K::nan(u);
+      }
+    }
+    if (bad) return true;
+  }
+  return false;
+}
+}  // namespace
+
+bool batch_has_nan(const StridedBatch& b, int num_threads) {
+  if (b.channels == 0 || b.size_a == 0 || b.size_b == 0) return false;
+  std::atomic<bool> found{false};
+  const std::size_t per = static_cast<std::size_t>(b.size_a * b.size_b);
+  parallel_for(
+      static_cast<std::size_t>(b.channels), std::max<std::size_t>(1, 262144 / std::max<std::size_t>(per, 1)),
+      [&](std::size_t c0, std::size_t c1, int) {
+        for (std::size_t c = c0; c < c1 && !found.load(std::memory_order_relaxed); ++c) {
+          const auto ci = static_cast<std::int64_t>(c);
+          bool r = false;
+          switch (b.kind) {
+            case Kind::F16: r = channel_has_nan<NanF16>(b, ci); break;
+            case Kind::BF16: r = channel_has_nan<NanBF16>(b, ci); break;
+            case Kind::F32: r = channel_has_nan<NanF32>(b, ci); break;
+            case Kind::F64: r = channel_has_nan<NanF64>(b, ci); break;
+          }
+          if (r) found.store(true);
+        }
+      },
+      num_threads);
+  return found.load();
+}
+
+ChannelSketch::ChannelSketch(std::int64_t channels, int k, std::uint64_t seed) : k_(k), seed_(seed) {
+  if (channels < 1) throw std::invalid_argument("num_channels must be >= 1");
+  sketches_.reserve(static_cast<std::size_t>(channels));
+  for (std::int64_t c = 0; c < channels; ++c)
+    sketches_.emplace_back(k, channel_rng_seed(seed, static_cast<std::uint64_t>(c)));
+  nan_count_.assign(static_cast<std::size_t>(channels), 0);
+}
+
+void ChannelSketch::update(const StridedBatch& b, bool skip_nan, int num_threads) {
+  check_batch(b, channels());
+  if (b.size_a == 0 || b.size_b == 0) return;
+  if (!skip_nan && batch_has_nan(b, num_threads))
+    throw std::invalid_argument("x contains NaN (pass nan='skip' to ignore and count them)");
+  const std::size_t per = static_cast<std::size_t>(b.size_a * b.size_b);
+  parallel_for(
+      static_cast<std::size_t>(b.channels), std::max<std::size_t>(1, 32768 / std::max<std::size_t>(per, 1)),
+      [&](std::size_t c0, std::size_t c1, int) {
+        std::vector<double> dbuf(kBlock);
+        std::vector<float> fbuf(kBlock);
+        for (std::size_t c = c0; c < c1; ++c) {
+          KllSketch& s = sketches_[c];
+          gather_native(b, static_cast<std::int64_t>(c), skip_nan, nan_count_[c], fbuf.data(), dbuf.data(),
+                        [&](const auto* p, std::size_t n) { s.update(p, n); });
+        }
+      },
+      num_threads);
+}
+
+void ChannelSketch::merge(const ChannelSketch& other, int num_threads) {
+  if (other.channels() != channels())
+    throw std::invalid_argument("cannot merge sketches of " + std::to_string(other.channels()) + " and " +
+                                std::to_string(channels()) + " channels");
+  if (other.k_ != k_)
+    throw std::invalid_argument("cannot merge sketches with k=" + std::to_string(other.k_) + " and k=" +
+                                std::to_string(k_));
+  parallel_for(
+      sketches_.size(), 1,
+      [&](std::size_t c0, std::size_t c1, int) {
+        for (std::size_t c = c0; c < c1; ++c) {
+          sketches_[c].merge(other.sketches_[c]);
+          nan_count_[c] += other.nan_count_[c];
+          check_interrupt();
+        }
+      },
+      num_threads);
+}
+
+void ChannelSketch::quantiles(const double* ps, std::size_t m, double* out, int num_threads) const {
+  for (std::size_t c = 0; c < sketches_.size(); ++c)
+    if (sketches_[c].n() == 0)
+      throw std::invalid_argument("channel " + std::to_string(c) + " has no observations yet");
+  parallel_for(
+      sketches_.size(), 1,
+      [&](std::size_t c0, std::size_t c1, int) {
+        for (std::size_t c = c0; c < c1; ++c) {
+          sketches_[c].quantiles(ps, m, out + c * m);
+          check_interrupt();
+        }
+      },
+      num_threads);
+}
+
+void ChannelSketch::ranks(const double* values, std::size_t m, double* out, int num_threads) const {
+  for (std::size_t c = 0; c < sketches_.size(); ++c)
+    if (sketches_[c].n() == 0)
+      throw std::invalid_argument("channel " + std::to_string(c) + " has no observations yet");
+  parallel_for(
+      sketches_.size(), 1,
+      [&](std::size_t c0, std::size_t c1, int) {
+        for (std::size_t c = c0; c < c1; ++c) {
+          sketches_[c].ranks(values + c * m, m, out + c * m);
+          check_interrupt();
+        }
+      },
+      num_threads);
+}
+
+// ---------------------------------------------------------------- ExactPass
+
+ExactPass::ExactPass(std::int64_t channels, std::int64_t m, std::vector<double> lower, std::vector<double> upper,
+                     std::int64_t cap)
+    : channels_(channels), m_(m), cap_(cap) {
+  if (channels < 1 || m < 1) throw std::invalid_argument("exact pass needs >= 1 channel and >= 1 request");
+  const std::size_t total = static_cast<std::size_t>(channels * m);
+  if (lower.size() != total || upper.size() != total)
+    throw std::invalid_argument("exact pass: bracket arrays must have channels*m entries");
+  brackets_.resize(total);
+  for (std::size_t i = 0; i < total; ++i) {
+    if (!(lower[i] <= upper[i])) throw std::invalid_argument("exact pass: bracket lower > upper (or NaN)");
+    brackets_[i].lo = lower[i];
+    brackets_[i].hi = upper[i];
+  }
+  count_.assign(static_cast<std::size_t>(channels), 0);
+}
+
+void ExactPass::update(const StridedBatch& b, bool skip_nan, int num_threads) {
+  check_batch(b, channels_);
+  if (b.size_a == 0 || b.size_b == 0) return;
+  if (!skip_nan && batch_has_nan(b, num_threads))
+    throw std::invalid_argument("x contains NaN (pass nan='skip' to ignore and count them)");
+  const std::size_t per = static_cast<std::size_t>(b.size_a * b.size_b);
+  parallel_for(
+      static_cast<std::size_t>(channels_), std::max<std::size_t>(1, 32768 / std::max<std::size_t>(per, 1)),
+      [&](std::size_t c0, std::size_t c1, int) {
+        std::vector<double> buf(kBlock);
+        for (std::size_t c = c0; c < c1; ++c) {
+          Bracket* br = brackets_.data() + c * static_cast<std::size_t>(m_);
+          std::uint64_t nan = 0;
+          gather(b, static_cast<std::int64_t>(c), skip_nan, nan, buf.data(), [&](const double* p, std::size_t n) {
+            count_[c] += n;
+            for (std::int64_t j = 0; j < m_; ++j) {
+              Bracket& B = br[j];
+              const double lo = B.lo, hi = B.hi;
+              std::uint64_t below = 0, eql = 0, eqh = 0;
+              for (std::size_t i = 0; i < n; ++i) {
+                const double v = p[i];
+                below += v < lo;
+                eql += v == lo;
+                eqh += (v == hi) & (hi != lo);
+                if (v > lo && v < hi) B.inside.push_back(v);
+              }
+              B.below += below;
+              B.eq_lo += eql;
+              B.eq_hi += eqh;
+              B.sorted = false;
+              if (static_cast<std::int64_t>(B.inside.size()) > cap_)
+                throw std::runtime_error(
+                    "exact pass: more than " + std::to_string(cap_) + " values fell inside the bracket of channel " +
+                    std::to_string(c) + ": the data of the second pass differ from the first (or the margin is too wide)");
+            }
+          });
+        }
+      },
+      num_threads);
+}
+
+void ExactPass::select(const std::int64_t* ranks, double* out, int num_threads) {
+  parallel_for(
+      static_cast<std::size_t>(channels_), 1,
+      [&](std::size_t c0, std::size_t c1, int) {
+        for (std::size_t c = c0; c < c1; ++c) {
+          for (std::int64_t j = 0; j < m_; ++j) {
+            Bracket& B = brackets_[c * static_cast<std::size_t>(m_) + static_cast<std::size_t>(j)];
+            if (!B.sorted) {
+              std::sort(B.inside.begin(), B.inside.end());
+              B.sorted = true;
+            }
+            for (int t = 0; t < 2; ++t) {
+              const std::size_t idx = (c * static_cast<std::size_t>(m_) + static_cast<std::size_t>(j)) * 2 + t;
+              std::int64_t r = ranks[idx];
+              const std::int64_t r0 = r;
+              double v;
+              bool ok = true;
+              if (r < 0 || static_cast<std::uint64_t>(r) < B.below) {
+                ok = false;
+                v = 0;
+              } else {
+                std::uint64_t ur = static_cast<std::uint64_t>(r) - B.below;
+                if (ur < B.eq_lo) {
+                  v = B.lo;
+                } else if ((ur -= B.eq_lo) < B.inside.size()) {
+                  v = B.inside[ur];
+                } else if ((ur -= B.inside.size()) < B.eq_hi) {
+                  v = B.hi;
+                } else {
+                  ok = false;
+                  v = 0;
+                }
+              }
+              if (!ok)
+                throw std::runtime_error(
+                    "exact pass: order statistic " + std::to_string(r0) + " of channel " + std::to_string(c) +
+                    " fell outside the bracket [" + std::to_string(B.lo) + ", " + std::to_string(B.hi) +
+                    "] (values below: " + std::to_string(B.below) +
+                    "); the data of the second pass differ from the first");
+              out[idx] = v;
+            }
+          }
+        }
+      },
+      num_threads);
+}
+
+std::size_t ExactPass::memory_bytes() const {
+  std::size_t b = sizeof(*this) + brackets_.capacity() * sizeof(Bracket);
+  for (const auto& B : brackets_) b += B.inside.capacity() * sizeof(double);
+  return b;
+}
+
+}  // namespace quantile
+}  // namespace interp_engine
