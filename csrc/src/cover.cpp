@@ -1,0 +1,409 @@
+// Greedy cover kernels (see cover.hpp for the semantics).
+//
+// Implementation notes.
+//  * greedy_cover is lazy greedy (CELF): a max-heap of (gain bound, index)
+//    ordered by gain descending then index ascending.  The top entry is taken
+//    when its bound was computed at the current step (it is then exact and
+//    no other candidate can beat it or tie it with a lower index); otherwise
+//    its gain is recomputed and it goes back.  Marginal gains of coverage only
+//    decrease, so stale values are upper bounds.
+//  * Recomputing a CSR row's gain also compacts it: the row's still-uncovered
+//    elements are written to a private work buffer (at the row's own offset),
+//    so each later evaluation only reads what is left.  Over a whole run a
+//    row is read in full once and then only shrinks.
+//  * Covered elements are one packed bitset (bitset.hpp); elements of weight
+//    zero start "covered" (they can never add gain).
+//  * ratio_greedy_cover is not lazy (the ratio of two decreasing quantities
+//    has no monotone bound): every step recomputes, exactly, the new cost and
+//    new gain of every candidate that still adds gain (in parallel; rows are
+//    compacted the same way), and scans for the minimum ratio.
+#include "interp_engine/cover.hpp"
+
+#include <algorithm>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "interp_engine/parallel.hpp"
+
+namespace interp_engine {
+namespace cover {
+
+SetFamily SetFamily::csr(std::size_t n_candidates, std::size_t n_elements, const std::int64_t* indptr,
+                         const std::int32_t* indices) {
+  if (n_elements > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
+    throw std::invalid_argument("sets: at most 2**31 - 1 elements are supported; got " +
+                                std::to_string(n_elements));
+  if (indptr == nullptr && n_candidates > 0) throw std::invalid_argument("sets: null indptr");
+  if (n_candidates > 0) {
+    if (indptr[0] != 0)
+      throw std::invalid_argument("sets: CSR indptr must start at 0; got " + std::to_string(indptr[0]));
+    for (std::size_t i = 0; i < n_candidates; ++i)
+      if (indptr[i + 1] < indptr[i])
+        throw std::invalid_argument("sets: CSR indptr must be non-decreasing (row " + std::to_string(i) +
+                                    ")");
+  }
+  SetFamily f;
+  f.kind = Kind::Csr;
+  f.n_candidates = n_candidates;
+  f.n_elements = n_elements;
+  f.indptr = indptr;
+  f.indices = indices;
+  return f;
+}
+
+SetFamily SetFamily::packed(const bits::BitMatrixView& view) {
+  if (view.words_per_row < bits::words_for(view.n_bits))
+    throw std::invalid_argument("sets: packed rows need at least ceil(n_bits / 64) words");
+  SetFamily f;
+  f.kind = Kind::Bits;
+  f.n_candidates = view.rows;
+  f.n_elements = view.n_bits;
+  f.bits = view;
+  return f;
+}
+
+namespace {
+
+using bits::word_t;
+
+struct UnitW {
+  using gain_t = std::int64_t;
+  static constexpr bool unit = true;
+  gain_t operator()(std::size_t) const { return 1; }
+};
+struct IntW {
+  using gain_t = std::int64_t;
+  static constexpr bool unit = false;
+  const std::int64_t* w;
+  gain_t operator()(std::size_t e) const { return w[e]; }
+};
+struct RealW {
+  using gain_t = double;
+  static constexpr bool unit = false;
+  const double* w;
+  gain_t operator()(std::size_t e) const { return w[e]; }
+};
+
+template <class W>
+void mark_zero_weights(const W& w, std::size_t n_elements, std::vector<word_t>& covered) {
+  if constexpr (!W::unit) {
+    for (std::size_t e = 0; e < n_elements; ++e)
+      if (w(e) == 0) bits::set(covered.data(), e);
+  }
+}
+
+[[noreturn]] void bad_index(std::int64_t e, std::size_t c, std::size_t n_elements) {
+  throw std::invalid_argument("sets: element index " + std::to_string(e) + " of candidate " +
+                              std::to_string(c) + " is outside [0, " + std::to_string(n_elements) +
+                              ")");
+}
+
+// Coverage state over a CSR family: covered bitset + compacted rows.
+template <class W>
+class CsrState {
+ public:
+  using gain_t = typename W::gain_t;
+  CsrState(const SetFamily& f, W w)
+      : f_(f),
+        w_(w),
+        covered_(bits::words_for(f.n_elements), 0),
+        work_(new std::int32_t[static_cast<std::size_t>(f.n_candidates ? f.indptr[f.n_candidates] : 0)]),
+        len_(f.n_candidates, -1) {
+    mark_zero_weights(w_, f.n_elements, covered_);
+  }
+  std::size_t size() const { return f_.n_candidates; }
+  // Work estimate for one evaluation pass (for thread decisions).
+  double avg_cost() const {
+    return f_.n_candidates ? static_cast<double>(f_.indptr[f_.n_candidates]) / f_.n_candidates : 0;
+  }
+  bool initial_is_cheap() const { return W::unit; }
+  gain_t initial(std::size_t c) {
+    if constexpr (W::unit) return f_.indptr[c + 1] - f_.indptr[c];
+    return eval(c);
+  }
+  // Exact marginal gain of c; compacts its row.  Thread-safe across distinct c
+  // while no take() runs.
+  gain_t eval(std::size_t c) {
+    gain_t g = 0;
+    visit(c, [&](std::int32_t e) { g += w_(static_cast<std::size_t>(e)); });
+    return g;
+  }
+  void take(std::size_t c) {
+    visit(c, [&](std::int32_t e) { bits::set(covered_.data(), static_cast<std::size_t>(e)); });
+    len_[c] = 0;
+  }
+
+ private:
+  // Calls fn(e) for each uncovered element of row c and compacts the row.
+  template <class F>
+  void visit(std::size_t c, F&& fn) {
+    const std::int64_t off = f_.indptr[c];
+    std::int32_t* dst = work_.get() + off;
+    const word_t* cov = covered_.data();
+    std::int64_t k = 0;
+    if (len_[c] < 0) {
+      const std::int32_t* src = f_.indices + off;
+      const std::int64_t n = f_.indptr[c + 1] - off;
+      const std::uint32_t ne = static_cast<std::uint32_t>(f_.n_elements);
+      for (std::int64_t i = 0; i < n; ++i) {
+        const std::int32_t e = src[i];
+        if (static_cast<std::uint32_t>(e) >= ne) bad_index(e, c, f_.n_elements);
+        if (!bits::test(cov, static_cast<std::size_t>(e))) {
+          dst[k++] = e;
+          fn(e);
+        }
+      }
+    } else {
+      const std::int64_t n = len_[c];
+      for (std::int64_t i = 0; i < n; ++i) {
+        const std::int32_t e = dst[i];
+        if (!bits::test(cov, static_cast<std::size_t>(e))) {
+          dst[k++] = e;
+          fn(e);
+        }
+      }
+    }
+    len_[c] = k;
+  }
+
+  const SetFamily& f_;
+  W w_;
+  std::vector<word_t> covered_;
+  std::unique_ptr<std::int32_t[]> work_;
+  std::vector<std::int64_t> len_;
+};
+
+// Coverage state over packed rows.
+template <class W>
+class BitsState {
+ public:
+  using gain_t = typename W::gain_t;
+  BitsState(const SetFamily& f, W w)
+      : f_(f), w_(w), nw_(bits::words_for(f.n_elements)), covered_(nw_, 0) {
+    mark_zero_weights(w_, f.n_elements, covered_);
+  }
+  std::size_t size() const { return f_.n_candidates; }
+  double avg_cost() const { return static_cast<double>(nw_); }
+  bool initial_is_cheap() const { return false; }
+  gain_t initial(std::size_t c) { return eval(c); }
+  gain_t eval(std::size_t c) {
+    const word_t* row = f_.bits.row(c);
+    if constexpr (W::unit) {
+      return bits::count_andnot(row, covered_.data(), nw_);
+    } else {
+      gain_t g = 0;
+      bits::for_each_bit_andnot(row, covered_.data(), nw_, [&](std::size_t e) { g += w_(e); });
+      return g;
+    }
+  }
+  void take(std::size_t c) { bits::or_into(covered_.data(), covered_.data(), f_.bits.row(c), nw_); }
+
+ private:
+  const SetFamily& f_;
+  W w_;
+  std::size_t nw_;
+  std::vector<word_t> covered_;
+};
+
+// Threads for a pass over `n` items of about `cost` word/element reads each.
+int pass_threads(std::size_t n, double cost, int num_threads) {
+  const double work = static_cast<double>(n) * std::max(1.0, cost);
+  if (work < 200000.0) return 1;
+  return effective_threads(n, 16, num_threads);
+}
+
+template <class State>
+GreedyResult run_celf(State& st, std::int64_t budget, double target, int num_threads) {
+  using G = typename State::gain_t;
+  GreedyResult res;
+  const std::size_t n = st.size();
+  if (budget == 0 || n == 0 || !(target > 0)) return res;
+
+  std::vector<G> g0(n);
+  if (st.initial_is_cheap()) {
+    for (std::size_t c = 0; c < n; ++c) g0[c] = st.initial(c);
+  } else {
+    parallel_for(
+        n, 16,
+        [&](std::size_t b, std::size_t e, int) {
+          for (std::size_t c = b; c < e; ++c) {
+            if (((c - b) & 255) == 0) check_interrupt();
+            g0[c] = st.initial(c);
+          }
+        },
+        pass_threads(n, st.avg_cost(), num_threads));
+  }
+
+  struct Entry {
+    G gain;
+    std::int64_t idx;
+  };
+  // "a < b" for a max-heap whose top has the largest gain, then lowest index
+  auto less = [](const Entry& a, const Entry& b) {
+    return a.gain < b.gain || (a.gain == b.gain && a.idx > b.idx);
+  };
+  std::vector<Entry> heap;
+  heap.reserve(n);
+  for (std::size_t c = 0; c < n; ++c)
+    if (g0[c] > 0) heap.push_back(Entry{g0[c], static_cast<std::int64_t>(c)});
+  std::vector<G>().swap(g0);
+  std::make_heap(heap.begin(), heap.end(), less);
+
+  std::vector<std::int64_t> stamp(n, 0);  // step at which the heap value was computed
+  std::int64_t step = 0;
+  G covered = 0;
+  std::size_t iter = 0;
+  while (!heap.empty()) {
+    if (budget >= 0 && step >= budget) break;
+    if (static_cast<double>(covered) >= target) break;
+    if ((++iter & 63) == 0) check_interrupt();
+    std::pop_heap(heap.begin(), heap.end(), less);
+    Entry top = heap.back();
+    heap.pop_back();
+    const std::size_t c = static_cast<std::size_t>(top.idx);
+    if (stamp[c] == step) {
+      st.take(c);
+      covered += top.gain;
+      res.indices.push_back(top.idx);
+      res.gains.push_back(static_cast<double>(top.gain));
+      ++step;
+    } else {
+      const G v = st.eval(c);
+      stamp[c] = step;
+      if (v > 0) {
+        heap.push_back(Entry{v, top.idx});
+        std::push_heap(heap.begin(), heap.end(), less);
+      }
+    }
+  }
+  res.covered = static_cast<double>(covered);
+  return res;
+}
+
+template <class W>
+GreedyResult greedy_with(const SetFamily& sets, W w, std::int64_t budget, double target, int nt) {
+  if (sets.kind == SetFamily::Kind::Csr) {
+    CsrState<W> st(sets, w);
+    return run_celf(st, budget, target, nt);
+  }
+  BitsState<W> st(sets, w);
+  return run_celf(st, budget, target, nt);
+}
+
+template <class CS, class GS>
+RatioResult run_ratio(CS& cs, GS& gs, double target, double eps_cost, double eps_gain, bool tighten,
+                      int num_threads) {
+  RatioResult res;
+  const std::size_t n = cs.size();
+  std::vector<char> chosen(n, 0);
+  std::vector<std::int64_t> alive;  // ascending candidate indices that may still add gain
+  alive.reserve(n);
+  for (std::size_t c = 0; c < n; ++c) alive.push_back(static_cast<std::int64_t>(c));
+  std::vector<std::int64_t> new_cost(n, 0), new_gain(n, 0);
+  const double per_item = cs.avg_cost() + gs.avg_cost();
+
+  while (!(static_cast<double>(res.covered_gain) >= target)) {
+    check_interrupt();
+    // exact new gain of every alive candidate (and new cost where gain > 0)
+    parallel_for(
+        alive.size(), 16,
+        [&](std::size_t b, std::size_t e, int) {
+          for (std::size_t i = b; i < e; ++i) {
+            if (((i - b) & 255) == 0) check_interrupt();
+            const std::size_t c = static_cast<std::size_t>(alive[i]);
+            new_gain[c] = gs.eval(c);
+            new_cost[c] = new_gain[c] > 0 ? cs.eval(c) : 0;
+          }
+        },
+        pass_threads(alive.size(), per_item, num_threads));
+    // candidates that add no gain never will again: drop them
+    std::size_t k = 0;
+    std::int64_t best = -1;
+    double best_ratio = 0;
+    for (std::size_t i = 0; i < alive.size(); ++i) {
+      const std::int64_t c = alive[i];
+      if (new_gain[c] <= 0) continue;
+      alive[k++] = c;
+      const double r = (static_cast<double>(new_cost[c]) + eps_cost) /
+                       (static_cast<double>(new_gain[c]) + eps_gain);
+      if (best < 0 || r < best_ratio) {  // strict: ties keep the lowest index
+        best = c;
+        best_ratio = r;
+      }
+    }
+    alive.resize(k);
+    if (best < 0) break;  // nothing adds gain: target unreachable
+    const std::size_t bc = static_cast<std::size_t>(best);
+    cs.take(bc);
+    gs.take(bc);
+    res.covered_cost += new_cost[bc];
+    res.covered_gain += new_gain[bc];
+    chosen[bc] = 1;
+    res.indices.push_back(best);
+    alive.erase(std::find(alive.begin(), alive.end(), best));
+  }
+  res.reached = static_cast<double>(res.covered_gain) >= target;
+  res.n_greedy = static_cast<std::int64_t>(res.indices.size());
+
+  if (tighten) {
+    // A candidate whose cost set is covered adds no cost, so adding it leaves
+    // the covered cost (hence every other candidate's test) unchanged.
+    std::vector<char> free_cand(n, 0);
+    parallel_for(
+        n, 16,
+        [&](std::size_t b, std::size_t e, int) {
+          for (std::size_t c = b; c < e; ++c) {
+            if (((c - b) & 255) == 0) check_interrupt();
+            if (!chosen[c]) free_cand[c] = cs.eval(c) == 0;
+          }
+        },
+        pass_threads(n, cs.avg_cost(), num_threads));
+    for (std::size_t c = 0; c < n; ++c) {
+      if (!free_cand[c]) continue;
+      res.covered_gain += gs.eval(c);
+      gs.take(c);
+      res.indices.push_back(static_cast<std::int64_t>(c));
+    }
+  }
+  return res;
+}
+
+template <class CS>
+RatioResult ratio_with_cost(CS& cs, const SetFamily& gain, double target, double ec, double eg, bool t,
+                            int nt) {
+  if (gain.kind == SetFamily::Kind::Csr) {
+    CsrState<UnitW> gs(gain, UnitW{});
+    return run_ratio(cs, gs, target, ec, eg, t, nt);
+  }
+  BitsState<UnitW> gs(gain, UnitW{});
+  return run_ratio(cs, gs, target, ec, eg, t, nt);
+}
+
+}  // namespace
+
+GreedyResult greedy_cover(const SetFamily& sets, const Weights& weights, std::int64_t budget,
+                          double target, int num_threads) {
+  if (target != target) throw std::invalid_argument("target must not be NaN");
+  if (weights.integer != nullptr) return greedy_with(sets, IntW{weights.integer}, budget, target, num_threads);
+  if (weights.real != nullptr) return greedy_with(sets, RealW{weights.real}, budget, target, num_threads);
+  return greedy_with(sets, UnitW{}, budget, target, num_threads);
+}
+
+RatioResult ratio_greedy_cover(const SetFamily& cost, const SetFamily& gain, double target,
+                               double eps_cost, double eps_gain, bool tighten, int num_threads) {
+  if (cost.n_candidates != gain.n_candidates)
+    throw std::invalid_argument("cost_sets and gain_sets must have the same number of candidates; got " +
+                                std::to_string(cost.n_candidates) + " and " +
+                                std::to_string(gain.n_candidates));
+  if (target != target) throw std::invalid_argument("target must not be NaN");
+  if (cost.kind == SetFamily::Kind::Csr) {
+    CsrState<UnitW> cs(cost, UnitW{});
+    return ratio_with_cost(cs, gain, target, eps_cost, eps_gain, tighten, num_threads);
+  }
+  BitsState<UnitW> cs(cost, UnitW{});
+  return ratio_with_cost(cs, gain, target, eps_cost, eps_gain, tighten, num_threads);
+}
+
+}  // namespace cover
+}  // namespace interp_engine
