@@ -1,7 +1,8 @@
 // Greedy cover kernels (see cover.hpp for the semantics).
 //
 // Implementation notes.
-//  * greedy_cover is lazy greedy (CELF): a max-heap of (gain bound, index)
+//  * greedy_cover over CSR with unit/integer weights: run_transpose (below).
+//  * greedy_cover otherwise is lazy greedy (CELF): a max-heap of (gain bound, index)
 //    ordered by gain descending then index ascending.  The top entry is taken
 //    when its bound was computed at the current step (it is then exact and
 //    no other candidate can beat it or tie it with a lower index); otherwise
@@ -23,6 +24,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "interp_engine/parallel.hpp"
 
@@ -281,11 +283,144 @@ GreedyResult run_celf(State& st, std::int64_t budget, double target, int num_thr
   return res;
 }
 
+// Exact incremental greedy over a CSR family with integer gains: the
+// element -> candidates transpose (CSC) is built once (parallel counting
+// sort, each column's candidates ascending); when a candidate is taken, each
+// newly covered element decrements the gain of every candidate containing it
+// (total work: nnz over the whole run); the leader is found by a scan.
+// Gains stay exact integers, so the choice is exactly the naive greedy's.
+template <class G, class Id, class W>
+GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double target,
+                           int num_threads) {
+  GreedyResult res;
+  const std::size_t n = f.n_candidates, m = f.n_elements;
+  if (budget == 0 || n == 0 || !(target > 0)) return res;
+  const std::int64_t* indptr = f.indptr;
+  const std::int32_t* indices = f.indices;
+  const std::size_t nnz = static_cast<std::size_t>(indptr[n]);
+
+  // chunks of rows with about equal nnz, one per thread
+  const int t = nnz < 100000 ? 1 : effective_threads(nnz, 100000, num_threads);
+  std::vector<std::size_t> bounds(static_cast<std::size_t>(t) + 1, n);
+  bounds[0] = 0;
+  for (int k = 1; k < t; ++k) {
+    const std::int64_t goal = static_cast<std::int64_t>(nnz / static_cast<std::size_t>(t)) * k;
+    bounds[static_cast<std::size_t>(k)] =
+        static_cast<std::size_t>(std::lower_bound(indptr, indptr + n + 1, goal) - indptr);
+    bounds[static_cast<std::size_t>(k)] = std::min(n, std::max(bounds[k - 1], bounds[k]));
+  }
+  std::vector<std::vector<std::int64_t>> cnt(static_cast<std::size_t>(t));
+  std::vector<G> gain(n, 0);
+  const std::uint32_t ne = static_cast<std::uint32_t>(m);
+  // phase 1: per-chunk column counts, initial gains, index checks (indices of
+  // a row must be strictly increasing: sorted, no duplicates)
+  parallel_for(
+      static_cast<std::size_t>(t), 1,
+      [&](std::size_t b, std::size_t e, int) {
+        for (std::size_t k = b; k < e; ++k) {
+          std::vector<std::int64_t>& ck = cnt[k];
+          ck.assign(m + 1, 0);
+          for (std::size_t c = bounds[k]; c < bounds[k + 1]; ++c) {
+            if (((c - bounds[k]) & 1023) == 0) check_interrupt();
+            G g = 0;
+            std::int64_t prev = -1;
+            for (std::int64_t i = indptr[c]; i < indptr[c + 1]; ++i) {
+              const std::int32_t el = indices[i];
+              if (static_cast<std::uint32_t>(el) >= ne) bad_index(el, c, m);
+              if (el <= prev)
+                throw std::invalid_argument("sets: CSR indices of candidate " + std::to_string(c) +
+                                            " must be strictly increasing (sorted, no duplicates)");
+              prev = el;
+              ++ck[static_cast<std::size_t>(el)];
+              g += static_cast<G>(w(static_cast<std::size_t>(el)));
+            }
+            gain[c] = g;
+          }
+        }
+      },
+      t);
+  // phase 2: column pointers and per-chunk write offsets
+  std::vector<std::int64_t> colptr(m + 1, 0);
+  {
+    std::int64_t run = 0;
+    for (std::size_t el = 0; el < m; ++el) {
+      colptr[el] = run;
+      for (int k = 0; k < t; ++k) {
+        const std::int64_t c = cnt[static_cast<std::size_t>(k)][el];
+        cnt[static_cast<std::size_t>(k)][el] = run;
+        run += c;
+      }
+    }
+    colptr[m] = run;
+  }
+  // phase 3: scatter
+  std::unique_ptr<Id[]> rows(new Id[nnz ? nnz : 1]);
+  parallel_for(
+      static_cast<std::size_t>(t), 1,
+      [&](std::size_t b, std::size_t e, int) {
+        for (std::size_t k = b; k < e; ++k) {
+          std::int64_t* off = cnt[k].data();
+          for (std::size_t c = bounds[k]; c < bounds[k + 1]; ++c) {
+            if (((c - bounds[k]) & 1023) == 0) check_interrupt();
+            for (std::int64_t i = indptr[c]; i < indptr[c + 1]; ++i)
+              rows[static_cast<std::size_t>(off[indices[i]]++)] = static_cast<Id>(c);
+          }
+        }
+      },
+      t);
+  std::vector<std::vector<std::int64_t>>().swap(cnt);
+
+  std::vector<std::uint8_t> covered(m, 0);
+  if constexpr (!W::unit) {
+    for (std::size_t el = 0; el < m; ++el)
+      if (w(el) == 0) covered[el] = 1;
+  }
+  G total = 0;
+  std::int64_t step = 0;
+  for (;;) {
+    if (budget >= 0 && step >= budget) break;
+    if (static_cast<double>(total) >= target) break;
+    check_interrupt();
+    // leader: largest gain, lowest index
+    G best = gain[0];
+    std::size_t bi = 0;
+    for (std::size_t c = 1; c < n; ++c)
+      if (gain[c] > best) {
+        best = gain[c];
+        bi = c;
+      }
+    if (!(best > 0)) break;
+    for (std::int64_t i = indptr[bi]; i < indptr[bi + 1]; ++i) {
+      const std::size_t el = static_cast<std::size_t>(indices[i]);
+      if (covered[el]) continue;
+      covered[el] = 1;
+      const G we = static_cast<G>(w(el));
+      const Id* col = rows.get() + colptr[el];
+      const std::int64_t len = colptr[el + 1] - colptr[el];
+      for (std::int64_t j = 0; j < len; ++j) gain[col[j]] -= we;
+    }
+    total += best;
+    res.indices.push_back(static_cast<std::int64_t>(bi));
+    res.gains.push_back(static_cast<double>(best));
+    ++step;
+  }
+  res.covered = static_cast<double>(total);
+  return res;
+}
+
 template <class W>
 GreedyResult greedy_with(const SetFamily& sets, W w, std::int64_t budget, double target, int nt) {
   if (sets.kind == SetFamily::Kind::Csr) {
-    CsrState<W> st(sets, w);
-    return run_celf(st, budget, target, nt);
+    if constexpr (std::is_same_v<W, UnitW>) {
+      if (sets.n_candidates <= 65536) return run_transpose<std::int32_t, std::uint16_t>(sets, w, budget, target, nt);
+      return run_transpose<std::int32_t, std::int32_t>(sets, w, budget, target, nt);
+    } else if constexpr (std::is_same_v<W, IntW>) {
+      if (sets.n_candidates <= 65536) return run_transpose<std::int64_t, std::uint16_t>(sets, w, budget, target, nt);
+      return run_transpose<std::int64_t, std::int32_t>(sets, w, budget, target, nt);
+    } else {
+      CsrState<W> st(sets, w);
+      return run_celf(st, budget, target, nt);
+    }
   }
   BitsState<W> st(sets, w);
   return run_celf(st, budget, target, nt);

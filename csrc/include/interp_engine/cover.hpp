@@ -7,7 +7,9 @@
 // duplicate column inside a row) or as packed bitset rows (bitset.hpp).
 //
 // Semantics (the Python layer documents the same):
-//  * greedy_cover: repeatedly take the candidate with the largest weighted
+//  * greedy_cover: algorithm by case: CSR with unit or integer weights ->
+//    exact incremental gains over the element -> candidates transpose;
+//    real weights or packed rows -> lazy greedy (CELF).  Both: repeatedly take the candidate with the largest weighted
 //    marginal gain, ties to the lowest index; stop when `budget` candidates
 //    are taken, when the covered weight reaches `target`, or when no
 //    candidate has a positive gain.  Gains are exact int64 for unit or
@@ -44,8 +46,9 @@ struct SetFamily {
   std::size_t n_candidates = 0;
   std::size_t n_elements = 0;
   // Csr: indptr has n_candidates + 1 entries, indptr[0] == 0, non-decreasing;
-  // indices[indptr[i]:indptr[i+1]] are the elements of candidate i, distinct,
-  // in [0, n_elements) (checked when read; violations throw invalid_argument).
+  // indices[indptr[i]:indptr[i+1]] are the elements of candidate i, strictly
+  // increasing (sorted, no duplicates), in [0, n_elements) (checked when read;
+  // violations throw invalid_argument).
   const std::int64_t* indptr = nullptr;
   const std::int32_t* indices = nullptr;
   // Bits: rows of bits::words_for(n_elements) words (stride words_per_row),
