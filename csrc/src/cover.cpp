@@ -26,6 +26,20 @@
 #include <string>
 #include <type_traits>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+#include <cstdlib>
+
+#ifdef INTERP_ENGINE_COVER_TIMING
+#include <chrono>
+#include <cstdio>
+#include <time.h>
+#define COVER_T(name) timespec name##_ts; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &name##_ts); const double name = name##_ts.tv_sec * 1e3 + name##_ts.tv_nsec * 1e-6
+#else
+#define COVER_T(name)
+#endif
+
 #include "interp_engine/parallel.hpp"
 
 namespace interp_engine {
@@ -68,6 +82,38 @@ SetFamily SetFamily::packed(const bits::BitMatrixView& view) {
 namespace {
 
 using bits::word_t;
+
+// Uninitialized array for large scratch buffers: 2 MiB aligned and, on
+// Linux, advised to use transparent huge pages (first-touch page faults on a
+// 40-80 MB transpose otherwise cost as much as filling it).
+template <class T>
+class BigArray {
+ public:
+  explicit BigArray(std::size_t n) {
+    const std::size_t bytes = std::max<std::size_t>(1, n * sizeof(T));
+    constexpr std::size_t kAlign = std::size_t{1} << 21;
+    if (bytes >= kAlign) {
+      void* p = nullptr;
+      if (posix_memalign(&p, kAlign, (bytes + kAlign - 1) / kAlign * kAlign) == 0) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE) && !defined(INTERP_ENGINE_NO_HUGEPAGE)
+        madvise(p, (bytes + kAlign - 1) / kAlign * kAlign, MADV_HUGEPAGE);
+#endif
+        p_ = static_cast<T*>(p);
+      }
+    } else {
+      p_ = static_cast<T*>(std::malloc(bytes));
+    }
+    if (p_ == nullptr) throw std::bad_alloc();
+  }
+  ~BigArray() { std::free(p_); }
+  BigArray(const BigArray&) = delete;
+  BigArray& operator=(const BigArray&) = delete;
+  T* get() { return p_; }
+  T& operator[](std::size_t i) { return p_[i]; }
+
+ private:
+  T* p_ = nullptr;
+};
 
 struct UnitW {
   using gain_t = std::int64_t;
@@ -289,7 +335,7 @@ GreedyResult run_celf(State& st, std::int64_t budget, double target, int num_thr
 // newly covered element decrements the gain of every candidate containing it
 // (total work: nnz over the whole run); the leader is found by a scan.
 // Gains stay exact integers, so the choice is exactly the naive greedy's.
-template <class G, class Id, class W>
+template <class G, class Id, class Off, class W>
 GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double target,
                            int num_threads) {
   GreedyResult res;
@@ -309,16 +355,21 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
         static_cast<std::size_t>(std::lower_bound(indptr, indptr + n + 1, goal) - indptr);
     bounds[static_cast<std::size_t>(k)] = std::min(n, std::max(bounds[k - 1], bounds[k]));
   }
-  std::vector<std::vector<std::int64_t>> cnt(static_cast<std::size_t>(t));
+  std::vector<std::vector<Off>> cnt(static_cast<std::size_t>(t));
+  // buckets of 2**kShift columns for the two-pass scatter of phase 3
+  constexpr int kShift = 9;
+  const std::size_t n_buckets = (m >> kShift) + 1;
+  std::vector<std::vector<std::int64_t>> bcnt(static_cast<std::size_t>(t));
   std::vector<G> gain(n, 0);
   const std::uint32_t ne = static_cast<std::uint32_t>(m);
+  COVER_T(T0);
   // phase 1: per-chunk column counts, initial gains, index checks (indices of
   // a row must be strictly increasing: sorted, no duplicates)
   parallel_for(
       static_cast<std::size_t>(t), 1,
       [&](std::size_t b, std::size_t e, int) {
         for (std::size_t k = b; k < e; ++k) {
-          std::vector<std::int64_t>& ck = cnt[k];
+          std::vector<Off>& ck = cnt[k];
           ck.assign(m + 1, 0);
           for (std::size_t c = bounds[k]; c < bounds[k + 1]; ++c) {
             if (((c - bounds[k]) & 1023) == 0) check_interrupt();
@@ -336,9 +387,13 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
             }
             gain[c] = g;
           }
+          std::vector<std::int64_t>& bk = bcnt[k];
+          bk.assign(n_buckets + 1, 0);
+          for (std::size_t el = 0; el < m; ++el) bk[(el >> kShift) + 1] += ck[el];
         }
       },
       t);
+  COVER_T(T1);
   // phase 2: column pointers and per-chunk write offsets
   std::vector<std::int64_t> colptr(m + 1, 0);
   {
@@ -346,36 +401,58 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
     for (std::size_t el = 0; el < m; ++el) {
       colptr[el] = run;
       for (int k = 0; k < t; ++k) {
-        const std::int64_t c = cnt[static_cast<std::size_t>(k)][el];
-        cnt[static_cast<std::size_t>(k)][el] = run;
+        const std::int64_t c = static_cast<std::int64_t>(cnt[static_cast<std::size_t>(k)][el]);
+        cnt[static_cast<std::size_t>(k)][el] = static_cast<Off>(run);
         run += c;
       }
     }
     colptr[m] = run;
   }
-  // phase 3: scatter
-  std::unique_ptr<Id[]> rows(new Id[nnz ? nnz : 1]);
+  COVER_T(T2);
+  // phase 3: scatter, in two passes per chunk so that writes stay local:
+  // (a) stage (candidate, low column bits) pairs by bucket of 2**kShift
+  // columns, (b) per bucket, place them in their columns (the bucket's column
+  // cursors and destination range fit in cache).  Rows go in ascending order,
+  // so every column lists its candidates ascending.
+  BigArray<Id> rows(nnz);
+  struct Pair { Id row; std::uint16_t low; };
   parallel_for(
       static_cast<std::size_t>(t), 1,
       [&](std::size_t b, std::size_t e, int) {
         for (std::size_t k = b; k < e; ++k) {
-          std::int64_t* off = cnt[k].data();
+          Off* off = cnt[k].data();
+          const std::int64_t base = indptr[bounds[k]];
+          const std::size_t cn = static_cast<std::size_t>(indptr[bounds[k + 1]] - base);
+          std::vector<std::int64_t>& bpos = bcnt[k];  // bucket counts -> start offsets
+          for (std::size_t q = 0; q < n_buckets; ++q) bpos[q + 1] += bpos[q];
+          std::vector<std::int64_t> bstart(bpos);
+          BigArray<Pair> stage(cn);
           for (std::size_t c = bounds[k]; c < bounds[k + 1]; ++c) {
             if (((c - bounds[k]) & 1023) == 0) check_interrupt();
-            for (std::int64_t i = indptr[c]; i < indptr[c + 1]; ++i)
-              rows[static_cast<std::size_t>(off[indices[i]]++)] = static_cast<Id>(c);
+            for (std::int64_t i = indptr[c]; i < indptr[c + 1]; ++i) {
+              const std::uint32_t el = static_cast<std::uint32_t>(indices[i]);
+              stage[static_cast<std::size_t>(bpos[el >> kShift]++)] = Pair{static_cast<Id>(c), static_cast<std::uint16_t>(el & ((1u << kShift) - 1))};
+            }
+          }
+          for (std::size_t q = 0; q < n_buckets; ++q) {
+            const std::size_t hi = q << kShift;
+            for (std::int64_t p = bstart[q]; p < bstart[q + 1]; ++p) {
+              const Pair pr = stage[static_cast<std::size_t>(p)];
+              rows[static_cast<std::size_t>(off[hi | pr.low]++)] = pr.row;
+            }
           }
         }
       },
       t);
-  std::vector<std::vector<std::int64_t>>().swap(cnt);
+  std::vector<std::vector<Off>>().swap(cnt);
 
+  COVER_T(T3);
   std::vector<std::uint8_t> covered(m, 0);
   if constexpr (!W::unit) {
     for (std::size_t el = 0; el < m; ++el)
       if (w(el) == 0) covered[el] = 1;
   }
-  G total = 0;
+  std::int64_t total = 0;
   std::int64_t step = 0;
   for (;;) {
     if (budget >= 0 && step >= budget) break;
@@ -390,7 +467,18 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
         bi = c;
       }
     if (!(best > 0)) break;
-    for (std::int64_t i = indptr[bi]; i < indptr[bi + 1]; ++i) {
+    const std::int64_t rb = indptr[bi], re = indptr[bi + 1];
+    for (std::int64_t i = rb; i < re; ++i) {
+#if defined(__GNUC__) || defined(__clang__)
+      // the columns of the next elements are scattered over the transpose:
+      // fetch their pointers, then their first entries, ahead of use
+      if (i + 16 < re) __builtin_prefetch(colptr.data() + indices[i + 16]);
+      if (i + 4 < re) {
+        const auto* nx = rows.get() + colptr[static_cast<std::size_t>(indices[i + 4])];
+        __builtin_prefetch(nx);
+        __builtin_prefetch(nx + 64 / sizeof(Id));
+      }
+#endif
       const std::size_t el = static_cast<std::size_t>(indices[i]);
       if (covered[el]) continue;
       covered[el] = 1;
@@ -399,24 +487,45 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
       const std::int64_t len = colptr[el + 1] - colptr[el];
       for (std::int64_t j = 0; j < len; ++j) gain[col[j]] -= we;
     }
-    total += best;
+    total += static_cast<std::int64_t>(best);
     res.indices.push_back(static_cast<std::int64_t>(bi));
     res.gains.push_back(static_cast<double>(best));
     ++step;
   }
+  COVER_T(T4);
+#ifdef INTERP_ENGINE_COVER_TIMING
+  std::fprintf(stderr, "threads %d count %.1f colptr %.1f scatter %.1f loop %.1f ms\n", t, T1 - T0, T2 - T1, T3 - T2, T4 - T3);
+#endif
   res.covered = static_cast<double>(total);
   return res;
+}
+
+// Column cursors of 32 bits when the transpose has fewer than 2**32 entries.
+template <class G, class Id, class W>
+GreedyResult run_transpose_any(const SetFamily& f, W w, std::int64_t budget, double target, int nt) {
+  const std::int64_t nnz = f.n_candidates ? f.indptr[f.n_candidates] : 0;
+  if (nnz < (std::int64_t{1} << 32)) return run_transpose<G, Id, std::uint32_t, W>(f, w, budget, target, nt);
+  return run_transpose<G, Id, std::uint64_t, W>(f, w, budget, target, nt);
 }
 
 template <class W>
 GreedyResult greedy_with(const SetFamily& sets, W w, std::int64_t budget, double target, int nt) {
   if (sets.kind == SetFamily::Kind::Csr) {
-    if constexpr (std::is_same_v<W, UnitW>) {
-      if (sets.n_candidates <= 65536) return run_transpose<std::int32_t, std::uint16_t>(sets, w, budget, target, nt);
-      return run_transpose<std::int32_t, std::int32_t>(sets, w, budget, target, nt);
-    } else if constexpr (std::is_same_v<W, IntW>) {
-      if (sets.n_candidates <= 65536) return run_transpose<std::int64_t, std::uint16_t>(sets, w, budget, target, nt);
-      return run_transpose<std::int64_t, std::int32_t>(sets, w, budget, target, nt);
+    if constexpr (!std::is_same_v<W, RealW>) {
+      // narrowest exact gain type: a row's gain is at most max row length x max weight
+      std::int64_t max_len = 0, max_w = 1;
+      for (std::size_t c = 0; c < sets.n_candidates; ++c)
+        max_len = std::max(max_len, sets.indptr[c + 1] - sets.indptr[c]);
+      if constexpr (!W::unit) {
+        max_w = 0;
+        for (std::size_t e = 0; e < sets.n_elements; ++e) max_w = std::max(max_w, w(e));
+      }
+      const bool small_gain = static_cast<double>(max_len) * static_cast<double>(max_w) < 65535.0;
+      const bool small_ids = sets.n_candidates <= 65536;
+      if (small_gain && small_ids) return run_transpose_any<std::uint16_t, std::uint16_t>(sets, w, budget, target, nt);
+      if (small_gain) return run_transpose_any<std::uint16_t, std::uint32_t>(sets, w, budget, target, nt);
+      if (small_ids) return run_transpose_any<std::int64_t, std::uint16_t>(sets, w, budget, target, nt);
+      return run_transpose_any<std::int64_t, std::uint32_t>(sets, w, budget, target, nt);
     } else {
       CsrState<W> st(sets, w);
       return run_celf(st, budget, target, nt);
