@@ -427,3 +427,42 @@ def test_ctrl_c_is_honoured_in_core_loops():
                 greedy_cover(mat, weights=w)
     finally:
         timer.cancel()
+
+
+def test_greedy_large_integer_weights_int64_path():
+    # gains beyond 16 bits use the int64 path (and 32-bit candidate ids above 65536 rows)
+    rng = np.random.default_rng(8)
+    dense = rng.random((60, 300)) < 0.1
+    w = rng.integers(0, 10**7, size=300)
+    check_greedy(dense, weights=w, fmt="csr")
+    check_greedy(dense, weights=w.astype(np.float64), fmt="packed")
+    n, m = 66000, 50
+    rows = rng.integers(0, n, size=3000)
+    cols = rng.integers(0, m, size=3000)
+    mat = sp.csr_matrix((np.ones(3000, dtype=bool), (rows, cols)), shape=(n, m))
+    w = rng.integers(10**5, 10**6, size=m)
+    res = greedy_cover(mat, weights=w)
+    ref = naive_greedy_cover(mat.toarray(), w)
+    np.testing.assert_array_equal(res.indices, ref[0])
+    np.testing.assert_array_equal(res.gains, ref[1])
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_greedy_transpose_agrees_with_lazy_greedy_medium(num_threads):
+    # unit weights -> exact transpose path (threaded above 200k nonzeros);
+    # weights 0.5 -> real-weight lazy greedy (CELF), exact in float64: the two
+    # independent algorithms must choose identically
+    rng = np.random.default_rng(9)
+    n, m, per = 3000, 20000, 150
+    rows = np.repeat(np.arange(n), per)
+    cols = rng.integers(0, m, size=n * per)
+    mat = sp.csr_matrix((np.ones(n * per, dtype=bool), (rows, cols)), shape=(n, m))
+    a = greedy_cover(mat, num_threads=num_threads)
+    b = greedy_cover(mat, weights=np.full(m, 0.5), num_threads=num_threads)
+    c = greedy_cover(PackedBits.from_dense(mat.toarray()), num_threads=num_threads)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.gains, 2 * b.gains)
+    np.testing.assert_array_equal(a.indices, c.indices)
+    assert a.covered == np.count_nonzero(np.bincount(mat.indices, minlength=m))
+    part = greedy_cover(mat, budget=50, num_threads=num_threads)
+    np.testing.assert_array_equal(part.indices, a.indices[:50])
