@@ -181,6 +181,10 @@ class CsrState {
     visit(c, [&](std::int32_t e) { bits::set(covered_.data(), static_cast<std::size_t>(e)); });
     len_[c] = 0;
   }
+  void take_tracked(std::size_t c) { take(c); }
+  // Exact gain of c after the last take (its compacted row is re-read).
+  gain_t update(std::size_t c, gain_t) { return eval(c); }
+  double update_cost() const { return avg_cost(); }
 
  private:
   // Calls fn(e) for each uncovered element of row c and compacts the row.
@@ -246,12 +250,40 @@ class BitsState {
     }
   }
   void take(std::size_t c) { bits::or_into(covered_.data(), covered_.data(), f_.bits.row(c), nw_); }
+  // take(c), remembering the newly covered bits (the non-zero words of
+  // row & ~covered) for update().
+  void take_tracked(std::size_t c) {
+    const word_t* row = f_.bits.row(c);
+    delta_idx_.clear();
+    delta_.clear();
+    for (std::size_t i = 0; i < nw_; ++i) {
+      const word_t d = row[i] & ~covered_[i];
+      if (d) {
+        delta_idx_.push_back(static_cast<std::uint32_t>(i));
+        delta_.push_back(d);
+        covered_[i] |= d;
+      }
+    }
+  }
+  // Exact count of c after the last take_tracked, given `old`, its exact
+  // count before it: only the words that changed are read (unit weights).
+  gain_t update(std::size_t c, gain_t old) {
+    static_assert(W::unit, "update() counts elements");
+    if (delta_idx_.size() * 2 > nw_) return eval(c);
+    const word_t* row = f_.bits.row(c);
+    return old - bits::count_and_indexed(row, delta_idx_.data(), delta_.data(), delta_idx_.size());
+  }
+  double update_cost() const {
+    return static_cast<double>(std::min(nw_, delta_idx_.size()));
+  }
 
  private:
   const SetFamily& f_;
   W w_;
   std::size_t nw_;
   std::vector<word_t> covered_;
+  std::vector<std::uint32_t> delta_idx_;
+  std::vector<word_t> delta_;
 };
 
 // Threads for a pass over `n` items of about `cost` word/element reads each.
@@ -547,20 +579,20 @@ RatioResult run_ratio(CS& cs, GS& gs, double target, double eps_cost, double eps
   std::vector<std::int64_t> new_cost(n, 0), new_gain(n, 0);
   const double per_item = cs.avg_cost() + gs.avg_cost();
 
+  // exact new gain and new cost of every candidate; after each choice they
+  // are brought up to date (bitsets: only the words the choice changed)
+  parallel_for(
+      n, 16,
+      [&](std::size_t b, std::size_t e, int) {
+        for (std::size_t c = b; c < e; ++c) {
+          if (((c - b) & 255) == 0) check_interrupt();
+          new_gain[c] = gs.eval(c);
+          new_cost[c] = cs.eval(c);
+        }
+      },
+      pass_threads(n, per_item, num_threads));
   while (!(static_cast<double>(res.covered_gain) >= target)) {
     check_interrupt();
-    // exact new gain of every alive candidate (and new cost where gain > 0)
-    parallel_for(
-        alive.size(), 16,
-        [&](std::size_t b, std::size_t e, int) {
-          for (std::size_t i = b; i < e; ++i) {
-            if (((i - b) & 255) == 0) check_interrupt();
-            const std::size_t c = static_cast<std::size_t>(alive[i]);
-            new_gain[c] = gs.eval(c);
-            new_cost[c] = new_gain[c] > 0 ? cs.eval(c) : 0;
-          }
-        },
-        pass_threads(alive.size(), per_item, num_threads));
     // candidates that add no gain never will again: drop them
     std::size_t k = 0;
     std::int64_t best = -1;
@@ -579,13 +611,25 @@ RatioResult run_ratio(CS& cs, GS& gs, double target, double eps_cost, double eps
     alive.resize(k);
     if (best < 0) break;  // nothing adds gain: target unreachable
     const std::size_t bc = static_cast<std::size_t>(best);
-    cs.take(bc);
-    gs.take(bc);
+    cs.take_tracked(bc);
+    gs.take_tracked(bc);
     res.covered_cost += new_cost[bc];
     res.covered_gain += new_gain[bc];
     chosen[bc] = 1;
     res.indices.push_back(best);
     alive.erase(std::find(alive.begin(), alive.end(), best));
+    if (static_cast<double>(res.covered_gain) >= target) break;
+    parallel_for(
+        alive.size(), 16,
+        [&](std::size_t b, std::size_t e, int) {
+          for (std::size_t i = b; i < e; ++i) {
+            if (((i - b) & 255) == 0) check_interrupt();
+            const std::size_t c = static_cast<std::size_t>(alive[i]);
+            new_gain[c] = gs.update(c, new_gain[c]);
+            new_cost[c] = cs.update(c, new_cost[c]);
+          }
+        },
+        pass_threads(alive.size(), cs.update_cost() + gs.update_cost(), num_threads));
   }
   res.reached = static_cast<double>(res.covered_gain) >= target;
   res.n_greedy = static_cast<std::int64_t>(res.indices.size());

@@ -1,6 +1,6 @@
 // Standalone C++ test of bitset.hpp and cover.cpp (no Python).
 // Build and run:
-//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_cover.cpp csrc/src/cover.cpp csrc/src/parallel.cpp -pthread -o /tmp/test_cover
+//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_cover.cpp csrc/src/cover.cpp csrc/src/bitset.cpp csrc/src/parallel.cpp -pthread -o /tmp/test_cover
 //   /tmp/test_cover
 
 
@@ -87,9 +87,12 @@ static void test_bitset() {
   for (std::size_t n_bits : {0u, 1u, 63u, 64u, 65u, 130u, 1000u}) {
     const std::size_t nw = bits::words_for(n_bits);
     std::vector<std::uint8_t> dense(3 * n_bits);
-    for (auto& v : dense) v = static_cast<std::uint8_t>(rng() & 1);
+    // any non-zero byte is a set bit
+    std::vector<std::uint8_t> raw(3 * n_bits);
+    for (auto& v : raw) v = (rng() & 1) ? static_cast<std::uint8_t>(1 + rng() % 255) : 0;
+    for (std::size_t j = 0; j < raw.size(); ++j) dense[j] = raw[j] != 0;
     std::vector<bits::word_t> packed(3 * nw, ~bits::word_t{0});
-    bits::pack_rows(dense.data(), 3, n_bits, n_bits, packed.data());
+    bits::pack_rows(raw.data(), 3, n_bits, n_bits, packed.data());
     std::vector<std::uint8_t> back(3 * n_bits, 7);
     bits::unpack_rows(packed.data(), 3, n_bits, nw, back.data());
     CHECK(back == dense);

@@ -61,30 +61,21 @@ inline bool test(const word_t* row, std::size_t j) { return (row[j >> 6] >> (j &
 inline void set(word_t* row, std::size_t j) { row[j >> 6] |= word_t{1} << (j & 63); }
 inline void reset(word_t* row, std::size_t j) { row[j >> 6] &= ~(word_t{1} << (j & 63)); }
 
+// Row popcounts.  Defined in bitset.cpp, where on x86-64 GCC/Clang they are
+// compiled twice (baseline and with the POPCNT instruction) and picked at
+// load time by the CPU (target_clones): no -march=native needed.
 // popcount(a)
-inline std::int64_t count(const word_t* a, std::size_t n_words) {
-  std::int64_t c = 0;
-  for (std::size_t i = 0; i < n_words; ++i) c += popcount(a[i]);
-  return c;
-}
+std::int64_t count(const word_t* a, std::size_t n_words);
 // popcount(a & b)
-inline std::int64_t count_and(const word_t* a, const word_t* b, std::size_t n_words) {
-  std::int64_t c = 0;
-  for (std::size_t i = 0; i < n_words; ++i) c += popcount(a[i] & b[i]);
-  return c;
-}
+std::int64_t count_and(const word_t* a, const word_t* b, std::size_t n_words);
 // popcount(a & ~b)
-inline std::int64_t count_andnot(const word_t* a, const word_t* b, std::size_t n_words) {
-  std::int64_t c = 0;
-  for (std::size_t i = 0; i < n_words; ++i) c += popcount(a[i] & ~b[i]);
-  return c;
-}
+std::int64_t count_andnot(const word_t* a, const word_t* b, std::size_t n_words);
 // popcount(a | b)
-inline std::int64_t count_or(const word_t* a, const word_t* b, std::size_t n_words) {
-  std::int64_t c = 0;
-  for (std::size_t i = 0; i < n_words; ++i) c += popcount(a[i] | b[i]);
-  return c;
-}
+std::int64_t count_or(const word_t* a, const word_t* b, std::size_t n_words);
+// sum over j < k of popcount(row[idx[j]] & vals[j]) (a sparse set of words)
+std::int64_t count_and_indexed(const word_t* row, const std::uint32_t* idx, const word_t* vals,
+                               std::size_t k);
+
 // dst = a & b, a | b, a & ~b (dst may alias a or b)
 inline void and_into(word_t* dst, const word_t* a, const word_t* b, std::size_t n_words) {
   for (std::size_t i = 0; i < n_words; ++i) dst[i] = a[i] & b[i];
@@ -173,8 +164,21 @@ inline void pack_rows(const std::uint8_t* src, std::size_t rows, std::size_t n_b
     std::size_t j = 0;
     for (std::size_t w = 0; w < wpr; ++w) {
       word_t v = 0;
-      const std::size_t end = (j + 64 <= n_bits) ? j + 64 : n_bits;
-      for (std::size_t b = 0; j < end; ++j, ++b) v |= word_t{s[j] != 0} << b;
+      if (j + 64 <= n_bits) {
+        // 8 bytes at a time: fold each byte's bits into its bit 0, then
+        // gather the 8 bit-0s into one byte with a multiply
+        for (int g = 0; g < 8; ++g, j += 8) {
+          std::uint64_t x;
+          std::memcpy(&x, s + j, 8);
+          x |= x >> 4;
+          x |= x >> 2;
+          x |= x >> 1;
+          x &= 0x0101010101010101ULL;
+          v |= ((x * 0x0102040810204080ULL) >> 56) << (8 * g);
+        }
+      } else {
+        for (std::size_t b = 0; j < n_bits; ++j, ++b) v |= word_t{s[j] != 0} << b;
+      }
       o[w] = v;
     }
   }
