@@ -466,3 +466,16 @@ def test_greedy_transpose_agrees_with_lazy_greedy_medium(num_threads):
     assert a.covered == np.count_nonzero(np.bincount(mat.indices, minlength=m))
     part = greedy_cover(mat, budget=50, num_threads=num_threads)
     np.testing.assert_array_equal(part.indices, a.indices[:50])
+
+
+@pytest.mark.parametrize("tighten", [True, False])
+def test_ratio_packed_sparse_updates(tighten):
+    # few newly covered bits per step relative to the row's words: exercises
+    # the incremental update that reads only the changed words
+    rng = np.random.default_rng(13)
+    for density in (0.002, 0.01, 0.05):
+        cost = rng.random((120, 3000)) < density
+        gain = rng.random((120, 5000)) < density
+        target = int(gain.any(axis=0).sum())
+        check_ratio(cost, gain, target, "packed", "packed", tighten=tighten)
+        check_ratio(cost, gain, target - 5, "dense", "csr", tighten=tighten)
