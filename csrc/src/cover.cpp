@@ -34,7 +34,7 @@
 #ifdef INTERP_ENGINE_COVER_TIMING
 #include <chrono>
 #include <cstdio>
-#include <time.h>
+
 #define COVER_T(name) timespec name##_ts; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &name##_ts); const double name = name##_ts.tv_sec * 1e3 + name##_ts.tv_nsec * 1e-6
 #else
 #define COVER_T(name)
@@ -486,6 +486,8 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
   }
   std::int64_t total = 0;
   std::int64_t step = 0;
+  std::vector<std::uint32_t> newly;
+  newly.reserve(m);
   for (;;) {
     if (budget >= 0 && step >= budget) break;
     if (static_cast<double>(total) >= target) break;
@@ -499,21 +501,28 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
         bi = c;
       }
     if (!(best > 0)) break;
-    const std::int64_t rb = indptr[bi], re = indptr[bi + 1];
-    for (std::int64_t i = rb; i < re; ++i) {
+    // newly covered elements of the leader, then the gains they take away
+    newly.clear();
+    for (std::int64_t i = indptr[bi]; i < indptr[bi + 1]; ++i) {
+      const auto el = static_cast<std::uint32_t>(indices[i]);
+      if (!covered[el]) {
+        covered[el] = 1;
+        newly.push_back(el);
+      }
+    }
+    const std::size_t nn = newly.size();
+    for (std::size_t k = 0; k < nn; ++k) {
 #if defined(__GNUC__) || defined(__clang__)
-      // the columns of the next elements are scattered over the transpose:
-      // fetch their pointers, then their first entries, ahead of use
-      if (i + 16 < re) __builtin_prefetch(colptr.data() + indices[i + 16]);
-      if (i + 4 < re) {
-        const auto* nx = rows.get() + colptr[static_cast<std::size_t>(indices[i + 4])];
-        __builtin_prefetch(nx);
-        __builtin_prefetch(nx + 64 / sizeof(Id));
+      // columns are scattered over the transpose: fetch ahead of use
+      if (k + 8 < nn) __builtin_prefetch(colptr.data() + newly[k + 8]);
+      if (k + 3 < nn) {
+        const std::size_t ex = newly[k + 3];
+        const char* p = reinterpret_cast<const char*>(rows.get() + colptr[ex]);
+        const char* pe = reinterpret_cast<const char*>(rows.get() + colptr[ex + 1]);
+        for (int l = 0; l < 8 && p < pe; ++l, p += 64) __builtin_prefetch(p);
       }
 #endif
-      const std::size_t el = static_cast<std::size_t>(indices[i]);
-      if (covered[el]) continue;
-      covered[el] = 1;
+      const std::size_t el = newly[k];
       const G we = static_cast<G>(w(el));
       const Id* col = rows.get() + colptr[el];
       const std::int64_t len = colptr[el + 1] - colptr[el];
