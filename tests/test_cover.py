@@ -479,3 +479,10 @@ def test_ratio_packed_sparse_updates(tighten):
         target = int(gain.any(axis=0).sum())
         check_ratio(cost, gain, target, "packed", "packed", tighten=tighten)
         check_ratio(cost, gain, target - 5, "dense", "csr", tighten=tighten)
+
+
+def test_packed_bits_rechecked_when_used():
+    pb = PackedBits.from_dense(np.ones((2, 10), dtype=bool))
+    pb.words = np.full((2, 1), 1 << 40, dtype=np.uint64)  # padding bits set after construction
+    with pytest.raises(ValueError, match=r"padding bits past n_bits=10"):
+        greedy_cover(pb)

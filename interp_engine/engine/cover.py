@@ -155,6 +155,7 @@ def _is_scipy_sparse(x: Any) -> bool:
 def _family(x: Any, name: str) -> Tuple[tuple, int, int]:
     """Convert a candidate family to the core's tuple; returns (tuple, n_candidates, n_elements)."""
     if isinstance(x, PackedBits):
+        x = PackedBits(x.words, x.n_bits)  # re-check (words may have been reassigned); no copy
         return (x.words, x.n_bits), len(x), x.n_bits
     if _is_scipy_sparse(x):
         if x.ndim != 2:
