@@ -102,7 +102,7 @@ def test_greedy_submodlib_lazy(benchmark, big):
     idx = [i for i, _ in out]
     assert _covered(csr, idx) == big["res"].covered
     out = benchmark.pedantic(run, rounds=2, iterations=1)
-    benchmark.extra_info.update(picks=len(out), covered=_covered(csr, [i for i, _ in out]),
+    benchmark.extra_info.update(picks=len(out), covered=int(_covered(csr, [i for i, _ in out])),
                                 same_choices=[i for i, _ in out] == big["res"].indices.tolist())
 
 
@@ -122,7 +122,7 @@ def test_greedy_apricot_lazy(benchmark, big):
     # differently (its own tie order and float gains), so record its covered
     # count at that budget instead of requiring a full cover
     assert cov <= N_EL
-    benchmark.extra_info.update(picks=len(sel.ranking), covered=cov,
+    benchmark.extra_info.update(picks=len(sel.ranking), covered=int(cov),
                                 same_choices=list(sel.ranking) == big["res"].indices.tolist())
 
 
