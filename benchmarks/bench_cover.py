@@ -9,8 +9,8 @@ Run (about 2-3 minutes on a 2-core machine):
 Groups:
 * ``greedy 20000x100000 1%``: full set cover of 100,000 elements by 20,000
   random candidate sets (1,000 random elements each, 1% density, ~19.9M
-  nonzeros). Ours from a CSR matrix (no conversion) and from COO (the
-  conversion to canonical CSR included); submodlib's LazyGreedy on its
+  nonzeros). Ours from a CSR matrix (no conversion) and from COO and CSC
+  (the conversion to canonical CSR by the core included); submodlib's LazyGreedy on its
   SetCoverFunction (the Python list of sets built outside the timing); apricot's
   MaxCoverageSelection (lazy) on the CSR matrix with the budget our greedy used.
   Each result's covered count is checked against ours before timing.
@@ -57,7 +57,7 @@ def big():
     r_sub = greedy_cover(sub)
     ref = naive_greedy_cover(sub.toarray())
     np.testing.assert_array_equal(r_sub.indices, ref[0])
-    return {"csr": csr, "coo": coo, "res": res}
+    return {"csr": csr, "coo": coo, "csc": csr.tocsc(), "res": res}
 
 
 def _covered(csr, idx):
@@ -83,6 +83,12 @@ def test_greedy_ours_from_coo(benchmark, big):
     res = benchmark.pedantic(greedy_cover, args=(big["coo"],), rounds=3, iterations=1)
     np.testing.assert_array_equal(res.indices, big["res"].indices)
     benchmark.extra_info.update(picks=len(res.indices), covered=res.covered)
+
+
+@pytest.mark.benchmark(group="greedy 20000x100000 1%")
+def test_greedy_ours_from_csc(benchmark, big):
+    res = benchmark.pedantic(greedy_cover, args=(big["csc"],), rounds=3, iterations=1)
+    np.testing.assert_array_equal(res.indices, big["res"].indices)
 
 
 @pytest.mark.benchmark(group="greedy 20000x100000 1%")

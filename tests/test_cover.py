@@ -486,3 +486,45 @@ def test_packed_bits_rechecked_when_used():
     pb.words = np.full((2, 1), 1 << 40, dtype=np.uint64)  # padding bits set after construction
     with pytest.raises(ValueError, match=r"padding bits past n_bits=10"):
         greedy_cover(pb)
+
+
+@pytest.mark.parametrize("fmt", ["coo", "csc", "csr_unsorted", "lil", "dok", "bsr", "coo_array"])
+def test_sparse_conversions_match_dense(fmt):
+    rng = np.random.default_rng(14)
+    for _ in range(20):
+        n, m = int(rng.integers(1, 40)), int(rng.integers(1, 60))
+        dense = rng.random((n, m)) < 0.2
+        r, c = np.nonzero(dense)
+        # duplicates, explicit zeros and shuffled order
+        extra = rng.integers(0, max(1, len(r)), size=len(r) // 3) if len(r) else np.zeros(0, dtype=int)
+        zr, zc = rng.integers(0, n, size=5), rng.integers(0, m, size=5)
+        rows = np.concatenate([r, r[extra], zr])
+        cols = np.concatenate([c, c[extra], zc])
+        vals = np.concatenate([np.ones(len(r)), np.full(len(extra), 2.0), np.zeros(5)])
+        perm = rng.permutation(len(rows))
+        coo = sp.coo_matrix((vals[perm], (rows[perm], cols[perm])), shape=(n, m))
+        if fmt == "coo":
+            mat = coo
+        elif fmt == "coo_array":
+            mat = sp.coo_array(coo)
+        elif fmt == "csc":
+            mat = sp.csc_matrix((coo.data, (coo.row, coo.col)), shape=(n, m))
+            mat.has_sorted_indices = False
+        elif fmt == "csr_unsorted":
+            # build a CSR with duplicates and unsorted indices without canonicalizing
+            order = np.argsort(coo.row, kind="stable")
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(coo.row, minlength=n))])
+            mat = sp.csr_matrix((coo.data[order], coo.col[order], indptr), shape=(n, m))
+        elif fmt == "lil":
+            mat = sp.lil_matrix(dense)
+        elif fmt == "dok":
+            mat = sp.dok_matrix(dense)
+        else:
+            mat = sp.bsr_matrix(dense)
+        res = greedy_cover(mat)
+        ref = naive_greedy_cover(dense)
+        np.testing.assert_array_equal(res.indices, ref[0])
+        np.testing.assert_array_equal(res.gains, ref[1])
+        r2 = ratio_greedy_cover(mat, mat, target=3)
+        ref2 = naive_ratio_greedy_cover(dense, dense, 3)
+        np.testing.assert_array_equal(r2.indices, ref2[0])

@@ -105,6 +105,39 @@ py::tuple ratio_greedy_cover_py(const py::tuple& cost_sets, const py::tuple& gai
   return py::make_tuple(to_array(r.indices), r.n_greedy, r.covered_cost, r.covered_gain, r.reached);
 }
 
+// kind "coo": a = row, b = col (int32, same length); kind "csc": a = column
+// pointers (int64, n_cols + 1), b = row indices (int32).  Returns canonical
+// CSR (indptr int64, indices int32).
+py::tuple sparse_to_csr_py(const std::string& kind, std::int64_t n_rows, std::int64_t n_cols,
+                           const py::array& a, const I32& b) {
+  if (n_rows < 0 || n_cols < 0) throw std::invalid_argument("sparse_to_csr: negative shape");
+  cover::CsrArrays r;
+  if (kind == "coo") {
+    I32 row = a.cast<I32>();
+    if (row.ndim() != 1 || b.ndim() != 1 || row.shape(0) != b.shape(0))
+      throw std::invalid_argument("sparse_to_csr: row and col must be 1-d of equal length");
+    const std::int32_t* rp = row.data();
+    const std::int32_t* cp = b.data();
+    const auto nnz = static_cast<std::size_t>(row.shape(0));
+    r = without_gil([&] {
+      return cover::csr_from_coo(static_cast<std::size_t>(n_rows), static_cast<std::size_t>(n_cols), nnz, rp, cp);
+    });
+  } else if (kind == "csc") {
+    I64 colptr = a.cast<I64>();
+    if (colptr.ndim() != 1 || colptr.shape(0) != n_cols + 1 || b.ndim() != 1 ||
+        colptr.data()[n_cols] != b.shape(0))
+      throw std::invalid_argument("sparse_to_csr: malformed CSC arrays");
+    const std::int64_t* cp = colptr.data();
+    const std::int32_t* rp = b.data();
+    r = without_gil([&] {
+      return cover::csr_from_colmajor(static_cast<std::size_t>(n_rows), static_cast<std::size_t>(n_cols), cp, rp);
+    });
+  } else {
+    throw std::invalid_argument("sparse_to_csr: kind must be 'coo' or 'csc'");
+  }
+  return py::make_tuple(to_array(r.indptr), to_array(r.indices));
+}
+
 U64 pack_bits_py(const U8& dense) {
   if (dense.ndim() != 2) throw std::invalid_argument("pack_bits expects a 2-d array");
   const auto rows = static_cast<std::size_t>(dense.shape(0));
@@ -162,6 +195,10 @@ void init_cover(py::module_& m) {
         py::arg("target"), py::arg("eps_cost"), py::arg("eps_gain"), py::arg("tighten"),
         py::arg("num_threads") = 0,
         "Ratio greedy submodular cover. Returns (indices, n_greedy, covered_cost, covered_gain, reached).");
+  m.def("_sparse_to_csr", &sparse_to_csr_py, py::arg("kind"), py::arg("n_rows"), py::arg("n_cols"),
+        py::arg("a"), py::arg("b"),
+        "Canonical CSR (indptr int64, indices int32) of the positions of a COO ('coo': row, col) or "
+        "CSC ('csc': indptr, indices) matrix; duplicates merged.");
   m.def("pack_bits", &pack_bits_py, py::arg("dense"),
         "Pack a 2-d bool/uint8 array (rows, n_bits) into uint64 words (rows, ceil(n_bits/64)); "
         "bit j of a row is bit j % 64 (LSB first) of word j // 64; padding bits are zero.");

@@ -702,5 +702,75 @@ RatioResult ratio_greedy_cover(const SetFamily& cost, const SetFamily& gain, dou
   return ratio_with_cost(cs, gain, target, eps_cost, eps_gain, tighten, num_threads);
 }
 
+CsrArrays csr_from_colmajor(std::size_t n_rows, std::size_t n_cols, const std::int64_t* colptr,
+                            const std::int32_t* rowidx) {
+  if (n_rows > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()) ||
+      n_cols > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
+    throw std::invalid_argument("sets: at most 2**31 - 1 rows and columns are supported");
+  const std::int64_t nnz = n_cols ? colptr[n_cols] : 0;
+  if (n_cols && colptr[0] != 0) throw std::invalid_argument("sets: column pointers must start at 0");
+  for (std::size_t j = 0; j < n_cols; ++j)
+    if (colptr[j + 1] < colptr[j]) throw std::invalid_argument("sets: column pointers must be non-decreasing");
+  CsrArrays out;
+  // row counts, then scatter column indices in column order: each row's
+  // columns come out ascending, duplicates adjacent
+  std::vector<std::int64_t> cur(n_rows + 1, 0);
+  const auto nr = static_cast<std::uint32_t>(n_rows);
+  for (std::int64_t p = 0; p < nnz; ++p) {
+    const std::int32_t r = rowidx[p];
+    if (static_cast<std::uint32_t>(r) >= nr)
+      throw std::invalid_argument("sets: row index " + std::to_string(r) + " is outside [0, " +
+                                  std::to_string(n_rows) + ")");
+    ++cur[static_cast<std::size_t>(r) + 1];
+  }
+  for (std::size_t i = 0; i < n_rows; ++i) cur[i + 1] += cur[i];
+  std::vector<std::int64_t> start(cur.begin(), cur.end());
+  std::vector<std::int32_t> idx(static_cast<std::size_t>(nnz));
+  for (std::size_t j = 0; j < n_cols; ++j) {
+    if ((j & 4095) == 0) check_interrupt();
+    for (std::int64_t p = colptr[j]; p < colptr[j + 1]; ++p)
+      idx[static_cast<std::size_t>(cur[static_cast<std::size_t>(rowidx[p])]++)] = static_cast<std::int32_t>(j);
+  }
+  // merge duplicates (adjacent) in place
+  out.indptr.assign(n_rows + 1, 0);
+  std::int64_t k = 0;
+  for (std::size_t i = 0; i < n_rows; ++i) {
+    std::int32_t prev = -1;
+    for (std::int64_t p = start[i]; p < start[i + 1]; ++p) {
+      const std::int32_t c = idx[static_cast<std::size_t>(p)];
+      if (c != prev) idx[static_cast<std::size_t>(k++)] = c;
+      prev = c;
+    }
+    out.indptr[i + 1] = k;
+  }
+  idx.resize(static_cast<std::size_t>(k));
+  out.indices = std::move(idx);
+  return out;
+}
+
+CsrArrays csr_from_coo(std::size_t n_rows, std::size_t n_cols, std::size_t nnz, const std::int32_t* row,
+                       const std::int32_t* col) {
+  if (n_cols > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
+    throw std::invalid_argument("sets: at most 2**31 - 1 columns are supported");
+  // counting sort by column (stable), then csr_from_colmajor
+  std::vector<std::int64_t> colptr(n_cols + 1, 0);
+  const auto nc = static_cast<std::uint32_t>(n_cols);
+  for (std::size_t p = 0; p < nnz; ++p) {
+    const std::int32_t c = col[p];
+    if (static_cast<std::uint32_t>(c) >= nc)
+      throw std::invalid_argument("sets: column index " + std::to_string(c) + " is outside [0, " +
+                                  std::to_string(n_cols) + ")");
+    ++colptr[static_cast<std::size_t>(c) + 1];
+  }
+  for (std::size_t j = 0; j < n_cols; ++j) colptr[j + 1] += colptr[j];
+  std::vector<std::int64_t> cur(colptr.begin(), colptr.end() - 1);
+  std::vector<std::int32_t> rowidx(nnz);
+  for (std::size_t p = 0; p < nnz; ++p) {
+    if ((p & 0xFFFFF) == 0) check_interrupt();
+    rowidx[static_cast<std::size_t>(cur[static_cast<std::size_t>(col[p])]++)] = row[p];
+  }
+  return csr_from_colmajor(n_rows, n_cols, colptr.data(), rowidx.data());
+}
+
 }  // namespace cover
 }  // namespace interp_engine

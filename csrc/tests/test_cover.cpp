@@ -211,7 +211,24 @@ static void test_bad_csr() {
   CHECK(r.indices.empty() && r.covered == 0);
 }
 
+static void test_sparse_to_csr() {
+  // 3 x 4 matrix, COO with duplicates, any order
+  std::vector<std::int32_t> row{2, 0, 0, 2, 1, 0}, col{1, 3, 0, 1, 2, 3};
+  auto r = cover::csr_from_coo(3, 4, row.size(), row.data(), col.data());
+  CHECK((r.indptr == std::vector<std::int64_t>{0, 2, 3, 4}));
+  CHECK((r.indices == std::vector<std::int32_t>{0, 3, 2, 1}));
+  std::vector<std::int32_t> bad{5};
+  bool threw = false;
+  try {
+    cover::csr_from_coo(3, 4, 1, bad.data(), col.data());
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  CHECK(threw);
+}
+
 int main() {
+  test_sparse_to_csr();
   test_bitset();
   test_greedy_random();
   test_ratio_small();

@@ -158,21 +158,7 @@ def _family(x: Any, name: str) -> Tuple[tuple, int, int]:
         x = PackedBits(x.words, x.n_bits)  # re-check (words may have been reassigned); no copy
         return (x.words, x.n_bits), len(x), x.n_bits
     if _is_scipy_sparse(x):
-        if x.ndim != 2:
-            raise ValueError(f"{name} must be 2-dimensional (candidates x elements); got shape {x.shape}")
-        m = x.tocsr()
-        if not m.has_canonical_format:
-            m = m.copy()
-            m.sum_duplicates()
-        if np.count_nonzero(m.data) != m.data.size:
-            m = m.copy()
-            m.eliminate_zeros()
-        n_cand, n_el = (int(s) for s in m.shape)
-        if n_el > np.iinfo(np.int32).max:
-            raise ValueError(f"{name}: at most 2**31 - 1 elements are supported; got {n_el}")
-        indptr = np.asarray(m.indptr, dtype=np.int64)
-        indices = np.asarray(m.indices, dtype=np.int32)
-        return (indptr, indices, n_el), n_cand, n_el
+        return _sparse_family(x, name)
     if isinstance(x, (np.ndarray,)) or type(x).__module__.startswith("torch"):
         arr = x
     elif isinstance(x, (list, tuple)):
@@ -190,6 +176,41 @@ def _family(x: Any, name: str) -> Tuple[tuple, int, int]:
         raise ValueError(f"{name} must be 2-dimensional (candidates x elements); got shape {tuple(dense.shape)}")
     words = _core.pack_bits(dense.view(np.uint8))
     return (words, dense.shape[1]), dense.shape[0], dense.shape[1]
+
+
+def _sparse_family(x: Any, name: str) -> Tuple[tuple, int, int]:
+    """scipy.sparse -> canonical CSR arrays. Canonical CSR is used in place;
+    COO, CSC and non-canonical CSR are converted by the core (a counting sort,
+    much faster than scipy's tocsr + sum_duplicates); other formats go
+    through scipy's tocoo first. A stored entry with a non-zero value makes its
+    position a member; duplicates of a position count once."""
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-dimensional (candidates x elements); got shape {x.shape}")
+    n_cand, n_el = (int(s) for s in x.shape)
+    limit = np.iinfo(np.int32).max
+    if n_el > limit or n_cand > limit:
+        raise ValueError(f"{name}: at most 2**31 - 1 candidates and elements are supported; got shape {x.shape}")
+    fmt = x.format
+    if fmt not in ("csr", "csc", "coo"):
+        x, fmt = x.tocoo(), "coo"
+    if np.count_nonzero(x.data) != x.data.size:
+        x = x.copy()
+        x.eliminate_zeros()
+    if fmt == "csr" and x.has_canonical_format:
+        indptr = np.asarray(x.indptr, dtype=np.int64)
+        indices = np.asarray(x.indices, dtype=np.int32)
+    elif fmt == "csc":
+        indptr, indices = _core._sparse_to_csr("csc", n_cand, n_el, np.asarray(x.indptr, dtype=np.int64),
+                                               np.asarray(x.indices, dtype=np.int32))
+    else:
+        if fmt == "coo":
+            row, col = x.row, x.col
+        else:  # non-canonical CSR (unsorted or duplicate indices)
+            row = np.repeat(np.arange(n_cand, dtype=np.int32), np.diff(x.indptr))
+            col = x.indices
+        indptr, indices = _core._sparse_to_csr("coo", n_cand, n_el, np.asarray(row, dtype=np.int32),
+                                               np.asarray(col, dtype=np.int32))
+    return (indptr, indices, n_el), n_cand, n_el
 
 
 def _weights(weights: Any, n_elements: int):

@@ -92,5 +92,19 @@ RatioResult ratio_greedy_cover(const SetFamily& cost, const SetFamily& gain, dou
                                double eps_cost, double eps_gain, bool tighten,
                                int num_threads = 0);
 
+// Canonical CSR (rows' column indices strictly increasing, duplicates merged)
+// of the positions of a sparse matrix given column-major: column j holds rows
+// rowidx[colptr[j] : colptr[j + 1]] (any order, duplicates allowed).
+// Throws invalid_argument on an index out of range.
+struct CsrArrays {
+  std::vector<std::int64_t> indptr;
+  std::vector<std::int32_t> indices;
+};
+CsrArrays csr_from_colmajor(std::size_t n_rows, std::size_t n_cols, const std::int64_t* colptr,
+                            const std::int32_t* rowidx);
+// Same from coordinates (row[k], col[k]), k < nnz (any order, duplicates allowed).
+CsrArrays csr_from_coo(std::size_t n_rows, std::size_t n_cols, std::size_t nnz, const std::int32_t* row,
+                       const std::int32_t* col);
+
 }  // namespace cover
 }  // namespace interp_engine
