@@ -15,9 +15,11 @@
 //  * Covered elements are one packed bitset (bitset.hpp); elements of weight
 //    zero start "covered" (they can never add gain).
 //  * ratio_greedy_cover is not lazy (the ratio of two decreasing quantities
-//    has no monotone bound): every step recomputes, exactly, the new cost and
-//    new gain of every candidate that still adds gain (in parallel; rows are
-//    compacted the same way), and scans for the minimum ratio.
+//    has no monotone bound): after every choice the exact new cost and new
+//    gain of every candidate that still adds gain are brought up to date (in
+//    parallel; packed rows read only the words the choice changed, CSR rows
+//    are re-read compacted), and a scan finds the minimum ratio.
+//  * csr_from_coo / csr_from_colmajor: counting sorts giving canonical CSR.
 #include "interp_engine/cover.hpp"
 
 #include <algorithm>
@@ -32,9 +34,10 @@
 #include <cstdlib>
 
 #ifdef INTERP_ENGINE_COVER_TIMING
-#include <chrono>
-#include <cstdio>
+#include <time.h>
 
+#include <cstdio>
+// per-phase thread CPU time (ms) of the transpose greedy, printed to stderr
 #define COVER_T(name) timespec name##_ts; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &name##_ts); const double name = name##_ts.tv_sec * 1e3 + name##_ts.tv_nsec * 1e-6
 #else
 #define COVER_T(name)
