@@ -528,3 +528,17 @@ def test_sparse_conversions_match_dense(fmt):
         r2 = ratio_greedy_cover(mat, mat, target=3)
         ref2 = naive_ratio_greedy_cover(dense, dense, 3)
         np.testing.assert_array_equal(r2.indices, ref2[0])
+
+
+@pytest.mark.parametrize("fmt", ["packed", "dense", "torch"])
+def test_greedy_sparse_packed_rows_take_transpose_path(fmt):
+    # packed/dense rows of density < 1/16 are listed as CSR and take the exact
+    # transpose path: same choices as the naive greedy, ties included
+    rng = np.random.default_rng(15)
+    for _ in range(30):
+        n, m = int(rng.integers(1, 30)), int(rng.integers(64, 400))
+        dense = rng.random((n, m)) < rng.uniform(0.005, 0.05)
+        check_greedy(dense, fmt=fmt)
+        w = rng.integers(0, 3, size=m)
+        check_greedy(dense, weights=w, budget=int(rng.integers(0, 6)), fmt=fmt)
+        check_greedy(dense, weights=rng.uniform(0.5, 2.0, size=m), fmt=fmt, exact=False)

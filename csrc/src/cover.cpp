@@ -1,7 +1,9 @@
 // Greedy cover kernels (see cover.hpp for the semantics).
 //
 // Implementation notes.
-//  * greedy_cover over CSR with unit/integer weights: run_transpose (below).
+//  * greedy_cover over CSR with unit/integer weights: run_transpose (below);
+//    packed rows with unit/integer weights and density < 1/16 are listed as
+//    CSR first and take the same path.
 //  * greedy_cover otherwise is lazy greedy (CELF): a max-heap of (gain bound, index)
 //    ordered by gain descending then index ascending.  The top entry is taken
 //    when its bound was computed at the current step (it is then exact and
@@ -573,6 +575,30 @@ GreedyResult greedy_with(const SetFamily& sets, W w, std::int64_t budget, double
     } else {
       CsrState<W> st(sets, w);
       return run_celf(st, budget, target, nt);
+    }
+  }
+  if constexpr (!std::is_same_v<W, RealW>) {
+    // Sparse packed rows (density < 1/16): lazy greedy would re-read whole
+    // rows of words; list the set bits as CSR and take the exact transpose
+    // path instead (same choices: both are exact).
+    const std::size_t n = sets.n_candidates, wpr = bits::words_for(sets.n_elements);
+    std::vector<std::int64_t> indptr(n + 1, 0);
+    for (std::size_t c = 0; c < n; ++c) indptr[c + 1] = indptr[c] + bits::count(sets.bits.row(c), wpr);
+    if (n > 0 && static_cast<double>(indptr[n]) * 16.0 < static_cast<double>(n) * static_cast<double>(sets.n_elements) &&
+        sets.n_elements <= static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {
+      std::vector<std::int32_t> indices(static_cast<std::size_t>(indptr[n]));
+      parallel_for(
+          n, 64,
+          [&](std::size_t b, std::size_t e, int) {
+            for (std::size_t c = b; c < e; ++c) {
+              std::int32_t* out = indices.data() + indptr[c];
+              bits::for_each_bit(sets.bits.row(c), wpr,
+                                 [&](std::size_t j) { *out++ = static_cast<std::int32_t>(j); });
+            }
+          },
+          pass_threads(n, static_cast<double>(wpr), nt));
+      const SetFamily csr = SetFamily::csr(n, sets.n_elements, indptr.data(), indices.data());
+      return greedy_with(csr, w, budget, target, nt);
     }
   }
   BitsState<W> st(sets, w);

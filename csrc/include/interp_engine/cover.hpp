@@ -7,9 +7,10 @@
 // duplicate column inside a row) or as packed bitset rows (bitset.hpp).
 //
 // Semantics (the Python layer documents the same):
-//  * greedy_cover: algorithm by case: CSR with unit or integer weights ->
-//    exact incremental gains over the element -> candidates transpose;
-//    real weights or packed rows -> lazy greedy (CELF).  Both: repeatedly take the candidate with the largest weighted
+//  * greedy_cover: algorithm by case: CSR (or packed rows of density < 1/16)
+//    with unit or integer weights -> exact incremental gains over the
+//    element -> candidates transpose; real weights or denser packed rows ->
+//    lazy greedy (CELF).  Both: repeatedly take the candidate with the largest weighted
 //    marginal gain, ties to the lowest index; stop when `budget` candidates
 //    are taken, when the covered weight reaches `target`, or when no
 //    candidate has a positive gain.  Gains are exact int64 for unit or
