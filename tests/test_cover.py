@@ -542,3 +542,10 @@ def test_greedy_sparse_packed_rows_take_transpose_path(fmt):
         w = rng.integers(0, 3, size=m)
         check_greedy(dense, weights=w, budget=int(rng.integers(0, 6)), fmt=fmt)
         check_greedy(dense, weights=rng.uniform(0.5, 2.0, size=m), fmt=fmt, exact=False)
+
+
+def test_bad_nested_lists():
+    with pytest.raises(TypeError, match=r"sets must be a scipy.sparse matrix.*list \(ragged\)"):
+        greedy_cover([[True], [True, False]])
+    # a nested list of bools is accepted
+    assert greedy_cover([[True, False], [True, True]]).indices.tolist() == [1]

@@ -169,9 +169,14 @@ def _family(x: Any, name: str) -> Tuple[tuple, int, int]:
     try:
         dense = bool_array(arr, name)
     except TypeError:
+        got = describe(x)
+        if isinstance(x, (list, tuple)):
+            try:
+                got += f" of dtype {np.asarray(x).dtype}"
+            except Exception:  # ragged nested lists
+                got += " (ragged)"
         raise TypeError(f"{name} must be a scipy.sparse matrix, a 2-d boolean numpy array or torch "
-                        f"tensor, or PackedBits; got {describe(x)}"
-                        + (f" of dtype {np.asarray(x).dtype}" if isinstance(x, (list, tuple)) else "")) from None
+                        f"tensor, or PackedBits; got {got}") from None
     if dense.ndim != 2:
         raise ValueError(f"{name} must be 2-dimensional (candidates x elements); got shape {tuple(dense.shape)}")
     words = _core.pack_bits(dense.view(np.uint8))
