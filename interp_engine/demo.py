@@ -146,11 +146,14 @@ def run_demo(num_images: int = 400, *, seed: int = 0, quantile: float = 0.005,
           f"{'yes' if detector[u] else '-'}\n")
     truth_units = [u for u in range(k) if d.truth[u] in COLOURS]
     recovered = sum(1 for u in truth_units if detector[u] and labels[u] == d.truth[u])
+    concept_units = [u for u in range(k) if d.truth[u] != "-"]
+    correct = sum(1 for u in concept_units if labels[u] == d.truth[u])
     false_det = sum(1 for u in range(k) if d.truth[u] == "-" and detector[u])
     unique = sorted({labels[u] for u in range(k) if detector[u]})
     w(f"\n  detectors (IoU >= {iou_threshold}): {int(detector.sum())} of {k} units, "
       f"{len(unique)} unique concepts: {', '.join(unique)}\n")
-    w(f"  colour units labelled with their true colour: {recovered} of {len(truth_units)}; "
+    w(f"  best label equals the unit's true concept: {correct} of {len(concept_units)} concept units; "
+      f"colour detectors with the right colour: {recovered} of {len(truth_units)}; "
       f"noise units labelled as detectors: {false_det}\n")
     w("  scene units respond to a whole image, so their top-0.5% region is a sliver of the scene's\n"
       "  whole-image mask: their IoU stays below the detector bar, as in Network Dissection.\n")
@@ -158,5 +161,5 @@ def run_demo(num_images: int = 400, *, seed: int = 0, quantile: float = 0.005,
       f"{int(cover.covered)} detected concepts\n")
     w(f"  time: data {t_data:.2f} s, thresholds {t_thr:.3f} s, IoU {t_iou:.3f} s, cover {t_cover * 1e3:.2f} ms\n")
     return {"labels": labels, "iou": best_iou, "truth": d.truth, "thresholds": thresholds,
-            "detector": detector, "recovered": recovered, "colour_units": len(truth_units),
+            "detector": detector, "recovered": recovered, "correct": correct, "colour_units": len(truth_units),
             "false_detectors": false_det, "cover": cover.indices.tolist()}
