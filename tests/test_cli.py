@@ -1,5 +1,6 @@
 """The command line and the demo (the README's main job)."""
 import io
+import shutil
 import subprocess
 import sys
 
@@ -45,6 +46,10 @@ def test_cli_rejects_bad_arguments(argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
-def test_console_script_entry_point():
-    res = subprocess.run([sys.executable, "-m", "interp_engine.cli", "info"], capture_output=True, text=True)
+def test_console_script_entry_point(tmp_path):
+    # run outside the checkout so the installed package is the one imported
+    exe = shutil.which("interp-engine")
+    cmd = [exe, "info"] if exe else [sys.executable, "-m", "interp_engine.cli", "info"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+    assert "threads:" in res.stdout
