@@ -608,89 +608,111 @@ void KllSketch::merge(const KllSketch& other) {
 }
 
 namespace {
-// Sorted (value, cumulative weight) view of all levels: each level is sorted
-// on a copy (radix sort for level 0, run merge above), then the levels are
-// merged pairwise.
+// Sorted copy of every level in thread-local buffers (level 0 radix-sorted,
+// the run levels merged); valid until the next call on this thread.
 template <typename T>
-void sorted_view(const KllLevels<T>& L, std::vector<double>& vals, std::vector<std::uint64_t>& cum) {
-  std::vector<T> v;
-  std::vector<std::uint64_t> w;
-  std::vector<T> v2;
-  std::vector<std::uint64_t> w2;
+const std::vector<std::vector<T>>& sorted_levels(const KllLevels<T>& L) {
+  thread_local std::vector<std::vector<T>> out;
+  thread_local std::vector<std::uint32_t> bounds;
+  out.resize(L.levels.size());
   for (std::size_t h = 0; h < L.levels.size(); ++h) {
-    std::vector<T> lv = L.levels[h];
-    if (lv.empty()) continue;
+    const auto& src = L.levels[h];
+    auto& dst = out[h];
+    dst.resize(src.size());
+    if (src.empty()) continue;
     if (h == 0) {
-      radix_sort(lv);
+      const auto* keys = radix_sort_keys(src.data(), src.size());
+      for (std::size_t i = 0; i < src.size(); ++i) dst[i] = ofrom(keys[i], T{});
     } else {
-      std::vector<std::uint32_t> b = L.bounds[h];
-      merge_runs(lv, b);
+      std::copy(src.begin(), src.end(), dst.begin());
+      bounds = L.bounds[h];
+      merge_runs(dst, bounds);
     }
-    const std::uint64_t wt = std::uint64_t{1} << h;
-    v2.resize(v.size() + lv.size());
-    w2.resize(v2.size());
-    std::size_t i = 0, j = 0, o = 0;
-    while (i < v.size() && j < lv.size()) {
-      const bool t = lv[j] < v[i];
-      v2[o] = t ? lv[j] : v[i];
-      w2[o] = t ? wt : w[i];
-      ++o;
-      i += !t;
-      j += t;
+  }
+  return out;
+}
+
+// Weight of the retained items <= v (i.e. the estimated inclusive rank).
+template <typename T>
+std::uint64_t weight_le(const std::vector<std::vector<T>>& S, double v) {
+  std::uint64_t w = 0;
+  for (std::size_t h = 0; h < S.size(); ++h) {
+    const auto& l = S[h];
+    const std::size_t c = static_cast<std::size_t>(
+        std::upper_bound(l.begin(), l.end(), v, [](double a, T x) { return a < static_cast<double>(x); }) - l.begin());
+    w += static_cast<std::uint64_t>(c) << h;
+  }
+  return w;
+}
+
+// Smallest retained value whose weight_le is >= target (the same answer as a
+// lower_bound on the cumulative weights of the merged view: ties do not
+// matter); false when none reaches it.  Per level, a binary search over its
+// sorted items (weight_le is monotone along a sorted level).
+template <typename T>
+bool smallest_reaching(const std::vector<std::vector<T>>& S, double target, double& out) {
+  bool found = false;
+  double best = 0;
+  for (const auto& l : S) {
+    std::size_t lo = 0, hi = l.size();  // first index reaching target in [lo, hi]
+    while (lo < hi) {
+      const std::size_t mid = lo + (hi - lo) / 2;
+      if (static_cast<double>(weight_le(S, static_cast<double>(l[mid]))) < target) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
     }
-    for (; i < v.size(); ++i, ++o) v2[o] = v[i], w2[o] = w[i];
-    for (; j < lv.size(); ++j, ++o) v2[o] = lv[j], w2[o] = wt;
-    v.swap(v2);
-    w.swap(w2);
+    if (lo < l.size()) {
+      const double c = static_cast<double>(l[lo]);
+      if (!found || c < best) best = c;
+      found = true;
+    }
   }
-  vals.resize(v.size());
-  cum.resize(v.size());
-  std::uint64_t acc = 0;
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    acc += w[i];
-    cum[i] = acc;
-    vals[i] = static_cast<double>(v[i]);
+  out = best;
+  return found;
+}
+
+template <typename T>
+void quantiles_of(const KllLevels<T>& L, std::uint64_t n, double mn, double mx, const double* ps, std::size_t m,
+                  double* out) {
+  const auto& S = sorted_levels(L);
+  for (std::size_t t = 0; t < m; ++t) {
+    const double p = ps[t];
+    if (!(p > 0.0)) {
+      out[t] = mn;
+    } else if (p >= 1.0) {
+      out[t] = mx;
+    } else {
+      double v;
+      out[t] = smallest_reaching(S, p * static_cast<double>(n), v) ? v : mx;
+    }
   }
+}
+
+template <typename T>
+void ranks_of(const KllLevels<T>& L, std::uint64_t n, const double* values, std::size_t m, double* out) {
+  const auto& S = sorted_levels(L);
+  for (std::size_t t = 0; t < m; ++t)
+    out[t] = static_cast<double>(weight_le(S, values[t])) / static_cast<double>(n);
 }
 }  // namespace
 
 void KllSketch::quantiles(const double* ps, std::size_t m, double* out) const {
   if (n_ == 0) throw std::invalid_argument("quantile of an empty sketch");
-  std::vector<double> vals;
-  std::vector<std::uint64_t> cum;
   if (wide_) {
-    sorted_view(d_, vals, cum);
+    quantiles_of(d_, n_, min_, max_, ps, m, out);
   } else {
-    sorted_view(f_, vals, cum);
-  }
-  for (std::size_t t = 0; t < m; ++t) {
-    const double p = ps[t];
-    if (!(p > 0.0)) {
-      out[t] = min_;
-    } else if (p >= 1.0) {
-      out[t] = max_;
-    } else {
-      const double target = p * static_cast<double>(n_);
-      auto it = std::lower_bound(cum.begin(), cum.end(), target,
-                                 [](std::uint64_t c, double v) { return static_cast<double>(c) < v; });
-      out[t] = it == cum.end() ? max_ : vals[static_cast<std::size_t>(it - cum.begin())];
-    }
+    quantiles_of(f_, n_, min_, max_, ps, m, out);
   }
 }
 
 void KllSketch::ranks(const double* values, std::size_t m, double* out) const {
   if (n_ == 0) throw std::invalid_argument("rank of an empty sketch");
-  std::vector<double> vals;
-  std::vector<std::uint64_t> cum;
   if (wide_) {
-    sorted_view(d_, vals, cum);
+    ranks_of(d_, n_, values, m, out);
   } else {
-    sorted_view(f_, vals, cum);
-  }
-  for (std::size_t t = 0; t < m; ++t) {
-    const std::size_t idx = static_cast<std::size_t>(std::upper_bound(vals.begin(), vals.end(), values[t]) - vals.begin());
-    const std::uint64_t r = idx == 0 ? 0 : cum[idx - 1];
-    out[t] = static_cast<double>(r) / static_cast<double>(n_);
+    ranks_of(f_, n_, values, m, out);
   }
 }
 
