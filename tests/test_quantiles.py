@@ -492,3 +492,39 @@ def test_memory_bounded_independent_of_count():
     d = ChannelQuantiles(1)
     feed(d, stream, 4)
     assert int(d.memory_bytes[0]) <= d.memory_bound_bytes
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_signed_zero_heavy_stream(dtype):
+    """The sort takes +0.0 out and puts it back as one block: a stream mixing
+    +0.0, -0.0, negatives and positives (small k: many level-0 compactions,
+    some all-zero) keeps the bound, the zero block answers 0, queries and
+    ranks match the exact values, and any thread count gives the same sketch."""
+    rng = np.random.default_rng(5)
+    n, k = 120_000, 200
+    u = rng.random((3, n))
+    x = rng.standard_normal((3, n))
+    x = np.where(u < 0.45, 0.0, np.where(u < 0.55, -0.0, x))
+    x[1, : n // 3] = 0.0           # long all-zero stretch
+    x[2] = np.abs(x[2])            # no negatives at all (zeros sort first)
+    x = x.astype(dtype)
+    qs = np.linspace(0.0, 1.0, 401)
+    outs = []
+    for threads in (1, 2):
+        cq = ChannelQuantiles(3, k=k, seed=3, num_threads=threads)
+        for part in np.array_split(np.arange(n), 13):
+            cq.update(x[:, part].T.copy()[:, :, None])
+        assert (cq.count == n).all()
+        est = cq.quantile(qs)
+        for c in range(3):
+            assert rank_error(x[c].astype(np.float64), qs, est[c]).max() <= cq.rank_error_bound
+            r = cq.rank(np.array([-1e-30, 0.0, 1e-30])[None, :].repeat(3, 0))[c]
+            true = exact_rank(x[c].astype(np.float64), np.array([-1e-30, 0.0, 1e-30]))
+            assert np.abs(r - true).max() <= cq.rank_error_bound
+        mid = cq.quantile(0.5)
+        assert mid[0] == 0.0 and mid[1] == 0.0
+        outs.append((est, cq.state_dict()))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    for key, val in outs[0][1].items():
+        np.testing.assert_array_equal(np.asarray(val, dtype=object) if isinstance(val, list) else val,
+                                      np.asarray(outs[1][1][key], dtype=object) if isinstance(val, list) else outs[1][1][key])

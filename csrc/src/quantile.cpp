@@ -156,29 +156,47 @@ const KeyOf<T>* radix_sort_keys(const T* v, std::size_t n) {
     std::sort(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(n));
     return a.data();
   }
-  hist_store.assign(static_cast<std::size_t>(kDigits) * kBuckets, 0);
-  std::uint32_t* hist = hist_store.data();
+  // +0.0 (most of a ReLU activation stream) is taken out before sorting and
+  // put back as one block: the keys are a bijection of the bits, so the
+  // sorted key array is the same, and repeated keys would otherwise chain
+  // every histogram/scatter increment on one counter.
+  const K zero = okey(T{0});
+  std::size_t m = 0, below = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const K k = okey(v[i]);
-    a[i] = k;
-    for (int d = 0; d < kDigits; ++d) ++hist[d * kBuckets + static_cast<int>((k >> (kBits * d)) & (kBuckets - 1))];
+    a[m] = k;
+    m += k != zero;
+    below += k < zero;
   }
+  const std::size_t zeros = n - m;
   K* src = a.data();
   K* dst = b.data();
-  for (int d = 0; d < kDigits; ++d) {
-    std::uint32_t* h = hist + d * kBuckets;
-    if (h[(src[0] >> (kBits * d)) & (kBuckets - 1)] == n) continue;  // constant digit
-    std::uint32_t sum = 0;
-    for (int j = 0; j < kBuckets; ++j) {
-      const std::uint32_t c = h[j];
-      h[j] = sum;
-      sum += c;
-    }
-    for (std::size_t i = 0; i < n; ++i) {
+  if (m > 0) {
+    hist_store.assign(static_cast<std::size_t>(kDigits) * kBuckets, 0);
+    std::uint32_t* hist = hist_store.data();
+    for (std::size_t i = 0; i < m; ++i) {
       const K k = src[i];
-      dst[h[(k >> (kBits * d)) & (kBuckets - 1)]++] = k;
+      for (int d = 0; d < kDigits; ++d) ++hist[d * kBuckets + static_cast<int>((k >> (kBits * d)) & (kBuckets - 1))];
     }
-    std::swap(src, dst);
+    for (int d = 0; d < kDigits; ++d) {
+      std::uint32_t* h = hist + d * kBuckets;
+      if (h[(src[0] >> (kBits * d)) & (kBuckets - 1)] == m) continue;  // constant digit
+      std::uint32_t sum = 0;
+      for (int j = 0; j < kBuckets; ++j) {
+        const std::uint32_t c = h[j];
+        h[j] = sum;
+        sum += c;
+      }
+      for (std::size_t i = 0; i < m; ++i) {
+        const K k = src[i];
+        dst[h[(k >> (kBits * d)) & (kBuckets - 1)]++] = k;
+      }
+      std::swap(src, dst);
+    }
+  }
+  if (zeros > 0) {
+    std::memmove(src + below + zeros, src + below, (m - below) * sizeof(K));
+    std::fill(src + below, src + below + zeros, zero);
   }
   return src;
 }
