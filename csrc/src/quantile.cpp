@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <type_traits>
 #include <utility>
 
 #include "interp_engine/parallel.hpp"
@@ -220,8 +221,19 @@ void gather_typed(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uin
   const unsigned char* base = b.data + c * b.stride_c;
   const std::size_t esz = kind_size(b.kind);
   const bool contiguous = b.stride_b == static_cast<std::int64_t>(esz);
+  // long contiguous rows already of the output type go straight to fn (no
+  // copy; the sketch does not depend on how the stream is chunked)
+  constexpr bool same_type = std::is_same<typename Kernel::type, OutT>::value;
+  const bool direct = same_type && contiguous && !skip_nan && b.size_b >= 1024;
   for (std::int64_t a = 0; a < b.size_a; ++a) {
     const unsigned char* row = base + a * b.stride_a;
+    if (direct) {
+      if (fill > 0) fn(static_cast<const OutT*>(buf), fill);
+      fill = 0;
+      fn(reinterpret_cast<const OutT*>(row), static_cast<std::size_t>(b.size_b));
+      check_interrupt();
+      continue;
+    }
     std::int64_t j = 0;
     while (j < b.size_b) {
       const std::int64_t take = std::min<std::int64_t>(b.size_b - j, static_cast<std::int64_t>(kBlock - fill));
@@ -556,8 +568,27 @@ void KllSketch::compress_once(KllLevels<T>& L) {
 
 template <typename T>
 void KllSketch::update_impl(KllLevels<T>& L, const T* values, std::size_t count) {
+  // min / max in 16 independent lanes (vectorizes; no NaN here, so only the
+  // sign of a zero extreme can depend on the order: it does not matter,
+  // -0.0 == +0.0, and it is the same for any thread count)
+  constexpr std::size_t kLanes = 16;
   T mn = values[0], mx = values[0];
-  for (std::size_t i = 1; i < count; ++i) {
+  std::size_t i0 = 0;
+  if (count >= kLanes) {
+    T lmn[kLanes], lmx[kLanes];
+    for (std::size_t l = 0; l < kLanes; ++l) lmn[l] = lmx[l] = values[l];
+    for (i0 = kLanes; i0 + kLanes <= count; i0 += kLanes)
+      for (std::size_t l = 0; l < kLanes; ++l) {
+        const T v = values[i0 + l];
+        lmn[l] = v < lmn[l] ? v : lmn[l];
+        lmx[l] = v > lmx[l] ? v : lmx[l];
+      }
+    for (std::size_t l = 0; l < kLanes; ++l) {
+      mn = lmn[l] < mn ? lmn[l] : mn;
+      mx = lmx[l] > mx ? lmx[l] : mx;
+    }
+  }
+  for (std::size_t i = i0; i < count; ++i) {
     mn = values[i] < mn ? values[i] : mn;
     mx = values[i] > mx ? values[i] : mx;
   }
@@ -840,22 +871,24 @@ KllSketch KllSketch::from_parts(int k, std::uint64_t rng_state, std::uint64_t n,
 // ------------------------------------------------------------ ChannelSketch
 
 namespace {
-// NaN test on raw bits (vectorizes): exponent all ones and mantissa non-zero.
+// NaN test on raw bits: exponent all ones and mantissa non-zero, i.e. the
+// magnitude bits above those of infinity (an unsigned max reduction over a
+// row vectorizes).
 struct NanF32 {
   using U = std::uint32_t;
-  static bool nan(U u) { return (u & 0x7FFFFFFFu) > 0x7F800000u; }
+  static constexpr U kAbs = 0x7FFFFFFFu, kInf = 0x7F800000u;
 };
 struct NanF64 {
   using U = std::uint64_t;
-  static bool nan(U u) { return (u & 0x7FFFFFFFFFFFFFFFULL) > 0x7FF0000000000000ULL; }
+  static constexpr U kAbs = 0x7FFFFFFFFFFFFFFFULL, kInf = 0x7FF0000000000000ULL;
 };
 struct NanF16 {
   using U = std::uint16_t;
-  static bool nan(U u) { return (u & 0x7FFFu) > 0x7C00u; }
+  static constexpr U kAbs = 0x7FFFu, kInf = 0x7C00u;
 };
 struct NanBF16 {
   using U = std::uint16_t;
-  static bool nan(U u) { return (u & 0x7FFFu) > 0x7F80u; }
+  static constexpr U kAbs = 0x7FFFu, kInf = 0x7F80u;
 };
 
 template <typename K>
@@ -864,18 +897,22 @@ bool channel_has_nan(const StridedBatch& b, std::int64_t c) {
   const unsigned char* base = b.data + c * b.stride_c;
   for (std::int64_t a = 0; a < b.size_a; ++a) {
     const unsigned char* row = base + a * b.stride_a;
-    bool bad = false;
+    U mx = 0;
     if (b.stride_b == static_cast<std::int64_t>(sizeof(U))) {
       const U* p = reinterpret_cast<const U*>(row);
-      for (std::int64_t j = 0; j < b.size_b; ++j) bad |= K::nan(p[j]);
+      for (std::int64_t j = 0; j < b.size_b; ++j) {
+        const U u = static_cast<U>(p[j] & K::kAbs);
+        mx = u > mx ? u : mx;
+      }
     } else {
       for (std::int64_t j = 0; j < b.size_b; ++j) {
         U u;
         std::memcpy(&u, row + j * b.stride_b, sizeof(U));
-        bad |= K::nan(u);
+        u = static_cast<U>(u & K::kAbs);
+        mx = u > mx ? u : mx;
       }
     }
-    if (bad) return true;
+    if (mx > K::kInf) return true;
   }
   return false;
 }
