@@ -528,3 +528,45 @@ def test_signed_zero_heavy_stream(dtype):
     for key, val in outs[0][1].items():
         np.testing.assert_array_equal(np.asarray(val, dtype=object) if isinstance(val, list) else val,
                                       np.asarray(outs[1][1][key], dtype=object) if isinstance(val, list) else outs[1][1][key])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, "bfloat16"])
+def test_nan_found_in_every_layout(dtype):
+    """The NaN check reads dense batches as one block of memory (any axis
+    order or stride sign) and others channel by channel: a single NaN
+    anywhere raises and changes nothing, in every layout."""
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal((6, 5, 4, 3)).astype(np.float32)
+    if dtype == "bfloat16":
+        layouts = {
+            "contiguous": lambda a: a,
+            "channels_last": lambda a: a.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2),
+            "strided": lambda a: a[:, :, ::2],  # not dense
+            "one_sample": lambda a: a[2:3],
+        }
+    else:
+        layouts = {
+            "contiguous": lambda a: a,
+            "channels_last": lambda a: np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 1, -1)), -1, 1),
+            "reversed": lambda a: a[::-1, :, ::-1],
+            "strided": lambda a: a[:, :, ::2],  # not dense
+            "one_sample": lambda a: a[2:3],
+        }
+    for name, make in layouts.items():
+        for pos in ("first", "middle", "last"):
+            src = torch.from_numpy(base.copy()).to(torch.bfloat16) if dtype == "bfloat16" else base.astype(dtype)
+            x = make(src)
+            size = int(np.prod(tuple(x.shape)))
+            flat = {"first": 0, "middle": size // 2, "last": size - 1}[pos]
+            x[np.unravel_index(flat, tuple(x.shape))] = float("nan")
+            cq = ChannelQuantiles(5, k=64)
+            cq.update(np.ones((2, 5, 1), dtype=np.float32))
+            before = cq.state_dict()
+            with pytest.raises(ValueError, match="x contains NaN"):
+                cq.update(x)
+            after = cq.state_dict()
+            for key in before:
+                np.testing.assert_array_equal(before[key], after[key])
+            skip = ChannelQuantiles(5, k=64, nan="skip").update(x)
+            assert skip.nan_count.sum() == 1, (name, pos)
+            assert skip.count.sum() == size - 1, (name, pos)

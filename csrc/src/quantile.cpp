@@ -918,9 +918,84 @@ bool channel_has_nan(const StridedBatch& b, std::int64_t c) {
 }
 }  // namespace
 
+namespace {
+template <typename K>
+bool span_has_nan(const unsigned char* data, std::size_t n) {
+  using U = typename K::U;
+  const U* p = reinterpret_cast<const U*>(data);
+  U mx = 0;
+  for (std::size_t j = 0; j < n; ++j) {
+    const U u = static_cast<U>(p[j] & K::kAbs);
+    mx = u > mx ? u : mx;
+  }
+  return mx > K::kInf;
+}
+
+// When the batch's elements tile one dense block of memory (axes in any
+// order, strides of any sign), its lowest address and element count: the
+// NaN scan then reads memory in order instead of channel by channel (for a
+// (N, C, H, W) batch a channel is N short rows far apart).
+bool dense_block(const StridedBatch& b, const unsigned char*& lo, std::size_t& count) {
+  const std::int64_t esz = static_cast<std::int64_t>(kind_size(b.kind));
+  std::int64_t n[3] = {b.channels, b.size_a, b.size_b}, st[3] = {b.stride_c, b.stride_a, b.stride_b};
+  const unsigned char* p = b.data;
+  int m = 0;
+  std::int64_t dn[3], ds[3];
+  for (int i = 0; i < 3; ++i) {
+    if (n[i] == 1) continue;
+    std::int64_t s = st[i];
+    if (s < 0) {
+      p += (n[i] - 1) * s;
+      s = -s;
+    }
+    int j = m++;
+    while (j > 0 && ds[j - 1] > s) {  // insertion by stride
+      dn[j] = dn[j - 1];
+      ds[j] = ds[j - 1];
+      --j;
+    }
+    dn[j] = n[i];
+    ds[j] = s;
+  }
+  std::int64_t expect = esz, total = 1;
+  for (int i = 0; i < m; ++i) {
+    if (ds[i] != expect) return false;
+    expect *= dn[i];
+    total *= dn[i];
+  }
+  lo = p;
+  count = static_cast<std::size_t>(total);
+  return true;
+}
+}  // namespace
+
 bool batch_has_nan(const StridedBatch& b, int num_threads) {
   if (b.channels == 0 || b.size_a == 0 || b.size_b == 0) return false;
   std::atomic<bool> found{false};
+  const unsigned char* lo = nullptr;
+  std::size_t total = 0;
+  if (dense_block(b, lo, total)) {
+    constexpr std::size_t kChunk = 65536;
+    const std::size_t esz = kind_size(b.kind);
+    parallel_for(
+        (total + kChunk - 1) / kChunk, 4,
+        [&](std::size_t i0, std::size_t i1, int) {
+          for (std::size_t i = i0; i < i1 && !found.load(std::memory_order_relaxed); ++i) {
+            const unsigned char* p = lo + i * kChunk * esz;
+            const std::size_t n = std::min(kChunk, total - i * kChunk);
+            bool r = false;
+            switch (b.kind) {
+              case Kind::F16: r = span_has_nan<NanF16>(p, n); break;
+              case Kind::BF16: r = span_has_nan<NanBF16>(p, n); break;
+              case Kind::F32: r = span_has_nan<NanF32>(p, n); break;
+              case Kind::F64: r = span_has_nan<NanF64>(p, n); break;
+            }
+            if (r) found.store(true);
+          }
+        },
+        num_threads);
+    return found.load();
+  }
   const std::size_t per = static_cast<std::size_t>(b.size_a * b.size_b);
   parallel_for(
       static_cast<std::size_t>(b.channels), std::max<std::size_t>(1, 262144 / std::max<std::size_t>(per, 1)),
