@@ -570,3 +570,17 @@ def test_nan_found_in_every_layout(dtype):
             skip = ChannelQuantiles(5, k=64, nan="skip").update(x)
             assert skip.nan_count.sum() == 1, (name, pos)
             assert skip.count.sum() == size - 1, (name, pos)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_min_max_exact_any_length_and_position(dtype):
+    """min / max are reduced in vector lanes plus a scalar tail: exact for
+    every batch length and extreme position (inf included)."""
+    rng = np.random.default_rng(2)
+    for n in list(range(1, 40)) + [63, 64, 65, 1000, 5000]:
+        x = rng.standard_normal((n, 2)).astype(dtype)
+        x[rng.integers(n), 0] = -np.inf if n % 3 == 0 else -7.5
+        x[rng.integers(n), 1] = np.inf if n % 4 == 0 else 9.25
+        cq = ChannelQuantiles(2, k=64).update(x)
+        np.testing.assert_array_equal(cq.min, x.min(axis=0).astype(np.float64))
+        np.testing.assert_array_equal(cq.max, x.max(axis=0).astype(np.float64))

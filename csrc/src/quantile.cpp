@@ -9,6 +9,10 @@
 #include <type_traits>
 #include <utility>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "interp_engine/parallel.hpp"
 
 namespace interp_engine {
@@ -566,32 +570,66 @@ void KllSketch::compress_once(KllLevels<T>& L) {
   cur.resize(start);
 }
 
+namespace {
+// min / max of count >= 1 values (no NaN): mn = v < mn ? v : mn in 16
+// independent lanes (SSE2 minps/maxps have exactly these semantics), then
+// the lanes.  Only the sign of a zero extreme can depend on the order of the
+// comparisons (-0.0 == +0.0); it is the same for any thread count.
 template <typename T>
-void KllSketch::update_impl(KllLevels<T>& L, const T* values, std::size_t count) {
-  // min / max in 16 independent lanes (vectorizes; no NaN here, so only the
-  // sign of a zero extreme can depend on the order: it does not matter,
-  // -0.0 == +0.0, and it is the same for any thread count)
-  constexpr std::size_t kLanes = 16;
-  T mn = values[0], mx = values[0];
+void min_max(const T* values, std::size_t count, T& mn, T& mx) {
+  mn = values[0];
+  mx = values[0];
   std::size_t i0 = 0;
+#if defined(__SSE2__)
+  constexpr std::size_t kLanes = 16;
   if (count >= kLanes) {
+    constexpr bool f = std::is_same<T, float>::value;
+    constexpr std::size_t W = f ? 4 : 2, R = kLanes / W;
     T lmn[kLanes], lmx[kLanes];
-    for (std::size_t l = 0; l < kLanes; ++l) lmn[l] = lmx[l] = values[l];
-    for (i0 = kLanes; i0 + kLanes <= count; i0 += kLanes)
-      for (std::size_t l = 0; l < kLanes; ++l) {
-        const T v = values[i0 + l];
-        lmn[l] = v < lmn[l] ? v : lmn[l];
-        lmx[l] = v > lmx[l] ? v : lmx[l];
+    if constexpr (f) {
+      __m128 vmn[R], vmx[R];
+      for (std::size_t r = 0; r < R; ++r) vmn[r] = vmx[r] = _mm_loadu_ps(values + r * W);
+      for (i0 = kLanes; i0 + kLanes <= count; i0 += kLanes)
+        for (std::size_t r = 0; r < R; ++r) {
+          const __m128 v = _mm_loadu_ps(values + i0 + r * W);
+          vmn[r] = _mm_min_ps(v, vmn[r]);
+          vmx[r] = _mm_max_ps(v, vmx[r]);
+        }
+      for (std::size_t r = 0; r < R; ++r) {
+        _mm_storeu_ps(lmn + r * W, vmn[r]);
+        _mm_storeu_ps(lmx + r * W, vmx[r]);
       }
+    } else {
+      __m128d vmn[R], vmx[R];
+      for (std::size_t r = 0; r < R; ++r) vmn[r] = vmx[r] = _mm_loadu_pd(values + r * W);
+      for (i0 = kLanes; i0 + kLanes <= count; i0 += kLanes)
+        for (std::size_t r = 0; r < R; ++r) {
+          const __m128d v = _mm_loadu_pd(values + i0 + r * W);
+          vmn[r] = _mm_min_pd(v, vmn[r]);
+          vmx[r] = _mm_max_pd(v, vmx[r]);
+        }
+      for (std::size_t r = 0; r < R; ++r) {
+        _mm_storeu_pd(lmn + r * W, vmn[r]);
+        _mm_storeu_pd(lmx + r * W, vmx[r]);
+      }
+    }
     for (std::size_t l = 0; l < kLanes; ++l) {
       mn = lmn[l] < mn ? lmn[l] : mn;
       mx = lmx[l] > mx ? lmx[l] : mx;
     }
   }
+#endif
   for (std::size_t i = i0; i < count; ++i) {
     mn = values[i] < mn ? values[i] : mn;
     mx = values[i] > mx ? values[i] : mx;
   }
+}
+}  // namespace
+
+template <typename T>
+void KllSketch::update_impl(KllLevels<T>& L, const T* values, std::size_t count) {
+  T mn, mx;
+  min_max(values, count, mn, mx);
   if (n_ == 0) {
     min_ = static_cast<double>(mn);
     max_ = static_cast<double>(mx);
