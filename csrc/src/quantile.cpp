@@ -1068,18 +1068,27 @@ void ChannelSketch::update(const StridedBatch& b, bool skip_nan, int num_threads
   if (!skip_nan && batch_has_nan(b, num_threads))
     throw std::invalid_argument("x contains NaN (pass nan='skip' to ignore and count them)");
   const std::size_t per = static_cast<std::size_t>(b.size_a * b.size_b);
-  parallel_for(
-      static_cast<std::size_t>(b.channels), std::max<std::size_t>(1, 32768 / std::max<std::size_t>(per, 1)),
-      [&](std::size_t c0, std::size_t c1, int) {
-        std::vector<double> dbuf(kBlock);
-        std::vector<float> fbuf(kBlock);
-        for (std::size_t c = c0; c < c1; ++c) {
+  const std::size_t grain = std::max<std::size_t>(1, 32768 / std::max<std::size_t>(per, 1));
+  const std::size_t C = static_cast<std::size_t>(b.channels);
+  // Channels cost different amounts (a channel of zeros sorts fast): hand
+  // them out in small groups to whichever thread is free.  Each channel's
+  // state and random stream are its own, so the result does not depend on
+  // which thread takes it.
+  const int t = effective_threads(C, grain, num_threads);
+  const std::size_t group = std::max<std::size_t>(grain, C / (static_cast<std::size_t>(t) * 8));
+  const std::size_t groups = (C + group - 1) / group;
+  parallel_for_dynamic(
+      groups,
+      [&](std::size_t g, int) {
+        thread_local std::vector<double> dbuf(kBlock);
+        thread_local std::vector<float> fbuf(kBlock);
+        for (std::size_t c = g * group; c < std::min(C, (g + 1) * group); ++c) {
           KllSketch& s = sketches_[c];
           gather_native(b, static_cast<std::int64_t>(c), skip_nan, nan_count_[c], fbuf.data(), dbuf.data(),
                         [&](const auto* p, std::size_t n) { s.update(p, n); });
         }
       },
-      num_threads);
+      t);
 }
 
 void ChannelSketch::merge(const ChannelSketch& other, int num_threads) {
