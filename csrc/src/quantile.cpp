@@ -383,14 +383,19 @@ struct MergeEnds {
     I -= b;
     J -= !b;
   }
+  // the rest: outputs [k, K] are exactly x[i..I] and y[j..J]; merge from
+  // the front until one is used up, then copy the other
   void finish() {
-    while (k <= K) {
-      if (i < nx && (j >= ny || !(y[j] < x[i]))) {
-        o[k++] = x[i++];
-      } else {
-        o[k++] = y[j++];
-      }
+    while (i <= I && j <= J) {
+      const T u = x[i], w = y[j];
+      const bool a = w < u;
+      o[k++] = a ? w : u;
+      i += !a;
+      j += a;
     }
+    if (i <= I) std::copy(x + i, x + I + 1, o + k);
+    if (j <= J) std::copy(y + j, y + J + 1, o + k);
+    k = K + 1;
   }
 };
 
