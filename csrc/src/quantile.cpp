@@ -148,7 +148,7 @@ using KeyOf = decltype(okey(T{}));
 // Sorts the order-preserving keys of v[0..n) and returns them (in a
 // thread-local buffer valid until the next call on this thread).  n >= 1.
 template <typename T>
-const KeyOf<T>* radix_sort_keys(const T* v, std::size_t n) {
+const KeyOf<T>* radix_sort_keys_nz(const T* v, std::size_t n, std::size_t& below_out, std::size_t& zeros_out) {
   using K = KeyOf<T>;
   constexpr int kBits = 11, kBuckets = 1 << kBits;
   constexpr int kDigits = (8 * static_cast<int>(sizeof(K)) + kBits - 1) / kBits;
@@ -159,6 +159,8 @@ const KeyOf<T>* radix_sort_keys(const T* v, std::size_t n) {
   if (n < 512) {
     for (std::size_t i = 0; i < n; ++i) a[i] = okey(v[i]);
     std::sort(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(n));
+    below_out = n;
+    zeros_out = 0;
     return a.data();
   }
   // +0.0 (most of a ReLU activation stream) is taken out before sorting and
@@ -199,10 +201,49 @@ const KeyOf<T>* radix_sort_keys(const T* v, std::size_t n) {
       std::swap(src, dst);
     }
   }
-  if (zeros > 0) {
-    std::memmove(src + below + zeros, src + below, (m - below) * sizeof(K));
-    std::fill(src + below, src + below + zeros, zero);
+  below_out = below;
+  zeros_out = zeros;
+  return src;
+}
+
+// The sorted keys of v[0..n) without the +0.0 block: sorted position p holds
+// keys[p] for p < below, the key of +0.0 for p < below + zeros, and
+// keys[p - zeros] after (thread-local buffer valid until the next call).
+template <typename T>
+struct SortedKeys {
+  const KeyOf<T>* keys;
+  std::size_t below, zeros;
+  KeyOf<T> at(std::size_t p) const {
+    return p < below ? keys[p] : p < below + zeros ? okey(T{0}) : keys[p - zeros];
   }
+  // out[i] = value at position base + 2i for i < count, segment by segment
+  void decode_every_other(std::size_t base, std::size_t count, T* out) const {
+    const auto upto = [&](std::size_t lim) {  // number of i with base + 2i < lim
+      return std::min(count, lim > base ? (lim - base + 1) / 2 : std::size_t{0});
+    };
+    const std::size_t i1 = upto(below), i2 = upto(below + zeros);
+    for (std::size_t i = 0; i < i1; ++i) out[i] = ofrom(keys[base + 2 * i], T{});
+    for (std::size_t i = i1; i < i2; ++i) out[i] = T{0};
+    for (std::size_t i = i2; i < count; ++i) out[i] = ofrom(keys[base + 2 * i - zeros], T{});  // >= below
+  }
+};
+
+template <typename T>
+SortedKeys<T> radix_sort_split(const T* v, std::size_t n) {
+  SortedKeys<T> r;
+  r.keys = radix_sort_keys_nz(v, n, r.below, r.zeros);
+  return r;
+}
+
+// Sorted keys of v[0..n) as one array (thread-local buffer).  n >= 1.
+template <typename T>
+const KeyOf<T>* radix_sort_keys(const T* v, std::size_t n) {
+  std::size_t below, zeros;
+  const KeyOf<T>* k = radix_sort_keys_nz(v, n, below, zeros);
+  if (zeros == 0) return k;
+  auto* src = const_cast<KeyOf<T>*>(k);  // a thread-local buffer of n keys
+  std::memmove(src + below + zeros, src + below, (n - zeros - below) * sizeof(KeyOf<T>));
+  std::fill(src + below, src + below + zeros, okey(T{0}));
   return src;
 }
 
@@ -563,9 +604,9 @@ void KllSketch::compress_once(KllLevels<T>& L) {
   nxt.resize(ns + np);
   T* out = nxt.data() + ns;
   if (h == 0) {  // level 0: radix sort the keys, decode only what is kept
-    const auto* keys = radix_sort_keys(cur.data(), s);
-    for (std::size_t i = 0; i < np; ++i) out[i] = ofrom(keys[start + off + 2 * i], T{});
-    if (start) cur[0] = ofrom(keys[0], T{});
+    const auto sk = radix_sort_split(cur.data(), s);
+    sk.decode_every_other(start + off, np, out);
+    if (start) cur[0] = ofrom(sk.at(0), T{});
   } else {
     const T* sorted = merge_runs_ptr(cur, L.bounds[static_cast<std::size_t>(h)]);
     const T* prom = sorted + start + off;
