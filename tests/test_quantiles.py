@@ -492,3 +492,95 @@ def test_memory_bounded_independent_of_count():
     d = ChannelQuantiles(1)
     feed(d, stream, 4)
     assert int(d.memory_bytes[0]) <= d.memory_bound_bytes
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_signed_zero_heavy_stream(dtype):
+    """The sort takes +0.0 out and puts it back as one block: a stream mixing
+    +0.0, -0.0, negatives and positives (small k: many level-0 compactions,
+    some all-zero) keeps the bound, the zero block answers 0, queries and
+    ranks match the exact values, and any thread count gives the same sketch."""
+    rng = np.random.default_rng(5)
+    n, k = 120_000, 200
+    u = rng.random((3, n))
+    x = rng.standard_normal((3, n))
+    x = np.where(u < 0.45, 0.0, np.where(u < 0.55, -0.0, x))
+    x[1, : n // 3] = 0.0           # long all-zero stretch
+    x[2] = np.abs(x[2])            # no negatives at all (zeros sort first)
+    x = x.astype(dtype)
+    qs = np.linspace(0.0, 1.0, 401)
+    outs = []
+    for threads in (1, 2):
+        cq = ChannelQuantiles(3, k=k, seed=3, num_threads=threads)
+        for part in np.array_split(np.arange(n), 13):
+            cq.update(x[:, part].T.copy()[:, :, None])
+        assert (cq.count == n).all()
+        est = cq.quantile(qs)
+        for c in range(3):
+            assert rank_error(x[c].astype(np.float64), qs, est[c]).max() <= cq.rank_error_bound
+            r = cq.rank(np.array([-1e-30, 0.0, 1e-30])[None, :].repeat(3, 0))[c]
+            true = exact_rank(x[c].astype(np.float64), np.array([-1e-30, 0.0, 1e-30]))
+            assert np.abs(r - true).max() <= cq.rank_error_bound
+        mid = cq.quantile(0.5)
+        assert mid[0] == 0.0 and mid[1] == 0.0
+        outs.append((est, cq.state_dict()))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    for key, val in outs[0][1].items():
+        np.testing.assert_array_equal(np.asarray(val, dtype=object) if isinstance(val, list) else val,
+                                      np.asarray(outs[1][1][key], dtype=object) if isinstance(val, list) else outs[1][1][key])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, "bfloat16"])
+def test_nan_found_in_every_layout(dtype):
+    """The NaN check reads dense batches as one block of memory (any axis
+    order or stride sign) and others channel by channel: a single NaN
+    anywhere raises and changes nothing, in every layout."""
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal((6, 5, 4, 3)).astype(np.float32)
+    if dtype == "bfloat16":
+        layouts = {
+            "contiguous": lambda a: a,
+            "channels_last": lambda a: a.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2),
+            "strided": lambda a: a[:, :, ::2],  # not dense
+            "one_sample": lambda a: a[2:3],
+        }
+    else:
+        layouts = {
+            "contiguous": lambda a: a,
+            "channels_last": lambda a: np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 1, -1)), -1, 1),
+            "reversed": lambda a: a[::-1, :, ::-1],
+            "strided": lambda a: a[:, :, ::2],  # not dense
+            "one_sample": lambda a: a[2:3],
+        }
+    for name, make in layouts.items():
+        for pos in ("first", "middle", "last"):
+            src = torch.from_numpy(base.copy()).to(torch.bfloat16) if dtype == "bfloat16" else base.astype(dtype)
+            x = make(src)
+            size = int(np.prod(tuple(x.shape)))
+            flat = {"first": 0, "middle": size // 2, "last": size - 1}[pos]
+            x[np.unravel_index(flat, tuple(x.shape))] = float("nan")
+            cq = ChannelQuantiles(5, k=64)
+            cq.update(np.ones((2, 5, 1), dtype=np.float32))
+            before = cq.state_dict()
+            with pytest.raises(ValueError, match="x contains NaN"):
+                cq.update(x)
+            after = cq.state_dict()
+            for key in before:
+                np.testing.assert_array_equal(before[key], after[key])
+            skip = ChannelQuantiles(5, k=64, nan="skip").update(x)
+            assert skip.nan_count.sum() == 1, (name, pos)
+            assert skip.count.sum() == size - 1, (name, pos)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_min_max_exact_any_length_and_position(dtype):
+    """min / max are reduced in vector lanes plus a scalar tail: exact for
+    every batch length and extreme position (inf included)."""
+    rng = np.random.default_rng(2)
+    for n in list(range(1, 40)) + [63, 64, 65, 1000, 5000]:
+        x = rng.standard_normal((n, 2)).astype(dtype)
+        x[rng.integers(n), 0] = -np.inf if n % 3 == 0 else -7.5
+        x[rng.integers(n), 1] = np.inf if n % 4 == 0 else 9.25
+        cq = ChannelQuantiles(2, k=64).update(x)
+        np.testing.assert_array_equal(cq.min, x.min(axis=0).astype(np.float64))
+        np.testing.assert_array_equal(cq.max, x.max(axis=0).astype(np.float64))
