@@ -427,7 +427,7 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
   // that holds the pixel, so that a unit's active row finds its first and
   // last overlapping run without a search
   const bool with_idx = lv.sw <= 255;
-  if (with_idx) out.idx.resize(static_cast<std::size_t>(lv.P * npix));
+  if (with_idx) out.idx.resize(static_cast<std::size_t>(lv.P * npix + 16));
   const std::size_t max_runs = static_cast<std::size_t>(lv.P * npix / 4 + 16);
   if (sc.g2l.size() != static_cast<std::size_t>(NL)) sc.g2l.assign(static_cast<std::size_t>(NL), -1);
   if (sc.tmp.size() < max_runs + 2) sc.tmp.resize(max_runs + 2);
@@ -489,7 +489,13 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
             }
             li = g;
           }
-          if (idx_row) std::memset(idx_row + x, static_cast<int>(nruns - row_start), static_cast<std::size_t>(y - x));
+          if (idx_row) {
+            // 16 bytes at a time (idx has 16 bytes of slack at the end; the
+            // next run overwrites what lies past this one)
+            std::uint8_t v16[16];
+            std::memset(v16, static_cast<int>(nruns - row_start), 16);
+            for (std::int64_t xx = x; xx < y; xx += 16) std::memcpy(idx_row + xx, v16, 16);
+          }
           tmp[nruns++] = {static_cast<std::int32_t>(x), static_cast<std::int32_t>(y), li};
           if (nruns > max_runs) out.dense = true;
         }
@@ -749,7 +755,16 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const bool lite = rule_ == UnitRule::Lite;
   const std::int64_t h = acts.h, w = acts.w;
 
-  std::vector<std::int64_t> dI(static_cast<std::size_t>(K_ * NL_), 0);
+  if (dI_.size() != static_cast<std::size_t>(K_ * NL_)) dI_.assign(static_cast<std::size_t>(K_ * NL_), 0);
+  std::vector<std::int64_t>& dI = dI_;
+  // a failed update leaves dI_ dirty: zero it on the way out
+  struct ZeroOnThrow {
+    std::vector<std::int64_t>& v;
+    bool armed = true;
+    ~ZeroOnThrow() {
+      if (armed) std::fill(v.begin(), v.end(), 0);
+    }
+  } zero_on_throw{dI};
   std::vector<std::int64_t> dA(static_cast<std::size_t>(K_ * NC_), 0);
 
   const int T2 = (B * K_ * h * w < 4096) ? 1 : effective_threads(static_cast<std::size_t>(K_), 1, num_threads);
@@ -792,7 +807,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
             const ImageRuns* ir = lab_b ? &runs[static_cast<std::size_t>(b - b_lo)] : nullptr;
             const bool use_runs = ir && !ir->dense;
             const std::int64_t nloc = use_runs ? static_cast<std::int64_t>(ir->labels.size()) : 0;
-            const bool use_idx = use_runs && !ir->idx.empty() && !std::getenv("IE_NOIDX");
+            const bool use_idx = use_runs && !ir->idx.empty();
             for (std::int64_t k = k0; k < k1; ++k) {
               const double thr = thresholds[k];
               const double tl = hot_bound(thr);
@@ -990,7 +1005,11 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   }
 
   // ---- commit
-  for (std::size_t i = 0; i < I_.size(); ++i) I_[i] += dI[i];
+  zero_on_throw.armed = false;
+  for (std::size_t i = 0; i < I_.size(); ++i) {
+    I_[i] += dI[i];
+    dI[i] = 0;
+  }
   for (std::size_t i = 0; i < A_.size(); ++i) A_[i] += dA[i];
   for (const auto& hh : hist)
     for (std::size_t c = 0; c < hh.size(); ++c) L_[c] += hh[c];
