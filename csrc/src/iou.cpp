@@ -340,7 +340,7 @@ __attribute__((target("avx512f,fma,popcnt"))) std::int64_t vmask_avx512(const do
 RowKernels row_kernels() {
 #ifdef IE_IOU_X86_DISPATCH
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx512f") && !std::getenv("IE_NO512"))
+  if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx512f"))
     return {&hrow_hw, &vrow_hw, &vmask_avx512};
   if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2")) return {&hrow_hw, &vrow_hw, &vmask_hw};
 #endif
