@@ -449,3 +449,60 @@ def test_region_labels_run_path_and_mixed_images(rule, size):
         t, ref = run(acts, thr, pl.astype(dt), il, cat, 12, 3, size, rule,
                      upsample=upsample_torch if (FMA_TORCH or sh + sw <= 128) else _upsample_core)
         assert_counts(t, ref)
+
+
+@pytest.mark.parametrize("rule", ["annotated", "lite"])
+@pytest.mark.parametrize("size", [(40, 300), (9, 255), (9, 256), (5, 64), (6, 128)])
+def test_run_index_widths_and_word_edges(rule, size):
+    """Rows of <= 255 pixels use the per-pixel run index (its popcount tally
+    crosses 64-bit word edges); wider rows walk the runs."""
+    rng = np.random.default_rng(21)
+    sh, sw = size
+    acts = smooth_field(rng, 3, 6, 4, 9)
+    thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(6, -1), 0.5, axis=1)
+    pl = blob_labels(rng, 3, 2, sh, sw, 10)
+    pl[:, 1, :, ::7] = 0  # label-0 gaps inside rows
+    il = rng.integers(0, 10, size=(3, 1))
+    cat = rng.integers(0, 3, size=10)
+    t, ref = run(acts, thr, pl.astype(np.int32), il, cat, 10, 3, size, rule,
+                 upsample=upsample_torch if (FMA_TORCH or sh + sw <= 128) else _upsample_core)
+    assert_counts(t, ref)
+
+
+@pytest.mark.parametrize("rule", ["annotated", "lite"])
+def test_many_images_in_chunks_and_thread_counts(rule):
+    """Images go through the core in chunks of ~4 MB of label runs: 60 images
+    of 6 maps at 112x112 take three chunks."""
+    rng = np.random.default_rng(22)
+    B, K, P = 60, 3, 6
+    acts = smooth_field(rng, B, K, 4, 4)
+    thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(K, -1), 0.9, axis=1)
+    pl = blob_labels(rng, B, P, 112, 112, 40)
+    pl[7] = rng.integers(0, 40, size=(P, 112, 112))  # one fragmented image
+    il = rng.integers(0, 40, size=(B, 2))
+    cat = rng.integers(0, 4, size=40)
+    ref = iou_counts(acts, thr, pl, il, None, cat, 40, 4, (112, 112), rule,
+                     upsample=upsample_torch if FMA_TORCH else _upsample_core)
+    for nt in (1, 2, 3):
+        t = IoUTally(K, 40, cat, 4, output_size=(112, 112), unit_rule=rule, num_threads=nt)
+        t.update(acts, thr, pl.astype(np.int16), il)
+        assert_counts(t, ref)
+
+
+def test_repeated_updates_and_failed_update_in_between():
+    """The core keeps its intersection scratch between updates: it must be
+    clean after every update, a failed one included."""
+    rng = np.random.default_rng(23)
+    acts, thr, pl, il, cat = make_case(rng, B=4, K=5, sh=20, sw=30, P=2, NL=9, NC=3)
+    t = IoUTally(5, 9, cat, 3, output_size=(20, 30))
+    t.update(acts, thr, pl, il)
+    bad = acts.copy()
+    bad[3, 4, 0, 0] = np.nan
+    with pytest.raises(ValueError):
+        t.update(bad, thr, pl, il)
+    t.update(acts[:2], thr, pl[:2], il[:2])
+    t.update(acts[2:], thr, pl[2:], il[2:])
+    I, L, A = iou_counts(acts, thr, pl, il, None, cat, 9, 3, (20, 30), "annotated")
+    np.testing.assert_array_equal(t.intersection, 2 * I)
+    np.testing.assert_array_equal(t.label_pixels, 2 * L)
+    np.testing.assert_array_equal(t.unit_pixels, 2 * A)

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -24,6 +25,26 @@ namespace iou {
 namespace {
 
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+inline std::int64_t popcount_soft(std::uint64_t x) {
+  x = x - ((x >> 1) & 0x5555555555555555ULL);
+  x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+  x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+  return static_cast<std::int64_t>((x * 0x0101010101010101ULL) >> 56);
+}
+
+inline int clz64(std::uint64_t x) {  // x != 0
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_clzll(x);
+#else
+  int n = 0;
+  while (!(x >> 63)) {
+    x <<= 1;
+    ++n;
+  }
+  return n;
+#endif
+}
 
 inline int ctz64(std::uint64_t x) {  // x != 0
 #if defined(__GNUC__) || defined(__clang__)
@@ -292,13 +313,90 @@ __attribute__((target("avx2,fma"))) std::int64_t vmask_hw(const double* H0, cons
 }
 #endif
 
+#ifdef IE_IOU_X86_DISPATCH
+// The same values 8 at a time (AVX-512F; the tail with a lane mask).
+__attribute__((target("avx512f,fma,popcnt"))) std::int64_t vmask_avx512(const double* H0, const double* H1,
+                                                                double ly0, double ly1, std::int64_t xa,
+                                                                std::int64_t xb, double thr,
+                                                                std::uint64_t* mask) {
+  const std::int64_t n = xb - xa;
+  for (std::int64_t j = 0, nw = (n + 63) / 64; j < nw; ++j) mask[j] = 0;
+  const __m512d vl0 = _mm512_set1_pd(ly0), vl1 = _mm512_set1_pd(ly1), vt = _mm512_set1_pd(thr);
+  std::int64_t c = 0;
+  for (std::int64_t i = 0; i < n; i += 8) {  // 8 | 64: a group never straddles two words
+    const __mmask8 k = n - i >= 8 ? static_cast<__mmask8>(0xFF)
+                                  : static_cast<__mmask8>((1u << (n - i)) - 1);
+    const __m512d h0 = _mm512_maskz_loadu_pd(k, H0 + xa + i);
+    const __m512d h1 = _mm512_maskz_loadu_pd(k, H1 + xa + i);
+    const __m512d v = _mm512_fmadd_pd(h0, vl0, _mm512_mul_pd(h1, vl1));  // fma(H0, ly0, H1*ly1)
+    const unsigned m = static_cast<unsigned>(_mm512_mask_cmp_pd_mask(k, v, vt, _CMP_GT_OQ));
+    mask[i >> 6] |= static_cast<std::uint64_t>(m) << (i & 63);
+    c += __builtin_popcount(m);
+  }
+  return c;
+}
+#endif
+
 RowKernels row_kernels() {
 #ifdef IE_IOU_X86_DISPATCH
   __builtin_cpu_init();
+  if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx512f"))
+    return {&hrow_hw, &vrow_hw, &vmask_avx512};
   if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2")) return {&hrow_hw, &vrow_hw, &vmask_hw};
 #endif
   return {&hrow_soft, &vrow_soft, &vmask_soft};
 }
+
+// ---------------------------------------------------------------------------
+// Label tally of one active output row against the runs of the P label maps
+// (rows <= 255 pixels).  W: the row's active pixels as a bit mask over
+// absolute columns (nw words + one zero word), pre[j]: active pixels in words
+// [0, j).  For map m, the runs overlapping [xmin, xmax) are idx[xmin] ..
+// idx[xmax - 1] (every pixel lies in a run, label 0 included, and each row
+// ends with an empty sentinel run): run i adds
+// popcount(active pixels in [start, end)) to cnt[loc].  The first two runs
+// are handled without a branch (a run beyond the active range adds 0).
+struct RowTallyArgs {
+  const std::uint64_t* W;
+  const std::int32_t* pre;
+  std::int64_t P, sh, sw, yo, xmin, xmax;
+  const std::uint8_t* idx;        // (P, sh, sw)
+  const std::int32_t* row_off;    // (P * sh + 1)
+  const void* runs;               // Run*
+  std::int64_t* cnt;
+};
+
+#define IE_ROW_TALLY_BODY(POPCNT)                                                               \
+  const RunT* runs = static_cast<const RunT*>(a.runs);                                          \
+  const std::uint64_t* W = a.W;                                                                 \
+  const std::int32_t* pre = a.pre;                                                              \
+  auto P_at = [&](std::int64_t x) -> std::int64_t {                                             \
+    const std::int64_t w = x >> 6;                                                              \
+    return pre[w] + POPCNT(W[w] & ((std::uint64_t(1) << (x & 63)) - 1));                        \
+  };                                                                                            \
+  for (std::int64_t m = 0; m < a.P; ++m) {                                                      \
+    const std::int64_t ro = m * a.sh + a.yo;                                                    \
+    const std::uint8_t* ix = a.idx + ro * a.sw;                                                 \
+    const RunT* rr = runs + a.row_off[ro];                                                      \
+    const std::int64_t i0 = ix[a.xmin], i1 = ix[a.xmax - 1];                                    \
+    const RunT& r0 = rr[i0];                                                                    \
+    const RunT& r1 = rr[i0 + 1];                                                                \
+    const std::int64_t p0 = P_at(r0.start), p1 = P_at(r0.end), p2 = P_at(r1.end);               \
+    a.cnt[r0.loc] += p1 - p0;                                                                   \
+    a.cnt[r1.loc] += p2 - p1; /* r1.start == r0.end */                                          \
+    for (std::int64_t i = i0 + 2; i <= i1; ++i) a.cnt[rr[i].loc] += P_at(rr[i].end) - P_at(rr[i].start); \
+  }
+
+template <typename RunT>
+void row_tally_soft(const RowTallyArgs& a) {
+  IE_ROW_TALLY_BODY(popcount_soft)
+}
+#ifdef IE_IOU_X86_DISPATCH
+template <typename RunT>
+__attribute__((target("popcnt"))) void row_tally_hw(const RowTallyArgs& a) {
+  IE_ROW_TALLY_BODY(__builtin_popcountll)
+}
+#endif
 
 // ---------------------------------------------------------------------------
 // Label maps, per image (shared by all units of the image, so done once):
@@ -308,13 +406,27 @@ RowKernels row_kernels() {
 // one count per overlapping run instead of one per pixel).  An image whose
 // maps are too fragmented for runs to pay (more than one run per 4 pixels)
 // keeps no runs and is read pixel by pixel.
+// Run labels are image-local indices into ImageRuns::labels (an image holds a
+// few dozen distinct labels): a unit's counts for the image accumulate in a
+// small array that stays in L1, and reach the (K, num_labels) intersection
+// rows once per (unit, label) instead of once per run.
 struct Run {
-  std::int32_t start, end, label;
+  std::int32_t start, end, loc;
 };
 struct ImageRuns {
   bool dense = false;
   std::vector<std::int32_t> row_off;  // (P * sh + 1): runs of map m, row y at [row_off[m*sh+y], ...)
   std::vector<Run> runs;
+  std::vector<std::int32_t> labels;   // local index -> label number (labels[0] = 0: label-0 runs)
+  // (P, sh, sw) when sw <= 255: index within its row's runs of the run holding the pixel
+  std::vector<std::uint8_t> idx;
+};
+// Per-thread scratch of scan_labels: label -> local index (-1: not seen in
+// this image; reset after each image), and room for the runs of one image.
+struct ScanScratch {
+  std::vector<std::int32_t> g2l;
+  std::vector<Run> tmp;
+  std::vector<std::uint8_t> chg;
 };
 
 // cg[x] = (row[x] != row[x-1]) for x in [1, n); separate arrays (restrict) so
@@ -329,17 +441,29 @@ void change_flags(const T* __restrict row, std::int64_t n, std::uint8_t* __restr
 
 template <typename T>
 void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std::int32_t* cat,
-                 std::int64_t* hist, std::uint8_t* cats_present /* NC or null */, ImageRuns& out) {
+                 std::int64_t* hist, std::uint8_t* cats_present /* NC or null */, ImageRuns& out,
+                 ScanScratch& sc) {
   const std::int64_t npix = lv.sh * lv.sw;
   const T* base = static_cast<const T*>(lv.data) + b * lv.P * npix;
   out.dense = false;
   out.runs.clear();
+  out.labels.assign(1, 0);
   out.row_off.assign(static_cast<std::size_t>(lv.P * lv.sh + 1), 0);
+  // rows of at most 255 pixels: a per-pixel index of the run (within its row)
+  // that holds the pixel, so that a unit's active row finds its first and
+  // last overlapping run without a search
+  const bool with_idx = lv.sw <= 255;
+  if (with_idx) out.idx.resize(static_cast<std::size_t>(lv.P * npix + 16));
   const std::size_t max_runs = static_cast<std::size_t>(lv.P * npix / 4 + 16);
-  out.runs.reserve(static_cast<std::size_t>(lv.P * lv.sh * 8));
+  if (sc.g2l.size() != static_cast<std::size_t>(NL)) sc.g2l.assign(static_cast<std::size_t>(NL), -1);
+  if (sc.tmp.size() < max_runs + 2) sc.tmp.resize(max_runs + 2);
+  std::size_t nruns = 0;
+  Run* tmp = sc.tmp.data();
+  std::int32_t* g2l = sc.g2l.data();
   // chg[x] != 0 where a run starts (x = 0 or row[x] != row[x-1]): a
   // vectorizable compare, then the run starts are found 8 bytes at a time.
-  std::vector<std::uint8_t> chg(static_cast<std::size_t>(lv.sw + 8), 0);
+  sc.chg.assign(static_cast<std::size_t>(lv.sw + 8), 0);
+  std::vector<std::uint8_t>& chg = sc.chg;
   for (std::int64_t m = 0; m < lv.P; ++m) {
     for (std::int64_t yo = 0; yo < lv.sh; ++yo) {
       const T* row = base + m * npix + yo * lv.sw;
@@ -364,6 +488,8 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
         }
       };
       std::int64_t x = 0;
+      const std::size_t row_start = nruns;
+      std::uint8_t* idx_row = (with_idx && !out.dense) ? out.idx.data() + m * npix + yo * lv.sw : nullptr;
       while (x < lv.sw) {
         const T v = row[x];
         const std::int64_t y = std::min<std::int64_t>(next_start(x), lv.sw);
@@ -378,21 +504,43 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
           }
           hist[static_cast<std::size_t>(v)] += y - x;
           if (cats_present) cats_present[cat[static_cast<std::size_t>(v)]] = 1;
-          if (!out.dense) {
-            out.runs.push_back({static_cast<std::int32_t>(x), static_cast<std::int32_t>(y),
-                                static_cast<std::int32_t>(v)});
-            if (out.runs.size() > max_runs) {
-              out.dense = true;
-              std::vector<Run>().swap(out.runs);
+        }
+        if (!out.dense) {
+          std::int32_t li = 0;  // label 0: local index 0 (never flushed)
+          if (v != 0) {
+            std::int32_t& g = g2l[static_cast<std::size_t>(v)];
+            if (g < 0) {
+              g = static_cast<std::int32_t>(out.labels.size());
+              out.labels.push_back(static_cast<std::int32_t>(v));
             }
+            li = g;
           }
+          if (idx_row) {
+            // 16 bytes at a time (idx has 16 bytes of slack at the end; the
+            // next run overwrites what lies past this one)
+            std::uint8_t v16[16];
+            std::memset(v16, static_cast<int>(nruns - row_start), 16);
+            for (std::int64_t xx = x; xx < y; xx += 16) std::memcpy(idx_row + xx, v16, 16);
+          }
+          tmp[nruns++] = {static_cast<std::int32_t>(x), static_cast<std::int32_t>(y), li};
+          if (nruns > max_runs) out.dense = true;
         }
         x = y;
       }
-      out.row_off[static_cast<std::size_t>(m * lv.sh + yo + 1)] = static_cast<std::int32_t>(out.runs.size());
+      if (!out.dense) {
+        tmp[nruns++] = {static_cast<std::int32_t>(lv.sw), static_cast<std::int32_t>(lv.sw), 0};  // sentinel
+        out.row_off[static_cast<std::size_t>(m * lv.sh + yo + 1)] = static_cast<std::int32_t>(nruns);
+      }
     }
   }
-  if (out.dense) std::vector<std::int32_t>().swap(out.row_off);
+  for (std::size_t j = 1; j < out.labels.size(); ++j) g2l[static_cast<std::size_t>(out.labels[j])] = -1;
+  if (out.dense) {
+    std::vector<std::int32_t>().swap(out.row_off);
+    std::vector<std::int32_t>().swap(out.labels);
+    std::vector<std::uint8_t>().swap(out.idx);
+  } else {
+    out.runs.assign(tmp, tmp + nruns);
+  }
 }
 
 template <typename T>
@@ -585,26 +733,35 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
 
   // ---- phase 1, per image: validation, label_pixels, derived categories
   std::vector<std::vector<std::int64_t>> hist(static_cast<std::size_t>(T));
-  std::vector<ImageRuns> runs(static_cast<std::size_t>(P > 0 ? B : 0));
+  std::vector<ScanScratch> scratch(static_cast<std::size_t>(T));
+  // Images go in chunks: the label runs of a chunk (phase 1) are still in
+  // cache when the units visit them (phase 2).
+  // About 4 MB of runs and run indices per chunk (~32 images of 6 x 112 x 112
+  // labels: as fast as 8 in one thread, fewer waits between the threads).
+  const std::int64_t per_image = std::max<std::int64_t>(1, P * npix * 2);
+  const std::int64_t CB =
+      P > 0 ? std::min<std::int64_t>(B, std::max<std::int64_t>(4, (std::int64_t(4) << 20) / per_image)) : B;
+  std::vector<ImageRuns> runs(static_cast<std::size_t>(P > 0 ? CB : 0));
+  for (auto& hh : hist) hh.assign(static_cast<std::size_t>(NL_), 0);
   std::vector<std::uint8_t> cats;  // (B, NC) annotated categories
   if (derive) {
     cats.assign(static_cast<std::size_t>(B * NC_), 0);
   } else {
     cats.assign(image_categories, image_categories + B * NC_);
   }
+  auto phase1 = [&](std::int64_t b_lo, std::int64_t b_hi) {
   parallel_for(
-      static_cast<std::size_t>(B), 1,
+      static_cast<std::size_t>(b_hi - b_lo), 1,
       [&](std::size_t b0, std::size_t b1, int ti) {
         std::vector<std::int64_t>& h = hist[static_cast<std::size_t>(ti)];
-        h.assign(static_cast<std::size_t>(NL_), 0);
-        for (std::size_t b = b0; b < b1; ++b) {
+        for (std::size_t b = b0 + b_lo; b < b1 + b_lo; ++b) {
           check_interrupt();
           std::uint8_t* cp = derive ? cats.data() + b * NC_ : nullptr;
           if (P > 0) {
             dispatch_labels(pixel_labels->kind, [&](auto tag) {
               using LT = typename decltype(tag)::type;
               scan_labels<LT>(*pixel_labels, static_cast<std::int64_t>(b), NL_, cat_.data(), h.data(), cp,
-                              runs[b]);
+                              runs[b - b_lo], scratch[static_cast<std::size_t>(ti)]);
             });
           }
           for (std::int64_t s = 0; s < S; ++s) {
@@ -616,6 +773,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
         }
       },
       T);
+  };
 
   // ---- phase 2, per unit: intersections and active pixel counts
   const AxisTable& ty = table(acts.h, sh_, true);
@@ -626,7 +784,16 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const bool lite = rule_ == UnitRule::Lite;
   const std::int64_t h = acts.h, w = acts.w;
 
-  std::vector<std::int64_t> dI(static_cast<std::size_t>(K_ * NL_), 0);
+  if (dI_.size() != static_cast<std::size_t>(K_ * NL_)) dI_.assign(static_cast<std::size_t>(K_ * NL_), 0);
+  std::vector<std::int64_t>& dI = dI_;
+  // a failed update leaves dI_ dirty: zero it on the way out
+  struct ZeroOnThrow {
+    std::vector<std::int64_t>& v;
+    bool armed = true;
+    ~ZeroOnThrow() {
+      if (armed) std::fill(v.begin(), v.end(), 0);
+    }
+  } zero_on_throw{dI};
   std::vector<std::int64_t> dA(static_cast<std::size_t>(K_ * NC_), 0);
 
   const int T2 = (B * K_ * h * w < 4096) ? 1 : effective_threads(static_cast<std::size_t>(K_), 1, num_threads);
@@ -635,6 +802,15 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   // measurements); two items per thread for some load balance
   const std::int64_t block = std::max<std::int64_t>(1, (K_ + 2 * T2 - 1) / (2 * T2));
   const std::int64_t nblocks = (K_ + block - 1) / block;
+
+  std::size_t max_local = 1;
+  std::int64_t b_lo = 0, b_hi = 0;
+
+  const std::int64_t nwabs = (sw_ + 63) / 64;  // words of an absolute row mask
+  void (*row_tally)(const RowTallyArgs&) = &row_tally_soft<Run>;
+#ifdef IE_IOU_X86_DISPATCH
+  if (__builtin_cpu_supports("popcnt")) row_tally = &row_tally_hw<Run>;
+#endif
 
   auto phase2 = [&](auto tag) {
     using LT = typename decltype(tag)::type;
@@ -651,11 +827,16 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
           std::vector<std::int64_t> cmin(static_cast<std::size_t>(h)), cmax(static_cast<std::size_t>(h));
           std::vector<std::int64_t> hlo(static_cast<std::size_t>(h)), hhi(static_cast<std::size_t>(h));
           std::vector<std::uint8_t> hit(static_cast<std::size_t>(NC_));
-          for (std::int64_t b = 0; b < B; ++b) {
+          std::vector<std::int64_t> cnt(static_cast<std::size_t>(max_local));
+          std::vector<std::uint64_t> Wabs(static_cast<std::size_t>(nwabs + 3));
+          std::vector<std::int32_t> preabs(static_cast<std::size_t>(nwabs + 3));
+          for (std::int64_t b = b_lo; b < b_hi; ++b) {
             check_interrupt();
             const LT* lab_b = (labels && P > 0) ? labels + b * P * npix : nullptr;
-            const ImageRuns* ir = lab_b ? &runs[static_cast<std::size_t>(b)] : nullptr;
+            const ImageRuns* ir = lab_b ? &runs[static_cast<std::size_t>(b - b_lo)] : nullptr;
             const bool use_runs = ir && !ir->dense;
+            const std::int64_t nloc = use_runs ? static_cast<std::int64_t>(ir->labels.size()) : 0;
+            const bool use_idx = use_runs && !ir->idx.empty();
             for (std::int64_t k = k0; k < k1; ++k) {
               const double thr = thresholds[k];
               const double tl = hot_bound(thr);
@@ -699,6 +880,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
               const std::int64_t y_begin = ty.lo[rfirst], y_end = ty.hi[rlast];
               std::int64_t count = 0;
               std::int64_t* Irow = dI.data() + k * NL_;
+              for (std::int64_t j = 0; j < nloc; ++j) cnt[j] = 0;
               for (std::int64_t yo = y_begin; yo < y_end; ++yo) {
                 const std::int32_t r0 = ty.i0[yo], r1 = ty.i1[yo];
                 if (cmin[r0] < 0 && cmin[r1] < 0) continue;  // no hot cell in reach
@@ -737,6 +919,27 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                 const std::int64_t nact = rk.vmask(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_,
                                                    ty.l0[yo], ty.l1[yo], xa, xb, thr, mask.data());
                 if (nact == 0) continue;
+                if (use_idx) {
+                  // the active pixels as an absolute-column bit mask
+                  for (std::int64_t j = 0; j < nwabs + 2; ++j) Wabs[j] = 0;
+                  const std::int64_t sh0 = xa & 63, wo = xa >> 6;
+                  for (std::int64_t j = 0, nwr = (xb - xa + 63) / 64; j < nwr; ++j) {
+                    Wabs[wo + j] |= mask[j] << sh0;
+                    if (sh0) Wabs[wo + j + 1] |= mask[j] >> (64 - sh0);
+                  }
+                  std::int64_t jf = 0;
+                  while (Wabs[jf] == 0) ++jf;
+                  std::int64_t jl = nwabs;
+                  while (Wabs[jl] == 0) --jl;
+                  preabs[0] = 0;
+                  for (std::int64_t j = 0; j <= nwabs; ++j) preabs[j + 1] = preabs[j] + static_cast<std::int32_t>(popcount_soft(Wabs[j]));
+                  RowTallyArgs ta{Wabs.data(), preabs.data(), P, sh_, sw_, yo,
+                                  jf * 64 + ctz64(Wabs[jf]), jl * 64 + 64 - clz64(Wabs[jl]),
+                                  ir->idx.data(), ir->row_off.data(), ir->runs.data(), cnt.data()};
+                  row_tally(ta);
+                  count += nact;
+                  continue;
+                }
                 // runs of active pixels (from the bit mask); within a run,
                 // runs of equal labels (label maps are made of regions): one
                 // increment per run
@@ -768,8 +971,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                       for (; r < re && r->start < xo; ++r) {
                         const std::int64_t len = std::min<std::int64_t>(r->end, xo) -
                                                  std::max<std::int64_t>(r->start, xs);
-                        Irow[r->label] += len;
-                        if (lite) hit[cat_[r->label]] = 1;
+                        cnt[r->loc] += len;
                       }
                     }
                     continue;
@@ -791,6 +993,12 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                 }
               }
               if (count == 0) continue;
+              for (std::int64_t j = 1; j < nloc; ++j) {  // 0: label-0 runs
+                if (cnt[j] == 0) continue;
+                const std::int32_t c = ir->labels[static_cast<std::size_t>(j)];
+                Irow[c] += cnt[j];
+                if (lite) hit[cat_[c]] = 1;
+              }
               for (std::int64_t s = 0; s < S; ++s) {
                 const std::int64_t c = image_labels[b * S + s];
                 if (c == 0) continue;
@@ -813,14 +1021,24 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
         },
         T2);
   };
-  if (pixel_labels && P > 0) {
-    dispatch_labels(pixel_labels->kind, phase2);
-  } else {
-    phase2(Tag<std::int32_t>{});
+  for (b_lo = 0; b_lo < B; b_lo = b_hi) {
+    b_hi = std::min(B, b_lo + CB);
+    phase1(b_lo, b_hi);
+    max_local = 1;
+    for (const ImageRuns& ir : runs) max_local = std::max(max_local, ir.labels.size());
+    if (pixel_labels && P > 0) {
+      dispatch_labels(pixel_labels->kind, phase2);
+    } else {
+      phase2(Tag<std::int32_t>{});
+    }
   }
 
   // ---- commit
-  for (std::size_t i = 0; i < I_.size(); ++i) I_[i] += dI[i];
+  zero_on_throw.armed = false;
+  for (std::size_t i = 0; i < I_.size(); ++i) {
+    I_[i] += dI[i];
+    dI[i] = 0;
+  }
   for (std::size_t i = 0; i < A_.size(); ++i) A_[i] += dA[i];
   for (const auto& hh : hist)
     for (std::size_t c = 0; c < hh.size(); ++c) L_[c] += hh[c];
