@@ -1137,6 +1137,28 @@ void ChannelSketch::update(const StridedBatch& b, bool skip_nan, int num_threads
       t);
 }
 
+namespace {
+// fn(c) for every channel, channels split over threads, Ctrl-C checked per channel.
+template <typename F>
+void for_each_channel(std::size_t channels, int num_threads, F&& fn) {
+  parallel_for(
+      channels, 1,
+      [&](std::size_t c0, std::size_t c1, int) {
+        for (std::size_t c = c0; c < c1; ++c) {
+          fn(c);
+          check_interrupt();
+        }
+      },
+      num_threads);
+}
+
+void require_observations(const std::vector<KllSketch>& sketches) {
+  for (std::size_t c = 0; c < sketches.size(); ++c)
+    if (sketches[c].n() == 0)
+      throw std::invalid_argument("channel " + std::to_string(c) + " has no observations yet");
+}
+}  // namespace
+
 void ChannelSketch::merge(const ChannelSketch& other, int num_threads) {
   if (other.channels() != channels())
     throw std::invalid_argument("cannot merge sketches of " + std::to_string(other.channels()) + " and " +
@@ -1144,46 +1166,22 @@ void ChannelSketch::merge(const ChannelSketch& other, int num_threads) {
   if (other.k_ != k_)
     throw std::invalid_argument("cannot merge sketches with k=" + std::to_string(other.k_) + " and k=" +
                                 std::to_string(k_));
-  parallel_for(
-      sketches_.size(), 1,
-      [&](std::size_t c0, std::size_t c1, int) {
-        for (std::size_t c = c0; c < c1; ++c) {
-          sketches_[c].merge(other.sketches_[c]);
-          nan_count_[c] += other.nan_count_[c];
-          check_interrupt();
-        }
-      },
-      num_threads);
+  for_each_channel(sketches_.size(), num_threads, [&](std::size_t c) {
+    sketches_[c].merge(other.sketches_[c]);
+    nan_count_[c] += other.nan_count_[c];
+  });
 }
 
 void ChannelSketch::quantiles(const double* ps, std::size_t m, double* out, int num_threads) const {
-  for (std::size_t c = 0; c < sketches_.size(); ++c)
-    if (sketches_[c].n() == 0)
-      throw std::invalid_argument("channel " + std::to_string(c) + " has no observations yet");
-  parallel_for(
-      sketches_.size(), 1,
-      [&](std::size_t c0, std::size_t c1, int) {
-        for (std::size_t c = c0; c < c1; ++c) {
-          sketches_[c].quantiles(ps, m, out + c * m);
-          check_interrupt();
-        }
-      },
-      num_threads);
+  require_observations(sketches_);
+  for_each_channel(sketches_.size(), num_threads,
+                   [&](std::size_t c) { sketches_[c].quantiles(ps, m, out + c * m); });
 }
 
 void ChannelSketch::ranks(const double* values, std::size_t m, double* out, int num_threads) const {
-  for (std::size_t c = 0; c < sketches_.size(); ++c)
-    if (sketches_[c].n() == 0)
-      throw std::invalid_argument("channel " + std::to_string(c) + " has no observations yet");
-  parallel_for(
-      sketches_.size(), 1,
-      [&](std::size_t c0, std::size_t c1, int) {
-        for (std::size_t c = c0; c < c1; ++c) {
-          sketches_[c].ranks(values + c * m, m, out + c * m);
-          check_interrupt();
-        }
-      },
-      num_threads);
+  require_observations(sketches_);
+  for_each_channel(sketches_.size(), num_threads,
+                   [&](std::size_t c) { sketches_[c].ranks(values + c * m, m, out + c * m); });
 }
 
 // ---------------------------------------------------------------- ExactPass

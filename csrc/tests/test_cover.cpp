@@ -5,6 +5,7 @@
 
 
 // Returns non-zero on failure.
+#include "check.hpp"
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -18,14 +19,6 @@
 
 using namespace interp_engine;
 
-static int g_failures = 0;
-#define CHECK(cond)                                                         \
-  do {                                                                      \
-    if (!(cond)) {                                                          \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                         \
-    }                                                                       \
-  } while (0)
 
 using Dense = std::vector<std::vector<char>>;
 
@@ -233,10 +226,5 @@ int main() {
   test_greedy_random();
   test_ratio_small();
   test_bad_csr();
-  if (g_failures) {
-    std::fprintf(stderr, "%d check(s) failed\n", g_failures);
-    return 1;
-  }
-  std::printf("test_cover: all checks passed\n");
-  return 0;
+  return interp_engine_test::check_report("test_cover");
 }

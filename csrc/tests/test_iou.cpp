@@ -1,5 +1,6 @@
 // Standalone C++ tests of the IoU tally core (hand-computed cases).
 //   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_iou.cpp csrc/src/iou.cpp csrc/src/parallel.cpp -pthread
+#include "check.hpp"
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -11,14 +12,6 @@
 
 using namespace interp_engine::iou;
 
-static int failures = 0;
-#define CHECK(cond)                                                  \
-  do {                                                               \
-    if (!(cond)) {                                                   \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                    \
-    }                                                                \
-  } while (0)
 
 static ActivationView view(const std::vector<double>& a, std::int64_t B, std::int64_t K, std::int64_t h,
                            std::int64_t w) {
@@ -120,10 +113,5 @@ int main() {
     }
     CHECK(threw);
   }
-  if (failures) {
-    std::fprintf(stderr, "%d failure(s)\n", failures);
-    return 1;
-  }
-  std::printf("test_iou: all passed\n");
-  return 0;
+  return interp_engine_test::check_report("test_iou");
 }

@@ -2,6 +2,7 @@
 // Build and run from the worktree root:
 //   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_quantile.cpp csrc/src/quantile.cpp csrc/src/parallel.cpp -pthread -o /tmp/tq && /tmp/tq
 // Returns non-zero on failure.
+#include "check.hpp"
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -14,14 +15,6 @@
 
 using namespace interp_engine::quantile;
 
-static int failures = 0;
-#define CHECK(cond)                                                      \
-  do {                                                                   \
-    if (!(cond)) {                                                       \
-      std::fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                        \
-    }                                                                    \
-  } while (0)
 
 static std::uint64_t weight(const KllSketch& s) {
   std::uint64_t w = 0;
@@ -178,10 +171,5 @@ int main() {
     CHECK(threw);
   }
 
-  if (failures) {
-    std::fprintf(stderr, "%d check(s) failed\n", failures);
-    return 1;
-  }
-  std::printf("test_quantile: all checks passed\n");
-  return 0;
+  return interp_engine_test::check_report("test_quantile");
 }
