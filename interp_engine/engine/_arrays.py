@@ -88,14 +88,17 @@ def check_ndim(arr: np.ndarray, name: str, *, ndim: Optional[int] = None,
 
 
 def int_array(x: Any, name: str, *, ndim: Optional[int] = None, dtype=np.int64,
-              shape_hint: str = "") -> np.ndarray:
+              shape_hint: str = "", what: str = "") -> np.ndarray:
     """Validate an integer array (any signed/unsigned integer dtype; bool is
-    rejected) and return it as a C-contiguous array of ``dtype``."""
+    rejected). With ``dtype`` given, return it as a C-contiguous array of that
+    dtype; with ``dtype=None``, return the numpy view as it is (no copy, any
+    strides). ``what`` is added to the dtype error, e.g. ``"label numbers"``."""
     arr, kind = to_numpy(x, name)
     if kind == "bf16" or arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must have an integer dtype; got {describe(x)}")
+        detail = f" ({what})" if what else ""
+        raise TypeError(f"{name} must have an integer dtype{detail}; got {describe(x)}")
     check_ndim(arr, name, ndim=ndim, shape_hint=shape_hint)
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return arr if dtype is None else np.ascontiguousarray(arr, dtype=dtype)
 
 
 def bool_array(x: Any, name: str, *, ndim: Optional[int] = None, shape_hint: str = "") -> np.ndarray:
@@ -111,15 +114,6 @@ def bool_array(x: Any, name: str, *, ndim: Optional[int] = None, shape_hint: str
                              f"[{arr.min()}, {arr.max()}]")
         arr = arr.astype(bool)
     return np.ascontiguousarray(arr)
-
-
-def has_nan(arr: np.ndarray, kind: str) -> bool:
-    """NaN test that also understands bfloat16 bit patterns (exponent all ones,
-    mantissa non-zero)."""
-    if kind == "bf16":
-        bits = arr.view(np.uint16)
-        return bool(np.any(((bits & 0x7F80) == 0x7F80) & ((bits & 0x007F) != 0)))
-    return bool(np.isnan(arr).any())
 
 
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:

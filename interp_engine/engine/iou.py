@@ -36,7 +36,7 @@ import numpy as np
 
 from .._loader import core as _core
 from ._arrays import (bool_array, check_num_threads, check_positive_int, describe, float_array,
-                      to_numpy)
+                      int_array, to_numpy)
 
 __all__ = ["IoUTally", "UNIT_RULES"]
 
@@ -50,16 +50,6 @@ def _float64(arr: np.ndarray, kind: str) -> np.ndarray:
     if kind == "bf16":
         return (arr.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
     return np.asarray(arr, dtype=np.float64)
-
-
-def _int_labels(x: Any, name: str, ndim: int, shape_hint: str) -> np.ndarray:
-    """An integer array of `ndim` dimensions, read in place (no dtype change)."""
-    arr, kind = to_numpy(x, name)
-    if kind == "bf16" or arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must have an integer dtype (label numbers); got {describe(x)}")
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-dimensional {shape_hint}; got shape {tuple(arr.shape)}")
-    return arr
 
 
 class IoUTally:
@@ -98,7 +88,7 @@ class IoUTally:
         sw = check_positive_int(output_size[1], "output_size[1]")
         if unit_rule not in UNIT_RULES:
             raise ValueError(f"unit_rule must be one of {UNIT_RULES}; got {unit_rule!r}")
-        cat = _int_labels(label_category, "label_category", 1, "(num_labels,)")
+        cat = int_array(label_category, "label_category", ndim=1, dtype=None, shape_hint="(num_labels,)", what="label numbers")
         if cat.shape[0] != num_labels:
             raise ValueError(f"label_category must have shape (num_labels,) = ({num_labels},); "
                              f"got shape {tuple(cat.shape)}")
@@ -146,7 +136,7 @@ class IoUTally:
         sh, sw = self.output_size
         pl = None
         if pixel_labels is not None:
-            pl = _int_labels(pixel_labels, "pixel_labels", 4, "(B, P, sh, sw)")
+            pl = int_array(pixel_labels, "pixel_labels", ndim=4, dtype=None, shape_hint="(B, P, sh, sw)", what="label numbers")
             if pl.shape[0] != B:
                 raise ValueError(f"pixel_labels must have the batch size of activations (B = {B}); "
                                  f"got shape {tuple(pl.shape)}")
@@ -161,7 +151,7 @@ class IoUTally:
                                  f"got {int(pl.max())}")
         il = None
         if image_labels is not None:
-            il = _int_labels(image_labels, "image_labels", 2, "(B, S)")
+            il = int_array(image_labels, "image_labels", ndim=2, dtype=None, shape_hint="(B, S)", what="label numbers")
             if il.shape[0] != B:
                 raise ValueError(f"image_labels must have the batch size of activations (B = {B}); "
                                  f"got shape {tuple(il.shape)}")
