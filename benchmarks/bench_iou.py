@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -274,8 +273,8 @@ def test_zz_ratios():
         pytest.skip("run the whole file")
     a, a2, b, c, d = (RESULTS[k] for k in ("a", "a2", "b", "c", "d"))
     lines = [
-        f"| variant | seconds per 256 images | ratio |",
-        f"|---|---:|---:|",
+        "| variant | seconds per 256 images | ratio |",
+        "|---|---:|---:|",
         f"| (a) ours, IoUTally.update ({_core.get_num_threads()} threads) | {a:.3f} | 1 |",
         f"| (a2) ours, Lite's category rule | {a2:.3f} | |",
         f"| (b) NetDissect-Lite tally loop, ported ({LITE_IMAGES} images, scaled) | {b:.2f} | (b)/(a2) = {b / a2:.0f}x |",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 
 
 def _rows(session):

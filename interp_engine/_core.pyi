@@ -3,8 +3,9 @@
 The public faces are the classes and functions of ``interp_engine``; these are
 the low-level entry points they call.
 """
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
+import numpy
 import numpy as np
 
 __version__: str
