@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+from pathlib import Path
+from typing import Any, List, Optional
 
 
 def _positive_int(text: str) -> int:
@@ -34,7 +35,159 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=0, help="core threads (0 = all cores)")
 
     sub.add_parser("info", help="version, threads and build of the compiled core")
+
+    dis = sub.add_parser(
+        "dissect", help="Network Dissection of a model's layers on Broden-format data, with an HTML report",
+        description="Label every unit of the chosen layers with the concept its top activations overlap "
+                    "best (IoU). With no arguments: the bundled model on the bundled concept dataset.")
+    dis.add_argument("--model", default="default",
+                     help="'default' (the bundled ConceptCNN), a torchvision model name (needs torchvision), "
+                          "or 'package.module:attribute' naming an nn.Module or a callable returning one")
+    dis.add_argument("--weights", default=None,
+                     help="a state_dict file to load into the model (torch.load with weights_only=True)")
+    dis.add_argument("--layer", action="append", dest="layers", metavar="NAME",
+                     help="layer to dissect (repeatable); default: the bundled model's conv layers")
+    dis.add_argument("--dataset", default=None,
+                     help="a Broden-format directory (default: the bundled concept dataset, generated on "
+                          "first use into the cache directory)")
+    dis.add_argument("--out", default="dissection", help="output directory (default ./dissection)")
+    dis.add_argument("--quantile", type=_fraction, default=0.005,
+                     help="top fraction of each unit's activations that fires (default 0.005)")
+    dis.add_argument("--iou-threshold", type=_fraction, default=0.04,
+                     help="IoU from which a unit is a detector (default 0.04)")
+    dis.add_argument("--thresholds", choices=["exact", "approx"], default="exact",
+                     help="exact quantile thresholds (one more pass) or the sketch's estimate")
+    dis.add_argument("--unit-rule", choices=["annotated", "lite"], default="annotated",
+                     help="which images add to a unit's pixels per category (see docs/dissection.md)")
+    dis.add_argument("--categories", default=None, help="comma-separated categories (default: all)")
+    dis.add_argument("--transform", choices=["netdissect", "imagenet"], default=None,
+                     help="image normalization (default: the bundled model's own, else netdissect)")
+    dis.add_argument("--batch-size", type=_positive_int, default=64)
+    dis.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0)")
+    dis.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the model's)")
+    dis.add_argument("--top-k", type=int, default=10, help="top images kept per unit (default 10)")
+    dis.add_argument("--rotation-seed", type=int, action="append", default=None, dest="rotations",
+                     help="also dissect a random orthogonal basis with this seed (repeatable)")
+    dis.add_argument("--activation-cache", action="store_true",
+                     help="cache activations as float16 on disk so the model runs once")
+    dis.add_argument("--cache-dir", default=None, help="where the activation cache goes")
+    dis.add_argument("--checkpoint-dir", default=None, help="save progress here and resume from it")
+    dis.add_argument("--checkpoint-every", type=_positive_int, default=50, help="batches between checkpoints")
+    dis.add_argument("--max-images", type=_positive_int, default=None, help="use only the first N images")
+    dis.add_argument("--report-units", type=int, default=None, help="units per layer in the report (default all)")
+    dis.add_argument("--threads", type=int, default=0, help="core threads (0 = all cores)")
+    dis.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _load_model(spec: str, weights: Optional[str]):
+    """The model named on the command line (see ``--model``)."""
+    import importlib
+
+    import torch
+
+    if spec == "default":
+        from .models import load_default_model
+
+        model = load_default_model()
+    elif ":" in spec:
+        mod_name, _, attr = spec.partition(":")
+        try:
+            obj: Any = importlib.import_module(mod_name)
+        except ImportError as exc:
+            raise SystemExit(f"interp-engine: error: cannot import module {mod_name!r} of --model {spec!r}: {exc}")
+        for part in attr.split("."):
+            if not hasattr(obj, part):
+                raise SystemExit(f"interp-engine: error: {mod_name!r} has no attribute {attr!r} (--model {spec!r})")
+            obj = getattr(obj, part)
+        model = obj if isinstance(obj, torch.nn.Module) else obj()
+        if not isinstance(model, torch.nn.Module):
+            raise SystemExit(f"interp-engine: error: --model {spec!r} gave {type(model).__name__}, "
+                             "not a torch.nn.Module")
+    else:
+        try:
+            import torchvision
+        except ImportError:
+            raise SystemExit(f"interp-engine: error: --model {spec!r} looks like a torchvision model name, but "
+                             "torchvision is not installed (pip install 'interp_engine[vision]'); "
+                             "or pass 'module:attribute'")
+        names = torchvision.models.list_models()
+        if spec not in names:
+            import difflib
+
+            close = difflib.get_close_matches(spec, names, n=5)
+            raise SystemExit(f"interp-engine: error: unknown torchvision model {spec!r}; close matches: {close}")
+        model = torchvision.models.get_model(spec, weights="DEFAULT" if weights == "DEFAULT" else None)
+        if weights == "DEFAULT":
+            weights = None
+    if weights is not None:
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as exc:
+            raise SystemExit(f"interp-engine: error: cannot load --weights {weights!r}: {exc}")
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise SystemExit(f"interp-engine: error: --weights {weights!r} do not fit the model: {exc}")
+    return model.eval()
+
+
+def _run_dissect(args: argparse.Namespace) -> int:
+    import time
+
+    from .methods.dissection import Dissection
+    from .report import write_report
+
+    t0 = time.perf_counter()
+    model = _load_model(args.model, args.weights)
+    layers = args.layers
+    transform = args.transform
+    if args.model == "default":
+        from .models import DEFAULT_TRANSFORM, LAYER_NAMES
+
+        layers = layers or list(LAYER_NAMES)
+        transform = transform or DEFAULT_TRANSFORM
+    if not layers:
+        print("interp-engine: error: --layer is required with a model other than the default", file=sys.stderr)
+        return 2
+    if args.dataset is None:
+        from .data.concepts import concept_dataset
+
+        root = concept_dataset()
+    else:
+        root = args.dataset
+    from .data import BrodenDataset
+
+    categories = None if args.categories is None else [c.strip() for c in args.categories.split(",") if c.strip()]
+    try:
+        ds = BrodenDataset(root, categories=categories, transform=transform or "netdissect",
+                           max_images=args.max_images)
+        d = Dissection(model, layers, quantile=args.quantile, iou_threshold=args.iou_threshold,
+                       thresholds=args.thresholds, unit_rule=args.unit_rule, batch_size=args.batch_size,
+                       num_workers=args.num_workers, device=args.device, top_k=args.top_k,
+                       rotations=args.rotations or (), activation_cache=args.activation_cache,
+                       cache_dir=args.cache_dir, checkpoint_dir=args.checkpoint_dir,
+                       checkpoint_every=args.checkpoint_every, progress=not args.quiet,
+                       num_threads=args.threads or None)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"interp-engine: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"dissecting {', '.join(layers)} of {args.model} on {root} ({len(ds)} images)", flush=True)
+    result = d.run(ds)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.save(out / "result.npz")
+    index = write_report(result, ds, out, max_units=args.report_units)
+    for key in result:
+        print(f"\n== {key}")
+        print(result[key].format_table(max_rows=10))
+    print("\n" + result.format_summary())
+    t = result.timings
+    print(f"\ntime: {time.perf_counter() - t0:.1f} s (model forward {t['forward']:.1f} s); "
+          f"report: {index}")
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -46,6 +199,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"compiled core: {interp_engine._core.__file__}")
         print(f"threads: {interp_engine.get_num_threads()}")
         return 0
+    if args.command == "dissect":
+        if args.threads < 0:
+            print("interp-engine: error: --threads must be >= 0", file=sys.stderr)
+            return 2
+        return _run_dissect(args)
     if args.command == "demo":
         from .demo import run_demo
 

@@ -1,0 +1,875 @@
+"""Network Dissection (Bau et al., CVPR 2017), end to end on Broden-format data.
+
+:func:`dissect` / :class:`Dissection` label every unit of one or more layers
+of any ``torch.nn.Module`` with the concept whose masks best overlap the
+unit's top-quantile activation regions (IoU).  Semantics:
+shared/ALGORITHMS.md section 1; the counting is done by the compiled core
+(:class:`~interp_engine.ChannelQuantiles` for the thresholds,
+:class:`~interp_engine.IoUTally` for the counts).
+
+Passes over the data (all requested layers at once, one forward per batch):
+
+1. ``"quantiles"``: a :class:`ChannelQuantiles` sketch per layer, and the
+   running top-k images per unit (by the maximum of the unit's map).
+2. ``"exact"`` (only with ``thresholds="exact"``, the default): the core's
+   exact pass, giving each unit's threshold equal to ``np.quantile`` of all
+   its values at level ``1 - quantile``.  With ``thresholds="approx"`` the
+   sketch's estimate is used (rank error <= 1e-4) and this pass is skipped.
+3. ``"iou"``: an :class:`IoUTally` per layer.
+
+With ``activation_cache=True`` the first pass also writes the layers'
+activations to a float16 memory-mapped file; the later passes read it and the
+model runs once.  All passes then see the float16-rounded values, so results
+are consistent among themselves (and differ from an uncached run only by that
+rounding).
+
+Checkpointing: with ``checkpoint_dir`` the accumulators' state is saved every
+``checkpoint_every`` batches of the quantile and IoU passes and at the end of
+every pass; a later run with the same arguments resumes there and gives the
+same result as an uninterrupted run (the exact pass has no intermediate
+state: an interruption inside it restarts that pass).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..engine._arrays import check_positive_int
+from ..engine.iou import UNIT_RULES, IoUTally
+from ..engine.quantiles import ChannelQuantiles
+
+__all__ = ["Dissection", "DissectionResult", "LayerResult", "dissect", "random_rotation",
+           "rotation_experiment"]
+
+_RESULT_FORMAT = "interp_engine.dissection"
+_RESULT_VERSION = 1
+_CHECKPOINT_VERSION = 1
+PASSES = ("quantiles", "exact", "iou")
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class LayerResult:
+    """Dissection of one layer (K units, L labels, C categories).
+
+    Arrays: ``thresholds`` (K,) float64; ``iou`` (K, L) float64;
+    ``intersection`` (K, L), ``label_pixels`` (L,), ``unit_pixels`` (K, C)
+    int64 counts; ``top_images`` (K, top_k) int64 dataset indices (-1 where
+    fewer images were seen), ``top_values`` (K, top_k) float64 (the maximum of
+    the unit's map on that image) and ``top_maps`` (K, top_k, h, w) float32 (the
+    unit's native-resolution map on that image, for the report).
+    ``label_category`` (L,) is each label's category index (-1: a label of no
+    selected category, never the best).
+    """
+
+    layer: str
+    label_names: List[str]
+    label_category: np.ndarray
+    categories: List[str]
+    thresholds: np.ndarray
+    iou: np.ndarray
+    intersection: np.ndarray
+    label_pixels: np.ndarray
+    unit_pixels: np.ndarray
+    top_images: np.ndarray
+    top_values: np.ndarray
+    top_maps: np.ndarray
+    quantile: float = 0.005
+    iou_threshold: float = 0.04
+    basis: str = "units"
+
+    # ----- per-category and overall best labels
+    @property
+    def num_units(self) -> int:
+        return int(self.iou.shape[0])
+
+    def _category_masks(self) -> np.ndarray:
+        cats = np.asarray(self.label_category)
+        masks = np.stack([cats == c for c in range(len(self.categories))]) if self.categories else \
+            np.zeros((0, cats.size), bool)
+        masks[:, 0] = False  # label 0 is "none"
+        return masks
+
+    @property
+    def category_best_label(self) -> np.ndarray:
+        """(K, C) int64: per unit and category, the label of the category with
+        the highest IoU (ties: lowest label number; 0 when the category has no
+        label)."""
+        masks = self._category_masks()
+        out = np.zeros((self.num_units, len(self.categories)), dtype=np.int64)
+        for c, m in enumerate(masks):
+            idx = np.flatnonzero(m)
+            if idx.size:
+                out[:, c] = idx[np.argmax(self.iou[:, idx], axis=1)]
+        return out
+
+    @property
+    def category_best_iou(self) -> np.ndarray:
+        """(K, C) float64: the IoU of :attr:`category_best_label`."""
+        best = self.category_best_label
+        vals = np.take_along_axis(self.iou, best, axis=1)
+        vals[best == 0] = 0.0
+        return vals
+
+    @property
+    def best_category(self) -> np.ndarray:
+        """(K,) int64: the category of the unit's label (ties: first category)."""
+        return np.argmax(self.category_best_iou, axis=1).astype(np.int64) if self.categories else \
+            np.zeros(self.num_units, np.int64)
+
+    @property
+    def best_label(self) -> np.ndarray:
+        """(K,) int64: the unit's label, the best over categories."""
+        return np.take_along_axis(self.category_best_label, self.best_category[:, None], axis=1)[:, 0]
+
+    @property
+    def best_iou(self) -> np.ndarray:
+        """(K,) float64: the IoU of :attr:`best_label`."""
+        return np.take_along_axis(self.category_best_iou, self.best_category[:, None], axis=1)[:, 0]
+
+    @property
+    def detectors(self) -> np.ndarray:
+        """(K,) bool: units whose best IoU is >= ``iou_threshold``."""
+        return self.best_iou >= self.iou_threshold
+
+    def unit_order(self) -> np.ndarray:
+        """Units sorted by best IoU, descending (ties: lower unit first)."""
+        return np.lexsort((np.arange(self.num_units), -self.best_iou))
+
+    def summary(self) -> Dict[str, Any]:
+        """Counts of detectors and unique detectors (distinct labels among
+        detectors), overall and per category, as in the paper's figures."""
+        det = self.detectors
+        cat = self.best_category
+        lab = self.best_label
+        per_cat = {}
+        for c, name in enumerate(self.categories):
+            sel = det & (cat == c)
+            per_cat[name] = {"detectors": int(sel.sum()), "unique": int(np.unique(lab[sel]).size)}
+        per_label: Dict[str, int] = {}
+        for u in np.flatnonzero(det):
+            name = self.label_names[int(lab[u])]
+            per_label[name] = per_label.get(name, 0) + 1
+        return {"layer": self.layer, "basis": self.basis, "units": self.num_units,
+                "detectors": int(det.sum()), "unique_detectors": int(np.unique(lab[det]).size),
+                "per_category": per_cat,
+                "per_label": dict(sorted(per_label.items(), key=lambda kv: (-kv[1], kv[0])))}
+
+    def table(self) -> List[Dict[str, Any]]:
+        """One row (dict) per unit, sorted by IoU: unit (0-based), label,
+        category, iou, threshold, detector, then ``<category>-label`` and
+        ``<category>-iou`` per category.  Pandas-free; ``pandas.DataFrame(rows)``
+        makes a frame."""
+        best, cbest, ciou = self.best_label, self.category_best_label, self.category_best_iou
+        bcat, biou, det = self.best_category, self.best_iou, self.detectors
+        rows = []
+        for u in self.unit_order():
+            row: Dict[str, Any] = {"unit": int(u), "label": self.label_names[int(best[u])],
+                                   "category": self.categories[int(bcat[u])] if self.categories else "",
+                                   "iou": float(biou[u]), "threshold": float(self.thresholds[u]),
+                                   "detector": bool(det[u])}
+            for c, name in enumerate(self.categories):
+                row[f"{name}-label"] = self.label_names[int(cbest[u, c])]
+                row[f"{name}-iou"] = float(ciou[u, c])
+            rows.append(row)
+        return rows
+
+    def format_table(self, max_rows: Optional[int] = 20) -> str:
+        """A plain-text table of the top units (all with ``max_rows=None``)."""
+        rows = self.table()
+        if max_rows is not None:
+            rows = rows[:max_rows]
+        lines = [f"{'unit':>5}  {'label':<20} {'category':<10} {'IoU':>7}  detector"]
+        for r in rows:
+            lines.append(f"{r['unit']:>5}  {r['label'][:20]:<20} {r['category'][:10]:<10} {r['iou']:7.4f}  "
+                         f"{'yes' if r['detector'] else '-'}")
+        return "\n".join(lines)
+
+    def to_csv(self, path: Union[str, os.PathLike]) -> Path:
+        """Write NetDissect-Lite's ``tally.csv``: columns ``unit`` (1-based),
+        ``category``, ``label``, ``score``, then per category
+        ``<cat>-label, <cat>-truth, <cat>-activation, <cat>-intersect, <cat>-iou``
+        (truth = label pixels L, activation = the unit's pixels A in that
+        category, intersect = I), rows sorted by score descending."""
+        import csv
+
+        path = Path(path)
+        cbest, ciou = self.category_best_label, self.category_best_iou
+        bcat = self.best_category
+        fields = ["unit", "category", "label", "score"]
+        for name in self.categories:
+            fields += [f"{name}-label", f"{name}-truth", f"{name}-activation", f"{name}-intersect", f"{name}-iou"]
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fields)
+            w.writeheader()
+            for u in self.unit_order():
+                c0 = int(bcat[u]) if self.categories else 0
+                row: Dict[str, Any] = {"unit": int(u) + 1,
+                                       "category": self.categories[c0] if self.categories else "",
+                                       "label": self.label_names[int(cbest[u, c0])] if self.categories else "-",
+                                       "score": repr(float(ciou[u, c0])) if self.categories else "0.0"}
+                for c, name in enumerate(self.categories):
+                    lab = int(cbest[u, c])
+                    row.update({f"{name}-label": self.label_names[lab],
+                                f"{name}-truth": int(self.label_pixels[lab]),
+                                f"{name}-activation": int(self.unit_pixels[u, c]),
+                                f"{name}-intersect": int(self.intersection[u, lab]),
+                                f"{name}-iou": repr(float(ciou[u, c]))})
+                w.writerow(row)
+        return path
+
+    # ----- (de)serialization helpers
+    _ARRAYS = ("label_category", "thresholds", "iou", "intersection", "label_pixels", "unit_pixels",
+               "top_images", "top_values", "top_maps")
+
+    def _meta(self) -> Dict[str, Any]:
+        return {"layer": self.layer, "label_names": list(self.label_names), "categories": list(self.categories),
+                "quantile": self.quantile, "iou_threshold": self.iou_threshold, "basis": self.basis}
+
+
+@dataclass
+class DissectionResult:
+    """The result of a run: one :class:`LayerResult` per layer (a rotated
+    basis appears as its own entry, e.g. ``"conv4@rotation0"``)."""
+
+    layers: Dict[str, LayerResult]
+    config: Dict[str, Any] = field(default_factory=dict)
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    def __getitem__(self, layer: str) -> LayerResult:
+        try:
+            return self.layers[layer]
+        except KeyError:
+            raise KeyError(f"no layer {layer!r} in this result; it has {list(self.layers)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def summary(self) -> Dict[str, Dict[str, Any]]:
+        return {name: lr.summary() for name, lr in self.layers.items()}
+
+    def format_summary(self) -> str:
+        lines = []
+        for name, lr in self.layers.items():
+            s = lr.summary()
+            per = ", ".join(f"{c} {v['detectors']}/{v['unique']}" for c, v in s["per_category"].items())
+            lines.append(f"{name}: {s['detectors']} of {s['units']} units are detectors (IoU >= "
+                         f"{lr.iou_threshold}), {s['unique_detectors']} unique labels; per category "
+                         f"detectors/unique: {per}")
+        return "\n".join(lines)
+
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        """Save to one ``.npz`` file (no pickles: arrays plus a JSON header)."""
+        path = Path(path)
+        arrays: Dict[str, np.ndarray] = {}
+        metas = []
+        for i, (name, lr) in enumerate(self.layers.items()):
+            m = lr._meta()
+            m["key"] = name
+            metas.append(m)
+            for a in LayerResult._ARRAYS:
+                arrays[f"l{i}.{a}"] = np.asarray(getattr(lr, a))
+        header = {"format": _RESULT_FORMAT, "version": _RESULT_VERSION, "layers": metas,
+                  "config": _jsonable(self.config), "timings": self.timings}
+        arrays["header"] = np.array(json.dumps(header))
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> "DissectionResult":
+        """Load a file written by :meth:`save` (validated)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no dissection result at {path}")
+        with np.load(path, allow_pickle=False) as z:
+            if "header" not in z.files:
+                raise ValueError(f"{path} is not a dissection result (no header)")
+            header = json.loads(str(z["header"]))
+            if header.get("format") != _RESULT_FORMAT or header.get("version") != _RESULT_VERSION:
+                raise ValueError(f"{path}: expected format {_RESULT_FORMAT} version {_RESULT_VERSION}; got "
+                                 f"{header.get('format')!r} version {header.get('version')!r}")
+            layers = {}
+            for i, m in enumerate(header["layers"]):
+                arrs = {a: z[f"l{i}.{a}"] for a in LayerResult._ARRAYS}
+                layers[m["key"]] = LayerResult(layer=m["layer"], label_names=m["label_names"],
+                                               categories=m["categories"], quantile=m["quantile"],
+                                               iou_threshold=m["iou_threshold"], basis=m["basis"], **arrs)
+        return cls(layers, header.get("config", {}), header.get("timings", {}))
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    return repr(x)
+
+
+# ----------------------------------------------------------------------------- rotations
+def random_rotation(num_units: int, seed: int = 0):
+    """A (K, K) random orthogonal matrix (Haar-distributed: QR of a Gaussian
+    matrix with the signs of R's diagonal fixed), float64 torch tensor,
+    deterministic from ``seed``."""
+    import torch
+
+    num_units = check_positive_int(num_units, "num_units")
+    g = torch.Generator().manual_seed(int(seed))
+    a = torch.randn(num_units, num_units, generator=g, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    return q * torch.sign(torch.diagonal(r))[None, :]
+
+
+# ----------------------------------------------------------------------------- running top-k
+class _TopK:
+    """Per unit, the ``k`` images with the largest map maximum seen so far
+    (ties: lower dataset index first), with their native maps."""
+
+    def __init__(self, num_units: int, k: int, map_shape: Tuple[int, int]):
+        import torch
+
+        self.k = k
+        self.values = torch.full((num_units, k), -math.inf, dtype=torch.float64)
+        self.index = torch.full((num_units, k), -1, dtype=torch.int64)
+        self.maps = torch.zeros((num_units, k) + tuple(map_shape), dtype=torch.float32)
+
+    def update(self, acts, index) -> None:
+        import torch
+
+        b = acts.shape[0]
+        if b == 0 or self.k == 0:
+            return
+        a = acts.detach().to(device="cpu", dtype=torch.float32)
+        m = a.flatten(2).amax(dim=2).to(torch.float64).T  # (K, B)
+        vals = torch.cat([self.values, m], dim=1)
+        idx = torch.cat([self.index, index[None, :].expand(m.shape[0], b)], dim=1)
+        # stable descending sort: the current entries (lower indices) come first among ties
+        order = torch.sort(vals, dim=1, descending=True, stable=True).indices[:, : self.k]
+        new_vals = torch.gather(vals, 1, order)
+        new_idx = torch.gather(idx, 1, order)
+        maps_all = torch.cat([self.maps, a.transpose(0, 1)], dim=1)  # (K, k + B, h, w)
+        self.maps = maps_all[torch.arange(m.shape[0])[:, None], order]
+        self.values, self.index = new_vals, new_idx
+
+    def state(self) -> Dict[str, np.ndarray]:
+        return {"values": self.values.numpy(), "index": self.index.numpy(), "maps": self.maps.numpy()}
+
+    def load(self, st: Mapping[str, np.ndarray]) -> None:
+        import torch
+
+        self.values = torch.from_numpy(np.array(st["values"], dtype=np.float64))
+        self.index = torch.from_numpy(np.array(st["index"], dtype=np.int64))
+        self.maps = torch.from_numpy(np.array(st["maps"], dtype=np.float32))
+
+
+# ----------------------------------------------------------------------------- datasets
+def _as_dataset(dataset: Any, categories: Optional[Sequence[str]], transform: Any):
+    if isinstance(dataset, (str, os.PathLike)):
+        from ..data.broden import BrodenDataset
+
+        return BrodenDataset(dataset, categories=categories, transform=transform)
+    need = ("label_names", "categories", "num_categories", "pixel_size", "__getitem__", "__len__")
+    missing = [n for n in need if not hasattr(dataset, n)]
+    if missing:
+        raise TypeError(f"dataset must be a Broden directory path or a BrodenDataset-like object; "
+                        f"got {type(dataset).__name__} without {missing}")
+    if categories is not None and list(categories) != list(dataset.categories):
+        raise ValueError("categories can only be chosen when dataset is a path; build the BrodenDataset "
+                         "with categories=... instead")
+    return dataset
+
+
+def _label_category(ds) -> Tuple[np.ndarray, np.ndarray]:
+    """(label_category with -1 for labels of no selected category, the same
+    mapped into [0, C) for the tally)."""
+    raw = np.asarray(ds.label_category, dtype=np.int64)
+    if hasattr(ds, "label_category_for_tally"):
+        tally = np.asarray(ds.label_category_for_tally(), dtype=np.int64)
+    else:
+        tally = np.where(raw < 0, 0, raw)
+    return raw, tally
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _split_state(d: Mapping[str, Any], prefix: str, arrays: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    """Put a state_dict's arrays into ``arrays`` and return the JSON part."""
+    meta: Dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, np.ndarray):
+            arrays[f"{prefix}.{k}"] = v
+            meta[k] = {"__array__": f"{prefix}.{k}"}
+        elif isinstance(v, tuple):
+            meta[k] = {"__tuple__": _jsonable(list(v))}
+        else:
+            meta[k] = _jsonable(v)
+    return meta
+
+
+def _join_state(meta: Mapping[str, Any], z: Mapping[str, np.ndarray]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k, v in meta.items():
+        if isinstance(v, dict) and "__array__" in v:
+            out[k] = np.array(z[v["__array__"]])
+        elif isinstance(v, dict) and "__tuple__" in v:
+            out[k] = tuple(v["__tuple__"])
+        else:
+            out[k] = v
+    return out
+
+
+# ----------------------------------------------------------------------------- the method
+@dataclass(frozen=True)
+class _Layer:
+    key: str            # result key
+    module: str         # captured layer name
+    rotation: Optional[int]  # seed of the random basis, None for the units themselves
+
+
+class Dissection:
+    """Network Dissection of one or more layers of ``model``.
+
+    Args:
+        model: any ``torch.nn.Module``; it is put in eval mode for the run and
+            left as it was (training flags, device) afterwards.
+        layers: a layer name (``"layer4"``, ``"features.17"``, nested names)
+            or a list of them; see :mod:`interp_engine.capture` for the
+            accepted outputs (``(B, C, H, W)``; ``(B, C)``; tokens).
+        quantile: the top fraction of activations that defines a unit's
+            active region (0.005: top 0.5%).
+        iou_threshold: IoU at which a unit counts as a detector (0.04).
+        thresholds: ``"exact"`` (default; equal to ``np.quantile``, one more
+            pass) or ``"approx"`` (the sketch's estimate, rank error 1e-4).
+        unit_rule: ``"annotated"`` (original NetDissect) or ``"lite"``
+            (NetDissect-Lite's rule); see :class:`IoUTally`.
+        categories, transform: used when ``dataset`` is a path (see
+            :class:`interp_engine.data.BrodenDataset`).
+        batch_size, num_workers: of the DataLoader.
+        device: where the model runs (default: where its parameters are).
+        top_k: top-activating images kept per unit (10).
+        rotations: seeds of random orthogonal bases to dissect as well (the
+            paper's basis experiment): each adds a result ``"<layer>@rotation<seed>"``.
+        activation_cache: cache the activations as float16 on disk so that the
+            model runs once; ``cache_dir`` is where (default: a temporary
+            directory removed after the run).
+        checkpoint_dir, checkpoint_every: save and resume (see module docs).
+        progress: show progress bars (tqdm when installed).
+        seed: seed of the quantile sketches.
+        num_threads: threads of the core (None: all cores).
+    """
+
+    def __init__(self, model, layers: Union[str, Sequence[str]], *, quantile: float = 0.005,
+                 iou_threshold: float = 0.04, thresholds: str = "exact", unit_rule: str = "annotated",
+                 categories: Optional[Sequence[str]] = None, transform: Any = "netdissect",
+                 batch_size: int = 64, num_workers: int = 0, device: Any = None, top_k: int = 10,
+                 rotations: Sequence[int] = (), activation_cache: bool = False,
+                 cache_dir: Optional[Union[str, os.PathLike]] = None,
+                 checkpoint_dir: Optional[Union[str, os.PathLike]] = None, checkpoint_every: int = 50,
+                 progress: bool = True, seed: int = 0, num_threads: Optional[int] = None,
+                 adapter: Any = "auto") -> None:
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        if isinstance(layers, str):
+            layers = [layers]
+        layers = list(layers)
+        if not layers or not all(isinstance(x, str) and x for x in layers):
+            raise ValueError(f"layers must be a non-empty layer name or list of names; got {layers!r}")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"layers must not repeat a name; got {layers!r}")
+        if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 < quantile < 1.0:
+            raise ValueError(f"quantile must be a float in (0, 1) (the top fraction, e.g. 0.005); got {quantile!r}")
+        if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float)) \
+                or not 0.0 <= iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be a float in [0, 1]; got {iou_threshold!r}")
+        if thresholds not in ("exact", "approx"):
+            raise ValueError(f"thresholds must be 'exact' or 'approx'; got {thresholds!r}")
+        if unit_rule not in UNIT_RULES:
+            raise ValueError(f"unit_rule must be one of {UNIT_RULES}; got {unit_rule!r}")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an integer >= 0; got {num_workers!r}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0; got {top_k!r}")
+        self.checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+        rotations = list(rotations)
+        for r in rotations:
+            if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+                raise ValueError(f"rotations must be non-negative integer seeds; got {r!r}")
+        from ..capture import find_module
+
+        for name in layers:
+            find_module(model, name)  # ValueError with close matches
+        self.model = model
+        self.layer_names = layers
+        self.quantile = float(quantile)
+        self.iou_threshold = float(iou_threshold)
+        self.thresholds = thresholds
+        self.unit_rule = unit_rule
+        self.categories = None if categories is None else list(categories)
+        self.transform = transform
+        self.num_workers = num_workers
+        self.device = None if device is None else torch.device(device)
+        self.top_k = top_k
+        self.rotations = rotations
+        self.activation_cache = bool(activation_cache)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.progress = bool(progress)
+        self.seed = int(seed)
+        self.num_threads = num_threads
+        self.adapter = adapter
+        self._layers = [_Layer(n, n, None) for n in layers] + \
+            [_Layer(f"{n}@rotation{r}", n, r) for n in layers for r in rotations]
+        #: test hook: called with (pass name, batch number) after each batch
+        self._after_batch: Optional[Callable[[str, int], None]] = None
+
+    # ------------------------------------------------------------------ helpers
+    def _config(self, ds) -> Dict[str, Any]:
+        return {"layers": self.layer_names, "quantile": self.quantile, "iou_threshold": self.iou_threshold,
+                "thresholds": self.thresholds, "unit_rule": self.unit_rule, "batch_size": self.batch_size,
+                "top_k": self.top_k, "rotations": self.rotations, "seed": self.seed,
+                "activation_cache": self.activation_cache, "num_images": len(ds),
+                "num_labels": len(ds.label_names), "categories": list(ds.categories),
+                "dataset": str(getattr(ds, "root", type(ds).__name__))}
+
+    def _loader(self, ds, start_batch: int):
+        import torch
+
+        start = min(len(ds), start_batch * self.batch_size)
+        sub = torch.utils.data.Subset(ds, range(start, len(ds)))
+        return torch.utils.data.DataLoader(sub, batch_size=self.batch_size, shuffle=False,
+                                           num_workers=self.num_workers,
+                                           pin_memory=bool(self.device is not None and self.device.type == "cuda"))
+
+    def _bar(self, total: int, initial: int, desc: str):
+        if not self.progress:
+            return None
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # pragma: no cover - tqdm is optional
+            return None
+        return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False)
+
+    # ------------------------------------------------------------------ run
+    def run(self, dataset: Any) -> DissectionResult:
+        """Dissect on ``dataset`` (a Broden directory or a BrodenDataset);
+        returns a :class:`DissectionResult`."""
+        import torch
+
+        from ..capture import Capture
+
+        ds = _as_dataset(dataset, self.categories, self.transform)
+        if len(ds) == 0:
+            raise ValueError("dataset has no images")
+        label_cat_raw, label_cat_tally = _label_category(ds)
+        num_labels = len(ds.label_names)
+        if label_cat_raw.shape != (num_labels,):
+            raise ValueError(f"dataset.label_category must have shape ({num_labels},); got {label_cat_raw.shape}")
+        num_cat = int(ds.num_categories)
+        out_size = tuple(int(s) for s in ds.pixel_size)
+        config = self._config(ds)
+        n_batches = -(-len(ds) // self.batch_size)
+
+        model = self.model
+        flags = {m: m.training for m in model.modules()}
+        params = list(model.parameters()) + list(model.buffers())
+        home = params[0].device if params else torch.device("cpu")
+        device = self.device or home
+        timings = {"forward": 0.0, "total": 0.0}
+        t_start = time.perf_counter()
+
+        state = _RunState(self, config, ds)
+        state.maybe_resume()
+        cache_tmp = None
+        try:
+            model.eval()
+            if device != home:
+                model.to(device)
+            with Capture(model, self.layer_names, adapter=self.adapter, stop_early=True) as cap:
+                if self.activation_cache and state.cache_root is None and self.checkpoint_dir is not None:
+                    state.cache_root = self.checkpoint_dir / "activations"
+                elif self.activation_cache and state.cache_root is None:
+                    import tempfile
+
+                    cache_tmp = tempfile.TemporaryDirectory(prefix="interp_engine_cache_")
+                    state.cache_root = Path(cache_tmp.name)
+
+                def source(pass_name: str, start: int):
+                    """Yield (batch number, batch dict, {layer: acts}) from the model or the cache."""
+                    use_cache = self.activation_cache and pass_name != "quantiles"
+                    for b, batch in enumerate(self._loader(ds, start), start=start):
+                        if use_cache:
+                            lo = b * self.batch_size
+                            hi = lo + batch["index"].shape[0]
+                            acts = {n: torch.from_numpy(np.asarray(state.cache[n][lo:hi])) for n in self.layer_names}
+                        else:
+                            t0 = time.perf_counter()
+                            x = batch["image"].to(device)
+                            acts = {n: a.detach() for n, a in cap(x).items()}
+                            timings["forward"] += time.perf_counter() - t0
+                            if self.activation_cache:
+                                acts = {n: a.to(torch.float16) for n, a in acts.items()}
+                                state.write_cache(acts, b * self.batch_size, len(ds))
+                        yield b, batch, acts
+
+                def views(acts):
+                    """The activations of every result layer (rotations applied), float."""
+                    out = {}
+                    for L in self._layers:
+                        a = acts[L.module]
+                        if L.rotation is not None:
+                            q = state.rotation(L, a.shape[1])
+                            a = torch.einsum("bkhw,jk->bjhw", a.to(torch.float64), q.to(a.device))
+                        out[L.key] = a
+                    return out
+
+                for pass_name in self._passes():
+                    if state.done(pass_name):
+                        continue
+                    start = state.start_batch(pass_name)
+                    state.begin(pass_name)
+                    bar = self._bar(n_batches, start, pass_name)
+                    for b, batch, acts in source(pass_name, start):
+                        state.consume(pass_name, batch, views(acts))
+                        if bar is not None:
+                            bar.update(1)
+                        if self._after_batch is not None:
+                            self._after_batch(pass_name, b)
+                        if pass_name != "exact" and (b + 1) % self.checkpoint_every == 0 and b + 1 < n_batches:
+                            state.checkpoint(pass_name, b + 1)
+                    if bar is not None:
+                        bar.close()
+                    state.finish(pass_name)
+                    state.checkpoint(pass_name, n_batches, finished=True)
+        finally:
+            if device != home:
+                model.to(home)
+            for m, f in flags.items():
+                m.training = f
+            if cache_tmp is not None:
+                state.cache = {}
+                cache_tmp.cleanup()
+        timings["total"] = time.perf_counter() - t_start
+        layers = {L.key: state.layer_result(L, label_cat_raw, num_labels, out_size, num_cat) for L in self._layers}
+        return DissectionResult(layers, config, timings)
+
+    def _passes(self) -> Tuple[str, ...]:
+        return PASSES if self.thresholds == "exact" else ("quantiles", "iou")
+
+
+class _RunState:
+    """Accumulators of a run, their checkpoints and the activation cache."""
+
+    def __init__(self, d: Dissection, config: Dict[str, Any], ds) -> None:
+        self.d = d
+        self.config = config
+        self.ds = ds
+        self.sketch: Dict[str, ChannelQuantiles] = {}
+        self.topk: Dict[str, _TopK] = {}
+        self.exact: Dict[str, Any] = {}
+        self.thresholds: Dict[str, np.ndarray] = {}
+        self.tally: Dict[str, IoUTally] = {}
+        self.finished: List[str] = []
+        self.position: Dict[str, int] = {}
+        self.cache: Dict[str, np.memmap] = {}
+        self.cache_root: Optional[Path] = d.cache_dir
+        self._rot: Dict[str, Any] = {}
+        self._shapes: Dict[str, Tuple[int, ...]] = {}
+        label_cat_raw, self.label_cat_tally = _label_category(ds)
+
+    # ----- bookkeeping
+    def done(self, pass_name: str) -> bool:
+        return pass_name in self.finished
+
+    def start_batch(self, pass_name: str) -> int:
+        return self.position.get(pass_name, 0)
+
+    def rotation(self, L: _Layer, k: int):
+        if L.key not in self._rot:
+            self._rot[L.key] = random_rotation(k, L.rotation)
+        return self._rot[L.key]
+
+    # ----- the passes
+    def begin(self, pass_name: str) -> None:
+        if pass_name == "exact":
+            q = 1.0 - self.d.quantile
+            self.exact = {k: sk.exact_pass(q) for k, sk in self.sketch.items()}
+        elif pass_name == "iou" and not self.thresholds:
+            self.thresholds = {k: sk.quantile(1.0 - self.d.quantile) for k, sk in self.sketch.items()}
+
+    def consume(self, pass_name: str, batch: Mapping[str, Any], acts: Mapping[str, Any]) -> None:
+        import torch
+
+        d = self.d
+        for key, a in acts.items():
+            if a.ndim != 4:
+                raise ValueError(f"layer {key!r} gave activations of shape {tuple(a.shape)}; expected (B, C, H, W)")
+            a_cpu = a.detach().to("cpu")
+            if pass_name == "quantiles":
+                if key not in self.sketch:
+                    self.sketch[key] = ChannelQuantiles(a.shape[1], seed=d.seed, num_threads=d.num_threads)
+                    self.topk[key] = _TopK(a.shape[1], d.top_k, tuple(a.shape[2:]))
+                    self._shapes[key] = tuple(a.shape[1:])
+                elif tuple(a.shape[1:]) != self._shapes.get(key, tuple(a.shape[1:])):
+                    raise ValueError(f"layer {key!r} changed shape from {self._shapes[key]} to "
+                                     f"{tuple(a.shape[1:])} between batches; dissection needs one map size")
+                self.sketch[key].update(a_cpu)
+                self.topk[key].update(a_cpu, torch.as_tensor(batch["index"], dtype=torch.int64))
+            elif pass_name == "exact":
+                self.exact[key].update(a_cpu)
+            else:
+                if key not in self.tally:
+                    self.tally[key] = IoUTally(a.shape[1], len(self.ds.label_names), self.label_cat_tally,
+                                               int(self.ds.num_categories), output_size=tuple(self.ds.pixel_size),
+                                               unit_rule=d.unit_rule, num_threads=d.num_threads)
+                self.tally[key].update(a_cpu, self.thresholds[key], pixel_labels=batch.get("pixel_labels"),
+                                       image_labels=batch.get("image_labels"),
+                                       image_categories=batch.get("image_categories"))
+
+    def finish(self, pass_name: str) -> None:
+        if pass_name == "exact":
+            self.thresholds = {k: p.result() for k, p in self.exact.items()}
+            self.exact = {}
+        if pass_name == "quantiles":
+            missing = [L.key for L in self.d._layers if L.key not in self.sketch]
+            if missing:
+                raise RuntimeError(f"no activations were captured for {missing}")
+        self.finished.append(pass_name)
+        self.position[pass_name] = 0
+
+    # ----- activation cache
+    def write_cache(self, acts: Mapping[str, Any], offset: int, total: int) -> None:
+        assert self.cache_root is not None
+        for name, a in acts.items():
+            if name not in self.cache:
+                self.cache_root.mkdir(parents=True, exist_ok=True)
+                shape = (total,) + tuple(a.shape[1:])
+                fn = self.cache_root / f"{_safe(name)}.npy"
+                self.cache[name] = np.lib.format.open_memmap(fn, mode="w+", dtype=np.float16, shape=shape)
+            self.cache[name][offset:offset + a.shape[0]] = a.to("cpu").numpy()
+
+    def _open_cache(self) -> None:
+        assert self.cache_root is not None
+        for name in self.d.layer_names:
+            fn = self.cache_root / f"{_safe(name)}.npy"
+            if not fn.is_file():
+                raise FileNotFoundError(f"activation cache {fn} is missing; the checkpoint needs it to resume")
+            self.cache[name] = np.load(fn, mmap_mode="r+")
+
+    # ----- checkpoints
+    def _ckpt_path(self) -> Optional[Path]:
+        cd = self.d.checkpoint_dir
+        return None if cd is None else cd / "dissection_checkpoint.npz"
+
+    def checkpoint(self, pass_name: str, next_batch: int, finished: bool = False) -> None:
+        path = self._ckpt_path()
+        if path is None:
+            return
+        if not finished:
+            self.position[pass_name] = next_batch
+        arrays: Dict[str, np.ndarray] = {}
+        meta: Dict[str, Any] = {"version": _CHECKPOINT_VERSION, "config": _jsonable(self.config),
+                                "finished": self.finished, "position": self.position,
+                                "cache_root": None if self.cache_root is None else str(self.cache_root),
+                                "sketch": {}, "topk": {}, "tally": {}, "thresholds": {}}
+        for k, sk in self.sketch.items():
+            meta["sketch"][k] = _split_state(sk.state_dict(), f"sketch.{k}", arrays)
+            meta["topk"][k] = _split_state(self.topk[k].state(), f"topk.{k}", arrays)
+        for k, t in self.tally.items():
+            meta["tally"][k] = _split_state(t.state_dict(), f"tally.{k}", arrays)
+        for k, v in self.thresholds.items():
+            arrays[f"thr.{k}"] = v
+            meta["thresholds"][k] = f"thr.{k}"
+        for k, v in self._shapes.items():
+            meta.setdefault("shapes", {})[k] = list(v)
+        arrays["meta"] = np.array(json.dumps(meta))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for m in self.cache.values():
+            m.flush()
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+    def maybe_resume(self) -> None:
+        path = self._ckpt_path()
+        if path is None or not path.is_file():
+            return
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("version") != _CHECKPOINT_VERSION:
+                raise ValueError(f"checkpoint {path} has version {meta.get('version')!r}; expected "
+                                 f"{_CHECKPOINT_VERSION}")
+            if meta["config"] != _jsonable(self.config):
+                diff = sorted(k for k in set(meta["config"]) | set(self.config)
+                              if meta["config"].get(k) != _jsonable(self.config).get(k))
+                raise ValueError(f"checkpoint {path} was written by a run with other arguments (differing: "
+                                 f"{diff}); use another checkpoint_dir or delete the file")
+            d = self.d
+            for k, st in meta["sketch"].items():
+                self.sketch[k] = ChannelQuantiles.from_state_dict(_join_state(st, z), num_threads=d.num_threads)
+                tk = _TopK(1, d.top_k, (1, 1))
+                tk.load(_join_state(meta["topk"][k], z))
+                self.topk[k] = tk
+            for k, st in meta["tally"].items():
+                self.tally[k] = IoUTally.from_state_dict(_join_state(st, z), num_threads=d.num_threads)
+            self.thresholds = {k: np.array(z[v]) for k, v in meta["thresholds"].items()}
+            self._shapes = {k: tuple(v) for k, v in meta.get("shapes", {}).items()}
+            self.finished = list(meta["finished"])
+            self.position = {k: int(v) for k, v in meta["position"].items()}
+            if d.activation_cache and meta.get("cache_root"):
+                self.cache_root = Path(meta["cache_root"])
+                self._open_cache()
+
+    # ----- results
+    def layer_result(self, L: _Layer, label_cat_raw: np.ndarray, num_labels: int, out_size, num_cat) -> LayerResult:
+        t = self.tally[L.key]
+        tk = self.topk[L.key]
+        return LayerResult(layer=L.module, label_names=list(self.ds.label_names), label_category=label_cat_raw,
+                           categories=list(self.ds.categories), thresholds=np.asarray(self.thresholds[L.key]),
+                           iou=t.iou(), intersection=t.intersection, label_pixels=t.label_pixels,
+                           unit_pixels=t.unit_pixels, top_images=tk.index.numpy().copy(),
+                           top_values=tk.values.numpy().copy(), top_maps=tk.maps.numpy().copy(),
+                           quantile=self.d.quantile, iou_threshold=self.d.iou_threshold,
+                           basis="units" if L.rotation is None else f"rotation{L.rotation}")
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+
+
+# ----------------------------------------------------------------------------- functions
+def dissect(model, layers: Union[str, Sequence[str]], dataset: Any, **kwargs: Any) -> DissectionResult:
+    """Network Dissection in one call: ``Dissection(model, layers, **kwargs).run(dataset)``."""
+    return Dissection(model, layers, **kwargs).run(dataset)
+
+
+def rotation_experiment(model, layer: str, dataset: Any, *, seed: int = 0, **kwargs: Any) -> Dict[str, Any]:
+    """The paper's basis experiment: dissect ``layer`` in its own basis and in
+    a random orthogonal basis (seeded), in the same passes, and report the
+    unique detectors of each.  Returns ``{"units": LayerResult, "rotated":
+    LayerResult, "unique_units": int, "unique_rotated": int, "detectors_units":
+    int, "detectors_rotated": int}``."""
+    res = dissect(model, [layer], dataset, rotations=[seed], **kwargs)
+    a, b = res[layer], res[f"{layer}@rotation{seed}"]
+    sa, sb = a.summary(), b.summary()
+    return {"units": a, "rotated": b, "unique_units": sa["unique_detectors"],
+            "unique_rotated": sb["unique_detectors"], "detectors_units": sa["detectors"],
+            "detectors_rotated": sb["detectors"]}

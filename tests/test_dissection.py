@@ -1,0 +1,352 @@
+"""Network Dissection end to end (interp_engine.methods.dissection) against a
+slow per-image, per-unit numpy reference."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from interp_engine.methods.dissection import (Dissection, DissectionResult, dissect,  # noqa: E402
+                                              random_rotation, rotation_experiment)
+from reference import iou_counts, iou_from_counts  # noqa: E402
+
+CATS = ["color", "part", "scene"]
+# label numbers: 1-3 colours, 4-5 parts, 6-7 scenes; label 8 belongs to no selected category
+NAMES = ["-", "red", "green", "blue", "wheel", "door", "beach", "forest", "orphan"]
+LABEL_CAT = np.array([0, 0, 0, 0, 1, 1, 2, 2, -1])
+
+
+class MemoryBroden(torch.utils.data.Dataset):
+    """An in-memory dataset with the BrodenDataset interface."""
+
+    def __init__(self, n=23, size=16, seed=0):
+        rng = np.random.default_rng(seed)
+        self.label_names = NAMES
+        self.label_category = LABEL_CAT
+        self.categories = CATS
+        self.num_categories = 3
+        self.pixel_size = (size // 2, size // 2)
+        s = size // 2
+        self.images = rng.standard_normal((n, 3, size, size)).astype(np.float32)
+        pix = np.zeros((n, 2, s, s), np.int32)
+        for i in range(n):
+            for _ in range(rng.integers(0, 3)):
+                y, x = rng.integers(0, s, 2)
+                hh, ww = rng.integers(1, s // 2 + 1, 2)
+                pix[i, 0, y:y + hh, x:x + ww] = rng.integers(1, 4)
+            if rng.random() < 0.6:
+                y, x = rng.integers(0, s, 2)
+                pix[i, 1, y:, x:] = rng.integers(4, 6)
+            # make colour pixels drive the input so that units can detect them
+            up = np.kron(pix[i, 0] == 1, np.ones((2, 2)))
+            self.images[i, 0] += 3.0 * up
+        self.pixel_labels = pix
+        scene = rng.integers(0, 3, n)  # 0 = none
+        self.image_labels = np.where(scene == 0, 0, scene + 5).astype(np.int32)[:, None]
+        self.image_categories = np.stack([(pix[:, 0] != 0).any(axis=(1, 2)), (pix[:, 1] != 0).any(axis=(1, 2)),
+                                          scene != 0], axis=1)
+
+    def label_category_for_tally(self):
+        return np.where(self.label_category < 0, 0, self.label_category)
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def load_image(self, i):
+        im = self.images[i].transpose(1, 2, 0)
+        return ((im - im.min()) / (np.ptp(im) + 1e-9) * 255).astype(np.uint8)
+
+    def __getitem__(self, i):
+        return {"image": torch.from_numpy(self.images[i]), "pixel_labels": torch.from_numpy(self.pixel_labels[i]),
+                "image_labels": torch.from_numpy(self.image_labels[i]),
+                "image_categories": torch.from_numpy(self.image_categories[i]), "index": i}
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(6, 5, 3, stride=2, padding=1),
+        torch.nn.BatchNorm2d(5),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(5, 4, 3, stride=2, padding=1),
+    ).eval()
+
+
+def reference_layer(model, layer_index, ds, q=0.005, unit_rule="annotated", acts_fn=None):
+    """Per image, per unit, in numpy: activations computed by running the
+    submodules by hand, thresholds by np.quantile, counts by the IoU reference."""
+    x = torch.from_numpy(ds.images)
+    with torch.no_grad():
+        for i, m in enumerate(model):
+            x = m(x)
+            if i == layer_index:
+                break
+    acts = x.numpy().astype(np.float64)
+    if acts_fn is not None:
+        acts = acts_fn(acts)
+    K = acts.shape[1]
+    vals = acts.transpose(1, 0, 2, 3).reshape(K, -1)
+    thr = np.array([np.quantile(vals[k], 1 - q) for k in range(K)])
+    counts = iou_counts(acts, thr, ds.pixel_labels, ds.image_labels, ds.image_categories,
+                        ds.label_category_for_tally(), len(NAMES), 3, ds.pixel_size, unit_rule=unit_rule)
+    return acts, thr, counts
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return MemoryBroden()
+
+
+@pytest.mark.parametrize("unit_rule", ["annotated", "lite"])
+@pytest.mark.parametrize("batch_size", [4, 23])
+def test_matches_slow_reference(ds, unit_rule, batch_size):
+    model = make_model()
+    res = dissect(model, ["2", "4"], ds, quantile=0.05, unit_rule=unit_rule, batch_size=batch_size,
+                  progress=False)
+    for name, idx in (("2", 2), ("4", 4)):
+        _, thr, (I, L, A) = reference_layer(model, idx, ds, q=0.05, unit_rule=unit_rule)
+        r = res[name]
+        np.testing.assert_array_equal(r.thresholds, thr)
+        np.testing.assert_array_equal(r.intersection, I)
+        np.testing.assert_array_equal(r.label_pixels, L)
+        np.testing.assert_array_equal(r.unit_pixels, A)
+        np.testing.assert_array_equal(r.iou, iou_from_counts(I, L, A, ds.label_category_for_tally()))
+
+
+def test_approx_thresholds_are_the_sketch(ds):
+    model = make_model()
+    res = dissect(model, "4", ds, quantile=0.05, thresholds="approx", progress=False)
+    acts, thr, _ = reference_layer(model, 4, ds, q=0.05)
+    r = res["4"]
+    # the sketch keeps every value at this size, so its estimate is within one order statistic
+    vals = np.sort(acts.transpose(1, 0, 2, 3).reshape(acts.shape[1], -1), axis=1)
+    for k in range(acts.shape[1]):
+        frac_below = np.mean(vals[k] < r.thresholds[k])
+        assert abs(frac_below - 0.95) <= 2.0 / vals.shape[1] + 1e-4
+    I, L, A = iou_counts(acts, r.thresholds, ds.pixel_labels, ds.image_labels, ds.image_categories,
+                         ds.label_category_for_tally(), len(NAMES), 3, ds.pixel_size)
+    np.testing.assert_array_equal(r.intersection, I)
+
+
+def test_labels_and_summary_follow_the_definitions(ds):
+    r = dissect(make_model(), "4", ds, quantile=0.05, progress=False)["4"]
+    iou = r.iou
+    for u in range(r.num_units):
+        best = {}
+        for c in range(3):
+            labs = [lab for lab in range(1, len(NAMES)) if LABEL_CAT[lab] == c]
+            vals = [iou[u, lab] for lab in labs]
+            best[c] = (labs[int(np.argmax(vals))], max(vals))
+            assert r.category_best_label[u, c] == best[c][0]
+            assert r.category_best_iou[u, c] == best[c][1]
+        c_star = max(range(3), key=lambda c: (best[c][1], -c))
+        assert r.best_category[u] == c_star
+        assert r.best_label[u] == best[c_star][0]
+        assert r.best_iou[u] == best[c_star][1]
+    assert r.best_label.max() < 8  # the orphan label is never a unit's label
+    s = r.summary()
+    det = r.best_iou >= 0.04
+    assert s["detectors"] == int(det.sum())
+    assert s["unique_detectors"] == len(set(r.best_label[det].tolist()))
+    assert sum(v["detectors"] for v in s["per_category"].values()) == s["detectors"]
+    rows = r.table()
+    assert [row["iou"] for row in rows] == sorted((row["iou"] for row in rows), reverse=True)
+
+
+def test_top_images_are_the_largest_maxima(ds):
+    model = make_model()
+    r = dissect(model, "4", ds, quantile=0.05, top_k=5, batch_size=6, progress=False)["4"]
+    acts, _, _ = reference_layer(model, 4, ds, q=0.05)
+    mx = acts.max(axis=(2, 3))  # (N, K)
+    for k in range(acts.shape[1]):
+        order = sorted(range(len(ds)), key=lambda i: (-np.float32(mx[i, k]), i))[:5]
+        assert r.top_images[k].tolist() == order
+        np.testing.assert_allclose(r.top_maps[k], acts[order, k].astype(np.float32))
+
+
+def test_more_top_images_than_dataset(ds):
+    r = dissect(make_model(), "4", ds, quantile=0.05, top_k=30, progress=False)["4"]
+    assert (r.top_images[:, len(ds):] == -1).all()
+    assert sorted(r.top_images[0, :len(ds)].tolist()) == list(range(len(ds)))
+
+
+def test_csv_in_netdissect_lite_columns(ds, tmp_path):
+    r = dissect(make_model(), "4", ds, quantile=0.05, progress=False)["4"]
+    path = r.to_csv(tmp_path / "tally.csv")
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    header = ["unit", "category", "label", "score"]
+    for c in CATS:
+        header += [f"{c}-label", f"{c}-truth", f"{c}-activation", f"{c}-intersect", f"{c}-iou"]
+    assert list(rows[0].keys()) == header
+    assert len(rows) == r.num_units
+    for row in rows:
+        u = int(row["unit"]) - 1
+        assert row["label"] == NAMES[r.best_label[u]]
+        assert float(row["score"]) == r.best_iou[u]
+        for c, cat in enumerate(CATS):
+            lab = r.category_best_label[u, c]
+            assert row[f"{cat}-label"] == NAMES[lab]
+            assert int(row[f"{cat}-truth"]) == r.label_pixels[lab]
+            assert int(row[f"{cat}-activation"]) == r.unit_pixels[u, c]
+            assert int(row[f"{cat}-intersect"]) == r.intersection[u, lab]
+            i_ = r.intersection[u, lab]
+            den = r.unit_pixels[u, c] + r.label_pixels[lab] - i_
+            assert float(row[f"{cat}-iou"]) == (i_ / den if den else 0.0)
+    scores = [float(row["score"]) for row in rows]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_save_load_roundtrip(ds, tmp_path):
+    res = dissect(make_model(), ["2", "4"], ds, quantile=0.05, progress=False, rotations=[3])
+    path = res.save(tmp_path / "result.npz")
+    back = DissectionResult.load(path)
+    assert list(back) == list(res)
+    for name in res:
+        a, b = res[name], back[name]
+        for attr in ("thresholds", "iou", "intersection", "label_pixels", "unit_pixels", "top_images",
+                     "top_values", "top_maps", "label_category"):
+            np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr))
+        assert (a.layer, a.label_names, a.categories, a.basis) == (b.layer, b.label_names, b.categories, b.basis)
+    assert back.config == res.config
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(Exception):
+        DissectionResult.load(tmp_path / "bad.npz")
+    with pytest.raises(FileNotFoundError):
+        DissectionResult.load(tmp_path / "missing.npz")
+
+
+def test_rotation_equals_a_rotated_model(ds):
+    model = make_model()
+    res = dissect(model, "4", ds, quantile=0.05, rotations=[7], progress=False)
+    q = random_rotation(5, 7).numpy()
+    assert np.allclose(q @ q.T, np.eye(5))
+    _, thr, (I, L, A) = reference_layer(model, 4, ds, q=0.05,
+                                        acts_fn=lambda a: np.einsum("bkhw,jk->bjhw", a, q))
+    r = res["4@rotation7"]
+    assert r.basis == "rotation7"
+    np.testing.assert_allclose(r.thresholds, thr, rtol=1e-12, atol=1e-12)
+    # counts may differ only where a value sits within rounding of its threshold: compare IoU closely
+    assert np.abs(r.intersection - I).sum() <= 0.001 * max(1, I.sum())
+    exp = rotation_experiment(model, "4", ds, seed=7, quantile=0.05, progress=False)
+    assert exp["unique_units"] == res["4"].summary()["unique_detectors"]
+    assert exp["unique_rotated"] == r.summary()["unique_detectors"]
+
+
+def test_activation_cache_runs_model_once(ds, tmp_path):
+    model = make_model()
+    calls = []
+    model[0].register_forward_hook(lambda *a: calls.append(1))
+    res = dissect(model, "4", ds, quantile=0.05, activation_cache=True, batch_size=8, progress=False)
+    assert len(calls) == 3  # one pass over 23 images in batches of 8
+    model._forward_hooks.clear()
+    model[0]._forward_hooks.clear()
+    _, thr, (I, L, A) = reference_layer(model, 4, ds, q=0.05,
+                                        acts_fn=lambda a: a.astype(np.float16).astype(np.float64))
+    np.testing.assert_array_equal(res["4"].thresholds, thr)
+    np.testing.assert_array_equal(res["4"].intersection, I)
+    np.testing.assert_array_equal(res["4"].unit_pixels, A)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", [("quantiles", 3), ("exact", 2), ("iou", 4)])
+@pytest.mark.parametrize("cache", [False, True])
+def test_checkpoint_resume_gives_the_same_result(ds, tmp_path, where, cache):
+    model = make_model()
+    kw = dict(quantile=0.05, batch_size=3, checkpoint_every=2, progress=False, activation_cache=cache)
+    full = dissect(model, ["2", "4"], ds, **kw)
+    ck = tmp_path / "ck"
+    d = Dissection(model, ["2", "4"], checkpoint_dir=ck, **kw)
+
+    def boom(pass_name, b):
+        if (pass_name, b) == where:
+            raise _Interrupt()
+
+    d._after_batch = boom
+    with pytest.raises(_Interrupt):
+        d.run(ds)
+    assert (ck / "dissection_checkpoint.npz").is_file()
+    resumed = Dissection(model, ["2", "4"], checkpoint_dir=ck, **kw)
+    seen = []
+    resumed._after_batch = lambda p, b: seen.append((p, b))
+    res = resumed.run(ds)
+    if where[0] != "exact":
+        # resumed from the last checkpoint of that pass, not from its start
+        assert (where[0], 0) not in seen
+    for name in ("2", "4"):
+        for attr in ("thresholds", "intersection", "label_pixels", "unit_pixels", "top_images", "top_maps"):
+            np.testing.assert_array_equal(getattr(res[name], attr), getattr(full[name], attr))
+    with pytest.raises(ValueError, match="other arguments"):
+        Dissection(model, ["2", "4"], checkpoint_dir=ck, **dict(kw, quantile=0.1)).run(ds)
+
+
+def test_model_left_as_it_was(ds):
+    model = make_model().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dissect(model, "4", ds, quantile=0.05, progress=False)
+    assert model.training and all(m.training for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # BatchNorm stats untouched: the run is in eval mode
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_bad_arguments(ds):
+    model = make_model()
+    with pytest.raises(ValueError, match="close matches|unknown|4"):
+        Dissection(model, "44")
+    with pytest.raises(ValueError, match="quantile"):
+        Dissection(model, "4", quantile=0.0)
+    with pytest.raises(ValueError, match="thresholds"):
+        Dissection(model, "4", thresholds="exactly")
+    with pytest.raises(ValueError, match="unit_rule"):
+        Dissection(model, "4", unit_rule="other")
+    with pytest.raises(ValueError, match="layers"):
+        Dissection(model, [])
+    with pytest.raises(ValueError, match="repeat"):
+        Dissection(model, ["4", "4"])
+    with pytest.raises(TypeError, match="nn.Module"):
+        Dissection(object(), "4")
+    with pytest.raises(ValueError, match="batch_size"):
+        Dissection(model, "4", batch_size=0)
+    with pytest.raises(TypeError, match="Broden"):
+        Dissection(model, "4").run([1, 2, 3])
+    with pytest.raises(ValueError, match="rotations"):
+        Dissection(model, "4", rotations=[-1])
+
+
+def test_html_report(ds, tmp_path):
+    from interp_engine.report import overlay_mask, write_report
+
+    res = dissect(make_model(), ["2", "4"], ds, quantile=0.05, top_k=3, progress=False)
+    index = write_report(res, ds, tmp_path / "report", thumb_size=32)
+    text = index.read_text()
+    assert 'href="2.html"' in text and 'href="4.html"' in text
+    page = (tmp_path / "report" / "4.html").read_text()
+    r = res["4"]
+    # units appear in IoU order, each with its strip of top images
+    pos = [page.index(f'id="unit{u}"') for u in r.unit_order()]
+    assert pos == sorted(pos)
+    for u in range(r.num_units):
+        assert (tmp_path / "report" / "images" / f"4_unit{u:04d}.png").is_file()
+    assert (tmp_path / "report" / "4_tally.csv").is_file()
+    assert "<script" not in page and "http" not in page  # self-contained, opens offline
+    # the overlay keeps exactly the pixels above the threshold at full brightness
+    img = np.full((8, 8, 3), 200, np.uint8)
+    m = np.zeros((2, 2))
+    m[0, 0] = 1.0
+    up = torch.nn.functional.interpolate(torch.from_numpy(m)[None, None], size=(8, 8), mode="bilinear",
+                                         align_corners=False)[0, 0].numpy()
+    ov = overlay_mask(img, m, 0.5)
+    inside = up > 0.5
+    assert (ov[~inside] == 50).all()
+    assert ((ov[inside] == 200) | (ov[inside] == [255, 220, 0])).all()
+    with pytest.raises(ValueError, match="uint8"):
+        overlay_mask(img.astype(np.float32), m, 0.5)
