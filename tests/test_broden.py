@@ -565,3 +565,14 @@ def test_quoted_syns_with_commas(broden):
         text = f.read()
     assert re.search(r'"pane, glass;window"', text)    # the writer quoted it; the reader copes
     assert BrodenDataset(root).label_names[300] == "window"
+
+
+def test_corrupt_image(broden):
+    root, _ = broden
+    with open(os.path.join(root, "images", "a", "img3.png"), "wb") as f:
+        f.write(b"\x89PNG broken")
+    ds = BrodenDataset(root)
+    ds[2]
+    with pytest.raises(ValueError) as e:
+        ds[3]
+    _names(e, "index.csv", "row 5", "img3.png", "could not be decoded")

@@ -63,7 +63,7 @@ _REQUIRED_INDEX = ("image", "ih", "iw", "sh", "sw")
 _REQUIRED_LABEL = ("number", "name", "category")
 _REQUIRED_CATEGORY = ("name",)
 _REQUIRED_C = ("code", "number")
-_INT_RE = re.compile(r"^\s*[+-]?\d+\s*$")
+_INT_RE = re.compile(r"^\s*[+-]?\d+\s*$", re.ASCII)
 _CAT_COUNT_RE = re.compile(r"^\s*([^()]*?)\s*\(\s*(\d+)\s*\)\s*$")
 # label PNG modes accepted by decode_label_png (P = palette, resolved to RGB)
 _LABEL_PNG_MODES = ("RGB", "RGBA", "P")
@@ -116,8 +116,12 @@ def _read_csv(path: str, required: Sequence[str], what: str) -> Tuple[List[str],
     return header, rows
 
 
+def _is_int(text: str) -> bool:
+    return (text.isascii() and text.isdigit()) or bool(_INT_RE.match(text))
+
+
 def _parse_int(text: str, path: str, row: int, column: str, *, minimum: Optional[int] = None) -> int:
-    if not _INT_RE.match(text):
+    if not _is_int(text):
         raise ValueError(f"{_where(path, row, column)}: expected an integer; got {text!r}")
     value = int(text)
     if minimum is not None and value < minimum:
@@ -431,7 +435,7 @@ class BrodenDataset(Dataset):
                 if not entries:
                     cells[c] = ()
                     continue
-                is_int = [bool(_INT_RE.match(e)) for e in entries]
+                is_int = [_is_int(e) for e in entries]
                 here = "image" if is_int[0] else "pixel"
                 if c not in kind:
                     kind[c] = (here, rownum)
