@@ -1,0 +1,640 @@
+"""Reader for datasets in the Broden format (Bau et al., CVPR 2017), the
+interchange format of Network Dissection.
+
+A Broden directory holds::
+
+    index.csv      image,split,ih,iw,sh,sw,<category>,<category>,...   one row per image
+    label.csv      number,name,category,frequency,coverage,syns          one row per label
+    category.csv   name,first,last,count,frequency                       one row per category
+    c_<cat>.csv    code,number,name,frequency,coverage                   optional, per category
+    images/        the images and label PNGs that index.csv names (paths relative to images/)
+
+A category cell of ``index.csv`` is empty, a ``;``-separated list of label
+PNG file names (a *pixel* category: each PNG is one label map, label number =
+``R + 256*G``), or a ``;``-separated list of integers (an *image-level*
+category: each integer is a label covering the whole image).  Which kind a
+category is gets decided from its non-empty cells over all rows of
+``index.csv``; a category whose cells mix both kinds is an error.
+
+The reader parses the CSV files once at construction (cheap: the real
+broden1_224 has 63,305 rows) and validates them; images and label PNGs are
+read lazily, one image per :meth:`BrodenDataset.__getitem__`, so that a
+``torch.utils.data.DataLoader`` with workers can decode them in parallel
+(:func:`broden_loader`).
+
+Every error about the files names the file and, for CSV files, the row
+(1-based as in a spreadsheet: the header is row 1, the first data row is
+row 2) and the column.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = [
+    "BrodenDataset",
+    "broden_loader",
+    "decode_label_png",
+    "NETDISSECT_MEAN_RGB",
+    "NETDISSECT_SCALE",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
+
+#: NetDissect-Lite's mean pixel, in RGB order (Lite stores it as BGR
+#: ``[109.5388, 118.6897, 124.6901]`` and flips the image to BGR and back).
+NETDISSECT_MEAN_RGB = (124.6901, 118.6897, 109.5388)
+#: NetDissect-Lite divides the mean-subtracted image by ``255 * 0.224``.
+NETDISSECT_SCALE = 255.0 * 0.224
+#: torchvision's ImageNet normalization (applied to ``x / 255``).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+TRANSFORMS = ("netdissect", "imagenet", None)
+
+_META_COLUMNS = ("image", "split", "ih", "iw", "sh", "sw")
+_REQUIRED_INDEX = ("image", "ih", "iw", "sh", "sw")
+_REQUIRED_LABEL = ("number", "name", "category")
+_REQUIRED_CATEGORY = ("name",)
+_REQUIRED_C = ("code", "number")
+_INT_RE = re.compile(r"^\s*[+-]?\d+\s*$", re.ASCII)
+_CAT_COUNT_RE = re.compile(r"^\s*([^()]*?)\s*\(\s*(\d+)\s*\)\s*$")
+# label PNG modes accepted by decode_label_png (P = palette, resolved to RGB)
+_LABEL_PNG_MODES = ("RGB", "RGBA", "P")
+
+
+# --------------------------------------------------------------------------- CSV helpers
+def _where(path: str, row: Optional[int] = None, column: Optional[str] = None) -> str:
+    out = path
+    if row is not None:
+        out += f", row {row}"
+    if column is not None:
+        out += f", column {column!r}"
+    return out
+
+
+def _read_csv(path: str, required: Sequence[str], what: str) -> Tuple[List[str], List[Tuple[int, Dict[str, str]]]]:
+    """Read a CSV file with a header.  Returns ``(header, [(row_number, {column: text})])``
+    with spreadsheet row numbers (header = 1).  Blank lines are skipped (but counted)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            records = list(csv.reader(f))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a UTF-8 text file ({exc})") from exc
+    except csv.Error as exc:
+        raise ValueError(f"{path}: malformed CSV ({exc})") from exc
+    if not records or not any(s.strip() for s in records[0]):
+        raise ValueError(f"{_where(path, 1)}: expected a header row with columns {', '.join(required)}; "
+                         f"got an empty file")
+    header = [h.strip() for h in records[0]]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ValueError(f"{_where(path, 1)}: missing required column(s) {', '.join(map(repr, missing))}; "
+                         f"the header has {', '.join(map(repr, header))}")
+    seen = set()
+    for h in header:
+        if h in seen:
+            raise ValueError(f"{_where(path, 1)}: duplicate column {h!r} in the header")
+        seen.add(h)
+    rows = []
+    for k, rec in enumerate(records[1:]):
+        rownum = k + 2
+        if not rec or (len(rec) == 1 and not rec[0].strip()):
+            continue  # blank line
+        if len(rec) != len(header):
+            raise ValueError(f"{_where(path, rownum)}: expected {len(header)} fields as in the header; "
+                             f"got {len(rec)}")
+        rows.append((rownum, dict(zip(header, rec))))
+    return header, rows
+
+
+def _is_int(text: str) -> bool:
+    return (text.isascii() and text.isdigit()) or bool(_INT_RE.match(text))
+
+
+def _parse_int(text: str, path: str, row: int, column: str, *, minimum: Optional[int] = None) -> int:
+    if not _is_int(text):
+        raise ValueError(f"{_where(path, row, column)}: expected an integer; got {text!r}")
+    value = int(text)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{_where(path, row, column)}: expected an integer >= {minimum}; got {value}")
+    return value
+
+
+def _parse_category_field(text: str, path: str, row: int) -> Dict[str, int]:
+    """``"object(123);part(4)"`` -> ``{"object": 123, "part": 4}`` (empty -> {})."""
+    out: Dict[str, int] = {}
+    for piece in text.split(";"):
+        if not piece.strip():
+            continue
+        m = _CAT_COUNT_RE.match(piece)
+        if m is None or not m.group(1):
+            raise ValueError(f"{_where(path, row, 'category')}: expected entries like 'object(123)' "
+                             f"separated by ';'; got {text!r}")
+        name, count = m.group(1), int(m.group(2))
+        out[name] = out.get(name, 0) + count
+    return out
+
+
+# --------------------------------------------------------------------------- label PNGs
+def decode_label_png(path: str) -> np.ndarray:
+    """Decode a Broden label PNG into a label map.
+
+    Args:
+        path: the PNG file.
+
+    Returns:
+        (h, w) int32 array, label number ``R + 256*G`` of each pixel (computed
+        in int32: ``uint8 * 256`` would overflow); the B channel and alpha are
+        ignored.  0 means "no label".
+
+    The real Broden's label PNGs are RGB.  RGBA (alpha dropped) and palette
+    ("P") PNGs, resolved to RGB through their palette, are accepted too.  A
+    grayscale (or other mode) PNG is rejected with a ValueError: whether its
+    gray value would be ``R`` alone or ``R = G = B`` cannot be told, and both
+    readings give different labels.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not a readable image, or not an RGB/RGBA/palette image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"label PNG not found: {path}")
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode not in _LABEL_PNG_MODES:
+                raise ValueError(f"label PNG {path} must be an RGB image (label = R + 256*G); "
+                                 f"got PIL mode {mode!r}")
+            rgb = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"label PNG {path} could not be decoded: {exc}") from exc
+    return rgb[:, :, 0].astype(np.int32) + rgb[:, :, 1].astype(np.int32) * 256
+
+
+# --------------------------------------------------------------------------- transforms
+def _transform_netdissect(img: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(img)).to(torch.float32).permute(2, 0, 1)
+    mean = torch.tensor(NETDISSECT_MEAN_RGB, dtype=torch.float32).view(3, 1, 1)
+    return ((x - mean) / NETDISSECT_SCALE).contiguous()
+
+
+def _transform_imagenet(img: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(img)).to(torch.float32).permute(2, 0, 1) / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+def _transform_none(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).to(torch.float32).permute(2, 0, 1).contiguous()
+
+
+_BUILTIN_TRANSFORMS: Dict[Any, Callable[[np.ndarray], torch.Tensor]] = {
+    "netdissect": _transform_netdissect,
+    "imagenet": _transform_imagenet,
+    None: _transform_none,
+}
+
+
+# --------------------------------------------------------------------------- dataset
+class BrodenDataset(Dataset):
+    """A Broden-format directory as a map-style ``torch.utils.data.Dataset``.
+
+    Args:
+        root: the dataset directory (holding ``index.csv``, ``label.csv``,
+            ``category.csv``, optional ``c_<category>.csv`` and ``images/``).
+        categories: None = every category column of ``index.csv`` that
+            ``category.csv`` lists (other non-meta columns are ignored); else
+            a list of category names (ValueError naming the available ones for
+            an unknown name).  Kept in ``category.csv`` order.
+        split: None = all rows; else only the rows whose ``split`` column
+            equals it (e.g. ``"train"``, ``"val"``).
+        transform: how :meth:`__getitem__` turns the uint8 (ih, iw, 3) RGB
+            image into a float32 (3, ih, iw) tensor: ``"netdissect"``
+            (NetDissect-Lite: ``(x - [124.6901, 118.6897, 109.5388]) /
+            (255 * 0.224)``), ``"imagenet"`` (torchvision:
+            ``(x / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]``),
+            None (``x`` as float32 in [0, 255]), or a callable taking the
+            uint8 (H, W, 3) numpy image and returning a (3, H, W) float
+            tensor (it must be picklable for DataLoader workers under the
+            ``spawn`` start method).
+        max_images: keep only the first ``max_images`` rows (after ``split``).
+        check_files: stat every image and label PNG of the selected rows at
+            construction and raise FileNotFoundError (naming the
+            ``index.csv`` row) for the first missing one.  Off by default:
+            on the real Broden that is ~200,000 stats.  Missing files are
+            always reported, naming the row, when an item is loaded.
+
+    Each item (:meth:`__getitem__`) is a dict::
+
+        "image":            float32 tensor (3, ih, iw), transformed
+        "pixel_labels":     int32 tensor (P, sh, sw): the label maps of the
+                            pixel categories, category after category, each
+                            category with as many slots as its fullest cell
+                            holds PNGs (missing maps are all zeros)
+        "image_labels":     int32 tensor (S,): the image-level labels, category
+                            after category, each with as many slots as its
+                            fullest cell holds integers (0-padded)
+        "image_categories": bool tensor (num_categories,): category annotated in
+                            this image (its cell is non-empty)
+        "index":            int, the item's index
+
+    Images are converted to RGB (grayscale, palette, RGBA dropped alpha, ...)
+    and resized to the row's (ih, iw) when their size differs, with PIL's
+    ``Image.resize(..., Image.BILINEAR)`` (which low-pass filters when
+    shrinking).  Label maps are never resized: a PNG whose size differs from
+    the row's (sh, sw) raises ValueError naming it.
+
+    Metadata attributes: ``root``, ``categories``, ``pixel_categories``,
+    ``image_level_categories``, ``num_categories``, ``label_names``,
+    ``num_labels``, ``label_category``, ``category_labels``, ``pixel_size``,
+    ``image_size``, ``num_pixel_maps``, ``num_image_labels``,
+    ``image_paths``, ``splits``; see the docs (docs/data.md).
+    """
+
+    def __init__(self, root: Union[str, "os.PathLike[str]"], *, categories: Optional[Sequence[str]] = None,
+                 split: Optional[str] = None, transform: Union[str, None, Callable[[np.ndarray], Any]] = "netdissect",
+                 max_images: Optional[int] = None, check_files: bool = False) -> None:
+        if not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"root must be a path (str or os.PathLike); got {type(root).__name__}")
+        root = os.path.abspath(os.fspath(root))
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"root must be a Broden directory; {root} is not a directory")
+        if isinstance(transform, str) or transform is None:
+            if transform not in _BUILTIN_TRANSFORMS:
+                raise ValueError(f"transform must be one of {TRANSFORMS} or a callable; got {transform!r}")
+        elif not callable(transform):
+            raise TypeError(f"transform must be one of {TRANSFORMS} or a callable; got {type(transform).__name__}")
+        if split is not None and not isinstance(split, str):
+            raise TypeError(f"split must be None or a string such as 'train'; got {type(split).__name__}")
+        if max_images is not None:
+            if isinstance(max_images, bool) or not isinstance(max_images, (int, np.integer)) or max_images < 0:
+                raise ValueError(f"max_images must be None or an integer >= 0; got {max_images!r}")
+            max_images = int(max_images)
+        self.root = root
+        self.images_dir = os.path.join(root, "images")
+        self._transform_spec = transform
+        self._transform = _BUILTIN_TRANSFORMS[transform] if (isinstance(transform, str) or transform is None) \
+            else transform
+
+        self._index_path = os.path.join(root, "index.csv")
+        self._read_categories(os.path.join(root, "category.csv"))
+        self._read_labels(os.path.join(root, "label.csv"))
+        index_header, index_rows = _read_csv(self._index_path, _REQUIRED_INDEX, "index.csv")
+        self._select_categories(index_header, categories)
+        self._label_category()
+        self._read_c_files()
+        self._read_index(index_rows, split, max_images)
+        if check_files:
+            for i in range(len(self)):
+                self._check_row_files(i)
+
+    # ------------------------------------------------------------------ construction steps
+    def _read_categories(self, path: str) -> None:
+        _, rows = _read_csv(path, _REQUIRED_CATEGORY, "category.csv")
+        names: List[str] = []
+        for rownum, rec in rows:
+            name = rec["name"].strip()
+            if not name:
+                raise ValueError(f"{_where(path, rownum, 'name')}: empty category name")
+            if name in names:
+                raise ValueError(f"{_where(path, rownum, 'name')}: duplicate category {name!r}")
+            names.append(name)
+        self._all_categories = names
+
+    def _read_labels(self, path: str) -> None:
+        self._label_path = path
+        _, rows = _read_csv(path, _REQUIRED_LABEL, "label.csv")
+        names: Dict[int, str] = {}
+        counts: Dict[int, Dict[str, int]] = {}
+        first_row: Dict[int, int] = {}
+        for rownum, rec in rows:
+            number = _parse_int(rec["number"], path, rownum, "number", minimum=0)
+            if number in names:
+                raise ValueError(f"{_where(path, rownum, 'number')}: duplicate label number {number} "
+                                 f"(first at row {first_row[number]})")
+            first_row[number] = rownum
+            names[number] = rec["name"]
+            counts[number] = _parse_category_field(rec["category"], path, rownum)
+        num_labels = (max(names) + 1) if names else 1
+        label_names = [""] * num_labels
+        for number, name in names.items():
+            label_names[number] = name
+        if 0 not in names:
+            label_names[0] = "-"
+        self.label_names: List[str] = label_names
+        self.num_labels: int = num_labels
+        self._label_counts = counts
+        self._label_rows = first_row
+
+    def _select_categories(self, index_header: List[str], categories: Optional[Sequence[str]]) -> None:
+        columns = set(index_header) - set(_META_COLUMNS)
+        available = [c for c in self._all_categories if c in columns]
+        if categories is None:
+            selected = available
+        else:
+            if isinstance(categories, str) or not isinstance(categories, (list, tuple)):
+                raise TypeError(f"categories must be None or a list of category names; "
+                                f"got {type(categories).__name__}")
+            for c in categories:
+                if c not in available:
+                    raise ValueError(f"categories: unknown category {c!r}; the available ones (columns of "
+                                     f"index.csv listed in category.csv) are {available}")
+            if len(set(categories)) != len(categories):
+                raise ValueError(f"categories must not repeat a name; got {list(categories)}")
+            wanted = set(categories)
+            selected = [c for c in available if c in wanted]
+        self.categories: List[str] = selected
+        self.num_categories: int = len(selected)
+
+    def _label_category(self) -> None:
+        """Each label's category: the selected category with the largest count
+        in label.csv's ``category`` field; ties go to the later category in
+        category.csv order; -1 when no selected category lists the label."""
+        cat_index = {c: k for k, c in enumerate(self.categories)}
+        out = np.full(self.num_labels, -1, dtype=np.int64)
+        for number, counts in self._label_counts.items():
+            best, best_count = -1, -1
+            for name, count in counts.items():
+                k = cat_index.get(name)
+                if k is None:
+                    continue
+                if count > best_count or (count == best_count and k > best):
+                    best, best_count = k, count
+            out[number] = best
+        out[0] = 0
+        self.label_category: np.ndarray = out
+
+    def label_category_for_tally(self) -> np.ndarray:
+        """(num_labels,) int64 in [0, num_categories): :attr:`label_category`
+        with -1 (label of no selected category, or a gap in label.csv's
+        numbers) mapped to 0, as :class:`interp_engine.IoUTally` requires.
+
+        Those labels never occur in the loaded maps of a consistent dataset
+        (a label found in a category's maps is listed under that category in
+        label.csv), so their category entry is unused by the tally.
+        Requires at least one selected category."""
+        if self.num_categories == 0:
+            raise ValueError("label_category_for_tally needs at least one selected category; got none")
+        out = self.label_category.copy()
+        out[out < 0] = 0
+        return out
+
+    def _read_c_files(self) -> None:
+        self.category_labels: Dict[str, np.ndarray] = {}
+        for k, cat in enumerate(self.categories):
+            path = os.path.join(self.root, f"c_{cat}.csv")
+            if os.path.isfile(path):
+                _, rows = _read_csv(path, _REQUIRED_C, f"c_{cat}.csv")
+                numbers = []
+                for rownum, rec in rows:
+                    _parse_int(rec["code"], path, rownum, "code", minimum=0)
+                    number = _parse_int(rec["number"], path, rownum, "number", minimum=0)
+                    if number != 0 and number not in self._label_counts:
+                        raise ValueError(f"{_where(path, rownum, 'number')}: label number {number} is not in "
+                                         f"label.csv ({self._label_path})")
+                    if number != 0:
+                        numbers.append(number)
+                self.category_labels[cat] = np.unique(np.asarray(numbers, dtype=np.int64))
+            else:
+                labels = np.flatnonzero(self.label_category == k).astype(np.int64)
+                self.category_labels[cat] = labels[labels != 0]
+
+    def _read_index(self, rows: List[Tuple[int, Dict[str, str]]], split: Optional[str],
+                    max_images: Optional[int]) -> None:
+        path = self._index_path
+        cats = self.categories
+        # kind of each category: "pixel" (PNG names) or "image" (integers), decided
+        # from its first non-empty cell over all rows; (kind, row) of that cell
+        kind: Dict[str, Tuple[str, int]] = {}
+        width: Dict[str, int] = {c: 0 for c in cats}
+        parsed = []  # per row: (rownum, image, split, (ih, iw, sh, sw), {cat: tuple of entries})
+        has_split = None
+        for rownum, rec in rows:
+            image = rec["image"].strip()
+            if not image:
+                raise ValueError(f"{_where(path, rownum, 'image')}: empty image file name")
+            sizes = tuple(_parse_int(rec[c], path, rownum, c, minimum=1) for c in ("ih", "iw", "sh", "sw"))
+            row_split = rec.get("split")
+            cells: Dict[str, tuple] = {}
+            for c in cats:
+                entries = [e.strip() for e in rec[c].split(";")]
+                entries = [e for e in entries if e]
+                if not entries:
+                    cells[c] = ()
+                    continue
+                is_int = [_is_int(e) for e in entries]
+                here = "image" if is_int[0] else "pixel"
+                if c not in kind:
+                    kind[c] = (here, rownum)
+                want, first = kind[c]
+                for e, isi in zip(entries, is_int):
+                    if (want == "image") != isi:
+                        if want == "image":
+                            raise ValueError(
+                                f"{_where(path, rownum, c)}: {e!r} is not an integer label number, but category "
+                                f"{c!r} is image-level (its cell at row {first} holds integers); a category's "
+                                f"cells must all be integers or all be label PNG names")
+                        raise ValueError(
+                            f"{_where(path, rownum, c)}: {e!r} is an integer, but category {c!r} is a pixel "
+                            f"category (its cell at row {first} holds label PNG names); a category's cells "
+                            f"must all be integers or all be label PNG names")
+                if want == "image":
+                    values = []
+                    for e in entries:
+                        v = int(e)
+                        if v < 0 or v >= self.num_labels:
+                            raise ValueError(f"{_where(path, rownum, c)}: label number {v} is out of range "
+                                             f"[0, num_labels) = [0, {self.num_labels}) of label.csv")
+                        values.append(v)
+                    cells[c] = tuple(values)
+                else:
+                    cells[c] = tuple(entries)
+                width[c] = max(width[c], len(entries))
+            parsed.append((rownum, image, row_split, sizes, cells))
+
+        self.pixel_categories: List[str] = [c for c in cats if kind.get(c, ("pixel", 0))[0] == "pixel"]
+        self.image_level_categories: List[str] = [c for c in cats if kind.get(c, ("pixel", 0))[0] == "image"]
+        self.num_pixel_maps: int = sum(width[c] for c in self.pixel_categories)
+        self.num_image_labels: int = sum(width[c] for c in self.image_level_categories)
+
+        if split is not None:
+            if parsed and parsed[0][2] is None:
+                raise ValueError(f"split={split!r} needs a 'split' column in {path}; its header has none")
+            parsed = [p for p in parsed if p[2].strip() == split]
+        if max_images is not None:
+            parsed = parsed[:max_images]
+
+        image_size = pixel_size = None
+        for rownum, _, _, sizes, _ in parsed:
+            if image_size is None:
+                image_size, pixel_size, first = sizes[:2], sizes[2:], rownum
+            elif sizes[:2] != image_size or sizes[2:] != pixel_size:
+                raise ValueError(f"{_where(path, rownum)}: (ih, iw, sh, sw) = {sizes} differs from "
+                                 f"{image_size + pixel_size} at row {first}; all selected rows must share one "
+                                 f"image size and one label map size")
+        self.image_size: Optional[Tuple[int, int]] = image_size
+        self.pixel_size: Optional[Tuple[int, int]] = pixel_size
+
+        n = len(parsed)
+        self._rownums = [p[0] for p in parsed]
+        self._images = [p[1] for p in parsed]
+        self.image_paths: List[str] = [os.path.join(self.images_dir, p[1]) for p in parsed]
+        self.splits: List[Optional[str]] = [None if p[2] is None else p[2].strip() for p in parsed]
+        # pixel maps: per row, list of (slot, relative png path, category)
+        offsets, o = {}, 0
+        for c in self.pixel_categories:
+            offsets[c] = o
+            o += width[c]
+        self._pixel_files: List[Tuple[Tuple[int, str, str], ...]] = [
+            tuple((offsets[c] + j, png, c) for c in self.pixel_categories for j, png in enumerate(p[4][c]))
+            for p in parsed]
+        image_labels = np.zeros((n, self.num_image_labels), dtype=np.int32)
+        o = 0
+        for c in self.image_level_categories:
+            for r, p in enumerate(parsed):
+                vals = p[4][c]
+                image_labels[r, o:o + len(vals)] = vals
+            o += width[c]
+        self._image_labels = image_labels
+        self._image_categories = np.array([[len(p[4][c]) > 0 for c in cats] for p in parsed],
+                                          dtype=bool).reshape(n, len(cats))
+
+    # ------------------------------------------------------------------ loading
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def _check_index(self, i: Any) -> int:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            if isinstance(i, torch.Tensor) and i.numel() == 1 and not i.is_floating_point():
+                i = int(i)
+            else:
+                raise TypeError(f"index must be an integer; got {type(i).__name__}")
+        i = int(i)
+        n = len(self)
+        if i < -n or i >= n:
+            raise IndexError(f"index {i} out of range for a dataset of {n} images")
+        return i + n if i < 0 else i
+
+    def _check_row_files(self, i: int) -> None:
+        row = self._rownums[i]
+        if not os.path.isfile(self.image_paths[i]):
+            raise FileNotFoundError(f"{_where(self._index_path, row, 'image')}: image {self._images[i]!r} not "
+                                    f"found at {self.image_paths[i]}")
+        for _, png, cat in self._pixel_files[i]:
+            full = os.path.join(self.images_dir, png)
+            if not os.path.isfile(full):
+                raise FileNotFoundError(f"{_where(self._index_path, row, cat)}: label PNG {png!r} not found "
+                                        f"at {full}")
+
+    def load_image(self, i: int) -> np.ndarray:
+        """The i-th image, untransformed: uint8 (ih, iw, 3) RGB, resized to
+        the row's (ih, iw) with PIL bilinear when its size differs."""
+        from PIL import Image, UnidentifiedImageError
+
+        i = self._check_index(i)
+        path = self.image_paths[i]
+        row = self._rownums[i]
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{_where(self._index_path, row, 'image')}: image {self._images[i]!r} not "
+                                    f"found at {path}")
+        ih, iw = self.image_size  # type: ignore[misc]
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if im.size != (iw, ih):
+                    im = im.resize((iw, ih), Image.BILINEAR)
+                arr = np.array(im, dtype=np.uint8)  # writable copy (torch.from_numpy warns on read-only)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ValueError(f"{_where(self._index_path, row, 'image')}: image {path} could not be "
+                             f"decoded: {exc}") from exc
+        return np.ascontiguousarray(arr)
+
+    def load_label_maps(self, i: int) -> np.ndarray:
+        """The i-th image's pixel label maps: int32 (P, sh, sw), slots as in
+        :meth:`__getitem__` (missing maps are zeros)."""
+        i = self._check_index(i)
+        sh, sw = self.pixel_size  # type: ignore[misc]
+        out = np.zeros((self.num_pixel_maps, sh, sw), dtype=np.int32)
+        row = self._rownums[i]
+        for slot, png, cat in self._pixel_files[i]:
+            full = os.path.join(self.images_dir, png)
+            where = _where(self._index_path, row, cat)
+            if not os.path.isfile(full):
+                raise FileNotFoundError(f"{where}: label PNG {png!r} not found at {full}")
+            try:
+                lab = decode_label_png(full)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from exc
+            if lab.shape != (sh, sw):
+                raise ValueError(f"{where}: label PNG {full} has size (h, w) = {lab.shape}; the row's (sh, sw) "
+                                 f"is {(sh, sw)}")
+            hi = int(lab.max()) if lab.size else 0
+            if hi >= self.num_labels:
+                raise ValueError(f"{where}: label PNG {full} holds label number {hi}, out of range "
+                                 f"[0, num_labels) = [0, {self.num_labels}) of label.csv")
+            out[slot] = lab
+        return out
+
+    def __getitem__(self, i: Any) -> Dict[str, Any]:
+        """The i-th item: a dict of ``image`` float32 (3, ih, iw), ``pixel_labels``
+        int32 (P, sh, sw), ``image_labels`` int32 (S,), ``image_categories``
+        bool (num_categories,) tensors and ``index`` (int)."""
+        i = self._check_index(i)
+        img = self._transform(self.load_image(i))
+        if isinstance(img, np.ndarray):
+            img = torch.from_numpy(img)
+        if not isinstance(img, torch.Tensor) or img.dim() != 3 or img.shape[0] != 3:
+            got = f"shape {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
+            raise TypeError(f"transform must return a (3, H, W) float tensor; got {got}")
+        return {
+            "image": img,
+            "pixel_labels": torch.from_numpy(self.load_label_maps(i)),
+            "image_labels": torch.from_numpy(self._image_labels[i].copy()),
+            "image_categories": torch.from_numpy(self._image_categories[i].copy()),
+            "index": i,
+        }
+
+    def row_number(self, i: int) -> int:
+        """The spreadsheet row number (header = 1) in index.csv of item i."""
+        return self._rownums[self._check_index(i)]
+
+    def __repr__(self) -> str:
+        return (f"BrodenDataset(root={self.root!r}, images={len(self)}, categories={self.categories}, "
+                f"num_labels={self.num_labels}, P={self.num_pixel_maps}, S={self.num_image_labels})")
+
+
+def broden_loader(dataset: Dataset, *, batch_size: int = 64, num_workers: int = 0, shuffle: bool = False,
+                  pin_memory: bool = False, seed: Optional[int] = None) -> DataLoader:
+    """A ``torch.utils.data.DataLoader`` over a :class:`BrodenDataset`.
+
+    Batches are dicts of stacked tensors (torch's default collate):
+    ``image`` float32 (B, 3, ih, iw), ``pixel_labels`` int32 (B, P, sh, sw),
+    ``image_labels`` int32 (B, S), ``image_categories`` bool
+    (B, num_categories), ``index`` int64 (B,).  The last batch may be
+    smaller.  ``num_workers > 0`` decodes in worker processes; the batches
+    are the same as with ``num_workers=0``.  ``seed`` fixes the shuffling
+    order (None: torch's global generator).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
+        raise ValueError(f"num_workers must be an integer >= 0; got {num_workers!r}")
+    generator = None
+    if seed is not None:
+        generator = torch.Generator()
+        generator.manual_seed(int(seed))
+    return DataLoader(dataset, batch_size=int(batch_size), shuffle=bool(shuffle), num_workers=int(num_workers),
+                      pin_memory=bool(pin_memory), generator=generator)
