@@ -82,7 +82,12 @@ def find_module(model: nn.Module, name: str) -> nn.Module:
     if not close:  # fall back to names sharing the last component or a prefix
         last = name.rsplit(".", 1)[-1]
         close = [n for n in names if n.rsplit(".", 1)[-1] == last or n.startswith(name)][:5]
-    hint = f" Close matches: {', '.join(repr(c) for c in close)}." if close else ""
+    if close:
+        hint = f" Close matches: {', '.join(repr(c) for c in close)}."
+    elif len(names) <= 10:
+        hint = f" Its submodules: {', '.join(repr(n) for n in names)}."
+    else:
+        hint = ""
     raise ValueError(
         f"layer {name!r} is not a submodule of {type(model).__name__} "
         f"({len(names)} named submodules).{hint} "
@@ -278,17 +283,27 @@ class Capture:
             (keep the last).  With ``stop_early=True`` the forward stops when
             every layer has fired once, so later calls never happen:
             ``"last"`` is refused there, and ``"error"`` cannot see them.
+        clone: store a copy of each output (same device and dtype).  Needed
+            when the model modifies the layer's output in place later in the
+            forward (``nn.ReLU(inplace=True)`` after a captured convolution, as
+            in VGG's ``features``; ``out += identity`` after a captured
+            ``bn2`` in ResNet blocks): without it the stored tensor, which
+            shares memory with the output, shows the modified values.  Default
+            False: no copy.
 
     Attributes:
         outputs: ``{layer: (B, C, H, W) tensor}`` from the last forward, on the
-            model's device and in its dtype (no copy is made here).
+            model's device and in its dtype (no copy unless ``clone=True``).
+            Only forwards through ``model`` are recorded; a submodule called
+            directly (outside a forward of ``model``) is ignored.
         raw_outputs: ``{layer: raw module output}`` when ``detach=False``, else
             empty.
     """
 
     def __init__(self, model: nn.Module, layers: Union[str, Sequence[str]], *,
                  adapter: Union[Adapter, Mapping[str, Adapter]] = "auto",
-                 stop_early: bool = False, detach: bool = True, on_repeat: str = "error"):
+                 stop_early: bool = False, detach: bool = True, on_repeat: str = "error",
+                 clone: bool = False):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         names = _layer_list(layers)
@@ -303,7 +318,7 @@ class Capture:
             adapters = {n: adapter for n in names}
         for n, a in adapters.items():
             _check_adapter(a, f"adapter for layer {n!r}")
-        for argname, val in (("stop_early", stop_early), ("detach", detach)):
+        for argname, val in (("stop_early", stop_early), ("detach", detach), ("clone", clone)):
             if not isinstance(val, bool):
                 raise TypeError(f"{argname} must be a bool, got {type(val).__name__}")
         if on_repeat not in _REPEAT_RULES:
@@ -318,6 +333,7 @@ class Capture:
         self.stop_early = stop_early
         self.detach = detach
         self.on_repeat = on_repeat
+        self.clone = clone
         self.outputs: Dict[str, torch.Tensor] = {}
         self.raw_outputs: Dict[str, Any] = {}
         self._handles: List[Any] = []
@@ -354,7 +370,9 @@ class Capture:
             t = to_bchw(output, layer=name, adapter=adapter)
             if self.detach:
                 t = t.detach()
-            else:
+            if self.clone:
+                t = t.clone()
+            if not self.detach:
                 self.raw_outputs[name] = output
             self.outputs[name] = t
             if self.stop_early and self._in_call and len(self.outputs) == len(self.layers):
@@ -477,7 +495,7 @@ def iter_activations(model: nn.Module, layers: Union[str, Sequence[str]], batche
                      *, device: Union[str, torch.device, None] = None,
                      dtype: Optional[torch.dtype] = None,
                      adapter: Union[Adapter, Mapping[str, Adapter]] = "auto",
-                     stop_early: bool = True, on_repeat: str = "error",
+                     stop_early: bool = True, on_repeat: str = "error", clone: bool = False,
                      ) -> Iterator[Tuple[Any, Dict[str, torch.Tensor]]]:
     """Yield ``(batch, {layer: (B, C, H, W) activations})`` for each batch.
 
@@ -493,8 +511,8 @@ def iter_activations(model: nn.Module, layers: Union[str, Sequence[str]], batche
         dtype: the dtype floating-point inputs are cast to; default the dtype of
             the model's first floating parameter (so a bfloat16 model takes
             float32 images).  Integer inputs are not cast.
-        adapter, stop_early, on_repeat: as in :class:`Capture` (``stop_early``
-            defaults to True here).
+        adapter, stop_early, on_repeat, clone: as in :class:`Capture`
+            (``stop_early`` defaults to True here).
 
     Yields:
         The batch as it came from ``batches`` (labels at hand) and a new dict of
@@ -502,7 +520,8 @@ def iter_activations(model: nn.Module, layers: Union[str, Sequence[str]], batche
         while the generator runs and removed when it is exhausted, closed or
         garbage-collected; arguments are validated when this function is called.
     """
-    cap = Capture(model, layers, adapter=adapter, stop_early=stop_early, on_repeat=on_repeat)
+    cap = Capture(model, layers, adapter=adapter, stop_early=stop_early, on_repeat=on_repeat,
+                  clone=clone)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
     mdev, mdtype = _model_device_dtype(model)
@@ -527,12 +546,14 @@ def pooled_activations(model: nn.Module, layers: Union[str, Sequence[str]],
                        device: Union[str, torch.device, None] = None,
                        dtype: Optional[torch.dtype] = None,
                        adapter: Union[Adapter, Mapping[str, Adapter]] = "auto",
+                       clone: bool = False,
                        ) -> Dict[str, torch.Tensor]:
     """Spatially pooled activations of every image, per layer.
 
     Args:
-        model, layers, batches, device, dtype, adapter: as in
-            :func:`iter_activations`.
+        model, layers, batches, device, dtype, adapter, clone: as in
+            :func:`iter_activations` (pass ``clone=True`` when a layer's output
+            is modified in place later in the forward).
         pooling: ``"mean"`` (average over H, W) or ``"max"`` (maximum over
             H, W); computed in float32 on the model's device.
 
@@ -547,7 +568,8 @@ def pooled_activations(model: nn.Module, layers: Union[str, Sequence[str]],
         raise ValueError(f"pooling must be 'mean' or 'max', got {pooling!r}")
     names = _layer_list(layers)
     parts: Dict[str, List[torch.Tensor]] = {n: [] for n in names}
-    it = iter_activations(model, names, batches, device=device, dtype=dtype, adapter=adapter)
+    it = iter_activations(model, names, batches, device=device, dtype=dtype, adapter=adapter,
+                          clone=clone)
     try:
         for _, acts in it:
             for n in names:

@@ -117,6 +117,8 @@ def test_find_module_unknown_name_lists_close_matches(net):
     assert "'block.1.conv3'" in msg and "'block.1.conv2'" in msg and "named_modules" in msg
     with pytest.raises(ValueError, match="feature"):
         find_module(net, "feature.3")
+    with pytest.raises(ValueError, match=r"Its submodules: '0', '1'\."):
+        find_module(nn.Sequential(nn.ReLU(), nn.ReLU()), "2")
     with pytest.raises(ValueError, match="the model itself"):
         find_module(net, "")
     with pytest.raises(TypeError, match="layer name must be a str"):
@@ -305,6 +307,20 @@ def test_repeated_module_rule(x):
     torch.testing.assert_close(Capture(m, "shared", stop_early=True)(x)["shared"], first)
     with pytest.raises(ValueError, match="stop_early"):
         Capture(m, "shared", on_repeat="last", stop_early=True)
+
+
+def test_clone_protects_against_later_in_place_ops(x):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 1))
+    with torch.no_grad():
+        pre = m[0](x)
+    assert (pre < 0).any()
+    shared = Capture(m, "0")(x)["0"]  # no copy: shows the in-place ReLU's result
+    torch.testing.assert_close(shared, pre.clamp_min(0), rtol=0, atol=0)
+    copied = Capture(m, "0", clone=True)(x)["0"]
+    torch.testing.assert_close(copied, pre, rtol=0, atol=0)
+    pooled = pooled_activations(m, "0", [x], pooling="mean", clone=True)["0"]
+    torch.testing.assert_close(pooled, pre.mean((2, 3)))
 
 
 def test_tensor_subclass_output(x):
