@@ -13,7 +13,13 @@ arrived.
 - :func:`greedy_cover`, :func:`ratio_greedy_cover`: greedy weighted max
   coverage / set cover, and the submodular-cost submodular cover of Lam et al.
   (2021); :class:`PackedBits` for bit-packed sets.
+- :class:`Capture`, :func:`iter_activations`, :func:`pooled_activations`:
+  activations of named submodules of any ``torch.nn.Module`` through forward
+  hooks that are always removed (needs the optional PyTorch extra; imported
+  on first use, so ``import interp_engine`` does not import torch).
 """
+import importlib as _importlib
+import importlib.util as _importlib_util
 from ._loader import core as _core
 from .engine.cover import (CoverResult, PackedBits, RatioCoverResult, greedy_cover, pack_bits,
                            ratio_greedy_cover)
@@ -39,3 +45,26 @@ __all__ = [
     "set_num_threads",
     "__version__",
 ]
+
+# interp_engine.capture imports torch, an optional extra: its names are loaded
+# on first access (PEP 562) and listed in __all__ only when torch is installed,
+# so that `from interp_engine import *` keeps working without it.  The
+# `capture()` shorthand is not re-exported: `interp_engine.capture` is the
+# submodule (use `from interp_engine.capture import capture`).
+_CAPTURE_NAMES = ("Capture", "find_module", "to_bchw", "iter_activations",
+                  "pooled_activations")
+if _importlib_util.find_spec("torch") is not None:
+    __all__ += list(_CAPTURE_NAMES)
+
+
+def __getattr__(name):
+    if name in _CAPTURE_NAMES:
+        # import_module, not `from . import capture`: the latter probes this
+        # __getattr__ again.  Raises a clear ImportError without torch.
+        module = _importlib.import_module(".capture", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'interp_engine' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_CAPTURE_NAMES))
