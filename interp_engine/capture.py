@@ -289,11 +289,12 @@ class Capture:
             in VGG's ``features``; ``out += identity`` after a captured
             ``bn2`` in ResNet blocks): without it the stored tensor, which
             shares memory with the output, shows the modified values.  Default
-            False: no copy.
+            True (correct first: a copy costs little next to the forward);
+            pass False to skip the copy when nothing modifies the output.
 
     Attributes:
         outputs: ``{layer: (B, C, H, W) tensor}`` from the last forward, on the
-            model's device and in its dtype (no copy unless ``clone=True``).
+            model's device and in its dtype (a copy unless ``clone=False``).
             Only forwards through ``model`` are recorded; a submodule called
             directly (outside a forward of ``model``) is ignored.
         raw_outputs: ``{layer: raw module output}`` when ``detach=False``, else
@@ -303,7 +304,7 @@ class Capture:
     def __init__(self, model: nn.Module, layers: Union[str, Sequence[str]], *,
                  adapter: Union[Adapter, Mapping[str, Adapter]] = "auto",
                  stop_early: bool = False, detach: bool = True, on_repeat: str = "error",
-                 clone: bool = False):
+                 clone: bool = True):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         names = _layer_list(layers)
@@ -495,7 +496,7 @@ def iter_activations(model: nn.Module, layers: Union[str, Sequence[str]], batche
                      *, device: Union[str, torch.device, None] = None,
                      dtype: Optional[torch.dtype] = None,
                      adapter: Union[Adapter, Mapping[str, Adapter]] = "auto",
-                     stop_early: bool = True, on_repeat: str = "error", clone: bool = False,
+                     stop_early: bool = True, on_repeat: str = "error", clone: bool = True,
                      ) -> Iterator[Tuple[Any, Dict[str, torch.Tensor]]]:
     """Yield ``(batch, {layer: (B, C, H, W) activations})`` for each batch.
 
@@ -546,7 +547,7 @@ def pooled_activations(model: nn.Module, layers: Union[str, Sequence[str]],
                        device: Union[str, torch.device, None] = None,
                        dtype: Optional[torch.dtype] = None,
                        adapter: Union[Adapter, Mapping[str, Adapter]] = "auto",
-                       clone: bool = False,
+                       clone: bool = True,
                        ) -> Dict[str, torch.Tensor]:
     """Spatially pooled activations of every image, per layer.
 

@@ -315,11 +315,11 @@ def test_clone_protects_against_later_in_place_ops(x):
     with torch.no_grad():
         pre = m[0](x)
     assert (pre < 0).any()
-    shared = Capture(m, "0")(x)["0"]  # no copy: shows the in-place ReLU's result
+    shared = Capture(m, "0", clone=False)(x)["0"]  # no copy: shows the in-place ReLU's result
     torch.testing.assert_close(shared, pre.clamp_min(0), rtol=0, atol=0)
-    copied = Capture(m, "0", clone=True)(x)["0"]
+    copied = Capture(m, "0")(x)["0"]  # the default copies
     torch.testing.assert_close(copied, pre, rtol=0, atol=0)
-    pooled = pooled_activations(m, "0", [x], pooling="mean", clone=True)["0"]
+    pooled = pooled_activations(m, "0", [x], pooling="mean")["0"]
     torch.testing.assert_close(pooled, pre.mean((2, 3)))
 
 
