@@ -350,3 +350,58 @@ def test_html_report(ds, tmp_path):
     assert ((ov[inside] == 200) | (ov[inside] == [255, 220, 0])).all()
     with pytest.raises(ValueError, match="uint8"):
         overlay_mask(img.astype(np.float32), m, 0.5)
+
+
+def test_end_to_end_on_broden_files_matches_slow_reference(tmp_path):
+    """Write a tiny Broden-format directory, dissect it through the reader,
+    and compare with a reference that reads the files itself (PIL, R + 256*G)
+    and counts per image and per unit."""
+    from PIL import Image
+
+    from interp_engine.data import BrodenDataset
+    from interp_engine.data.writer import write_broden
+
+    mem = MemoryBroden(n=14, seed=3)
+    imgs = [mem.load_image(i) for i in range(len(mem))]
+    cats = ["color", "part", "scene"]
+    pix = {"color": [m[0] if (m[0] != 0).any() else None for m in mem.pixel_labels],
+           "part": [m[1] if (m[1] != 0).any() else None for m in mem.pixel_labels]}
+    scene = {"scene": [[int(s)] if s else [] for s in mem.image_labels[:, 0]]}
+    names = NAMES[:8]
+    lcats = [None] + ["color"] * 3 + ["part"] * 2 + ["scene"] * 2
+    root = write_broden(tmp_path / "broden", imgs, label_names=names, label_categories=lcats, categories=cats,
+                        pixel_labels=pix, image_labels=scene)
+    ds = BrodenDataset(root, transform="netdissect")
+    model = make_model()
+    res = dissect(model, "4", ds, quantile=0.1, batch_size=5, progress=False)["4"]
+
+    # the reference: read index.csv and the files by hand
+    rows = list(csv.DictReader(open(root / "index.csv")))
+    mean = np.array([124.6901, 118.6897, 109.5388])
+    x = []
+    P = np.zeros((len(rows), 2) + tuple(ds.pixel_size), np.int64)
+    S = np.zeros((len(rows), 1), np.int64)
+    annotated = np.zeros((len(rows), 3), bool)
+    for i, row in enumerate(rows):
+        im = np.asarray(Image.open(root / "images" / row["image"]).convert("RGB"), np.float64)
+        x.append(((im - mean) / (255 * 0.224)).transpose(2, 0, 1))
+        for c, cat in enumerate(["color", "part"]):
+            if row[cat]:
+                lab = np.asarray(Image.open(root / "images" / row[cat]).convert("RGB")).astype(np.int64)
+                P[i, c] = lab[..., 0] + 256 * lab[..., 1]
+                annotated[i, c] = True
+        if row["scene"]:
+            S[i, 0] = int(row["scene"])
+            annotated[i, 2] = True
+    with torch.no_grad():
+        acts = model[:5](torch.tensor(np.stack(x), dtype=torch.float32)).numpy().astype(np.float64)
+    K = acts.shape[1]
+    vals = acts.transpose(1, 0, 2, 3).reshape(K, -1)
+    thr = np.array([np.quantile(vals[k], 0.9) for k in range(K)])
+    cat_of = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    I, L, A = iou_counts(acts, thr, P, S, annotated, cat_of, 8, 3, ds.pixel_size)
+    np.testing.assert_array_equal(res.thresholds, thr)
+    np.testing.assert_array_equal(res.intersection, I)
+    np.testing.assert_array_equal(res.label_pixels, L)
+    np.testing.assert_array_equal(res.unit_pixels, A)
+    assert I.sum() > 0 and (L[1:] > 0).all()
