@@ -140,3 +140,39 @@ def _sparse_to_csr(kind: str, n_rows: int, n_cols: int, a: np.ndarray, b: np.nda
     ('coo': a=row int32, b=col int32) or CSC ('csc': a=indptr int64, b=indices int32) matrix."""
 # needs at the top of _core.pyi: from typing import Any, Optional, Tuple, Union; import numpy as np
 
+
+# --- rank area (csrc/python/bind_rank.cpp): INVERT ----------------------------
+# Low-level core; the public faces are interp_engine.engine.rank and
+# interp_engine.Invert (validation lives there).  Activations: (N, K) float32 or
+# float64 of any strides.  Ranks are doubled (r2 = 2 * midrank, int64).
+
+def _rank_midranks(activations: np.ndarray, num_threads: int = 0) -> np.ndarray:
+    """(N, K) midranks (1-based, ties averaged) as float64; ValueError on NaN."""
+def _rank_auc(activations: np.ndarray, words: np.ndarray, n_bits: int, pvalues: bool,
+              num_threads: int = 0) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """(auc (K, M) float64, two-sided Mann-Whitney p (K, M) float64 or None) of every
+    (neuron, set); sets: words uint64 (M, ceil(N/64)). NaN where a set is empty or full."""
+
+class RankConceptIndex:
+    """Sample-major sparse index of packed concept labels (C rows of N bits);
+    concepts set in more than half of the samples are stored by their complement."""
+    def __init__(self, words: np.ndarray, n_bits: int, num_threads: int = 0) -> None: ...
+    @property
+    def num_concepts(self) -> int: ...
+    @property
+    def num_samples(self) -> int: ...
+    @property
+    def entries(self) -> int: ...
+
+def _rank_formula_sums(r2: np.ndarray, phi: np.ndarray, index: RankConceptIndex,
+                       method: str = "index") -> dict[str, np.ndarray]:
+    """For every concept c: counts and r2 sums (int64, (C,)) of phi AND c, phi OR c and
+    phi AND NOT c, keys "and_count", "and_sum", "or_count", "or_sum", "andnot_count",
+    "andnot_sum"; method "index" (sparse scatter) or "bits" (AND + set-bit iteration)."""
+def _rank_beam_search(activations: np.ndarray, index: RankConceptIndex, length: int, beam: int,
+                      min_fraction: float, max_fraction: float, negative: bool, pvalues: bool,
+                      neurons: list[int], num_threads: int = 0) -> dict[str, np.ndarray]:
+    """INVERT beam search. Keys: status (K',) int8 (0 ok, 1 constant, 2 no formula),
+    count (K',) int32, lengths (K', B) int32, codes (K', B, L) int32 (2*concept+negated,
+    -1 padded), ops (K', B, L) int8 (0 AND, 1 OR; -1 at position 0 and padding),
+    n1 (K', B) int64, u2 (K', B) int64 (2U), auc (K', B) float64, pvalue (K', B) float64."""

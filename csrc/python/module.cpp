@@ -11,6 +11,7 @@ void init_common(py::module_& m);
 void init_quantile(py::module_& m);
 void init_iou(py::module_& m);
 void init_cover(py::module_& m);
+void init_rank(py::module_& m);
 }  // namespace interp_engine
 
 PYBIND11_MODULE(_core, m) {
@@ -19,4 +20,5 @@ PYBIND11_MODULE(_core, m) {
   interp_engine::init_quantile(m);
   interp_engine::init_iou(m);
   interp_engine::init_cover(m);
+  interp_engine::init_rank(m);
 }
