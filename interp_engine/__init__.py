@@ -17,6 +17,9 @@ arrived.
   activations of named submodules of any ``torch.nn.Module`` through forward
   hooks that are always removed (needs the optional PyTorch extra; imported
   on first use, so ``import interp_engine`` does not import torch).
+- :class:`Invert`: INVERT explanations of neurons by AND/OR/NOT formulas of
+  concepts scored by AUC, with Mann-Whitney p-values (imported on first use;
+  ``Invert.from_model`` needs torch, ``Invert.explain`` does not).
 """
 import importlib as _importlib
 import importlib.util as _importlib_util
@@ -56,6 +59,10 @@ _CAPTURE_NAMES = ("Capture", "find_module", "to_bchw", "iter_activations",
 if _importlib_util.find_spec("torch") is not None:
     __all__ += list(_CAPTURE_NAMES)
 
+# Methods are loaded on first access too (they need no torch to import).
+_METHOD_NAMES = {"Invert": ".methods.invert", "InvertResult": ".methods.invert"}
+__all__ += list(_METHOD_NAMES)
+
 
 def __getattr__(name):
     if name in _CAPTURE_NAMES:
@@ -63,8 +70,10 @@ def __getattr__(name):
         # __getattr__ again.  Raises a clear ImportError without torch.
         module = _importlib.import_module(".capture", __name__)
         return getattr(module, name)
+    if name in _METHOD_NAMES:
+        return getattr(_importlib.import_module(_METHOD_NAMES[name], __name__), name)
     raise AttributeError(f"module 'interp_engine' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_CAPTURE_NAMES))
+    return sorted(set(globals()) | set(_CAPTURE_NAMES) | set(_METHOD_NAMES))

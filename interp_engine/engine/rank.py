@@ -1,0 +1,107 @@
+"""Rank statistics (Python face of ``csrc/src/rank.cpp``), the kernels of INVERT.
+
+``midranks``
+    Ranks of every neuron's activations over the samples, ties averaged
+    (``scipy.stats.rankdata(method="average")`` per column).
+``auc``
+    ``AUC(neuron, concept) = P(a_i > a_j | i in concept, j not in concept)``,
+    ties counted 1/2: the Mann-Whitney U statistic divided by ``n1 * n0``,
+    equal to ``sklearn.metrics.roc_auc_score(labels[:, c], activations[:, k])``.
+``mannwhitney_pvalues``
+    The two-sided Mann-Whitney U p-value with the normal approximation, tie
+    correction and continuity correction, as
+    ``scipy.stats.mannwhitneyu(outside, inside, method="asymptotic")``.
+
+Activations are (N, K) arrays (numpy or torch; float16, bfloat16, float32 or
+float64; any strides: float32/float64 are read in place). NaN activations are
+rejected (ValueError naming the neuron and the sample). Labels are (N, C)
+boolean arrays or a :class:`~interp_engine.PackedBits` of shape (C, N) (one
+row of N bits per concept). A concept with no positive or no negative sample
+gets NaN for both AUC and p-value.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from .._loader import core as _core
+from ._arrays import bool_array, check_num_threads, describe, float_array
+from .cover import PackedBits
+
+__all__ = ["midranks", "auc", "mannwhitney_pvalues"]
+
+
+def activations_array(x: Any, name: str = "activations") -> np.ndarray:
+    """(N, K) float32/float64 numpy view of ``x`` (float16 and bfloat16 are
+    converted to float32; no copy otherwise). Raises TypeError/ValueError."""
+    arr, kind = float_array(x, name, ndim=2)
+    if kind == "bf16":
+        arr = (arr.astype(np.uint32) << 16).view(np.float32)
+    elif kind == "f16":
+        arr = arr.astype(np.float32)
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one sample and one neuron (N, K); "
+                         f"got shape {tuple(arr.shape)}")
+    return arr
+
+
+def packed_labels(labels: Any, n: int, name: str = "labels") -> PackedBits:
+    """Concept labels as a PackedBits of shape (C, n): from a (n, C) boolean
+    array (numpy or torch; 0/1 integers accepted) or a PackedBits (C, n)."""
+    if isinstance(labels, PackedBits):
+        pb = PackedBits(labels.words, labels.n_bits)
+        if pb.n_bits != n:
+            raise ValueError(f"{name}: a PackedBits must have one row of N = {n} bits per concept "
+                             f"(shape (C, {n})); got shape {pb.shape}")
+        return pb
+    try:
+        dense = bool_array(labels, name, ndim=2, shape_hint="(N samples, C concepts)")
+    except TypeError:
+        raise TypeError(f"{name} must be a boolean array of shape (N, C) or a PackedBits of shape "
+                        f"(C, N); got {describe(labels)}") from None
+    if dense.shape[0] != n:
+        raise ValueError(f"{name} must have one row per sample: expected {n} rows (N of the "
+                         f"activations); got shape {tuple(dense.shape)}")
+    words = _core.pack_bits(np.ascontiguousarray(dense.T).view(np.uint8))
+    return PackedBits(words, n)
+
+
+def _run(activations: Any, labels: Any, pvalues: bool, num_threads: Optional[int]):
+    acts = activations_array(activations)
+    pb = packed_labels(labels, acts.shape[0])
+    return _core._rank_auc(acts, pb.words, pb.n_bits, pvalues, check_num_threads(num_threads))
+
+
+def midranks(activations: Any, *, num_threads: Optional[int] = None) -> np.ndarray:
+    """Midranks of each column of ``activations`` (N, K): float64 (N, K), 1-based,
+    ties averaged."""
+    acts = activations_array(activations)
+    return _core._rank_midranks(acts, check_num_threads(num_threads))
+
+
+def auc(activations: Any, labels: Any, *, num_threads: Optional[int] = None) -> np.ndarray:
+    """AUC of every (neuron, concept) pair: float64 (K, C).
+
+    Args:
+        activations: (N, K) float array.
+        labels: (N, C) boolean array, or PackedBits (C, N).
+    Returns:
+        ``auc[k, c] = (R_kc - n1 (n1 + 1) / 2) / (n1 n0)`` with ``R_kc`` the
+        sum of the midranks of neuron k over the samples of concept c; NaN
+        where concept c has no positive or no negative sample.
+    """
+    return _run(activations, labels, False, num_threads)[0]
+
+
+def mannwhitney_pvalues(activations: Any, labels: Any, *, num_threads: Optional[int] = None
+                        ) -> Tuple[np.ndarray, np.ndarray]:
+    """AUC and two-sided Mann-Whitney U p-value of every (neuron, concept) pair.
+
+    Returns:
+        ``(auc, p)``, both float64 (K, C). ``p`` is scipy's asymptotic p-value
+        (tie and continuity corrected); NaN where a concept has no positive or
+        no negative sample; 1.0 for a constant neuron.
+    """
+    a, p = _run(activations, labels, True, num_threads)
+    return a, p
