@@ -231,3 +231,79 @@ def naive_ratio_greedy_cover(cost, gain, target, eps_cost=1e-5, eps_gain=1e-10, 
                 chosen.append(c)
                 gc |= gain[c]
     return np.array(chosen, dtype=np.int64), int(cc.sum()), int(gc.sum()), reached, n_greedy
+
+
+# --------------------------------------------------------------------------- INVERT
+def u2_by_sorting(x: np.ndarray, mask: np.ndarray) -> int:
+    """2 * Mann-Whitney U of the samples in ``mask``, by sorting all activations
+    (as the reference implementation's AUROC does for every formula): doubled
+    midranks of the sorted values, summed over the mask."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    _, counts = np.unique(xs, return_counts=True)
+    ends = np.cumsum(counts)
+    r2_sorted = np.repeat(ends - counts + 1 + ends, counts)
+    r2 = np.empty(len(x), dtype=np.int64)
+    r2[order] = r2_sorted
+    n1 = int(mask.sum())
+    return int(r2[mask].sum()) - n1 * (n1 + 1)
+
+
+def invert_beam_reference(x, labels, length, beam, min_fraction=0.0, max_fraction=0.5,
+                          mode="positive"):
+    """The INVERT beam search spelled out (docs/invert.md), every formula
+    evaluated on dense boolean masks and scored by sorting.  Returns the final
+    beam as a list of (seq, n1, u2), best first; seq = (code_0, op_1, code_1, ...)
+    with code = 2 * concept + negated and op 0 = AND, 1 = OR."""
+    x = np.asarray(x, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    n, c = labels.shape
+    if n < 2 or np.all(x == x[0]):
+        return []
+
+    def admissible(n1):
+        return 0 < n1 < n and min_fraction <= n1 / n <= max_fraction
+
+    def atom(code):
+        col = labels[:, code // 2]
+        return ~col if code & 1 else col.copy()
+
+    def key(item):
+        seq, mask, n1, u2 = item
+        auc = Fraction(u2, 2 * n1 * (n - n1))
+        return (-auc if mode == "positive" else auc, (len(seq) + 1) // 2, seq)
+
+    def select(pool):
+        pool = sorted(pool, key=key)
+        out, seen = [], set()
+        for item in pool:
+            b = item[1].tobytes()
+            if b in seen:
+                continue
+            seen.add(b)
+            out.append(item)
+            if len(out) == beam:
+                break
+        return out
+
+    pool = []
+    for code in range(2 * c):
+        m = atom(code)
+        n1 = int(m.sum())
+        if admissible(n1):
+            pool.append(((code,), m, n1, u2_by_sorting(x, m)))
+    cur = select(pool)
+    for _ in range(2, length + 1):
+        if not cur:
+            break
+        pool = list(cur)
+        for seq, m, n1p, _u in cur:
+            for code in range(2 * c):
+                a = atom(code)
+                for op, new in ((0, m & a), (1, m | a)):
+                    n1 = int(new.sum())
+                    if n1 == n1p or not admissible(n1):   # unchanged set, or not admissible
+                        continue
+                    pool.append((seq + (op, code), new, n1, u2_by_sorting(x, new)))
+        cur = select(pool)
+    return [(seq, n1, u2) for seq, _m, n1, u2 in cur]
