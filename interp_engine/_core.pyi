@@ -175,4 +175,5 @@ def _rank_beam_search(activations: np.ndarray, index: RankConceptIndex, length: 
     """INVERT beam search. Keys: status (K',) int8 (0 ok, 1 constant, 2 no formula),
     count (K',) int32, lengths (K', B) int32, codes (K', B, L) int32 (2*concept+negated,
     -1 padded), ops (K', B, L) int8 (0 AND, 1 OR; -1 at position 0 and padding),
-    n1 (K', B) int64, u2 (K', B) int64 (2U), auc (K', B) float64, pvalue (K', B) float64."""
+    n1 (K', B) int64, u2 (K', B) int64 (2U), auc (K', B) float64, pvalue (K', B) float64,
+    evaluations (K',) int64 (formulas the reference would score by sorting on these beams)."""

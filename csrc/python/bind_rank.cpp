@@ -174,6 +174,7 @@ py::dict beam_search_py(const py::array& acts, const IndexHolder& h, int length,
   d["u2"] = shaped(o.u2, {K, B});
   d["auc"] = shaped(o.auc, {K, B});
   d["pvalue"] = shaped(o.pvalue, {K, B});
+  d["evaluations"] = shaped(o.evaluations, {K});
   return d;
 }
 }  // namespace

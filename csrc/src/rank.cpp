@@ -275,6 +275,7 @@ struct Search {
   std::vector<Member> beam, next;
   std::vector<Cand> pool;
   std::vector<std::uint32_t> order;
+  std::int64_t evaluations = 0;
 
   Search(const ActivationsView& a_, const ConceptIndex& idx, const BeamParams& p)
       : a(a_), index(idx), prm(p), n(a_.n), c(idx.num_concepts()), nw(bits::words_for(a_.n)),
@@ -398,6 +399,7 @@ struct Search {
   std::int8_t run(std::size_t neuron) {
     neuron_ranks(a, neuron, rk, scratch);
     beam.clear();
+    evaluations = 0;
     if (rk.constant) return kConstant;
     const auto N = static_cast<std::int64_t>(n);
     const std::vector<std::int64_t>& nc = index.counts();
@@ -411,6 +413,7 @@ struct Search {
       index.and_sums(rk.r2.data(), all.data(), N, rk.total, cnt.data(), rc.data(), acc);
     }
     // length 1: every atom
+    evaluations += static_cast<std::int64_t>(c);
     pool.clear();
     for (std::size_t q = 0; q < c; ++q) {
       const auto code = static_cast<std::int32_t>(2 * q);
@@ -441,6 +444,11 @@ struct Search {
         for (std::size_t q = 0; q < c; ++q) {
           const std::int64_t k = cnt[q], s = sum[q];
           const auto code = static_cast<std::int32_t>(2 * q);
+          {
+            const std::int64_t n_or = np + nc[q] - k, n_andn = np - k, n_orn = N - nc[q] + k;
+            evaluations += (k != np && k > 0) + (n_or != np && n_or < N) + (n_andn != np && n_andn > 0) +
+                           (n_orn != np && n_orn < N);
+          }
           // phi AND c
           if (k != np && admissible(k)) pool.push_back(make(k, s, pi, code, kAnd, plen));
           // phi OR c
@@ -491,6 +499,7 @@ BeamOutput beam_search(const ActivationsView& a, const ConceptIndex& index, cons
   out.u2.assign(K * B, 0);
   out.auc.assign(K * B, kNaN);
   out.pvalue.assign(K * B, kNaN);
+  out.evaluations.assign(K, 0);
   const auto N = static_cast<std::int64_t>(a.n);
   parallel_for_dynamic(K, [&](std::size_t i, int) {
     Search s(a, index, prm);
@@ -498,6 +507,7 @@ BeamOutput beam_search(const ActivationsView& a, const ConceptIndex& index, cons
     const std::size_t neuron = static_cast<std::size_t>(neurons[i]);
     out.status[i] = s.run(neuron);
     out.count[i] = static_cast<std::int32_t>(s.beam.size());
+    out.evaluations[i] = s.evaluations;
     for (std::size_t b = 0; b < s.beam.size(); ++b) {
       const Member& m = s.beam[b];
       const std::size_t slot = i * B + b;

@@ -120,6 +120,9 @@ class NeuronExplanation:
     note:   "" normally; "constant activations" (every formula has AUC 0.5: no
             explanation is given) or "no admissible formula" (no atom satisfies the
             fraction constraint).
+    evaluations: formulas scored (atoms once per concept, then every extension whose set
+            is neither empty, nor all samples, nor the extended formula's set): the number
+            of AUROC evaluations the reference implementation makes on the same beams.
     The properties ``formula``, ``terms``, ``length``, ``auc``, ``differentiability``,
     ``concept_fraction`` and ``p_value`` are those of ``best`` (None / 0 / NaN when none).
     """
@@ -128,6 +131,7 @@ class NeuronExplanation:
     best: Optional[Explanation]
     top: Tuple[Explanation, ...]
     note: str = ""
+    evaluations: int = 0
 
     @property
     def formula(self) -> Optional[str]:
@@ -320,7 +324,8 @@ class Invert:
                                     differentiability=2.0 * abs(auc - 0.5), concept_fraction=n1 / n,
                                     p_value=float(out["pvalue"][i, b]), n_inside=n1))
         return NeuronExplanation(neuron=neuron, best=exps[0] if exps else None, top=tuple(exps),
-                                 note=_STATUS_NOTES.get(status, ""))
+                                 note=_STATUS_NOTES.get(status, ""),
+                                 evaluations=int(out["evaluations"][i]))
 
     @classmethod
     def from_model(cls, model: Any, layer: str, data: Any, *, labels: Any = None,

@@ -144,6 +144,10 @@ struct BeamOutput {
   std::vector<std::int64_t> u2;       // (K', B): 2 U (U = Mann-Whitney U of the samples inside)
   std::vector<double> auc;            // (K', B)
   std::vector<double> pvalue;         // (K', B), NaN when not asked
+  // (K') formulas whose set is neither empty, nor all samples, nor the set of the
+  // beam formula extended (the atoms counted once per concept): the number of
+  // AUROC evaluations the reference implementation performs on the same beams.
+  std::vector<std::int64_t> evaluations;
 };
 
 // Beam search (semantics: interp_engine/methods/invert.py and docs/invert.md).
