@@ -77,7 +77,87 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--report-units", type=int, default=None, help="units per layer in the report (default all)")
     dis.add_argument("--threads", type=int, default=0, help="core threads (0 = all cores)")
     dis.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    inv = sub.add_parser(
+        "invert", help="INVERT: label neurons with the concept formula their activations separate best (AUC)",
+        description="Explain every neuron (channel) of a layer by a formula of image-level concepts "
+                    "(AND, OR, NOT) with the best AUC and its Mann-Whitney p-value. With no arguments: the "
+                    "bundled model's last conv layer on the bundled concept dataset.")
+    inv.add_argument("--model", default="default", help="as for dissect")
+    inv.add_argument("--weights", default=None, help="as for dissect")
+    inv.add_argument("--layer", default=None, help="the layer (default: the bundled model's last conv layer)")
+    inv.add_argument("--dataset", default=None, help="a Broden-format directory (default: the bundled dataset)")
+    inv.add_argument("--out", default="invert", help="output directory (default ./invert)")
+    inv.add_argument("--pooling", choices=["mean", "max"], default="mean", help="spatial pooling (default mean)")
+    inv.add_argument("--length", type=_positive_int, default=3, help="maximum formula length (default 3)")
+    inv.add_argument("--beam", type=_positive_int, default=10, help="beam size (default 10)")
+    inv.add_argument("--min-fraction", type=float, default=0.0, help="minimum concept fraction (default 0)")
+    inv.add_argument("--max-fraction", type=float, default=0.5, help="maximum concept fraction (default 0.5)")
+    inv.add_argument("--mode", choices=["positive", "negative"], default="positive")
+    inv.add_argument("--categories", default=None, help="comma-separated categories (default: all)")
+    inv.add_argument("--transform", choices=["netdissect", "imagenet"], default=None)
+    inv.add_argument("--batch-size", type=_positive_int, default=64)
+    inv.add_argument("--num-workers", type=int, default=0)
+    inv.add_argument("--device", default=None)
+    inv.add_argument("--max-images", type=_positive_int, default=None)
+    inv.add_argument("--threads", type=int, default=0, help="core threads (0 = all cores)")
     return parser
+
+
+def _default_model_args(args: argparse.Namespace, many_layers: bool):
+    """Layers and transform, filled in for the bundled model."""
+    transform = args.transform
+    layers = args.layers if many_layers else ([args.layer] if args.layer else None)
+    if args.model == "default":
+        from .models import DEFAULT_LAYER, DEFAULT_TRANSFORM, LAYER_NAMES
+
+        layers = layers or (list(LAYER_NAMES) if many_layers else [DEFAULT_LAYER])
+        transform = transform or DEFAULT_TRANSFORM
+    return layers, transform or "netdissect"
+
+
+def _open_dataset(args: argparse.Namespace, transform: str):
+    from .data import BrodenDataset
+
+    if args.dataset is None:
+        from .data.concepts import concept_dataset
+
+        root = concept_dataset()
+    else:
+        root = args.dataset
+    categories = None if args.categories is None else [c.strip() for c in args.categories.split(",") if c.strip()]
+    return root, BrodenDataset(root, categories=categories, transform=transform, max_images=args.max_images)
+
+
+def _run_invert(args: argparse.Namespace) -> int:
+    import time
+
+    from .methods.invert import Invert
+    from .report import write_invert_report
+
+    t0 = time.perf_counter()
+    model = _load_model(args.model, args.weights)
+    layers, transform = _default_model_args(args, many_layers=False)
+    if not layers:
+        print("interp-engine: error: --layer is required with a model other than the default", file=sys.stderr)
+        return 2
+    try:
+        root, ds = _open_dataset(args, transform)
+        print(f"INVERT on {layers[0]} of {args.model} on {root} ({len(ds)} images)", flush=True)
+        res = Invert.from_model(model, layers[0], ds, pooling=args.pooling, batch_size=args.batch_size,
+                                num_workers=args.num_workers, device=args.device, length=args.length,
+                                beam=args.beam, min_fraction=args.min_fraction, max_fraction=args.max_fraction,
+                                mode=args.mode, num_threads=args.threads or None)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"interp-engine: error: {exc}", file=sys.stderr)
+        return 2
+    index = write_invert_report(res, args.out, title=f"INVERT: {layers[0]} of {args.model}")
+    best = sorted((r for r in res if r.best is not None), key=lambda r: -r.differentiability)
+    print(f"{'neuron':>6}  {'AUC':>6}  {'p-value':>9}  formula")
+    for r in best[:15]:
+        print(f"{r.neuron:>6}  {r.auc:6.3f}  {r.p_value:9.2e}  {r.formula}")
+    print(f"\n{len(best)} of {len(res)} neurons explained; time {time.perf_counter() - t0:.1f} s; report: {index}")
+    return 0
 
 
 def _load_model(spec: str, weights: Optional[str]):
@@ -142,28 +222,12 @@ def _run_dissect(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     model = _load_model(args.model, args.weights)
-    layers = args.layers
-    transform = args.transform
-    if args.model == "default":
-        from .models import DEFAULT_TRANSFORM, LAYER_NAMES
-
-        layers = layers or list(LAYER_NAMES)
-        transform = transform or DEFAULT_TRANSFORM
+    layers, transform = _default_model_args(args, many_layers=True)
     if not layers:
         print("interp-engine: error: --layer is required with a model other than the default", file=sys.stderr)
         return 2
-    if args.dataset is None:
-        from .data.concepts import concept_dataset
-
-        root = concept_dataset()
-    else:
-        root = args.dataset
-    from .data import BrodenDataset
-
-    categories = None if args.categories is None else [c.strip() for c in args.categories.split(",") if c.strip()]
     try:
-        ds = BrodenDataset(root, categories=categories, transform=transform or "netdissect",
-                           max_images=args.max_images)
+        root, ds = _open_dataset(args, transform)
         d = Dissection(model, layers, quantile=args.quantile, iou_threshold=args.iou_threshold,
                        thresholds=args.thresholds, unit_rule=args.unit_rule, batch_size=args.batch_size,
                        num_workers=args.num_workers, device=args.device, top_k=args.top_k,
@@ -199,11 +263,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"compiled core: {interp_engine._core.__file__}")
         print(f"threads: {interp_engine.get_num_threads()}")
         return 0
-    if args.command == "dissect":
+    if args.command in ("dissect", "invert"):
         if args.threads < 0:
             print("interp-engine: error: --threads must be >= 0", file=sys.stderr)
             return 2
-        return _run_dissect(args)
+        return _run_dissect(args) if args.command == "dissect" else _run_invert(args)
     if args.command == "demo":
         from .demo import run_demo
 

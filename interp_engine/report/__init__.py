@@ -1,4 +1,5 @@
 """Reports: HTML pages and plots of results."""
 from .html import overlay_mask, unit_strip, write_report
+from .invert_page import histogram_svg, write_invert_report
 
-__all__ = ["write_report", "overlay_mask", "unit_strip"]
+__all__ = ["write_report", "overlay_mask", "unit_strip", "write_invert_report", "histogram_svg"]
