@@ -11,6 +11,7 @@ conv2      32           32 x 32   after 2x2 max pooling
 conv3      64           16 x 16   after 2x2 max pooling
 conv4      128          8 x 8     after 2x2 max pooling (recommended for dissection)
 head       27 outputs             Linear on [spatial mean, spatial max] of conv4
+dense      19 outputs   8 x 8     1x1 conv on conv4, used only in training (below)
 =========  ===========  ========  ==================================
 
 Input: float (N, 3, H, W) RGB in [0, 1] (:meth:`ConceptCNN.preprocess` turns
@@ -19,6 +20,12 @@ uint8 (N, H, W, 3) images into it); the model normalizes internally.  Output:
 which shapes are visible), ``color`` (11, multi-label: which colours cover
 >= 2% of the image), ``texture`` (6 classes), ``scene`` (4 classes), in the
 label order of :mod:`interp_engine.data.concepts`.
+
+Training (``python -m interp_engine.models.train``) adds deep supervision: the
+``dense`` head predicts, at every conv4 position, the shape and the object
+colour found at the centre of that cell in the label maps.  It makes conv4
+spatially selective for the concepts, so that the demo dissection has real
+detectors to find; ``forward`` does not use it.
 """
 from __future__ import annotations
 
@@ -39,6 +46,7 @@ for _name, _names in (("shape", SHAPE_NAMES), ("color", COLOR_NAMES), ("texture"
     OUTPUTS[_name] = slice(_o, _o + len(_names))
     _o += len(_names)
 NUM_OUTPUTS = _o
+DENSE_OUTPUTS = 1 + len(SHAPE_NAMES) + 1 + len(COLOR_NAMES)
 del _o, _name, _names
 
 #: the layer recommended for Network Dissection
@@ -64,16 +72,25 @@ class ConceptCNN(nn.Module):
                 nn.Conv2d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU()))
             c_in = w
         self.head = nn.Linear(2 * widths[-1], NUM_OUTPUTS)
+        # training-only auxiliary head: per conv4 position, the shape (7 classes, 0 = none) and the
+        # colour (12 classes, 0 = none) of the label map there (deep supervision; not in forward)
+        self.dense = nn.Conv2d(widths[-1], DENSE_OUTPUTS, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: float (N, 3, H, W) in [0, 1], H and W divisible by 8 -> (N, 27) logits."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: float (N, 3, H, W) in [0, 1] -> conv4 output (N, widths[3], H/8, W/8)."""
         x = (x - self.mean) / self.std
         x = self.conv1(x)
         x = self.conv2(F.max_pool2d(x, 2))
         x = self.conv3(F.max_pool2d(x, 2))
-        x = self.conv4(F.max_pool2d(x, 2))
-        pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)
-        return self.head(pooled)
+        return self.conv4(F.max_pool2d(x, 2))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """conv4 features (N, C, h, w) -> (N, 27) logits (spatial mean and max, linear)."""
+        return self.head(torch.cat([features.mean((2, 3)), features.amax((2, 3))], 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: float (N, 3, H, W) in [0, 1], H and W divisible by 8 -> (N, 27) logits."""
+        return self.classify(self.features(x))
 
     @staticmethod
     def preprocess(images: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:

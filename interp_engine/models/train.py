@@ -6,7 +6,9 @@ Trains :class:`ConceptCNN` on the train split of the concept dataset (seed 0,
 2,500 images of 64x64: 2,000 train, 500 val), rendered in memory with
 :func:`interp_engine.data.concepts.render_concepts` (the same arrays
 :func:`concept_dataset` writes), with random horizontal flips.  Targets come
-from the labels alone (:func:`concept_targets`).  Deterministic: fixed seeds,
+from the labels alone (:func:`concept_targets`, :func:`dense_targets`): the
+four heads of the model plus deep supervision of conv4 (the ``dense`` head:
+shape and object colour at each conv4 cell).  Deterministic: fixed seeds,
 ``torch.use_deterministic_algorithms(True)``, a fixed thread count
 (``--threads``, default 2; the shipped weights were trained with 2).
 Prints the val accuracies of the saved (float16) weights.
@@ -22,36 +24,60 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.concepts import (COLOR_NAMES, DEFAULT_IMAGE_SIZE, DEFAULT_NUM_IMAGES, LABEL_OFFSET,
-                             SHAPE_NAMES, ConceptArrays, render_concepts)
+from ..data.concepts import (_NAMES, DEFAULT_IMAGE_SIZE, DEFAULT_NUM_IMAGES, LABEL_OFFSET, SHAPE_NAMES,
+                             ConceptArrays, render_concepts)
 from .concept_cnn import OUTPUTS, ConceptCNN, load_model, save_weights
 
-#: a colour is "present" when it covers at least this fraction of the label map
-COLOR_MIN_FRACTION = 0.02
-#: a shape is "present" when it covers at least this many label-map pixels
+#: a shape / an object colour is "present" when it covers at least this many label-map pixels
 SHAPE_MIN_PIXELS = 4
+COLOR_MIN_PIXELS = 4
 
 
 def concept_targets(data: ConceptArrays) -> Dict[str, np.ndarray]:
-    """Training targets from the labels: ``shape`` (N, 6) and ``color`` (N, 11)
-    float32 multi-hot, ``texture`` (N,) and ``scene`` (N,) int64 class indices."""
-    n = data.color.shape[0]
-    pix = data.color.shape[1] * data.color.shape[2]
-    color = np.stack([np.bincount(m.ravel(), minlength=LABEL_OFFSET["color"] + len(COLOR_NAMES))
-                      [LABEL_OFFSET["color"]:LABEL_OFFSET["color"] + len(COLOR_NAMES)] for m in data.color])
-    shape = np.stack([np.bincount(m.ravel(), minlength=LABEL_OFFSET["shape"] + len(SHAPE_NAMES))
-                      [LABEL_OFFSET["shape"]:LABEL_OFFSET["shape"] + len(SHAPE_NAMES)] for m in data.shape])
-    return {"shape": (shape >= SHAPE_MIN_PIXELS).astype(np.float32).reshape(n, -1),
-            "color": (color >= COLOR_MIN_FRACTION * pix).astype(np.float32).reshape(n, -1),
-            "texture": (data.texture.astype(np.int64) - LABEL_OFFSET["texture"]),
-            "scene": (data.scene.astype(np.int64) - LABEL_OFFSET["scene"])}
+    """Training targets from the labels alone: ``shape`` (N, 6) and ``color``
+    (N, 11) float32 multi-hot (a label is present when it covers at least
+    ``SHAPE_MIN_PIXELS`` / ``COLOR_MIN_PIXELS`` label-map pixels), ``texture``
+    (N,) and ``scene`` (N,) int64 class indices."""
+    out: Dict[str, np.ndarray] = {}
+    for cat, maps, minimum in (("shape", data.shape, SHAPE_MIN_PIXELS), ("color", data.color, COLOR_MIN_PIXELS)):
+        lo, k = LABEL_OFFSET[cat], len(_NAMES[cat])
+        counts = np.stack([np.bincount(m.ravel(), minlength=lo + k)[lo:lo + k] for m in maps]) \
+            if len(maps) else np.zeros((0, k), np.int64)
+        out[cat] = (counts >= minimum).astype(np.float32)
+    out["texture"] = data.texture.astype(np.int64) - LABEL_OFFSET["texture"]
+    out["scene"] = data.scene.astype(np.int64) - LABEL_OFFSET["scene"]
+    return out
 
 
-def _loss(logits: torch.Tensor, t: Dict[str, torch.Tensor]) -> torch.Tensor:
+def dense_targets(data: ConceptArrays, size: int) -> Dict[str, np.ndarray]:
+    """Per-cell targets of the ``dense`` head at (size, size): the shape
+    (0 = none, 1..6) and colour (0 = none, 1..11) at each cell's centre in the
+    label maps; int64 (N, size, size)."""
+    step = data.shape.shape[1] // size
+    centre = slice(step // 2, None, step)
+    out = {}
+    for cat, maps in (("shape", data.shape), ("color", data.color)):
+        m = maps[:, centre, centre].astype(np.int64)
+        out[cat] = np.where(m > 0, m - LABEL_OFFSET[cat] + 1, 0)
+    return out
+
+
+def _loss(model: ConceptCNN, x: torch.Tensor, t: Dict[str, torch.Tensor],
+          bg_weight: float = 1.0) -> torch.Tensor:
+    feats = model.features(x)
+    logits = model.classify(feats)
+    dense = model.dense(feats)
+    n_shape = 1 + len(SHAPE_NAMES)
+    w_shape = torch.ones(n_shape)
+    w_shape[0] = bg_weight
+    w_color = torch.ones(dense.shape[1] - n_shape)
+    w_color[0] = bg_weight
     return (F.binary_cross_entropy_with_logits(logits[:, OUTPUTS["shape"]], t["shape"])
             + F.binary_cross_entropy_with_logits(logits[:, OUTPUTS["color"]], t["color"])
             + F.cross_entropy(logits[:, OUTPUTS["texture"]], t["texture"])
-            + F.cross_entropy(logits[:, OUTPUTS["scene"]], t["scene"]))
+            + F.cross_entropy(logits[:, OUTPUTS["scene"]], t["scene"])
+            + F.cross_entropy(dense[:, :n_shape], t["dense_shape"], weight=w_shape)
+            + F.cross_entropy(dense[:, n_shape:], t["dense_color"], weight=w_color))
 
 
 @torch.no_grad()
@@ -126,17 +152,33 @@ def detector_table(iou: np.ndarray, min_iou: float = 0.04) -> List[tuple]:
 
 
 def train(*, seed: int = 0, num_images: int = DEFAULT_NUM_IMAGES, image_size: int = DEFAULT_IMAGE_SIZE,
-          epochs: int = 20, batch_size: int = 64, lr: float = 3e-3, threads: int = 2,
-          log: bool = True) -> ConceptCNN:
-    """Train a ConceptCNN on the train split of ``render_concepts(num_images, seed=seed)``."""
-    torch.manual_seed(seed)
+          epochs: int = 30, batch_size: int = 64, lr: float = 3e-3, threads: int = 2,
+          bg_weight: float = 0.2, log: bool = True) -> ConceptCNN:
+    """Train a ConceptCNN on the train split of ``render_concepts(num_images, seed=seed)``.
+
+    Runs with ``threads`` torch threads and deterministic algorithms; torch's
+    global thread count and determinism flag are restored afterwards."""
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
+    try:
+        return _train(seed=seed, num_images=num_images, image_size=image_size, epochs=epochs,
+                      batch_size=batch_size, lr=lr, bg_weight=bg_weight, log=log)
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+
+
+def _train(*, seed: int, num_images: int, image_size: int, epochs: int, batch_size: int, lr: float,
+           bg_weight: float, log: bool) -> ConceptCNN:
+    torch.manual_seed(seed)
     data = render_concepts(num_images, seed=seed, image_size=image_size)
     targets = concept_targets(data)
     tr = data.split == "train"
     x = ConceptCNN.preprocess(data.images[tr])
     t = {k: torch.from_numpy(v[tr]) for k, v in targets.items()}
+    for k, v in dense_targets(data, image_size // 8).items():
+        t[f"dense_{k}"] = torch.from_numpy(v[tr])
     model = ConceptCNN()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)
@@ -149,10 +191,12 @@ def train(*, seed: int = 0, num_images: int = DEFAULT_NUM_IMAGES, image_size: in
         total = 0.0
         for i in range(0, len(x), batch_size):
             idx = perm[i:i + batch_size]
-            xb = x[idx]
             flip = torch.rand(len(idx), generator=gen) < 0.5
-            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
-            loss = _loss(model(xb), {k: v[idx] for k, v in t.items()})
+            xb = torch.where(flip[:, None, None, None], x[idx].flip(3), x[idx])
+            tb = {k: v[idx] for k, v in t.items()}
+            for k in ("dense_shape", "dense_color"):
+                tb[k] = torch.where(flip[:, None, None], tb[k].flip(2), tb[k])
+            loss = _loss(model, xb, tb, bg_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -171,13 +215,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-images", type=int, default=DEFAULT_NUM_IMAGES)
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bg-weight", type=float, default=0.2,
+                        help="weight of the 'none' class in the dense losses (default 0.2)")
     args = parser.parse_args(argv)
     model = train(seed=args.seed, num_images=args.num_images, image_size=args.image_size,
-                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, threads=args.threads)
+                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
+                  bg_weight=args.bg_weight)
     config = {k: v for k, v in vars(args).items() if k != "out"}
     save_weights(model, args.out, extra={"train_config": config})
     # report on the saved (float16) weights
