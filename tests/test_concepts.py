@@ -271,6 +271,26 @@ def test_bad_arguments(tmp_path, kwargs, exc, match):
     assert not (tmp_path / "x").exists()
 
 
+def test_concurrent_writer_finishing_first_wins(tmp_path, monkeypatch):
+    # another process completes the same dataset while we render: we return theirs, untouched
+    root = tmp_path / "ds"
+    real = cc.render_concepts
+    theirs = {}
+
+    def render_and_race(*a, **k):
+        out = real(*a, **k)
+        monkeypatch.setattr(cc, "render_concepts", real)
+        cc.concept_dataset(root, seed=1, num_images=5)      # "the other process"
+        theirs["ino"] = (root / "index.csv").stat().st_ino
+        return out
+
+    monkeypatch.setattr(cc, "render_concepts", render_and_race)
+    assert cc.concept_dataset(root, seed=1, num_images=5) == root
+    assert theirs and (root / "index.csv").stat().st_ino == theirs["ino"]
+    assert wr.read_manifest(root) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
 def test_root_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(FileExistsError, match="not a directory"):

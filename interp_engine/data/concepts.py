@@ -338,13 +338,16 @@ def concept_dataset(root: Union[str, "os.PathLike[str]", None] = None, *, seed: 
         if not (ours or (root_path / MANIFEST_NAME).exists() or not any(root_path.iterdir())):
             raise FileExistsError(f"root {str(root_path)!r} holds files but no {MANIFEST_NAME}: not a "
                                   f"dataset written by interp_engine; refusing to replace it")
+    # replace only what exists now: if another process completes the same dataset meanwhile, our
+    # rename fails (FileExistsError) and we return theirs
+    overwrite = root_path.exists()
     arrays = render_concepts(num_images, seed=seed, image_size=image_size)
     try:
         write_broden(root_path, arrays.images, label_names=label_names(),
                      label_categories=label_categories(), categories=CATEGORIES,
                      pixel_labels={"color": arrays.color, "shape": arrays.shape},
                      image_labels={"texture": arrays.texture[:, None], "scene": arrays.scene[:, None]},
-                     splits=list(arrays.split), subdir="concepts", metadata=params, overwrite=True)
+                     splits=list(arrays.split), subdir="concepts", metadata=params, overwrite=overwrite)
     except OSError:
         # another process may have finished the same dataset first
         manifest = read_manifest(root_path)
