@@ -316,7 +316,7 @@ def concept_dataset(root: Union[str, "os.PathLike[str]", None] = None, *, seed: 
     not ours: FileExistsError rather than deleting it.
 
     The default (2,500 images of 64x64, label maps 32x32; 2,000 train, 500
-    val) takes a few seconds and about 10 MB."""
+    val) takes a few seconds and about 24 MB."""
     _check_args(seed, num_images, image_size)
     params = _params(seed, num_images, image_size)
     if root is None:
