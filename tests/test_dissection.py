@@ -376,18 +376,21 @@ def test_end_to_end_on_broden_files_matches_slow_reference(tmp_path):
     res = dissect(model, "4", ds, quantile=0.1, batch_size=5, progress=False)["4"]
 
     # the reference: read index.csv and the files by hand
-    rows = list(csv.DictReader(open(root / "index.csv")))
-    mean = np.array([124.6901, 118.6897, 109.5388])
+    with open(root / "index.csv") as f:
+        rows = list(csv.DictReader(f))
+    mean = np.array([124.6901, 118.6897, 109.5388], np.float32)
     x = []
     P = np.zeros((len(rows), 2) + tuple(ds.pixel_size), np.int64)
     S = np.zeros((len(rows), 1), np.int64)
     annotated = np.zeros((len(rows), 3), bool)
     for i, row in enumerate(rows):
-        im = np.asarray(Image.open(root / "images" / row["image"]).convert("RGB"), np.float64)
-        x.append(((im - mean) / (255 * 0.224)).transpose(2, 0, 1))
+        with Image.open(root / "images" / row["image"]) as im:
+            rgb = np.asarray(im.convert("RGB"), np.float32)
+        x.append(((rgb - mean) / np.float32(255 * 0.224)).transpose(2, 0, 1))
         for c, cat in enumerate(["color", "part"]):
             if row[cat]:
-                lab = np.asarray(Image.open(root / "images" / row[cat]).convert("RGB")).astype(np.int64)
+                with Image.open(root / "images" / row[cat]) as im:
+                    lab = np.asarray(im.convert("RGB")).astype(np.int64)
                 P[i, c] = lab[..., 0] + 256 * lab[..., 1]
                 annotated[i, c] = True
         if row["scene"]:

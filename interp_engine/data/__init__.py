@@ -1,10 +1,14 @@
-"""Concept data: the Broden-format reader (:mod:`interp_engine.data.broden`).
+"""Concept data: the Broden-format reader (:mod:`interp_engine.data.broden`),
+the Broden-format writer (:mod:`interp_engine.data.writer`) and the bundled
+concept dataset generator (:mod:`interp_engine.data.concepts`).
 
-Needs torch (``pip install interp_engine[torch]``): the reader is a
-``torch.utils.data.Dataset``.
+The reader needs torch (it is a ``torch.utils.data.Dataset``); the writer and
+the generator need numpy and Pillow only.
 """
 from .broden import (IMAGENET_MEAN, IMAGENET_STD, NETDISSECT_MEAN_RGB, NETDISSECT_SCALE, BrodenDataset,
                      broden_loader, decode_label_png)
+from .concepts import ConceptArrays, concept_dataset, default_cache_dir, render_concepts
+from .writer import encode_label_png, label_numbers, read_manifest, write_broden
 
 __all__ = [
     "BrodenDataset",
@@ -14,4 +18,12 @@ __all__ = [
     "NETDISSECT_SCALE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "concept_dataset",
+    "render_concepts",
+    "ConceptArrays",
+    "default_cache_dir",
+    "write_broden",
+    "read_manifest",
+    "encode_label_png",
+    "label_numbers",
 ]

@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .writer import label_numbers
+
 __all__ = [
     "BrodenDataset",
     "broden_loader",
@@ -56,7 +58,7 @@ NETDISSECT_SCALE = 255.0 * 0.224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-TRANSFORMS = ("netdissect", "imagenet", None)
+TRANSFORMS = ("netdissect", "imagenet", "unit", None)
 
 _META_COLUMNS = ("image", "split", "ih", "iw", "sh", "sw")
 _REQUIRED_INDEX = ("image", "ih", "iw", "sh", "sw")
@@ -180,7 +182,7 @@ def decode_label_png(path: str) -> np.ndarray:
             rgb = np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"label PNG {path} could not be decoded: {exc}") from exc
-    return rgb[:, :, 0].astype(np.int32) + rgb[:, :, 1].astype(np.int32) * 256
+    return label_numbers(rgb)
 
 
 # --------------------------------------------------------------------------- transforms
@@ -197,6 +199,10 @@ def _transform_imagenet(img: np.ndarray) -> torch.Tensor:
     return ((x - mean) / std).contiguous()
 
 
+def _transform_unit(img: np.ndarray) -> torch.Tensor:
+    return (torch.from_numpy(np.ascontiguousarray(img)).to(torch.float32).permute(2, 0, 1) / 255.0).contiguous()
+
+
 def _transform_none(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img)).to(torch.float32).permute(2, 0, 1).contiguous()
 
@@ -204,6 +210,7 @@ def _transform_none(img: np.ndarray) -> torch.Tensor:
 _BUILTIN_TRANSFORMS: Dict[Any, Callable[[np.ndarray], torch.Tensor]] = {
     "netdissect": _transform_netdissect,
     "imagenet": _transform_imagenet,
+    "unit": _transform_unit,
     None: _transform_none,
 }
 
@@ -226,7 +233,8 @@ class BrodenDataset(Dataset):
             (NetDissect-Lite: ``(x - [124.6901, 118.6897, 109.5388]) /
             (255 * 0.224)``), ``"imagenet"`` (torchvision:
             ``(x / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]``),
-            None (``x`` as float32 in [0, 255]), or a callable taking the
+            ``"unit"`` (``x / 255``, RGB in [0, 1]: the bundled ConceptCNN's
+            input), None (``x`` as float32 in [0, 255]), or a callable taking the
             uint8 (H, W, 3) numpy image and returning a (3, H, W) float
             tensor (it must be picklable for DataLoader workers under the
             ``spawn`` start method).
