@@ -53,3 +53,73 @@ def test_console_script_entry_point(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "threads:" in res.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_concepts(tmp_path_factory):
+    pytest.importorskip("torch")
+    from interp_engine.data import concept_dataset
+
+    return concept_dataset(tmp_path_factory.mktemp("cli") / "ds", seed=9, num_images=60)
+
+
+def test_dissect_command_writes_report_csv_and_result(tiny_concepts, tmp_path, capsys):
+    from interp_engine.methods.dissection import DissectionResult
+
+    out = tmp_path / "out"
+    rc = cli.main(["dissect", "--dataset", str(tiny_concepts), "--out", str(out), "--layer", "conv4",
+                   "--layer", "conv3", "--quiet", "--batch-size", "32", "--top-k", "3"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "== conv4" in text and "units are detectors" in text
+    res = DissectionResult.load(out / "result.npz")
+    assert list(res) == ["conv4", "conv3"] and res.config["num_images"] == 60
+    for layer in ("conv4", "conv3"):
+        assert (out / f"{layer}.html").is_file() and (out / f"{layer}_tally.csv").is_file()
+        assert len((out / f"{layer}_tally.csv").read_text().splitlines()) == res[layer].num_units + 1
+    assert 'href="conv4.html"' in (out / "index.html").read_text()
+
+
+def test_dissect_command_errors(tiny_concepts, tmp_path, capsys):
+    rc = cli.main(["dissect", "--dataset", str(tiny_concepts), "--out", str(tmp_path), "--layer", "conv9",
+                   "--quiet"])
+    assert rc == 2 and "conv9" in capsys.readouterr().err
+    rc = cli.main(["dissect", "--dataset", str(tmp_path / "missing"), "--out", str(tmp_path), "--quiet"])
+    assert rc == 2 and "missing" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["dissect", "--model", "no_such_module_xyz:Model", "--layer", "a"])
+    with pytest.raises(SystemExit):
+        cli.main(["dissect", "--quantile", "2"])
+
+
+def test_dissect_command_with_a_user_model(tiny_concepts, tmp_path, capsys):
+    # 'module:attribute' naming a callable that returns an nn.Module, plus --weights
+    import torch
+
+    from interp_engine.models import load_default_model
+
+    w = tmp_path / "w.pt"
+    torch.save(load_default_model().state_dict(), w)
+    rc = cli.main(["dissect", "--model", "interp_engine.models:ConceptCNN", "--weights", str(w),
+                   "--layer", "conv4", "--transform", "imagenet", "--dataset", str(tiny_concepts),
+                   "--out", str(tmp_path / "o"), "--quiet", "--thresholds", "approx"])
+    assert rc == 0
+    torch.save({"nope": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(SystemExit, match="do not fit"):
+        cli.main(["dissect", "--model", "interp_engine.models:ConceptCNN", "--weights", str(tmp_path / "bad.pt"),
+                  "--layer", "conv4", "--dataset", str(tiny_concepts), "--quiet"])
+
+
+def test_invert_command(tiny_concepts, tmp_path, capsys):
+    import csv as _csv
+
+    out = tmp_path / "inv"
+    rc = cli.main(["invert", "--dataset", str(tiny_concepts), "--out", str(out), "--length", "2", "--beam", "3"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "neurons explained" in text
+    with open(out / "invert.csv") as f:
+        rows = list(_csv.DictReader(f))
+    assert len(rows) == 128  # conv4 of the bundled model
+    html = (out / "index.html").read_text()
+    assert "<svg" in html and "AUC" in html and "<script" not in html
