@@ -17,6 +17,8 @@ arrived.
   activations of named submodules of any ``torch.nn.Module`` through forward
   hooks that are always removed (needs the optional PyTorch extra; imported
   on first use, so ``import interp_engine`` does not import torch).
+- :func:`dissect`, :class:`Dissection`: Network Dissection end to end
+  (thresholds, IoU, labels, report; :mod:`interp_engine.report`).
 - :class:`Invert`: INVERT explanations of neurons by AND/OR/NOT formulas of
   concepts scored by AUC, with Mann-Whitney p-values (imported on first use;
   ``Invert.from_model`` needs torch, ``Invert.explain`` does not).
@@ -60,8 +62,13 @@ if _importlib_util.find_spec("torch") is not None:
     __all__ += list(_CAPTURE_NAMES)
 
 # Methods are loaded on first access too (they need no torch to import).
-_METHOD_NAMES = {"Invert": ".methods.invert", "InvertResult": ".methods.invert"}
+_METHOD_NAMES = {"Invert": ".methods.invert", "InvertResult": ".methods.invert",
+                 "dissect": ".methods.dissection", "Dissection": ".methods.dissection",
+                 "DissectionResult": ".methods.dissection", "LayerResult": ".methods.dissection",
+                 "rotation_experiment": ".methods.dissection"}
 __all__ += list(_METHOD_NAMES)
+# subpackages reachable as attributes (interp_engine.report.write_report(...)) after `import interp_engine`
+_SUBPACKAGES = ("data", "models", "methods", "report")
 
 
 def __getattr__(name):
@@ -72,8 +79,10 @@ def __getattr__(name):
         return getattr(module, name)
     if name in _METHOD_NAMES:
         return getattr(_importlib.import_module(_METHOD_NAMES[name], __name__), name)
+    if name in _SUBPACKAGES:
+        return _importlib.import_module("." + name, __name__)
     raise AttributeError(f"module 'interp_engine' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_CAPTURE_NAMES) | set(_METHOD_NAMES))
+    return sorted(set(globals()) | set(_CAPTURE_NAMES) | set(_METHOD_NAMES) | set(_SUBPACKAGES))

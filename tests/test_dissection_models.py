@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 
 from interp_engine.data import BrodenDataset, concept_dataset  # noqa: E402
 from interp_engine.methods.dissection import dissect  # noqa: E402
-from interp_engine.models import (DEFAULT_TRANSFORM, find_mobilenet_v2_weights, load_default_model,  # noqa: E402
-                                  mobilenet_v2)
+from interp_engine.models import DEFAULT_TRANSFORM, find_mobilenet_v2_weights, load_default_model  # noqa: E402
+from interp_engine.models.mobilenet_v2 import mobilenet_v2  # noqa: E402
 
 
 def _colour_detectors(r, min_iou):
