@@ -408,3 +408,31 @@ def test_end_to_end_on_broden_files_matches_slow_reference(tmp_path):
     np.testing.assert_array_equal(res.label_pixels, L)
     np.testing.assert_array_equal(res.unit_pixels, A)
     assert I.sum() > 0 and (L[1:] > 0).all()
+
+
+@pytest.mark.skipif(not any(__import__("shutil").which(b) for b in ("chromium", "chromium-browser")),
+                    reason="needs Debian's chromium for the headless rendering check")
+def test_report_renders_in_headless_chromium(ds, tmp_path):
+    """The report opens offline in a real browser: a screenshot of a layer page
+    is drawn with the bar charts and the unit strips (not a blank page)."""
+    import shutil
+    import subprocess
+
+    from PIL import Image
+
+    from interp_engine.report import write_report
+
+    res = dissect(make_model(), "4", ds, quantile=0.05, top_k=3, progress=False)
+    write_report(res, ds, tmp_path / "report", thumb_size=48)
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    shot = tmp_path / "shot.png"
+    subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={shot}", "--window-size=900,1200",
+                    (tmp_path / "report" / "4.html").as_uri()],
+                   capture_output=True, timeout=120, check=False)
+    assert shot.is_file(), "chromium wrote no screenshot"
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(np.int64)
+    # the blue bars of the charts and the dimmed thumbnails are drawn
+    blue = (np.abs(img - np.array([0x4a, 0x7b, 0xd0])).sum(axis=2) < 30).sum()
+    dark = (img.sum(axis=2) < 200).sum()
+    assert blue > 100 and dark > 500, (blue, dark)
