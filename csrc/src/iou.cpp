@@ -286,28 +286,34 @@ __attribute__((target("avx2,fma"))) std::int64_t vrow_hw(const double* H0, const
 #endif
 
 #ifdef IE_IOU_X86_DISPATCH
-__attribute__((target("avx2,fma"))) std::int64_t vmask_hw(const double* H0, const double* H1,
+__attribute__((target("avx2,fma,popcnt"))) std::int64_t vmask_hw(const double* H0, const double* H1,
                                                           double ly0, double ly1, std::int64_t xa,
                                                           std::int64_t xb, double thr,
                                                           std::uint64_t* mask) {
   const std::int64_t n = xb - xa;
-  for (std::int64_t j = 0, nw = (n + 63) / 64; j < nw; ++j) mask[j] = 0;  // (no memset call)
   const __m256d vl0 = _mm256_set1_pd(ly0), vl1 = _mm256_set1_pd(ly1), vt = _mm256_set1_pd(thr);
+  // the current mask word stays in a register (no store-to-load chain)
   std::int64_t c = 0, i = 0;
+  std::uint64_t word = 0;
   for (; i + 4 <= n; i += 4) {  // 4 | 64: a group never straddles two words
     const __m256d h0 = _mm256_loadu_pd(H0 + xa + i);
     const __m256d h1 = _mm256_loadu_pd(H1 + xa + i);
     const __m256d v = _mm256_fmadd_pd(h0, vl0, _mm256_mul_pd(h1, vl1));  // fma(H0, ly0, H1*ly1)
     const unsigned m = static_cast<unsigned>(_mm256_movemask_pd(_mm256_cmp_pd(v, vt, _CMP_GT_OQ)));
-    mask[i >> 6] |= static_cast<std::uint64_t>(m) << (i & 63);
-    c += __builtin_popcount(m);
+    word |= static_cast<std::uint64_t>(m) << (i & 63);
+    if ((i & 63) == 60) {
+      mask[i >> 6] = word;
+      c += __builtin_popcountll(word);
+      word = 0;
+    }
   }
   for (; i < n; ++i) {
     const double v = __builtin_fma(H0[xa + i], ly0, H1[xa + i] * ly1);
-    if (v > thr) {
-      mask[i >> 6] |= std::uint64_t(1) << (i & 63);
-      ++c;
-    }
+    if (v > thr) word |= std::uint64_t(1) << (i & 63);
+  }
+  if (n & 63) {
+    mask[(n - 1) >> 6] = word;
+    c += __builtin_popcountll(word);
   }
   return c;
 }
@@ -320,9 +326,10 @@ __attribute__((target("avx512f,fma,popcnt"))) std::int64_t vmask_avx512(const do
                                                                 std::int64_t xb, double thr,
                                                                 std::uint64_t* mask) {
   const std::int64_t n = xb - xa;
-  for (std::int64_t j = 0, nw = (n + 63) / 64; j < nw; ++j) mask[j] = 0;
   const __m512d vl0 = _mm512_set1_pd(ly0), vl1 = _mm512_set1_pd(ly1), vt = _mm512_set1_pd(thr);
+  // the current mask word stays in a register (no store-to-load chain)
   std::int64_t c = 0;
+  std::uint64_t word = 0;
   for (std::int64_t i = 0; i < n; i += 8) {  // 8 | 64: a group never straddles two words
     const __mmask8 k = n - i >= 8 ? static_cast<__mmask8>(0xFF)
                                   : static_cast<__mmask8>((1u << (n - i)) - 1);
@@ -330,8 +337,12 @@ __attribute__((target("avx512f,fma,popcnt"))) std::int64_t vmask_avx512(const do
     const __m512d h1 = _mm512_maskz_loadu_pd(k, H1 + xa + i);
     const __m512d v = _mm512_fmadd_pd(h0, vl0, _mm512_mul_pd(h1, vl1));  // fma(H0, ly0, H1*ly1)
     const unsigned m = static_cast<unsigned>(_mm512_mask_cmp_pd_mask(k, v, vt, _CMP_GT_OQ));
-    mask[i >> 6] |= static_cast<std::uint64_t>(m) << (i & 63);
-    c += __builtin_popcount(m);
+    word |= static_cast<std::uint64_t>(m) << (i & 63);
+    if ((i & 63) == 56 || i + 8 >= n) {
+      mask[i >> 6] = word;
+      c += __builtin_popcountll(word);
+      word = 0;
+    }
   }
   return c;
 }
@@ -384,6 +395,7 @@ struct ImageLabels {
 struct ScanScratch {
   std::vector<std::int32_t> g2l;
   std::vector<std::uint8_t> chg;
+  std::vector<std::int32_t> starts;
 };
 
 // cg[x] = (row[x] != row[x-1]) for x in [1, n); separate arrays (restrict) so
@@ -428,10 +440,15 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
   if (out.slotted) out.slots.resize(static_cast<std::size_t>(lv.P * lv.sh * 32));
   if (sc.g2l.size() != static_cast<std::size_t>(NL)) sc.g2l.assign(static_cast<std::size_t>(NL), -1);
   std::int32_t* g2l = sc.g2l.data();
-  // chg[x] != 0 where a run starts (x = 0 or row[x] != row[x-1]): a
-  // vectorizable compare, then the run starts are found 8 bytes at a time.
-  sc.chg.assign(static_cast<std::size_t>(lv.sw + 8), 0);
+  // chg[x] = 1 where a run starts (x = 0 or row[x] != row[x-1]): a
+  // vectorizable compare; then 8 flags at a time become 8 bits (a multiply
+  // gathers the low bit of each byte into the top byte), and the run starts
+  // are the set bits.  chg stays 0 past sw.
+  const std::int64_t nw = (lv.sw + 63) / 64;
+  sc.chg.assign(static_cast<std::size_t>(nw * 64 + 8), 0);
+  sc.starts.resize(static_cast<std::size_t>(lv.sw + 1));
   std::uint8_t* cg = sc.chg.data();
+  std::int32_t* st = sc.starts.data();
   for (std::int64_t m = 0; m < lv.P; ++m) {
     for (std::int64_t yo = 0; yo < lv.sh; ++yo) {
       const T* row = base + m * npix + yo * lv.sw;
@@ -440,27 +457,27 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
       int nr = 0;
       cg[0] = 1;
       change_flags(row, lv.sw, cg);
-      cg[lv.sw] = 1;  // sentinel: the end of the row
-      auto next_start = [&](std::int64_t x) {  // first x' > x with cg[x'] != 0
-        ++x;
-        for (;;) {
-          std::uint64_t word;
-          std::memcpy(&word, cg + x, 8);
+      std::int64_t ns = 0;
+      for (std::int64_t j = 0; j < nw; ++j) {
+        std::uint64_t bits = 0;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-          if (word) {
-            while (!cg[x]) ++x;
-            return x;
-          }
+        for (int i = 0; i < 64; ++i) bits |= static_cast<std::uint64_t>(cg[j * 64 + i]) << i;
 #else
-          if (word) return x + ctz64(word) / 8;  // little-endian: first non-zero byte
-#endif
-          x += 8;
+        for (int k = 0; k < 8; ++k) {
+          std::uint64_t u;
+          std::memcpy(&u, cg + j * 64 + k * 8, 8);  // 8 bytes, each 0 or 1
+          bits |= ((u * 0x0102040810204080ULL) >> 56) << (k * 8);
         }
-      };
-      std::int64_t x = 0;
-      while (x < lv.sw) {
+#endif
+        while (bits) {
+          st[ns++] = static_cast<std::int32_t>(j * 64 + ctz64(bits));
+          bits &= bits - 1;
+        }
+      }
+      st[ns] = static_cast<std::int32_t>(lv.sw);
+      for (std::int64_t ri = 0; ri < ns; ++ri) {
+        const std::int64_t x = st[ri], y = st[ri + 1];
         const T v = row[x];
-        const std::int64_t y = std::min<std::int64_t>(next_start(x), lv.sw);
         std::int32_t loc = 0;  // label 0: loc 0 (never flushed)
         if (v != 0) {
           bool bad = false;
@@ -491,7 +508,6 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
             ++nr;
           }
         }
-        x = y;
       }
       if (slot) slot[nr] = static_cast<std::uint8_t>(lv.sw);
     }
