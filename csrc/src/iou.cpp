@@ -779,16 +779,12 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const bool lite = rule_ == UnitRule::Lite;
   const std::int64_t h = acts.h, w = acts.w;
 
-  if (dI_.size() != static_cast<std::size_t>(K_ * NL_)) dI_.assign(static_cast<std::size_t>(K_ * NL_), 0);
-  std::vector<std::int64_t>& dI = dI_;
-  // a failed update leaves dI_ dirty: zero it on the way out
-  struct ZeroOnThrow {
-    std::vector<std::int64_t>& v;
-    bool armed = true;
-    ~ZeroOnThrow() {
-      if (armed) std::fill(v.begin(), v.end(), 0);
-    }
-  } zero_on_throw{dI};
+  // intersection deltas as records (label, count) per unit, applied at the
+  // commit: appending is sequential, and each unit's intersection row is
+  // then updated in one go (scattered adds into the (K, num_labels) rows per
+  // (unit, image) missed the cache).  Capacity is kept between updates.
+  recs_.resize(static_cast<std::size_t>(K_));
+  for (auto& r : recs_) r.clear();
   std::vector<std::int64_t> dA(static_cast<std::size_t>(K_ * NC_), 0);
 
   const int T2 = (B * K_ * h * w < 4096) ? 1 : effective_threads(static_cast<std::size_t>(K_), 1, num_threads);
@@ -868,7 +864,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
               std::fill(hdone.begin(), hdone.end(), 0);
               const std::int64_t y_begin = ty.lo[rfirst], y_end = ty.hi[rlast];
               std::int64_t count = 0;
-              std::int64_t* Irow = dI.data() + k * NL_;
+              std::vector<IRec>& rv = recs_[static_cast<std::size_t>(k)];
               for (std::int64_t yo = y_begin; yo < y_end; ++yo) {
                 const std::int32_t r0 = ty.i0[yo], r1 = ty.i1[yo];
                 if (cmin[r0] < 0 && cmin[r1] < 0) continue;  // no hot cell in reach
@@ -966,7 +962,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                   const std::int32_t c = labs[j];
                   std::int32_t& v = cv[slotted ? j : static_cast<std::size_t>(c)];
                   if (v == 0) continue;
-                  Irow[c] += v;
+                  rv.push_back({c, v});
                   v = 0;
                   if (lite) hit[cat_[c]] = 1;
                 }
@@ -974,7 +970,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
               for (std::int64_t s = 0; s < S; ++s) {
                 const std::int64_t c = image_labels[b * S + s];
                 if (c == 0) continue;
-                Irow[c] += count;
+                rv.push_back({static_cast<std::int32_t>(c), static_cast<std::int32_t>(count)});  // <= sh * sw
                 if (lite) hit[cat_[c]] = 1;
               }
               std::int64_t* Arow = dA.data() + k * NC_;
@@ -1004,10 +1000,9 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   }
 
   // ---- commit
-  zero_on_throw.armed = false;
-  for (std::size_t i = 0; i < I_.size(); ++i) {
-    I_[i] += dI[i];
-    dI[i] = 0;
+  for (std::int64_t k = 0; k < K_; ++k) {
+    std::int64_t* Irow = I_.data() + k * NL_;
+    for (const IRec& r : recs_[static_cast<std::size_t>(k)]) Irow[r.c] += r.v;
   }
   for (std::size_t i = 0; i < A_.size(); ++i) A_[i] += dA[i];
   for (const auto& hh : hist)
