@@ -442,7 +442,7 @@ def test_region_labels_run_path_and_mixed_images(rule, size):
     acts = smooth_field(rng, 4, 5, 6, 7)
     thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(5, -1), 0.7, axis=1)
     pl = blob_labels(rng, 4, 3, sh, sw, 12)
-    pl[2] = rng.integers(0, 12, size=(3, sh, sw))  # one fragmented image: read pixel by pixel
+    pl[2] = rng.integers(0, 12, size=(3, sh, sw))  # one fragmented image: per-pixel run ends
     il = rng.integers(0, 12, size=(4, 2))
     cat = rng.integers(0, 3, size=12)
     for dt in (np.int16, np.int64):
@@ -471,7 +471,7 @@ def test_run_index_widths_and_word_edges(rule, size):
 
 @pytest.mark.parametrize("rule", ["annotated", "lite"])
 def test_many_images_in_chunks_and_thread_counts(rule):
-    """Images go through the core in chunks of ~4 MB of label runs: 60 images
+    """Images go through the core in chunks of ~4 MB of label data: 60 images
     of 6 maps at 112x112 take three chunks."""
     rng = np.random.default_rng(22)
     B, K, P = 60, 3, 6
@@ -490,7 +490,7 @@ def test_many_images_in_chunks_and_thread_counts(rule):
 
 
 def test_repeated_updates_and_failed_update_in_between():
-    """The core keeps its intersection scratch between updates: it must be
+    """The core keeps its intersection records between updates: they must be
     clean after every update, a failed one included."""
     rng = np.random.default_rng(23)
     acts, thr, pl, il, cat = make_case(rng, B=4, K=5, sh=20, sw=30, P=2, NL=9, NC=3)

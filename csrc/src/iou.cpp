@@ -788,7 +788,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   std::vector<std::int64_t> dA(static_cast<std::size_t>(K_ * NC_), 0);
 
   const int T2 = (B * K_ * h * w < 4096) ? 1 : effective_threads(static_cast<std::size_t>(K_), 1, num_threads);
-  // units per work item: large blocks keep an image's label runs in cache
+  // units per work item: large blocks keep an image's run slots in cache
   // while all the block's units visit it (block size mattered little in
   // measurements); two items per thread for some load balance
   const std::int64_t block = std::max<std::int64_t>(1, (K_ + 2 * T2 - 1) / (2 * T2));
