@@ -442,7 +442,7 @@ def test_region_labels_run_path_and_mixed_images(rule, size):
     acts = smooth_field(rng, 4, 5, 6, 7)
     thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(5, -1), 0.7, axis=1)
     pl = blob_labels(rng, 4, 3, sh, sw, 12)
-    pl[2] = rng.integers(0, 12, size=(3, sh, sw))  # one fragmented image: read pixel by pixel
+    pl[2] = rng.integers(0, 12, size=(3, sh, sw))  # one fragmented image: per-pixel run ends
     il = rng.integers(0, 12, size=(4, 2))
     cat = rng.integers(0, 3, size=12)
     for dt in (np.int16, np.int64):
@@ -454,8 +454,8 @@ def test_region_labels_run_path_and_mixed_images(rule, size):
 @pytest.mark.parametrize("rule", ["annotated", "lite"])
 @pytest.mark.parametrize("size", [(40, 300), (9, 255), (9, 256), (5, 64), (6, 128)])
 def test_run_index_widths_and_word_edges(rule, size):
-    """Rows of <= 255 pixels use the per-pixel run index (its popcount tally
-    crosses 64-bit word edges); wider rows walk the runs."""
+    """Blob rows of more than 15 runs (or wider than 255 pixels) take the
+    per-pixel run ends; runs cross 256-pixel blocks and 64-bit mask words."""
     rng = np.random.default_rng(21)
     sh, sw = size
     acts = smooth_field(rng, 3, 6, 4, 9)
@@ -471,7 +471,7 @@ def test_run_index_widths_and_word_edges(rule, size):
 
 @pytest.mark.parametrize("rule", ["annotated", "lite"])
 def test_many_images_in_chunks_and_thread_counts(rule):
-    """Images go through the core in chunks of ~4 MB of label runs: 60 images
+    """Images go through the core in chunks of ~4 MB of label data: 60 images
     of 6 maps at 112x112 take three chunks."""
     rng = np.random.default_rng(22)
     B, K, P = 60, 3, 6
@@ -490,7 +490,7 @@ def test_many_images_in_chunks_and_thread_counts(rule):
 
 
 def test_repeated_updates_and_failed_update_in_between():
-    """The core keeps its intersection scratch between updates: it must be
+    """The core keeps its intersection records between updates: they must be
     clean after every update, a failed one included."""
     rng = np.random.default_rng(23)
     acts, thr, pl, il, cat = make_case(rng, B=4, K=5, sh=20, sw=30, P=2, NL=9, NC=3)
@@ -506,3 +506,54 @@ def test_repeated_updates_and_failed_update_in_between():
     np.testing.assert_array_equal(t.intersection, 2 * I)
     np.testing.assert_array_equal(t.label_pixels, 2 * L)
     np.testing.assert_array_equal(t.unit_pixels, 2 * A)
+
+
+def row_run_labels(rng, P, sh, sw, NL, runs, zero_every=3):
+    """(P, sh, sw) label maps whose rows hold exactly `runs` runs (random
+    lengths >= 1, neighbours different; every `zero_every`-th run is label 0)."""
+    out = np.empty((P, sh, sw), np.int64)
+    for m, y in np.ndindex(P, sh):
+        cuts = np.sort(rng.choice(np.arange(1, sw), runs - 1, replace=False))
+        labs = rng.integers(1, NL, runs)
+        labs[::zero_every] = 0
+        for i in range(1, runs):
+            if labs[i] == labs[i - 1]:
+                labs[i] = labs[i] % (NL - 1) + 1
+        out[m, y] = np.repeat(labs, np.diff(np.concatenate([[0], cuts, [sw]])))
+    return out
+
+
+@pytest.mark.parametrize("rule", ["annotated", "lite"])
+@pytest.mark.parametrize("sw,NL", [(112, 50), (255, 50), (17, 70000), (64, 300)])
+def test_slot_and_run_end_formats_per_image(rule, sw, NL):
+    """Rows of at most 15 runs, images of at most 256 labels and rows of at
+    most 255 pixels are kept as 32-byte run slots; any other image as per-pixel
+    run ends.  One batch mixes: exactly 15 runs per row (slots; single-pixel
+    runs when sw = 17), one row of 16 runs (run ends), many distinct labels
+    (336 runs of non-zero labels in one image: over 256 labels when NL
+    allows, run ends), labels >= 65536, label-0 runs, long runs."""
+    rng = np.random.default_rng(sw + NL)
+    P, sh = 2, 12
+    imgs = [row_run_labels(rng, P, sh, sw, NL, 15),
+            row_run_labels(rng, P, sh, sw, NL, 15),
+            row_run_labels(rng, P, sh, sw, NL, 15, zero_every=15),
+            row_run_labels(rng, P, sh, sw, NL, 1, zero_every=5),
+            row_run_labels(rng, P, sh, sw, NL, 3)]
+    imgs[1][1, 4] = row_run_labels(rng, 1, 1, sw, NL, 16)[0, 0]
+    imgs[4][:] = rng.integers(1, NL, size=(P, sh, 1))  # one label per row: long runs
+    pl = np.stack(imgs)
+    if NL > 65536:
+        pl[0, 0, 0, :3] = [65536, 65537, NL - 1]
+    B, K = len(imgs), 6
+    acts = smooth_field(rng, B, K, 3, 5)
+    thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(K, -1), 0.4, axis=1)
+    il = rng.integers(0, NL, size=(B, 1))
+    cat = rng.integers(0, 3, size=NL)
+    for dt in (np.int32, np.uint32, np.int64):
+        t, ref = run(acts, thr, pl.astype(dt), il, cat, NL, 3, (sh, sw), rule, num_threads=2,
+                     upsample=upsample_torch if (FMA_TORCH or sh + sw <= 128) else _upsample_core)
+        assert_counts(t, ref)
+    if NL < 32768:
+        t, ref = run(acts, thr, pl.astype(np.int16), il, cat, NL, 3, (sh, sw), rule,
+                     upsample=upsample_torch if (FMA_TORCH or sh + sw <= 128) else _upsample_core)
+        assert_counts(t, ref)

@@ -286,28 +286,34 @@ __attribute__((target("avx2,fma"))) std::int64_t vrow_hw(const double* H0, const
 #endif
 
 #ifdef IE_IOU_X86_DISPATCH
-__attribute__((target("avx2,fma"))) std::int64_t vmask_hw(const double* H0, const double* H1,
+__attribute__((target("avx2,fma,popcnt"))) std::int64_t vmask_hw(const double* H0, const double* H1,
                                                           double ly0, double ly1, std::int64_t xa,
                                                           std::int64_t xb, double thr,
                                                           std::uint64_t* mask) {
   const std::int64_t n = xb - xa;
-  for (std::int64_t j = 0, nw = (n + 63) / 64; j < nw; ++j) mask[j] = 0;  // (no memset call)
   const __m256d vl0 = _mm256_set1_pd(ly0), vl1 = _mm256_set1_pd(ly1), vt = _mm256_set1_pd(thr);
+  // the current mask word stays in a register (no store-to-load chain)
   std::int64_t c = 0, i = 0;
+  std::uint64_t word = 0;
   for (; i + 4 <= n; i += 4) {  // 4 | 64: a group never straddles two words
     const __m256d h0 = _mm256_loadu_pd(H0 + xa + i);
     const __m256d h1 = _mm256_loadu_pd(H1 + xa + i);
     const __m256d v = _mm256_fmadd_pd(h0, vl0, _mm256_mul_pd(h1, vl1));  // fma(H0, ly0, H1*ly1)
     const unsigned m = static_cast<unsigned>(_mm256_movemask_pd(_mm256_cmp_pd(v, vt, _CMP_GT_OQ)));
-    mask[i >> 6] |= static_cast<std::uint64_t>(m) << (i & 63);
-    c += __builtin_popcount(m);
+    word |= static_cast<std::uint64_t>(m) << (i & 63);
+    if ((i & 63) == 60) {
+      mask[i >> 6] = word;
+      c += __builtin_popcountll(word);
+      word = 0;
+    }
   }
   for (; i < n; ++i) {
     const double v = __builtin_fma(H0[xa + i], ly0, H1[xa + i] * ly1);
-    if (v > thr) {
-      mask[i >> 6] |= std::uint64_t(1) << (i & 63);
-      ++c;
-    }
+    if (v > thr) word |= std::uint64_t(1) << (i & 63);
+  }
+  if (n & 63) {
+    mask[(n - 1) >> 6] = word;
+    c += __builtin_popcountll(word);
   }
   return c;
 }
@@ -320,9 +326,10 @@ __attribute__((target("avx512f,fma,popcnt"))) std::int64_t vmask_avx512(const do
                                                                 std::int64_t xb, double thr,
                                                                 std::uint64_t* mask) {
   const std::int64_t n = xb - xa;
-  for (std::int64_t j = 0, nw = (n + 63) / 64; j < nw; ++j) mask[j] = 0;
   const __m512d vl0 = _mm512_set1_pd(ly0), vl1 = _mm512_set1_pd(ly1), vt = _mm512_set1_pd(thr);
+  // the current mask word stays in a register (no store-to-load chain)
   std::int64_t c = 0;
+  std::uint64_t word = 0;
   for (std::int64_t i = 0; i < n; i += 8) {  // 8 | 64: a group never straddles two words
     const __mmask8 k = n - i >= 8 ? static_cast<__mmask8>(0xFF)
                                   : static_cast<__mmask8>((1u << (n - i)) - 1);
@@ -330,8 +337,12 @@ __attribute__((target("avx512f,fma,popcnt"))) std::int64_t vmask_avx512(const do
     const __m512d h1 = _mm512_maskz_loadu_pd(k, H1 + xa + i);
     const __m512d v = _mm512_fmadd_pd(h0, vl0, _mm512_mul_pd(h1, vl1));  // fma(H0, ly0, H1*ly1)
     const unsigned m = static_cast<unsigned>(_mm512_mask_cmp_pd_mask(k, v, vt, _CMP_GT_OQ));
-    mask[i >> 6] |= static_cast<std::uint64_t>(m) << (i & 63);
-    c += __builtin_popcount(m);
+    word |= static_cast<std::uint64_t>(m) << (i & 63);
+    if ((i & 63) == 56 || i + 8 >= n) {
+      mask[i >> 6] = word;
+      c += __builtin_popcountll(word);
+      word = 0;
+    }
   }
   return c;
 }
@@ -348,85 +359,43 @@ RowKernels row_kernels() {
 }
 
 // ---------------------------------------------------------------------------
-// Label tally of one active output row against the runs of the P label maps
-// (rows <= 255 pixels).  W: the row's active pixels as a bit mask over
-// absolute columns (nw words + one zero word), pre[j]: active pixels in words
-// [0, j).  For map m, the runs overlapping [xmin, xmax) are idx[xmin] ..
-// idx[xmax - 1] (every pixel lies in a run, label 0 included, and each row
-// ends with an empty sentinel run): run i adds
-// popcount(active pixels in [start, end)) to cnt[loc].  The first two runs
-// are handled without a branch (a run beyond the active range adds 0).
-struct RowTallyArgs {
-  const std::uint64_t* W;
-  const std::int32_t* pre;
-  std::int64_t P, sh, sw, yo, xmin, xmax;
-  const std::uint8_t* idx;        // (P, sh, sw)
-  const std::int32_t* row_off;    // (P * sh + 1)
-  const void* runs;               // Run*
-  std::int64_t* cnt;
-};
-
-#define IE_ROW_TALLY_BODY(POPCNT)                                                               \
-  const RunT* runs = static_cast<const RunT*>(a.runs);                                          \
-  const std::uint64_t* W = a.W;                                                                 \
-  const std::int32_t* pre = a.pre;                                                              \
-  auto P_at = [&](std::int64_t x) -> std::int64_t {                                             \
-    const std::int64_t w = x >> 6;                                                              \
-    return pre[w] + POPCNT(W[w] & ((std::uint64_t(1) << (x & 63)) - 1));                        \
-  };                                                                                            \
-  for (std::int64_t m = 0; m < a.P; ++m) {                                                      \
-    const std::int64_t ro = m * a.sh + a.yo;                                                    \
-    const std::uint8_t* ix = a.idx + ro * a.sw;                                                 \
-    const RunT* rr = runs + a.row_off[ro];                                                      \
-    const std::int64_t i0 = ix[a.xmin], i1 = ix[a.xmax - 1];                                    \
-    const RunT& r0 = rr[i0];                                                                    \
-    const RunT& r1 = rr[i0 + 1];                                                                \
-    const std::int64_t p0 = P_at(r0.start), p1 = P_at(r0.end), p2 = P_at(r1.end);               \
-    a.cnt[r0.loc] += p1 - p0;                                                                   \
-    a.cnt[r1.loc] += p2 - p1; /* r1.start == r0.end */                                          \
-    for (std::int64_t i = i0 + 2; i <= i1; ++i) a.cnt[rr[i].loc] += P_at(rr[i].end) - P_at(rr[i].start); \
-  }
-
-template <typename RunT>
-void row_tally_soft(const RowTallyArgs& a) {
-  IE_ROW_TALLY_BODY(popcount_soft)
-}
-#ifdef IE_IOU_X86_DISPATCH
-template <typename RunT>
-__attribute__((target("popcnt"))) void row_tally_hw(const RowTallyArgs& a) {
-  IE_ROW_TALLY_BODY(__builtin_popcountll)
-}
-#endif
-
-// ---------------------------------------------------------------------------
 // Label maps, per image (shared by all units of the image, so done once):
-// validation, the label_pixels histogram, the categories present, and the
-// rows of every map as runs of equal non-zero labels (label maps are made of
-// regions, so a row holds a few runs; a unit's active row segment then adds
-// one count per overlapping run instead of one per pixel).  An image whose
-// maps are too fragmented for runs to pay (more than one run per 4 pixels)
-// keeps no runs and is read pixel by pixel.
-// Run labels are image-local indices into ImageRuns::labels (an image holds a
-// few dozen distinct labels): a unit's counts for the image accumulate in a
-// small array that stays in L1, and reach the (K, num_labels) intersection
-// rows once per (unit, label) instead of once per run.
-struct Run {
-  std::int32_t start, end, loc;
+// validation, the label_pixels histogram, the categories present, the labels
+// present, and the rows of every map as runs of equal labels (label maps are
+// made of regions, so a row holds a few runs: a unit's active row segment
+// [xs, xe) then adds one count per overlapping run instead of one per pixel).
+// Labels are renumbered to image-local indices ("loc"; loc 0 = label 0): a
+// unit's counts for the image accumulate in a small array that stays in L1 and
+// reach the (K, num_labels) intersection rows once per (unit, label).
+//
+// Two formats:
+// * Slots (rows of at most 255 pixels, at most 15 runs per row, at most 256
+//   locs per image: every image of Broden-like data): one 32-byte slot per
+//   (map, row), run starts as bytes (starts[nr] = sw, then 255 padding) and
+//   the runs' locs.  The runs overlapping [xs, xe) are i0 = #(starts <= xs)
+//   - 1 to i1 = #(starts <= xe - 1) - 1: one 16-byte compare finds both, and
+//   an image's slots (6 maps of 112 rows: 21 KB) stay in L2 while the units
+//   visit it.
+// * Run ends (any other image): for every pixel where the run that holds it
+//   ends, one byte: e8[x] = min(end, B + 256) - B - 1 with B = x rounded down
+//   to a multiple of 256, so end(x) = min(run end, next multiple of 256) =
+//   B + e8[x] + 1 (a run across a 256-pixel boundary is crossed in several
+//   hops, each adding its part to the same label).  The tally hops from run
+//   to run reading the label maps in place, counts indexed by label number:
+//       x = xs;  while (x < xe) { y = min(end(x), xe); cnt[label[x]] += y - x; x = y; }
+constexpr int kSlotRuns = 15;  // runs per slot (+ the sentinel start)
+struct ImageLabels {
+  bool slotted = false;
+  std::vector<std::uint8_t> slots;    // (P * sh, 32): starts[16], locs[16]
+  std::vector<std::uint8_t> e8;       // run ends (P, sh, sw) + 16 bytes of slack, when !slotted
+  std::vector<std::int32_t> labels;   // loc -> label number (labels[0] = 0)
 };
-struct ImageRuns {
-  bool dense = false;
-  std::vector<std::int32_t> row_off;  // (P * sh + 1): runs of map m, row y at [row_off[m*sh+y], ...)
-  std::vector<Run> runs;
-  std::vector<std::int32_t> labels;   // local index -> label number (labels[0] = 0: label-0 runs)
-  // (P, sh, sw) when sw <= 255: index within its row's runs of the run holding the pixel
-  std::vector<std::uint8_t> idx;
-};
-// Per-thread scratch of scan_labels: label -> local index (-1: not seen in
-// this image; reset after each image), and room for the runs of one image.
+// Per-thread scratch of scan_labels: label -> loc (-1: not seen in this image;
+// reset after each image) and the run start flags of one row.
 struct ScanScratch {
   std::vector<std::int32_t> g2l;
-  std::vector<Run> tmp;
   std::vector<std::uint8_t> chg;
+  std::vector<std::int32_t> starts;
 };
 
 // cg[x] = (row[x] != row[x-1]) for x in [1, n); separate arrays (restrict) so
@@ -439,60 +408,77 @@ void change_flags(const T* __restrict row, std::int64_t n, std::uint8_t* __restr
   for (std::int64_t x = 0; x + 1 < n; ++x) out[x] = static_cast<std::uint8_t>(cur[x] != prev[x]);
 }
 
+// Run ends of one row (see above), 16 bytes at a time (e_row has 16 bytes of
+// slack past the row; each run overwrites what the previous one wrote past
+// its end).
+template <typename T>
+void fill_run_ends(const T* row, std::int64_t sw, std::uint8_t* e_row) {
+  std::int64_t x = 0;
+  while (x < sw) {
+    std::int64_t y = x + 1;
+    while (y < sw && row[y] == row[x]) ++y;
+    for (std::int64_t x0 = x; x0 < y;) {
+      const std::int64_t blk = x0 & ~std::int64_t(255);
+      const std::int64_t y0 = std::min<std::int64_t>(y, blk + 256);
+      std::uint8_t v16[16];
+      std::memset(v16, static_cast<int>(y0 - blk - 1), 16);
+      for (std::int64_t xx = x0; xx < y0; xx += 16) std::memcpy(e_row + xx, v16, 16);
+      x0 = y0;
+    }
+    x = y;
+  }
+}
+
 template <typename T>
 void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std::int32_t* cat,
-                 std::int64_t* hist, std::uint8_t* cats_present /* NC or null */, ImageRuns& out,
+                 std::int64_t* hist, std::uint8_t* cats_present /* NC or null */, ImageLabels& out,
                  ScanScratch& sc) {
   const std::int64_t npix = lv.sh * lv.sw;
   const T* base = static_cast<const T*>(lv.data) + b * lv.P * npix;
-  out.dense = false;
-  out.runs.clear();
   out.labels.assign(1, 0);
-  out.row_off.assign(static_cast<std::size_t>(lv.P * lv.sh + 1), 0);
-  // rows of at most 255 pixels: a per-pixel index of the run (within its row)
-  // that holds the pixel, so that a unit's active row finds its first and
-  // last overlapping run without a search
-  const bool with_idx = lv.sw <= 255;
-  if (with_idx) out.idx.resize(static_cast<std::size_t>(lv.P * npix + 16));
-  const std::size_t max_runs = static_cast<std::size_t>(lv.P * npix / 4 + 16);
+  out.slotted = lv.sw <= 255;
+  if (out.slotted) out.slots.resize(static_cast<std::size_t>(lv.P * lv.sh * 32));
   if (sc.g2l.size() != static_cast<std::size_t>(NL)) sc.g2l.assign(static_cast<std::size_t>(NL), -1);
-  if (sc.tmp.size() < max_runs + 2) sc.tmp.resize(max_runs + 2);
-  std::size_t nruns = 0;
-  Run* tmp = sc.tmp.data();
   std::int32_t* g2l = sc.g2l.data();
-  // chg[x] != 0 where a run starts (x = 0 or row[x] != row[x-1]): a
-  // vectorizable compare, then the run starts are found 8 bytes at a time.
-  sc.chg.assign(static_cast<std::size_t>(lv.sw + 8), 0);
-  std::vector<std::uint8_t>& chg = sc.chg;
+  // chg[x] = 1 where a run starts (x = 0 or row[x] != row[x-1]): a
+  // vectorizable compare; then 8 flags at a time become 8 bits (a multiply
+  // gathers the low bit of each byte into the top byte), and the run starts
+  // are the set bits.  chg stays 0 past sw.
+  const std::int64_t nw = (lv.sw + 63) / 64;
+  sc.chg.assign(static_cast<std::size_t>(nw * 64 + 8), 0);
+  sc.starts.resize(static_cast<std::size_t>(lv.sw + 1));
+  std::uint8_t* cg = sc.chg.data();
+  std::int32_t* st = sc.starts.data();
   for (std::int64_t m = 0; m < lv.P; ++m) {
     for (std::int64_t yo = 0; yo < lv.sh; ++yo) {
       const T* row = base + m * npix + yo * lv.sw;
-      std::uint8_t* cg = chg.data();
+      std::uint8_t* slot = out.slotted ? out.slots.data() + (m * lv.sh + yo) * 32 : nullptr;
+      if (slot) std::memset(slot, 255, 16);
+      int nr = 0;
       cg[0] = 1;
       change_flags(row, lv.sw, cg);
-      cg[lv.sw] = 1;  // sentinel: the end of the row
-      auto next_start = [&](std::int64_t x) {  // first x' > x with cg[x'] != 0
-        ++x;
-        for (;;) {
-          std::uint64_t word;
-          std::memcpy(&word, cg + x, 8);
+      std::int64_t ns = 0;
+      for (std::int64_t j = 0; j < nw; ++j) {
+        std::uint64_t bits = 0;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-          if (word) {
-            while (!cg[x]) ++x;
-            return x;
-          }
+        for (int i = 0; i < 64; ++i) bits |= static_cast<std::uint64_t>(cg[j * 64 + i]) << i;
 #else
-          if (word) return x + ctz64(word) / 8;  // little-endian: first non-zero byte
-#endif
-          x += 8;
+        for (int k = 0; k < 8; ++k) {
+          std::uint64_t u;
+          std::memcpy(&u, cg + j * 64 + k * 8, 8);  // 8 bytes, each 0 or 1
+          bits |= ((u * 0x0102040810204080ULL) >> 56) << (k * 8);
         }
-      };
-      std::int64_t x = 0;
-      const std::size_t row_start = nruns;
-      std::uint8_t* idx_row = (with_idx && !out.dense) ? out.idx.data() + m * npix + yo * lv.sw : nullptr;
-      while (x < lv.sw) {
+#endif
+        while (bits) {
+          st[ns++] = static_cast<std::int32_t>(j * 64 + ctz64(bits));
+          bits &= bits - 1;
+        }
+      }
+      st[ns] = static_cast<std::int32_t>(lv.sw);
+      for (std::int64_t ri = 0; ri < ns; ++ri) {
+        const std::int64_t x = st[ri], y = st[ri + 1];
         const T v = row[x];
-        const std::int64_t y = std::min<std::int64_t>(next_start(x), lv.sw);
+        std::int32_t loc = 0;  // label 0: loc 0 (never flushed)
         if (v != 0) {
           bool bad = false;
           if constexpr (std::is_signed<T>::value) bad = v < 0;
@@ -502,45 +488,55 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
               << +v << " (image " << b << ", map " << m << ", pixel " << yo << "," << x << ")";
             fail(s.str());
           }
-          hist[static_cast<std::size_t>(v)] += y - x;
-          if (cats_present) cats_present[cat[static_cast<std::size_t>(v)]] = 1;
-        }
-        if (!out.dense) {
-          std::int32_t li = 0;  // label 0: local index 0 (never flushed)
-          if (v != 0) {
-            std::int32_t& g = g2l[static_cast<std::size_t>(v)];
-            if (g < 0) {
-              g = static_cast<std::int32_t>(out.labels.size());
-              out.labels.push_back(static_cast<std::int32_t>(v));
-            }
-            li = g;
+          const std::size_t c = static_cast<std::size_t>(v);
+          hist[c] += y - x;
+          std::int32_t& g = g2l[c];
+          if (g < 0) {
+            g = static_cast<std::int32_t>(out.labels.size());
+            out.labels.push_back(static_cast<std::int32_t>(c));
+            if (cats_present) cats_present[cat[c]] = 1;
           }
-          if (idx_row) {
-            // 16 bytes at a time (idx has 16 bytes of slack at the end; the
-            // next run overwrites what lies past this one)
-            std::uint8_t v16[16];
-            std::memset(v16, static_cast<int>(nruns - row_start), 16);
-            for (std::int64_t xx = x; xx < y; xx += 16) std::memcpy(idx_row + xx, v16, 16);
-          }
-          tmp[nruns++] = {static_cast<std::int32_t>(x), static_cast<std::int32_t>(y), li};
-          if (nruns > max_runs) out.dense = true;
+          loc = g;
         }
-        x = y;
+        if (slot) {
+          if (nr == kSlotRuns || loc > 255) {
+            out.slotted = false;  // too many runs in a row or labels in the image
+            slot = nullptr;
+          } else {
+            slot[nr] = static_cast<std::uint8_t>(x);
+            slot[16 + nr] = static_cast<std::uint8_t>(loc);
+            ++nr;
+          }
+        }
       }
-      if (!out.dense) {
-        tmp[nruns++] = {static_cast<std::int32_t>(lv.sw), static_cast<std::int32_t>(lv.sw), 0};  // sentinel
-        out.row_off[static_cast<std::size_t>(m * lv.sh + yo + 1)] = static_cast<std::int32_t>(nruns);
-      }
+      if (slot) slot[nr] = static_cast<std::uint8_t>(lv.sw);
     }
   }
   for (std::size_t j = 1; j < out.labels.size(); ++j) g2l[static_cast<std::size_t>(out.labels[j])] = -1;
-  if (out.dense) {
-    std::vector<std::int32_t>().swap(out.row_off);
-    std::vector<std::int32_t>().swap(out.labels);
-    std::vector<std::uint8_t>().swap(out.idx);
+  if (!out.slotted) {
+    std::vector<std::uint8_t>().swap(out.slots);
+    out.e8.resize(static_cast<std::size_t>(lv.P * npix + 16));
+    for (std::int64_t r = 0; r < lv.P * lv.sh; ++r)
+      fill_run_ends(base + r * lv.sw, lv.sw, out.e8.data() + r * lv.sw);
   } else {
-    out.runs.assign(tmp, tmp + nruns);
+    std::vector<std::uint8_t>().swap(out.e8);
   }
+}
+
+// Number of the 16 bytes s[i] <= x (x < 256), for s non-decreasing (a slot's
+// starts): the bytes <= x are a prefix, so the count is the first zero bit of
+// the compare mask.
+inline int count_le16(const std::uint8_t* s, unsigned x) {
+#if defined(IE_IOU_X86_DISPATCH) && defined(__SSE2__)
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
+  const __m128i xv = _mm_set1_epi8(static_cast<char>(x));
+  const unsigned m = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(v, xv), xv)));
+  return ctz64(~static_cast<std::uint64_t>(m));
+#else
+  int n = 0;
+  for (int i = 0; i < 16; ++i) n += s[i] <= x;
+  return n;
+#endif
 }
 
 template <typename T>
@@ -734,14 +730,13 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   // ---- phase 1, per image: validation, label_pixels, derived categories
   std::vector<std::vector<std::int64_t>> hist(static_cast<std::size_t>(T));
   std::vector<ScanScratch> scratch(static_cast<std::size_t>(T));
-  // Images go in chunks: the label runs of a chunk (phase 1) are still in
-  // cache when the units visit them (phase 2).
-  // About 4 MB of runs and run indices per chunk (~32 images of 6 x 112 x 112
-  // labels: as fast as 8 in one thread, fewer waits between the threads).
+  // Images go in chunks: the run ends of a chunk (phase 1) and its label maps
+  // are still in cache when the units visit them (phase 2).
+  // About 4 MB per chunk (~32 images of 6 x 112 x 112 labels).
   const std::int64_t per_image = std::max<std::int64_t>(1, P * npix * 2);
   const std::int64_t CB =
       P > 0 ? std::min<std::int64_t>(B, std::max<std::int64_t>(4, (std::int64_t(4) << 20) / per_image)) : B;
-  std::vector<ImageRuns> runs(static_cast<std::size_t>(P > 0 ? CB : 0));
+  std::vector<ImageLabels> runs(static_cast<std::size_t>(P > 0 ? CB : 0));
   for (auto& hh : hist) hh.assign(static_cast<std::size_t>(NL_), 0);
   std::vector<std::uint8_t> cats;  // (B, NC) annotated categories
   if (derive) {
@@ -784,33 +779,22 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const bool lite = rule_ == UnitRule::Lite;
   const std::int64_t h = acts.h, w = acts.w;
 
-  if (dI_.size() != static_cast<std::size_t>(K_ * NL_)) dI_.assign(static_cast<std::size_t>(K_ * NL_), 0);
-  std::vector<std::int64_t>& dI = dI_;
-  // a failed update leaves dI_ dirty: zero it on the way out
-  struct ZeroOnThrow {
-    std::vector<std::int64_t>& v;
-    bool armed = true;
-    ~ZeroOnThrow() {
-      if (armed) std::fill(v.begin(), v.end(), 0);
-    }
-  } zero_on_throw{dI};
+  // intersection deltas as records (label, count) per unit, applied at the
+  // commit: appending is sequential, and each unit's intersection row is
+  // then updated in one go (scattered adds into the (K, num_labels) rows per
+  // (unit, image) missed the cache).  Capacity is kept between updates.
+  recs_.resize(static_cast<std::size_t>(K_));
+  for (auto& r : recs_) r.clear();
   std::vector<std::int64_t> dA(static_cast<std::size_t>(K_ * NC_), 0);
 
   const int T2 = (B * K_ * h * w < 4096) ? 1 : effective_threads(static_cast<std::size_t>(K_), 1, num_threads);
-  // units per work item: large blocks keep an image's label runs in cache
+  // units per work item: large blocks keep an image's run slots in cache
   // while all the block's units visit it (block size mattered little in
   // measurements); two items per thread for some load balance
   const std::int64_t block = std::max<std::int64_t>(1, (K_ + 2 * T2 - 1) / (2 * T2));
   const std::int64_t nblocks = (K_ + block - 1) / block;
 
-  std::size_t max_local = 1;
   std::int64_t b_lo = 0, b_hi = 0;
-
-  const std::int64_t nwabs = (sw_ + 63) / 64;  // words of an absolute row mask
-  void (*row_tally)(const RowTallyArgs&) = &row_tally_soft<Run>;
-#ifdef IE_IOU_X86_DISPATCH
-  if (__builtin_cpu_supports("popcnt")) row_tally = &row_tally_hw<Run>;
-#endif
 
   auto phase2 = [&](auto tag) {
     using LT = typename decltype(tag)::type;
@@ -827,16 +811,17 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
           std::vector<std::int64_t> cmin(static_cast<std::size_t>(h)), cmax(static_cast<std::size_t>(h));
           std::vector<std::int64_t> hlo(static_cast<std::size_t>(h)), hhi(static_cast<std::size_t>(h));
           std::vector<std::uint8_t> hit(static_cast<std::size_t>(NC_));
-          std::vector<std::int64_t> cnt(static_cast<std::size_t>(max_local));
-          std::vector<std::uint64_t> Wabs(static_cast<std::size_t>(nwabs + 3));
-          std::vector<std::int32_t> preabs(static_cast<std::size_t>(nwabs + 3));
+          // a unit's label counts in the current image (all zero between
+          // images; <= P * sh * sw <= INT32_MAX each): by loc (slots) or by
+          // label number (run ends)
+          std::vector<std::int32_t> cntl(256, 0), cnt(static_cast<std::size_t>(NL_), 0);
           for (std::int64_t b = b_lo; b < b_hi; ++b) {
             check_interrupt();
             const LT* lab_b = (labels && P > 0) ? labels + b * P * npix : nullptr;
-            const ImageRuns* ir = lab_b ? &runs[static_cast<std::size_t>(b - b_lo)] : nullptr;
-            const bool use_runs = ir && !ir->dense;
-            const std::int64_t nloc = use_runs ? static_cast<std::int64_t>(ir->labels.size()) : 0;
-            const bool use_idx = use_runs && !ir->idx.empty();
+            const ImageLabels* il = lab_b ? &runs[static_cast<std::size_t>(b - b_lo)] : nullptr;
+            const bool slotted = il && il->slotted;
+            const std::uint8_t* e8_b = il && !slotted ? il->e8.data() : nullptr;
+            const std::uint8_t* slots_b = slotted ? il->slots.data() : nullptr;
             for (std::int64_t k = k0; k < k1; ++k) {
               const double thr = thresholds[k];
               const double tl = hot_bound(thr);
@@ -879,8 +864,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
               std::fill(hdone.begin(), hdone.end(), 0);
               const std::int64_t y_begin = ty.lo[rfirst], y_end = ty.hi[rlast];
               std::int64_t count = 0;
-              std::int64_t* Irow = dI.data() + k * NL_;
-              for (std::int64_t j = 0; j < nloc; ++j) cnt[j] = 0;
+              std::vector<IRec>& rv = recs_[static_cast<std::size_t>(k)];
               for (std::int64_t yo = y_begin; yo < y_end; ++yo) {
                 const std::int32_t r0 = ty.i0[yo], r1 = ty.i1[yo];
                 if (cmin[r0] < 0 && cmin[r1] < 0) continue;  // no hot cell in reach
@@ -919,31 +903,8 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                 const std::int64_t nact = rk.vmask(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_,
                                                    ty.l0[yo], ty.l1[yo], xa, xb, thr, mask.data());
                 if (nact == 0) continue;
-                if (use_idx) {
-                  // the active pixels as an absolute-column bit mask
-                  for (std::int64_t j = 0; j < nwabs + 2; ++j) Wabs[j] = 0;
-                  const std::int64_t sh0 = xa & 63, wo = xa >> 6;
-                  for (std::int64_t j = 0, nwr = (xb - xa + 63) / 64; j < nwr; ++j) {
-                    Wabs[wo + j] |= mask[j] << sh0;
-                    if (sh0) Wabs[wo + j + 1] |= mask[j] >> (64 - sh0);
-                  }
-                  std::int64_t jf = 0;
-                  while (Wabs[jf] == 0) ++jf;
-                  std::int64_t jl = nwabs;
-                  while (Wabs[jl] == 0) --jl;
-                  preabs[0] = 0;
-                  for (std::int64_t j = 0; j <= nwabs; ++j) preabs[j + 1] = preabs[j] + static_cast<std::int32_t>(popcount_soft(Wabs[j]));
-                  RowTallyArgs ta{Wabs.data(), preabs.data(), P, sh_, sw_, yo,
-                                  jf * 64 + ctz64(Wabs[jf]), jl * 64 + 64 - clz64(Wabs[jl]),
-                                  ir->idx.data(), ir->row_off.data(), ir->runs.data(), cnt.data()};
-                  row_tally(ta);
-                  count += nact;
-                  continue;
-                }
                 // runs of active pixels (from the bit mask); within a run,
-                // runs of equal labels (label maps are made of regions): one
-                // increment per run
-                const std::int64_t pbase = yo * sw_;
+                // runs of equal labels: one increment per label run
                 const std::int64_t n = xb - xa;
                 const std::int64_t nw = (n + 63) / 64;
                 auto next_bit = [&](std::int64_t p, bool set) -> std::int64_t {
@@ -956,53 +917,60 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                   }
                   return std::min<std::int64_t>(n, wi * 64 + ctz64(bits));
                 };
+                count += nact;
+                if (!lab_b) continue;
+                const std::int64_t rbase = yo * sw_;
                 for (std::int64_t p = next_bit(0, true); p < n; p = next_bit(p, true)) {
                   const std::int64_t q = next_bit(p, false);
-                  const std::int64_t xs = xa + p, xo = xa + q;
+                  const std::int64_t xs = xa + p, xe = xa + q;
                   p = q;
-                  count += xo - xs;
-                  if (!lab_b) continue;
-                  if (use_runs) {
+                  if (slotted) {
                     for (std::int64_t m = 0; m < P; ++m) {
-                      const std::size_t ro = static_cast<std::size_t>(m * sh_ + yo);
-                      const Run* r = ir->runs.data() + ir->row_off[ro];
-                      const Run* re = ir->runs.data() + ir->row_off[ro + 1];
-                      while (r < re && r->end <= xs) ++r;
-                      for (; r < re && r->start < xo; ++r) {
-                        const std::int64_t len = std::min<std::int64_t>(r->end, xo) -
-                                                 std::max<std::int64_t>(r->start, xs);
-                        cnt[r->loc] += len;
+                      const std::uint8_t* sl = slots_b + ((m * sh_ + yo) << 5);
+                      const std::uint8_t* loc = sl + 16;
+                      const int i0 = count_le16(sl, static_cast<unsigned>(xs)) - 1;
+                      const int i1 = count_le16(sl, static_cast<unsigned>(xe - 1)) - 1;
+                      if (i0 == i1) {
+                        cntl[loc[i0]] += static_cast<std::int32_t>(xe - xs);
+                        continue;
                       }
+                      cntl[loc[i0]] += static_cast<std::int32_t>(sl[i0 + 1] - xs);
+                      for (int i = i0 + 1; i < i1; ++i) cntl[loc[i]] += sl[i + 1] - sl[i];
+                      cntl[loc[i1]] += static_cast<std::int32_t>(xe - sl[i1]);
                     }
                     continue;
                   }
                   for (std::int64_t m = 0; m < P; ++m) {
-                    const LT* lp = lab_b + m * npix + pbase;
+                    const LT* lr = lab_b + m * npix + rbase;
+                    const std::uint8_t* er = e8_b + m * npix + rbase;
                     std::int64_t x = xs;
-                    while (x < xo) {
-                      const LT v = lp[x];
-                      std::int64_t y = x + 1;
-                      while (y < xo && lp[y] == v) ++y;
-                      if (v != 0) {
-                        Irow[static_cast<std::size_t>(v)] += y - x;
-                        if (lite) hit[cat_[static_cast<std::size_t>(v)]] = 1;
-                      }
+                    do {
+                      const std::int64_t y = std::min<std::int64_t>(xe, (x & ~std::int64_t(255)) + er[x] + 1);
+                      cnt[static_cast<std::size_t>(lr[x])] += static_cast<std::int32_t>(y - x);
                       x = y;
-                    }
+                    } while (x < xe);
                   }
                 }
               }
               if (count == 0) continue;
-              for (std::int64_t j = 1; j < nloc; ++j) {  // 0: label-0 runs
-                if (cnt[j] == 0) continue;
-                const std::int32_t c = ir->labels[static_cast<std::size_t>(j)];
-                Irow[c] += cnt[j];
-                if (lite) hit[cat_[c]] = 1;
+              if (il) {
+                // label 0 (loc 0) is never tallied
+                std::int32_t* cv = slotted ? cntl.data() : cnt.data();
+                cv[0] = 0;
+                const std::int32_t* labs = il->labels.data();
+                for (std::size_t j = 1, nl = il->labels.size(); j < nl; ++j) {
+                  const std::int32_t c = labs[j];
+                  std::int32_t& v = cv[slotted ? j : static_cast<std::size_t>(c)];
+                  if (v == 0) continue;
+                  rv.push_back({c, v});
+                  v = 0;
+                  if (lite) hit[cat_[c]] = 1;
+                }
               }
               for (std::int64_t s = 0; s < S; ++s) {
                 const std::int64_t c = image_labels[b * S + s];
                 if (c == 0) continue;
-                Irow[c] += count;
+                rv.push_back({static_cast<std::int32_t>(c), static_cast<std::int32_t>(count)});  // <= sh * sw
                 if (lite) hit[cat_[c]] = 1;
               }
               std::int64_t* Arow = dA.data() + k * NC_;
@@ -1024,8 +992,6 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   for (b_lo = 0; b_lo < B; b_lo = b_hi) {
     b_hi = std::min(B, b_lo + CB);
     phase1(b_lo, b_hi);
-    max_local = 1;
-    for (const ImageRuns& ir : runs) max_local = std::max(max_local, ir.labels.size());
     if (pixel_labels && P > 0) {
       dispatch_labels(pixel_labels->kind, phase2);
     } else {
@@ -1034,10 +1000,9 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   }
 
   // ---- commit
-  zero_on_throw.armed = false;
-  for (std::size_t i = 0; i < I_.size(); ++i) {
-    I_[i] += dI[i];
-    dI[i] = 0;
+  for (std::int64_t k = 0; k < K_; ++k) {
+    std::int64_t* Irow = I_.data() + k * NL_;
+    for (const IRec& r : recs_[static_cast<std::size_t>(k)]) Irow[r.c] += r.v;
   }
   for (std::size_t i = 0; i < A_.size(); ++i) A_[i] += dA[i];
   for (const auto& hh : hist)

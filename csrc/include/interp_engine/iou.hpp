@@ -131,9 +131,12 @@ class IoUTally {
   std::vector<std::int64_t> I_, L_, A_;
   std::int64_t images_ = 0;
   AxisTable ytab_, xtab_;  // cached for the last (h, w)
-  // update's (K, NL) intersection deltas, kept between updates (no page
-  // faults on a fresh 8 * K * NL bytes per call); all zero between updates
-  std::vector<std::int64_t> dI_;
+  // update's intersection deltas: per unit, (label, count) records (capacity
+  // kept between updates)
+  struct IRec {
+    std::int32_t c, v;
+  };
+  std::vector<std::vector<IRec>> recs_;
 };
 
 }  // namespace iou
