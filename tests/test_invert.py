@@ -344,3 +344,18 @@ def test_records_and_lazy_torch_free_import():
             "np.eye(6, dtype=bool)[:, :2]); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert ie.Invert is Invert and isinstance(Invert().explain(acts, labels)[0].best, Explanation)
+
+
+def test_explain_takes_search_parameters_per_call():
+    rng = np.random.default_rng(11)
+    acts = rng.standard_normal((300, 4))
+    labels = rng.random((300, 12)) < 0.2
+    acts[:, 0] += 2.0 * labels[:, 3]
+    base = Invert(length=3, beam=10)
+    a = base.explain(acts, labels, length=2, beam=4, max_fraction=0.4, top=None)
+    b = Invert(length=2, beam=4, max_fraction=0.4).explain(acts, labels, top=None)
+    assert [r.formula for r in a] == [r.formula for r in b]
+    assert [[t.auc for t in r.top] for r in a] == [[t.auc for t in r.top] for r in b]
+    assert a.params == b.params and base.length == 3  # the object is unchanged
+    with pytest.raises(ValueError, match="beam"):
+        base.explain(acts, labels, beam=0)

@@ -244,8 +244,14 @@ class Invert:
                 "max_fraction": self.max_fraction, "mode": self.mode}
 
     def explain(self, activations: Any, labels: Any, concept_names: Optional[Sequence[str]] = None, *,
-                neurons: Optional[Iterable[int]] = None, top: Optional[int] = 1) -> InvertResult:
+                neurons: Optional[Iterable[int]] = None, top: Optional[int] = 1,
+                length: Optional[int] = None, beam: Optional[int] = None,
+                min_fraction: Optional[float] = None, max_fraction: Optional[float] = None,
+                mode: Optional[str] = None) -> InvertResult:
         """Explain neurons by concept formulas.
+
+        ``length``, ``beam``, ``min_fraction``, ``max_fraction`` and ``mode``, when
+        given, override the search parameters of this object for this call.
 
         Args:
             activations: (N, K) float array (numpy or torch; float16/bfloat16/float32/
@@ -263,6 +269,12 @@ class Invert:
         Returns:
             An :class:`InvertResult` with one :class:`NeuronExplanation` per neuron.
         """
+        given = {"length": length, "beam": beam, "min_fraction": min_fraction, "max_fraction": max_fraction,
+                 "mode": mode}
+        overrides = {key: v for key, v in given.items() if v is not None}
+        if overrides:
+            other = Invert(**dict(self.params, **overrides), num_threads=self.num_threads or None)
+            return other.explain(activations, labels, concept_names, neurons=neurons, top=top)
         acts = activations_array(activations)
         n, k = acts.shape
         pb = packed_labels(labels, n)
