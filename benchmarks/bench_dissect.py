@@ -57,6 +57,20 @@ def _forward_only(model, ds, passes, batch_size):
                 model(batch["image"])
 
 
+def _timed(benchmark, d, ds) -> dict:
+    """Run the dissection once under the benchmark; its total and forward times."""
+    out = {}
+
+    def run():
+        t0 = time.perf_counter()
+        res = d.run(ds)
+        out["total"] = time.perf_counter() - t0
+        out["forward"] = res.timings["forward"]
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    return out
+
+
 @pytest.mark.parametrize("impl", ["model forward only (baseline)", "interp_engine dissection (ours)"])
 def test_resnet18_layer3_layer4(benchmark, data_224, impl):
     torch.manual_seed(0)
@@ -66,16 +80,7 @@ def test_resnet18_layer3_layer4(benchmark, data_224, impl):
     if impl.startswith("model"):
         benchmark.pedantic(_forward_only, args=(model, data_224, 3, 32), rounds=1, iterations=1)
         return
-    d = Dissection(model, ["layer3", "layer4"], batch_size=32, progress=False)
-    out = {}
-
-    def run():
-        t0 = time.perf_counter()
-        res = d.run(data_224)
-        out["total"] = time.perf_counter() - t0
-        out["forward"] = res.timings["forward"]
-
-    benchmark.pedantic(run, rounds=1, iterations=1)
+    out = _timed(benchmark, Dissection(model, ["layer3", "layer4"], batch_size=32, progress=False), data_224)
     share = 1.0 - out["forward"] / out["total"]
     benchmark.extra_info["outside_forward"] = round(share, 4)
     benchmark.extra_info["images_per_s"] = round(3 * N_RESNET / out["total"], 2)
@@ -88,16 +93,7 @@ def test_concept_cnn_main_job(benchmark, data_64):
     model = load_default_model()
     benchmark.group = "dissection: bundled ConceptCNN, 4 layers, bundled dataset"
     benchmark.extra_info.update({"impl": "interp_engine dissection (ours)", "workload": f"{len(data_64)} images"})
-    d = Dissection(model, list(LAYER_NAMES), batch_size=64, progress=False)
-    out = {}
-
-    def run():
-        t0 = time.perf_counter()
-        res = d.run(data_64)
-        out["total"] = time.perf_counter() - t0
-        out["forward"] = res.timings["forward"]
-
-    benchmark.pedantic(run, rounds=1, iterations=1)
+    out = _timed(benchmark, Dissection(model, list(LAYER_NAMES), batch_size=64, progress=False), data_64)
     benchmark.extra_info["images_per_s"] = round(len(data_64) / out["total"], 1)
     benchmark.extra_info["outside_forward"] = round(1.0 - out["forward"] / out["total"], 4)
 

@@ -120,6 +120,15 @@ def _default_model_args(args: argparse.Namespace, many_layers: bool):
     return layers, transform or "netdissect"
 
 
+def _model_and_layers(args: argparse.Namespace, many_layers: bool):
+    """The model, its layers (None after printing the error) and the transform."""
+    model = _load_model(args.model, args.weights)
+    layers, transform = _default_model_args(args, many_layers)
+    if not layers:
+        print("interp-engine: error: --layer is required with a model other than the default", file=sys.stderr)
+    return model, layers, transform
+
+
 def _open_dataset(args: argparse.Namespace, transform: str):
     from .data import BrodenDataset
 
@@ -140,10 +149,8 @@ def _run_invert(args: argparse.Namespace) -> int:
     from .report import write_invert_report
 
     t0 = time.perf_counter()
-    model = _load_model(args.model, args.weights)
-    layers, transform = _default_model_args(args, many_layers=False)
+    model, layers, transform = _model_and_layers(args, many_layers=False)
     if not layers:
-        print("interp-engine: error: --layer is required with a model other than the default", file=sys.stderr)
         return 2
     try:
         root, ds = _open_dataset(args, transform)
@@ -233,10 +240,8 @@ def _run_dissect(args: argparse.Namespace) -> int:
     from .report import write_report
 
     t0 = time.perf_counter()
-    model = _load_model(args.model, args.weights)
-    layers, transform = _default_model_args(args, many_layers=True)
+    model, layers, transform = _model_and_layers(args, many_layers=True)
     if not layers:
-        print("interp-engine: error: --layer is required with a model other than the default", file=sys.stderr)
         return 2
     try:
         root, ds = _open_dataset(args, transform)

@@ -435,48 +435,37 @@ def test_missing_column(broden, name, column):
     _names(e, name, "row 1", f"'{column}'")
 
 
-@pytest.mark.parametrize("column,value", [("ih", "8.0"), ("sw", "five"), ("iw", "0"), ("sh", "")])
-def test_bad_size_cell(broden, column, value):
+# one malformed cell each: (file, row, column, value, parts the message must name)
+_BAD_CELLS = [
+    ("index.csv", 4, "ih", "8.0", ["row 4", "column 'ih'"]),
+    ("index.csv", 4, "sw", "five", ["row 4", "column 'sw'"]),
+    ("index.csv", 4, "iw", "0", ["row 4", "column 'iw'"]),
+    ("index.csv", 4, "sh", "", ["row 4", "column 'sh'"]),
+    ("index.csv", 5, "sh", "7", ["row 5", "row 2"]),                      # sizes must agree
+    ("index.csv", 3, "scene", "5;abc", ["row 3", "column 'scene'", "not an integer"]),
+    ("index.csv", 3, "scene", "2.5", ["row 3", "column 'scene'", "not an integer"]),
+    ("index.csv", 4, "part", "12", ["row 4", "column 'part'", "row 2"]),  # pixel cell with an integer
+    ("index.csv", 4, "texture", "301", ["row 4", "column 'texture'", "301"]),
+    ("index.csv", 4, "texture", "5;-3", ["row 4", "column 'texture'", "-3", "301"]),
+    ("label.csv", 6, "number", "3", ["row 6", "duplicate label number 3", "row 4"]),
+    ("label.csv", 3, "number", "two", ["row 3", "column 'number'", "'two'"]),
+] + [("label.csv", 5, "category", v, ["row 5", "column 'category'"])
+     for v in ["object", "object(12", "object(x)", "(3)", "object(1);part"]]
+
+
+@pytest.mark.parametrize("name,row,column,value,parts", _BAD_CELLS)
+def test_malformed_cell_names_file_row_and_column(broden, name, row, column, value, parts):
     root, _ = broden
-    _set_cell(os.path.join(root, "index.csv"), 4, column, value)
+    _set_cell(os.path.join(root, name), row, column, value)
     with pytest.raises(ValueError) as e:
         BrodenDataset(root)
-    _names(e, "index.csv", "row 4", f"column '{column}'")
+    _names(e, name, *parts)
 
 
-def test_sizes_must_agree(broden):
+def test_sizes_must_agree_only_in_selected_rows(broden):
     root, _ = broden
     _set_cell(os.path.join(root, "index.csv"), 5, "sh", "7")
-    with pytest.raises(ValueError) as e:
-        BrodenDataset(root)
-    _names(e, "index.csv", "row 5", "row 2")
     assert len(BrodenDataset(root, split="train")) == 2    # row 5 (val) not selected
-
-
-@pytest.mark.parametrize("value", ["5;abc", "2.5"])
-def test_image_level_cell_not_integer(broden, value):
-    root, _ = broden
-    _set_cell(os.path.join(root, "index.csv"), 3, "scene", value)
-    with pytest.raises(ValueError) as e:
-        BrodenDataset(root)
-    _names(e, "index.csv", "row 3", "column 'scene'", "not an integer")
-
-
-def test_pixel_cell_with_integer(broden):
-    root, _ = broden
-    _set_cell(os.path.join(root, "index.csv"), 4, "part", "12")
-    with pytest.raises(ValueError) as e:
-        BrodenDataset(root)
-    _names(e, "index.csv", "row 4", "column 'part'", "row 2")
-
-
-@pytest.mark.parametrize("value,bad", [("301", "301"), ("5;-3", "-3")])
-def test_image_level_label_out_of_range(broden, value, bad):
-    root, _ = broden
-    _set_cell(os.path.join(root, "index.csv"), 4, "texture", value)
-    with pytest.raises(ValueError) as e:
-        BrodenDataset(root)
-    _names(e, "index.csv", "row 4", "column 'texture'", bad, "301")
 
 
 def test_png_label_out_of_range(broden):
@@ -505,31 +494,6 @@ def test_png_grayscale_in_dataset(broden):
     with pytest.raises(ValueError) as e:
         BrodenDataset(root)[1]
     _names(e, "index.csv", "row 3", "img1_object0.png", "'L'")
-
-
-def test_duplicate_label_number(broden):
-    root, _ = broden
-    _set_cell(os.path.join(root, "label.csv"), 6, "number", "3")
-    with pytest.raises(ValueError) as e:
-        BrodenDataset(root)
-    _names(e, "label.csv", "row 6", "duplicate label number 3", "row 4")
-
-
-@pytest.mark.parametrize("value", ["object", "object(12", "object(x)", "(3)", "object(1);part"])
-def test_unparseable_category_field(broden, value):
-    root, _ = broden
-    _set_cell(os.path.join(root, "label.csv"), 5, "category", value)
-    with pytest.raises(ValueError) as e:
-        BrodenDataset(root)
-    _names(e, "label.csv", "row 5", "column 'category'")
-
-
-def test_label_number_not_integer(broden):
-    root, _ = broden
-    _set_cell(os.path.join(root, "label.csv"), 3, "number", "two")
-    with pytest.raises(ValueError) as e:
-        BrodenDataset(root)
-    _names(e, "label.csv", "row 3", "column 'number'", "'two'")
 
 
 def test_c_file_unknown_number(broden):

@@ -5,19 +5,12 @@ concept dataset generator (:mod:`interp_engine.data.concepts`).
 The reader needs torch (it is a ``torch.utils.data.Dataset``); the writer and
 the generator need numpy and Pillow only.
 """
-from .broden import (IMAGENET_MEAN, IMAGENET_STD, NETDISSECT_MEAN_RGB, NETDISSECT_SCALE, BrodenDataset,
-                     broden_loader, decode_label_png)
+from . import broden as _broden
+from .broden import *  # noqa: F401,F403  (its __all__: BrodenDataset, broden_loader, decode_label_png, constants)
 from .concepts import ConceptArrays, concept_dataset, default_cache_dir, render_concepts
 from .writer import encode_label_png, label_numbers, read_manifest, write_broden
 
-__all__ = [
-    "BrodenDataset",
-    "broden_loader",
-    "decode_label_png",
-    "NETDISSECT_MEAN_RGB",
-    "NETDISSECT_SCALE",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
+__all__ = list(_broden.__all__) + [
     "concept_dataset",
     "render_concepts",
     "ConceptArrays",

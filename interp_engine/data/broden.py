@@ -429,7 +429,6 @@ class BrodenDataset(Dataset):
         kind: Dict[str, Tuple[str, int]] = {}
         width: Dict[str, int] = {c: 0 for c in cats}
         parsed = []  # per row: (rownum, image, split, (ih, iw, sh, sw), {cat: tuple of entries})
-        has_split = None
         for rownum, rec in rows:
             image = rec["image"].strip()
             if not image:
