@@ -557,7 +557,9 @@ def test_package_exports_capture_lazily():
 def _run(code):
     root = str(Path(interp_engine.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    # cwd: the directory holding the imported package, so that `python -c` (which puts the cwd first
+    # on sys.path) imports that same package, not a source checkout without the compiled core
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
 
 
 def test_import_interp_engine_does_not_import_torch():

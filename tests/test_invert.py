@@ -342,7 +342,10 @@ def test_records_and_lazy_torch_free_import():
     code = ("import sys, interp_engine as ie; assert 'Invert' in ie.__all__; ie.Invert; "
             "import numpy as np; ie.Invert(length=1).explain(np.arange(6.)[:, None], "
             "np.eye(6, dtype=bool)[:, :2]); assert 'torch' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # run where the imported package lives (python -c puts the cwd first on sys.path)
+    from pathlib import Path
+
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(ie.__file__).resolve().parents[1])
     assert ie.Invert is Invert and isinstance(Invert().explain(acts, labels)[0].best, Explanation)
 
 
