@@ -63,6 +63,8 @@ def write_invert_report(result: Any, out_dir: Union[str, os.PathLike], *,
     """Write ``invert.csv`` and ``index.html`` for an
     :class:`~interp_engine.methods.invert.InvertResult`.
 
+    Formulas whose p-value is not below 0.05 are marked "not significant".
+
     ``activations`` (N, K) and ``labels`` (N, C) default to those attached to
     the result by ``Invert.from_model``; without them the page has no
     histograms.  Neurons are listed by AUC distance from 0.5, best first.
@@ -97,6 +99,8 @@ def write_invert_report(result: Any, out_dir: Union[str, os.PathLike], *,
                       f'outside ({int((~inside).sum())})</div>')
         p = r.p_value
         ptxt = "nan" if math.isnan(p) else f"{p:.3g}"
+        if math.isnan(p) or p >= 0.05:
+            ptxt += ' <span class="note">(not significant at 0.05)</span>'
         rows.append(f'<div class="unit"><h3>neuron <b>{r.neuron}</b> &nbsp; '
                     f'<b>{html.escape(r.formula or "")}</b> &nbsp; AUC {r.auc:.4f} &nbsp; '
                     f'2|AUC-0.5| {r.differentiability:.3f} &nbsp; fraction {r.concept_fraction:.4f} &nbsp; '
