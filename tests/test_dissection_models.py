@@ -51,3 +51,11 @@ def test_pretrained_mobilenet_v2_has_colour_detectors_in_its_first_layer(tmp_pat
     r = dissect(mobilenet_v2(), "features.0", ds, progress=False, batch_size=50)["features.0"]
     det, labels = _colour_detectors(r, 0.04)
     assert det.sum() >= 2 and len(labels) >= 2, (det.sum(), labels, np.sort(r.best_iou)[-5:])
+
+
+def test_dataloader_workers_give_the_same_result(small_concepts):
+    ds = BrodenDataset(small_concepts, transform=DEFAULT_TRANSFORM, max_images=96)
+    a = dissect(load_default_model(), "conv4", ds, progress=False, batch_size=32, num_workers=0)["conv4"]
+    b = dissect(load_default_model(), "conv4", ds, progress=False, batch_size=32, num_workers=2)["conv4"]
+    for attr in ("thresholds", "intersection", "label_pixels", "unit_pixels", "top_images"):
+        np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr))
