@@ -24,7 +24,7 @@ Semantics (shared/ALGORITHMS.md section 4; docs/concept_vectors.md):
 * Significance: with random example sets ``r_0, ..., r_R`` (``R =
   num_random``), the concept's scores against ``r_1..r_R`` are compared with
   the scores of ``r_0`` (a random "concept") against ``r_1..r_R`` by a
-  two-sided Welch-free (equal-variance) t-test (``scipy.stats.ttest_ind``);
+  two-sided Student (equal-variance) t-test (``scipy.stats.ttest_ind``);
   p-values are Bonferroni-corrected over the concepts tested in one
   :meth:`TCAV.scores` call; a concept is significant when the corrected
   p-value is below ``alpha``.
@@ -448,7 +448,8 @@ class TCAV:
                 same kinds (extra sets are ignored).
 
         Returns:
-            self (CAVs in :attr:`cavs`, keyed ``(concept, counterpart)``).
+            self (CAVs in :attr:`cavs`, keyed ``(concept, counterpart)``;
+            earlier CAVs are replaced).
         """
         c_acts, r_acts = self._check_sets(concept_examples, random_examples)
         return self.fit_cavs_from_activations(
@@ -492,6 +493,7 @@ class TCAV:
                 raise ValueError(f"example set {k!r} needs at least 2 examples (train and "
                                  f"held-out), got {len(a)}")
         self.dim = dims.pop()
+        self.cavs = {}
         sources = [(_RANDOM0, rand[0])] + sorted(conc.items())
         for ci, (name, pos) in enumerate(sources):
             for j in range(1, self.num_random + 1):
