@@ -1,5 +1,7 @@
 """TCAV (interp_engine.methods.tcav): known-answer synthetic model, equality
 with captum's sign-count scores on the same CAVs, persistence, bad input."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -15,28 +17,29 @@ D = 12
 
 
 class Synth(nn.Module):
-    """logit_1 = u . tanh(Q x), logit_0 = -logit_1: class 1 depends on the
-    direction u of the layer ``feat`` only, by construction."""
+    """h = tanh(Q x) at the layer ``feat``; logit_1 = h_0 + 0.3 sum_{i>0} h_i^2,
+    logit_0 = -logit_1.  Class 1 grows along the concept direction u = e_0
+    only: the even terms make the gradient vary in sign from input to input
+    along every other direction, without favouring any of them."""
 
-    def __init__(self, q, u):
+    def __init__(self, q):
         super().__init__()
         self.feat = nn.Linear(D, D, bias=False)
-        self.head = nn.Linear(D, 2)
         with torch.no_grad():
             self.feat.weight.copy_(q)
-            self.head.weight.copy_(torch.stack([-u, u]))
-            self.head.bias.zero_()
 
     def forward(self, x):
-        return self.head(torch.tanh(self.feat(x)))
+        h = torch.tanh(self.feat(x))
+        logit = h[:, 0] + 0.3 * (h[:, 1:] ** 2).sum(1)
+        return torch.stack([-logit, logit], 1)
 
 
 def _setup(seed=0):
     g = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(D, D, generator=g))
-    u = torch.randn(D, generator=g)
-    u = u / u.norm()
-    model = Synth(q, u).eval()
+    u = torch.zeros(D)
+    u[0] = 1.0
+    model = Synth(q).eval()
 
     def inputs_with_features(f):  # x with Q x = f
         return f @ q  # (Q^T)^{-1} = Q for an orthogonal Q: Q (Q^T f) = f
@@ -52,14 +55,16 @@ def _setup(seed=0):
 def test_known_concept_is_significant_random_ones_are_not(classifier):
     model, u, rand, concept = _setup()
     tcav = TCAV(model, "feat", classifier=classifier, num_random=10, seed=0)
-    tcav.fit_cavs({"signal": concept, "noise_a": rand(40), "noise_b": rand(40)},
-                  [rand(40) for _ in range(11)])
+    # noise concepts and the random reference drawn alike, larger than the
+    # counterparts: each CAV sees a fresh equal-size subset (see docs)
+    tcav.fit_cavs({"signal": concept, "noise_a": rand(400), "noise_b": rand(400)},
+                  [rand(400)] + [rand(40) for _ in range(10)])
     # the signal CAVs point along u
     for j in range(1, 11):
         assert float(tcav.cavs[("signal", f"random_{j}")].vector @ u.double().numpy()) > 0.5
     inputs = rand(50)
     res = tcav.scores(inputs, target_class=1)
-    assert res["signal"].score == 1.0 and res["signal"].significant
+    assert res["signal"].score > 0.9 and res["signal"].significant
     assert res["signal"].p_corrected < 0.05
     assert res["signal"].accuracy > 0.8
     for name in ("noise_a", "noise_b"):
@@ -67,7 +72,7 @@ def test_known_concept_is_significant_random_ones_are_not(classifier):
         assert 0.0 < res[name].p_value <= 1.0
     # the opposite class: the concept lowers its logit everywhere
     res0 = tcav.scores(inputs, target_class=0)
-    assert res0["signal"].score == 0.0 and res0["signal"].significant
+    assert res0["signal"].score < 0.1 and res0["signal"].significant
     # Bonferroni over the 3 concepts tested
     for r in res.rows:
         assert r.p_corrected == pytest.approx(min(1.0, 3 * r.p_value))
@@ -76,9 +81,31 @@ def test_known_concept_is_significant_random_ones_are_not(classifier):
     for r in res.rows:
         want = [np.mean(sens[(r.concept, f"random_{j}")] > 0) for j in range(1, 11)]
         np.testing.assert_array_equal(r.scores, want)
+    from scipy.stats import ttest_ind
+    for r in res.rows:  # the paper's test: concept-vs-random against random-vs-random scores
+        np.testing.assert_array_equal(r.random_scores, res.rows[0].random_scores)
+        with warnings.catch_warnings():  # scipy warns on a nearly constant sample
+            warnings.simplefilter("ignore")
+            want = ttest_ind(r.scores, r.random_scores).pvalue
+        assert r.p_value == pytest.approx(want, rel=1e-12)
     table = res.table()
     assert [row["concept"] for row in table] == ["noise_a", "noise_b", "signal"]
     assert "signal" in str(res)
+
+
+def test_significance_over_seeds():
+    # FastCAV keeps this cheap; the signal is significant for every seed, the
+    # noise concepts (drawn like the random reference) rarely (1 of 20 measured)
+    false_pos = 0
+    for seed in range(10):
+        model, u, rand, concept = _setup(seed)
+        t = TCAV(model, "feat", classifier="mean_difference", num_random=10, seed=seed)
+        t.fit_cavs({"signal": concept, "noise_a": rand(400), "noise_b": rand(400)},
+                   [rand(400)] + [rand(40) for _ in range(10)])
+        res = t.scores(rand(50), 1)
+        assert res["signal"].significant and res["signal"].score > 0.9, str(res)
+        false_pos += res["noise_a"].significant + res["noise_b"].significant
+    assert false_pos <= 2
 
 
 def test_deterministic_from_seed_and_model_unchanged():
@@ -208,6 +235,7 @@ def test_bad_input():
     t.fit_cavs({"c": concept}, sets)
     with pytest.raises(ValueError, match="target_class must be in \\[0, 2\\)"):
         t.scores(rand(3), 2)
+    assert not model.feat._forward_hooks and not model._forward_hooks  # removed after errors
     with pytest.raises(RuntimeError, match="mat1 and mat2|shapes cannot"):
         t.scores(torch.randn(3, D + 1), 1)  # the model itself refuses the input size
     # CAVs from activations of another size than the layer's
