@@ -22,6 +22,9 @@ arrived.
 - :class:`Invert`: INVERT explanations of neurons by AND/OR/NOT formulas of
   concepts scored by AUC, with Mann-Whitney p-values (imported on first use;
   ``Invert.from_model`` needs torch, ``Invert.explain`` does not).
+- :class:`TCAV`: concept activation vectors and TCAV scores with the paper's
+  significance test (imported on first use; needs torch, scipy, and
+  scikit-learn for the SGD classifier).
 """
 import importlib as _importlib
 import importlib.util as _importlib_util
@@ -65,7 +68,8 @@ if _importlib_util.find_spec("torch") is not None:
 _METHOD_NAMES = {"Invert": ".methods.invert", "InvertResult": ".methods.invert",
                  "dissect": ".methods.dissection", "Dissection": ".methods.dissection",
                  "DissectionResult": ".methods.dissection", "LayerResult": ".methods.dissection",
-                 "rotation_experiment": ".methods.dissection"}
+                 "rotation_experiment": ".methods.dissection",
+                 "TCAV": ".methods.tcav", "TCAVResult": ".methods.tcav"}
 __all__ += list(_METHOD_NAMES)
 # subpackages reachable as attributes (interp_engine.report.write_report(...)) after `import interp_engine`
 _SUBPACKAGES = ("data", "models", "methods", "report")

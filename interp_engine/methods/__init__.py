@@ -2,7 +2,10 @@
 from .dissection import (Dissection, DissectionResult, LayerResult, dissect, random_rotation,
                          rotation_experiment)
 from .invert import Explanation, Invert, InvertResult, NeuronExplanation, format_formula
+from .tcav import (CAV, TCAV, Classifier, MeanDifferenceClassifier, SGDLinearClassifier,
+                   TCAVResult, TCAVRow)
 
 __all__ = ["Dissection", "DissectionResult", "LayerResult", "dissect", "random_rotation",
            "rotation_experiment", "Invert", "InvertResult", "NeuronExplanation", "Explanation",
-           "format_formula"]
+           "format_formula", "TCAV", "TCAVResult", "TCAVRow", "CAV", "Classifier",
+           "SGDLinearClassifier", "MeanDifferenceClassifier"]

@@ -1,0 +1,585 @@
+"""TCAV: testing with concept activation vectors (Kim et al., ICML 2018;
+reference code tensorflow/tcav and captum.concept).
+
+Semantics (shared/ALGORITHMS.md section 4; docs/concept_vectors.md):
+
+* Activations at ``layer`` are the layer's raw output flattened per example,
+  ``(N, D)`` with ``D = C*H*W`` (``features="flatten"``, the paper's and
+  captum's choice), or averaged over the spatial positions of its
+  ``(B, C, H, W)`` view, ``(N, C)`` (``features="mean"``).
+* A CAV for (concept, counterpart): both example sets are cut to the same size
+  ``n = min(n_concept, n_counterpart)`` (a seeded random subset), each class is
+  split 67/33 into train/held-out (seeded), a linear classifier separates the
+  concept (label 1) from the counterpart (label 0); the CAV ``v_C`` is its unit
+  normal pointing towards the concept, with its held-out accuracy.
+* Classifiers: ``"sgd"`` (the reference: scikit-learn's ``SGDClassifier(alpha=
+  0.01, max_iter=1000, tol=1e-3)``, captum's default), ``"mean_difference"``
+  (FastCAV: the normalized difference of the class means, midpoint bias), or
+  any :class:`Classifier`.
+* Sensitivity ``S(x) = grad_{f_l} h_k(f_l(x)) . v_C`` with ``h_k`` the class-k
+  logit (one backward per batch, through a forward hook on ``layer``).  With
+  ``features="mean"`` the gradient is summed over positions (the derivative
+  along ``v_C`` added at every position).  TCAV score = fraction of the
+  class-k inputs with ``S(x) > 0``.
+* Significance: with random example sets ``r_0, ..., r_R`` (``R =
+  num_random``), the concept's scores against ``r_1..r_R`` are compared with
+  the scores of ``r_0`` (a random "concept") against ``r_1..r_R`` by a
+  two-sided Student (equal-variance) t-test (``scipy.stats.ttest_ind``);
+  p-values are Bonferroni-corrected over the concepts tested in one
+  :meth:`TCAV.scores` call; a concept is significant when the corrected
+  p-value is below ``alpha``.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+import zlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..engine._arrays import check_positive_int, describe, float_array
+
+__all__ = ["TCAV", "TCAVResult", "TCAVRow", "CAV", "Classifier", "SGDLinearClassifier",
+           "MeanDifferenceClassifier", "FEATURES"]
+
+FEATURES = ("flatten", "mean")
+_RANDOM0 = "random_0"
+
+
+# ----------------------------------------------------------------------------- classifiers
+
+class Classifier(ABC):
+    """A binary linear classifier for CAVs (the pluggable piece, as captum's
+    ``Classifier``).  Implement :meth:`fit` and :meth:`weights`;
+    :meth:`decision_function` has a linear default."""
+
+    name = "custom"
+
+    @abstractmethod
+    def fit(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> None:
+        """Train on ``x`` float64 ``(N, D)`` and labels ``y`` int64 ``(N,)`` in
+        {0, 1} (1 = concept), deterministically from ``seed``."""
+
+    @abstractmethod
+    def weights(self) -> np.ndarray:
+        """The normal of the separating hyperplane, float ``(D,)``, pointing
+        towards label 1 (need not be unit-norm)."""
+
+    def bias(self) -> float:
+        """The intercept ``b`` of ``w . x + b`` (default 0)."""
+        return 0.0
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        """``w . x + b`` for ``x`` ``(N, D)``; positive means label 1."""
+        return x @ np.asarray(self.weights(), dtype=np.float64) + self.bias()
+
+
+class SGDLinearClassifier(Classifier):
+    """scikit-learn ``SGDClassifier`` (hinge loss) with captum's defaults
+    ``alpha=0.01, max_iter=1000, tol=1e-3``; keyword arguments override them."""
+
+    name = "sgd"
+
+    def __init__(self, **kwargs: Any):
+        self.kwargs = {"alpha": 0.01, "max_iter": 1000, "tol": 1e-3, **kwargs}
+        self._model: Any = None
+
+    def fit(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> None:
+        from sklearn.linear_model import SGDClassifier
+
+        self._model = SGDClassifier(random_state=int(seed), **self.kwargs)
+        with warnings.catch_warnings():  # ConvergenceWarning must not become an error
+            warnings.simplefilter("ignore")
+            self._model.fit(x, y)
+
+    def weights(self) -> np.ndarray:
+        if self._model is None:
+            raise RuntimeError("SGDLinearClassifier.weights() called before fit()")
+        return np.asarray(self._model.coef_[0], dtype=np.float64)
+
+    def bias(self) -> float:
+        return float(self._model.intercept_[0])
+
+
+class MeanDifferenceClassifier(Classifier):
+    """FastCAV: ``w = mean(x | y=1) - mean(x | y=0)``, bias at the midpoint of
+    the two means (closed form, no iterations)."""
+
+    name = "mean_difference"
+
+    def __init__(self) -> None:
+        self._w: Optional[np.ndarray] = None
+        self._b = 0.0
+
+    def fit(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> None:
+        m1 = x[y == 1].mean(axis=0)
+        m0 = x[y == 0].mean(axis=0)
+        self._w = m1 - m0
+        self._b = -float(self._w @ (m1 + m0)) / 2.0
+
+    def weights(self) -> np.ndarray:
+        if self._w is None:
+            raise RuntimeError("MeanDifferenceClassifier.weights() called before fit()")
+        return self._w
+
+    def bias(self) -> float:
+        return self._b
+
+
+def _make_classifier(spec: Any) -> Classifier:
+    if spec == "sgd":
+        return SGDLinearClassifier()
+    if spec == "mean_difference":
+        return MeanDifferenceClassifier()
+    if isinstance(spec, Classifier):
+        return spec
+    raise ValueError(f"classifier must be 'sgd', 'mean_difference' or a Classifier instance, "
+                     f"got {spec!r}")
+
+
+# ----------------------------------------------------------------------------- CAVs
+
+@dataclass
+class CAV:
+    """One concept activation vector.
+
+    Attributes:
+        concept: the concept's name (``"random_0"`` for the random reference).
+        counterpart: the name of the random set it was separated from
+            (``"random_1"``, ...).
+        vector: float64 ``(D,)``, unit norm, pointing towards the concept.
+        accuracy: held-out accuracy of the classifier (NaN when no held-out
+            example).
+    """
+
+    concept: str
+    counterpart: str
+    vector: np.ndarray
+    accuracy: float
+
+
+def train_cav(pos: np.ndarray, neg: np.ndarray, classifier: Classifier, *, seed: int,
+              test_split: float = 0.33) -> Tuple[np.ndarray, float]:
+    """Train one CAV: cut ``pos`` (concept, ``(Np, D)``) and ``neg``
+    (counterpart, ``(Nn, D)``) to the same size, split each 67/33, fit
+    ``classifier``; return the unit normal float64 ``(D,)`` towards ``pos`` and
+    the held-out accuracy."""
+    rng = np.random.default_rng(seed)
+    n = min(len(pos), len(neg))
+    pos = pos[rng.permutation(len(pos))[:n]]
+    neg = neg[rng.permutation(len(neg))[:n]]
+    n_test = int(round(test_split * n))
+    n_test = min(max(n_test, 1), n - 1)
+    xtr = np.concatenate([pos[n_test:], neg[n_test:]]).astype(np.float64, copy=False)
+    ytr = np.concatenate([np.ones(n - n_test, np.int64), np.zeros(n - n_test, np.int64)])
+    order = rng.permutation(len(ytr))
+    classifier.fit(xtr[order], ytr[order], seed=int(rng.integers(2**31 - 1)))
+    w = np.asarray(classifier.weights(), dtype=np.float64).reshape(-1)
+    if w.shape != (pos.shape[1],):
+        raise ValueError(f"classifier.weights() must return shape ({pos.shape[1]},), "
+                         f"got {w.shape}")
+    norm = float(np.linalg.norm(w))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise ValueError("the classifier returned a zero or non-finite weight vector (identical "
+                         "concept and random activations?)")
+    xte = np.concatenate([pos[:n_test], neg[:n_test]]).astype(np.float64, copy=False)
+    yte = np.concatenate([np.ones(n_test), np.zeros(n_test)])
+    acc = float(np.mean((classifier.decision_function(xte) > 0) == (yte == 1)))
+    return w / norm, acc
+
+
+# ----------------------------------------------------------------------------- results
+
+@dataclass
+class TCAVRow:
+    """TCAV of one concept for one class.
+
+    Attributes:
+        concept, target_class: what was tested.
+        score: mean TCAV score over the ``R`` random counterparts.
+        std: standard deviation of those scores (ddof=0).
+        p_value: two-sided t-test p-value against the random-vs-random scores.
+        p_corrected: ``min(1, p_value * num_tests)`` (Bonferroni).
+        significant: ``p_corrected < alpha``.
+        scores: float64 ``(R,)`` the concept's TCAV scores, one per counterpart.
+        random_scores: float64 ``(R,)`` the random reference's scores.
+        accuracy: mean held-out accuracy of the concept's ``R`` CAVs.
+    """
+
+    concept: str
+    target_class: int
+    score: float
+    std: float
+    p_value: float
+    p_corrected: float
+    significant: bool
+    scores: np.ndarray = field(repr=False)
+    random_scores: np.ndarray = field(repr=False)
+    accuracy: float = float("nan")
+
+
+@dataclass
+class TCAVResult:
+    """Rows of :class:`TCAVRow`, one per concept, for one target class."""
+
+    layer: str
+    target_class: int
+    alpha: float
+    num_inputs: int
+    rows: List[TCAVRow]
+
+    def __getitem__(self, concept: str) -> TCAVRow:
+        for r in self.rows:
+            if r.concept == concept:
+                return r
+        raise KeyError(f"no concept {concept!r}; concepts: {[r.concept for r in self.rows]}")
+
+    def table(self) -> List[Dict[str, Any]]:
+        """One plain dict per concept (no pandas): concept, target_class,
+        score, std, p_value, p_corrected, significant, accuracy."""
+        keys = ("concept", "target_class", "score", "std", "p_value", "p_corrected",
+                "significant", "accuracy")
+        return [{k: getattr(r, k) for k in keys} for r in self.rows]
+
+    def __str__(self) -> str:
+        head = (f"TCAV at {self.layer!r}, class {self.target_class}, {self.num_inputs} inputs, "
+                f"alpha={self.alpha} (Bonferroni over {len(self.rows)})")
+        lines = [head, f"{'concept':<20} {'score':>6} {'std':>6} {'p':>9} {'p_corr':>9}  sig  acc"]
+        for r in self.rows:
+            lines.append(f"{r.concept:<20} {r.score:6.3f} {r.std:6.3f} {r.p_value:9.2e} "
+                         f"{r.p_corrected:9.2e}  {'yes' if r.significant else 'no ':<3}  "
+                         f"{r.accuracy:.2f}")
+        return "\n".join(lines)
+
+
+def _ttest(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided equal-variance t-test p-value; constant samples handled
+    without scipy's precision warnings (equal constants: 1, distinct: 0)."""
+    from scipy.stats import ttest_ind
+
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return 1.0 if a[0] == b[0] else 0.0
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        p = float(ttest_ind(a, b).pvalue)
+    return 1.0 if math.isnan(p) else p
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def _input_of(item: Any, what: str) -> Any:
+    import torch
+
+    if isinstance(item, (tuple, list)) and item:
+        item = item[0]
+    elif isinstance(item, Mapping):
+        if "image" not in item:
+            raise ValueError(f"{what}: dataset items are dicts without an 'image' key "
+                             f"(keys {list(item.keys())})")
+        item = item["image"]
+    if not isinstance(item, torch.Tensor):
+        raise TypeError(f"{what}: expected tensors (or tuples/dicts holding one), got "
+                        f"{describe(item)}")
+    return item
+
+
+def _batches(examples: Any, batch_size: int, what: str) -> Iterator[Any]:
+    """Yield input batches from a tensor ``(N, ...)`` or a map-style dataset
+    (``len`` + ``__getitem__``) whose items are tensors, tuples (element 0) or
+    dicts (``"image"``)."""
+    import torch
+
+    if isinstance(examples, torch.Tensor):
+        if examples.dim() < 1 or examples.shape[0] == 0:
+            raise ValueError(f"{what} must hold at least one example, got {describe(examples)}")
+        for s in range(0, examples.shape[0], batch_size):
+            yield examples[s:s + batch_size]
+        return
+    if hasattr(examples, "__len__") and hasattr(examples, "__getitem__"):
+        n = len(examples)
+        if n == 0:
+            raise ValueError(f"{what} must hold at least one example, got an empty "
+                             f"{type(examples).__name__}")
+        for s in range(0, n, batch_size):
+            yield torch.stack([_input_of(examples[i], what)
+                               for i in range(s, min(n, s + batch_size))])
+        return
+    raise TypeError(f"{what} must be a tensor (N, ...) or a dataset (len + indexing), got "
+                    f"{describe(examples)}")
+
+
+# ----------------------------------------------------------------------------- TCAV
+
+class TCAV:
+    """TCAV of a model's layer: CAVs, sensitivities, scores with significance.
+
+    Args:
+        model: a ``torch.nn.Module`` returning logits ``(B, num_classes)``;
+            not modified (call ``model.eval()`` yourself); hooks are removed
+            after every call.
+        layer: a name from ``model.named_modules()``; its output must be a
+            floating tensor.
+        classifier: ``"sgd"`` (reference), ``"mean_difference"`` (FastCAV) or
+            a :class:`Classifier`.
+        num_random: ``R``, the number of random counterparts (>= 2).
+        seed: makes subsets, splits and classifiers deterministic.
+        features: ``"flatten"`` (default, ``C*H*W`` per example, as the paper)
+            or ``"mean"`` (spatial mean, ``C``).
+        alpha: significance level after Bonferroni correction.
+        test_split: held-out fraction of each class for the CAV accuracy.
+        batch_size: examples per forward pass.
+    """
+
+    def __init__(self, model: Any, layer: str, *, classifier: Union[str, Classifier] = "sgd",
+                 num_random: int = 10, seed: int = 0, features: str = "flatten",
+                 alpha: float = 0.05, test_split: float = 0.33, batch_size: int = 64):
+        from ..capture import find_module
+
+        find_module(model, layer)  # TypeError/ValueError naming the layer and close matches
+        self.classifier = _make_classifier(classifier)
+        self.num_random = check_positive_int(num_random, "num_random", minimum=2)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+        if features not in FEATURES:
+            raise ValueError(f"features must be one of {list(FEATURES)}, got {features!r}")
+        if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+            raise ValueError(f"alpha must be a float in (0, 1), got {alpha!r}")
+        if not (isinstance(test_split, (int, float)) and 0 < test_split < 1):
+            raise ValueError(f"test_split must be a float in (0, 1), got {test_split!r}")
+        self.model = model
+        self.layer = layer
+        self.seed = int(seed)
+        self.features = features
+        self.alpha = float(alpha)
+        self.test_split = float(test_split)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.cavs: Dict[Tuple[str, str], CAV] = {}
+        self.dim: Optional[int] = None
+
+    # -- activations and gradients at the layer
+    def _layer_tensor(self, out: Any) -> Any:
+        import torch
+
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            raise TypeError(f"layer {self.layer!r}: TCAV needs a floating tensor output, got "
+                            f"{describe(out)}")
+        return out
+
+    def _features(self, t: Any) -> Any:
+        """``(B, D)`` features of a layer output."""
+        from ..capture import to_bchw
+
+        if self.features == "flatten":
+            return t.reshape(t.shape[0], -1)
+        return to_bchw(t, layer=self.layer).mean(dim=(2, 3))
+
+    def activations(self, examples: Any, *, what: str = "examples") -> np.ndarray:
+        """Layer features of ``examples`` (tensor ``(N, ...)`` or dataset),
+        float64 ``(N, D)``."""
+        import torch
+        from ..capture import Capture, _model_device_dtype
+
+        dev, dt = _model_device_dtype(self.model)
+        parts = []
+        with Capture(self.model, self.layer, detach=False, clone=False) as cap:
+            for x in _batches(examples, self.batch_size, what):
+                x = x.to(device=dev, dtype=dt) if (x.is_floating_point() and dt) else x.to(dev)
+                with torch.no_grad():
+                    self.model(x)
+                out = self._layer_tensor(cap.raw_outputs[self.layer])
+                parts.append(self._features(out.detach()).double().cpu().numpy())
+        return np.concatenate(parts)
+
+    def gradients(self, inputs: Any, target_class: int) -> np.ndarray:
+        """Gradient of the class-``target_class`` logit w.r.t. the layer's
+        features, float64 ``(N, D)`` (one backward per batch)."""
+        import torch
+        from ..capture import Capture, _model_device_dtype, to_bchw
+
+        dev, dt = _model_device_dtype(self.model)
+        parts = []
+        with Capture(self.model, self.layer, detach=False, clone=False) as cap:
+            for x in _batches(inputs, self.batch_size, "inputs"):
+                x = x.to(device=dev, dtype=dt) if (x.is_floating_point() and dt) else x.to(dev)
+                if x.is_floating_point():
+                    x = x.detach().clone().requires_grad_(True)
+                with torch.enable_grad():
+                    logits = self.model(x)
+                    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+                        raise ValueError(f"model output must be logits (B, num_classes), got "
+                                         f"{describe(logits)}")
+                    if not 0 <= target_class < logits.shape[1]:
+                        raise ValueError(f"target_class must be in [0, {logits.shape[1]}), got "
+                                         f"{target_class}")
+                    out = self._layer_tensor(cap.raw_outputs[self.layer])
+                    (g,) = torch.autograd.grad(logits[:, target_class].sum(), out)
+                if self.features == "flatten":
+                    gf = g.reshape(g.shape[0], -1)
+                else:  # d/dt h(f + t v at every position) = sum over positions of g . v
+                    gf = to_bchw(g, layer=self.layer).sum(dim=(2, 3))
+                parts.append(gf.double().cpu().numpy())
+        return np.concatenate(parts)
+
+    # -- CAVs
+    def _as_acts(self, x: Any, what: str) -> np.ndarray:
+        arr, _ = float_array(x, what, allowed=("f32", "f64"))
+        if arr.ndim < 2 or arr.shape[0] == 0:
+            raise ValueError(f"{what} must be (N, D) activations with N >= 1, got shape "
+                             f"{tuple(arr.shape)}")
+        arr = np.asarray(arr, dtype=np.float64).reshape(arr.shape[0], -1)
+        if self.dim is not None and arr.shape[1] != self.dim:
+            raise ValueError(f"{what} has {arr.shape[1]} features per example, expected "
+                             f"{self.dim} (the layer's features)")
+        return arr
+
+    def fit_cavs(self, concept_examples: Mapping[str, Any], random_examples: Sequence[Any],
+                 ) -> "TCAV":
+        """Train the CAVs of every concept against ``random_examples[1..R]``
+        and of the random reference ``random_examples[0]`` against the same.
+
+        Args:
+            concept_examples: ``{name: examples}``, examples a model-input
+                tensor ``(N, ...)`` or a dataset (items tensors, tuples or dicts
+                with ``"image"``).
+            random_examples: at least ``num_random + 1`` example sets of the
+                same kinds (extra sets are ignored).
+
+        Returns:
+            self (CAVs in :attr:`cavs`, keyed ``(concept, counterpart)``;
+            earlier CAVs are replaced).
+        """
+        c_acts, r_acts = self._check_sets(concept_examples, random_examples)
+        return self.fit_cavs_from_activations(
+            {k: self.activations(v, what=f"concept_examples[{k!r}]") for k, v in c_acts.items()},
+            [self.activations(v, what=f"random_examples[{i}]") for i, v in enumerate(r_acts)])
+
+    def _check_sets(self, concept_examples: Any, random_examples: Any) -> Tuple[Dict, List]:
+        if not isinstance(concept_examples, Mapping) or not concept_examples:
+            raise ValueError(f"concept_examples must be a non-empty dict {{name: examples}}, got "
+                             f"{describe(concept_examples)}")
+        for k in concept_examples:
+            if not isinstance(k, str) or k == _RANDOM0:
+                raise ValueError(f"concept names must be str other than {_RANDOM0!r} (the random "
+                                 f"reference), got {k!r}")
+        if isinstance(random_examples, (str, bytes, Mapping)) or not isinstance(
+                random_examples, Sequence):
+            raise TypeError(f"random_examples must be a list of example sets, got "
+                            f"{describe(random_examples)}")
+        need = self.num_random + 1
+        if len(random_examples) < need:
+            raise ValueError(f"random_examples must hold at least num_random + 1 = {need} sets "
+                             f"(one random reference + {self.num_random} counterparts), got "
+                             f"{len(random_examples)}")
+        return dict(concept_examples), list(random_examples)[:need]
+
+    def fit_cavs_from_activations(self, concept_acts: Mapping[str, Any],
+                                  random_acts: Sequence[Any]) -> "TCAV":
+        """As :meth:`fit_cavs` from layer features already computed: arrays
+        ``(N, D)`` (or ``(N, C, H, W)``, flattened), float32/float64, numpy or
+        torch, in the layout of :meth:`activations`."""
+        concept_acts, random_acts = self._check_sets(concept_acts, random_acts)
+        rand = [self._as_acts(a, f"random_examples[{i}]") for i, a in enumerate(random_acts)]
+        dims = {a.shape[1] for a in rand}
+        conc = {k: self._as_acts(v, f"concept_examples[{k!r}]") for k, v in concept_acts.items()}
+        dims |= {a.shape[1] for a in conc.values()}
+        if len(dims) != 1:
+            raise ValueError(f"all example sets must have the same number of features per "
+                             f"example, got {sorted(dims)}")
+        for k, a in list(conc.items()) + [(f"random_{i}", a) for i, a in enumerate(rand)]:
+            if len(a) < 2:
+                raise ValueError(f"example set {k!r} needs at least 2 examples (train and "
+                                 f"held-out), got {len(a)}")
+        self.dim = dims.pop()
+        self.cavs = {}
+        sources = [(_RANDOM0, rand[0])] + sorted(conc.items())
+        for ci, (name, pos) in enumerate(sources):
+            for j in range(1, self.num_random + 1):
+                ss = np.random.SeedSequence([self.seed, _stable_hash(name), j])
+                v, acc = train_cav(pos, rand[j], self.classifier,
+                                   seed=int(ss.generate_state(1)[0]), test_split=self.test_split)
+                self.cavs[(name, f"random_{j}")] = CAV(name, f"random_{j}", v, acc)
+        return self
+
+    @property
+    def concepts(self) -> List[str]:
+        """Names of the concepts with CAVs (the random reference excluded)."""
+        return sorted({c for c, _ in self.cavs if c != _RANDOM0})
+
+    # -- scores
+    def sensitivities(self, inputs: Any, target_class: int) -> Dict[Tuple[str, str], np.ndarray]:
+        """``{(concept, counterpart): S float64 (N,)}`` for every CAV."""
+        if not self.cavs:
+            raise RuntimeError("no CAVs: call fit_cavs(), fit_cavs_from_activations() or "
+                               "load_cavs() first")
+        if isinstance(target_class, bool) or not isinstance(target_class, (int, np.integer)):
+            raise TypeError(f"target_class must be an integer, got {type(target_class).__name__}")
+        g = self.gradients(inputs, int(target_class))
+        if g.shape[1] != self.dim:
+            raise ValueError(f"the layer's features have {g.shape[1]} values per input, the "
+                             f"CAVs {self.dim} (CAVs from another layer or input size?)")
+        keys = list(self.cavs)
+        s = g @ np.stack([self.cavs[k].vector for k in keys]).T
+        return {k: s[:, i] for i, k in enumerate(keys)}
+
+    def scores(self, inputs: Any, target_class: int) -> TCAVResult:
+        """TCAV scores of every concept for ``target_class`` on ``inputs``
+        (tensor ``(N, ...)`` or dataset, meant to be images of that class),
+        with the t-test against random-vs-random scores and Bonferroni
+        correction over the concepts."""
+        sens = self.sensitivities(inputs, target_class)
+        n = len(next(iter(sens.values())))
+        js = range(1, self.num_random + 1)
+
+        def sc(name: str) -> np.ndarray:
+            return np.array([np.mean(sens[(name, f"random_{j}")] > 0) for j in js])
+
+        rnd = sc(_RANDOM0)
+        names = self.concepts
+        rows = []
+        for name in names:
+            s = sc(name)
+            p = _ttest(s, rnd)
+            pc = min(1.0, p * len(names))
+            acc = float(np.mean([self.cavs[(name, f"random_{j}")].accuracy for j in js]))
+            rows.append(TCAVRow(name, int(target_class), float(s.mean()), float(s.std()), p, pc,
+                                bool(pc < self.alpha), s, rnd, acc))
+        return TCAVResult(self.layer, int(target_class), self.alpha, n, rows)
+
+    # -- persistence (npz, no pickle)
+    def save_cavs(self, path: Any) -> None:
+        """Write the CAVs to an ``.npz`` file (no pickle): names, counterparts,
+        vectors float64 ``(K, D)``, accuracies, layer, features."""
+        if not self.cavs:
+            raise RuntimeError("no CAVs to save")
+        keys = list(self.cavs)
+        np.savez(path, concepts=np.array([k[0] for k in keys]),
+                 counterparts=np.array([k[1] for k in keys]),
+                 vectors=np.stack([self.cavs[k].vector for k in keys]),
+                 accuracies=np.array([self.cavs[k].accuracy for k in keys]),
+                 layer=np.array(self.layer), features=np.array(self.features),
+                 num_random=np.array(self.num_random))
+
+    def load_cavs(self, path: Any) -> "TCAV":
+        """Read CAVs written by :meth:`save_cavs` (``allow_pickle=False``);
+        the layer, features and ``num_random`` must match this object's."""
+        with np.load(path, allow_pickle=False) as z:
+            for key, mine in (("layer", self.layer), ("features", self.features),
+                              ("num_random", self.num_random)):
+                theirs = z[key].item()
+                if theirs != mine:
+                    raise ValueError(f"CAV file {path!s} has {key}={theirs!r}, this TCAV has "
+                                     f"{mine!r}")
+            vecs = z["vectors"]
+            self.cavs = {(str(c), str(r)): CAV(str(c), str(r), vecs[i].copy(), float(a))
+                         for i, (c, r, a) in enumerate(zip(z["concepts"], z["counterparts"],
+                                                           z["accuracies"]))}
+            self.dim = int(vecs.shape[1])
+        return self
+
+
+def _stable_hash(name: str) -> int:
+    """A hash of a concept name that does not change between processes."""
+    return zlib.crc32(name.encode("utf-8"))

@@ -1,0 +1,304 @@
+"""TCAV (interp_engine.methods.tcav): known-answer synthetic model, equality
+with captum's sign-count scores on the same CAVs, persistence, bad input."""
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("scipy")
+from torch import nn  # noqa: E402
+
+import interp_engine  # noqa: E402
+from interp_engine.methods.tcav import (TCAV, Classifier, MeanDifferenceClassifier,  # noqa: E402
+                                        train_cav)
+
+D = 12
+
+
+class Synth(nn.Module):
+    """h = tanh(Q x) at the layer ``feat``; logit_1 = h_0 + 0.3 sum_{i>0} h_i^2,
+    logit_0 = -logit_1.  Class 1 grows along the concept direction u = e_0
+    only: the even terms make the gradient vary in sign from input to input
+    along every other direction, without favouring any of them."""
+
+    def __init__(self, q):
+        super().__init__()
+        self.feat = nn.Linear(D, D, bias=False)
+        with torch.no_grad():
+            self.feat.weight.copy_(q)
+
+    def forward(self, x):
+        h = torch.tanh(self.feat(x))
+        logit = h[:, 0] + 0.3 * (h[:, 1:] ** 2).sum(1)
+        return torch.stack([-logit, logit], 1)
+
+
+def _setup(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(D, D, generator=g))
+    u = torch.zeros(D)
+    u[0] = 1.0
+    model = Synth(q).eval()
+
+    def inputs_with_features(f):  # x with Q x = f
+        return f @ q  # (Q^T)^{-1} = Q for an orthogonal Q: Q (Q^T f) = f
+
+    def rand(n):
+        return inputs_with_features(0.5 * torch.randn(n, D, generator=g))
+
+    concept = inputs_with_features(0.5 * torch.randn(40, D, generator=g) + 1.5 * u)
+    return model, u, rand, concept
+
+
+@pytest.mark.parametrize("classifier", ["sgd", "mean_difference"])
+def test_known_concept_is_significant_random_ones_are_not(classifier):
+    model, u, rand, concept = _setup()
+    tcav = TCAV(model, "feat", classifier=classifier, num_random=10, seed=0)
+    # noise concepts and the random reference drawn alike, larger than the
+    # counterparts: each CAV sees a fresh equal-size subset (see docs)
+    tcav.fit_cavs({"signal": concept, "noise_a": rand(400), "noise_b": rand(400)},
+                  [rand(400)] + [rand(40) for _ in range(10)])
+    # the signal CAVs point along u
+    for j in range(1, 11):
+        assert float(tcav.cavs[("signal", f"random_{j}")].vector @ u.double().numpy()) > 0.5
+    inputs = rand(50)
+    res = tcav.scores(inputs, target_class=1)
+    assert res["signal"].score > 0.9 and res["signal"].significant
+    assert res["signal"].p_corrected < 0.05
+    assert res["signal"].accuracy > 0.8
+    for name in ("noise_a", "noise_b"):
+        assert not res[name].significant, str(res)
+        assert 0.0 < res[name].p_value <= 1.0
+    # the opposite class: the concept lowers its logit everywhere
+    res0 = tcav.scores(inputs, target_class=0)
+    assert res0["signal"].score < 0.1 and res0["signal"].significant
+    # Bonferroni over the 3 concepts tested
+    for r in res.rows:
+        assert r.p_corrected == pytest.approx(min(1.0, 3 * r.p_value))
+    # scores are sign counts against each counterpart: recompute by hand
+    sens = tcav.sensitivities(inputs, 1)
+    for r in res.rows:
+        want = [np.mean(sens[(r.concept, f"random_{j}")] > 0) for j in range(1, 11)]
+        np.testing.assert_array_equal(r.scores, want)
+    from scipy.stats import ttest_ind
+    for r in res.rows:  # the paper's test: concept-vs-random against random-vs-random scores
+        np.testing.assert_array_equal(r.random_scores, res.rows[0].random_scores)
+        with warnings.catch_warnings():  # scipy warns on a nearly constant sample
+            warnings.simplefilter("ignore")
+            want = ttest_ind(r.scores, r.random_scores).pvalue
+        assert r.p_value == pytest.approx(want, rel=1e-12)
+    table = res.table()
+    assert [row["concept"] for row in table] == ["noise_a", "noise_b", "signal"]
+    assert "signal" in str(res)
+
+
+def test_significance_over_seeds():
+    # FastCAV keeps this cheap; the signal is significant for every seed, the
+    # noise concepts (drawn like the random reference) rarely (1 of 20 measured)
+    false_pos = 0
+    for seed in range(10):
+        model, u, rand, concept = _setup(seed)
+        t = TCAV(model, "feat", classifier="mean_difference", num_random=10, seed=seed)
+        t.fit_cavs({"signal": concept, "noise_a": rand(400), "noise_b": rand(400)},
+                   [rand(400)] + [rand(40) for _ in range(10)])
+        res = t.scores(rand(50), 1)
+        assert res["signal"].significant and res["signal"].score > 0.9, str(res)
+        false_pos += res["noise_a"].significant + res["noise_b"].significant
+    assert false_pos <= 2
+
+
+def test_deterministic_from_seed_and_model_unchanged():
+    model, u, rand, concept = _setup()
+    sets = [rand(20) for _ in range(4)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    a = TCAV(model, "feat", num_random=3, seed=5).fit_cavs({"c": concept}, sets)
+    b = TCAV(model, "feat", num_random=3, seed=5).fit_cavs({"c": concept}, sets)
+    c = TCAV(model, "feat", num_random=3, seed=6).fit_cavs({"c": concept}, sets)
+    for k in a.cavs:
+        np.testing.assert_array_equal(a.cavs[k].vector, b.cavs[k].vector)
+        assert np.linalg.norm(a.cavs[k].vector) == pytest.approx(1.0)
+    assert any(not np.array_equal(a.cavs[k].vector, c.cavs[k].vector) for k in a.cavs)
+    a.scores(rand(8), 1)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert not model.feat._forward_hooks and not model._forward_hooks
+    assert not model._forward_pre_hooks
+
+
+def test_mean_difference_is_normalized_class_mean_difference():
+    rng = np.random.default_rng(0)
+    pos = rng.normal(size=(30, 5)) + 2.0
+    neg = rng.normal(size=(30, 5))
+    v, acc = train_cav(pos, neg, MeanDifferenceClassifier(), seed=0)
+    # the train part: 20 of each (30 - round(0.33 * 30)); recompute with the same permutations
+    r = np.random.default_rng(0)
+    p, n = pos[r.permutation(30)], neg[r.permutation(30)]
+    w = p[10:].mean(0) - n[10:].mean(0)
+    np.testing.assert_allclose(v, w / np.linalg.norm(w), rtol=1e-12)
+    assert acc > 0.9
+
+
+def test_custom_classifier_and_save_load(tmp_path):
+    class Fixed(Classifier):
+        def fit(self, x, y, *, seed):
+            self.w = np.zeros(x.shape[1])
+            self.w[0] = 2.0
+
+        def weights(self):
+            return self.w
+
+    rng = np.random.default_rng(1)
+    acts = {"c": rng.normal(size=(10, 4))}
+    rnd = [rng.normal(size=(10, 4)) for _ in range(3)]
+    model, *_ = _setup()
+    t = TCAV(model, "feat", classifier=Fixed(), num_random=2).fit_cavs_from_activations(acts, rnd)
+    for cav in t.cavs.values():
+        np.testing.assert_array_equal(cav.vector, [1.0, 0, 0, 0])
+    path = tmp_path / "cavs.npz"
+    t.save_cavs(path)
+    t2 = TCAV(model, "feat", num_random=2).load_cavs(path)
+    assert t2.cavs.keys() == t.cavs.keys() and t2.dim == 4
+    for k in t.cavs:
+        np.testing.assert_array_equal(t2.cavs[k].vector, t.cavs[k].vector)
+        assert t2.cavs[k].accuracy == t.cavs[k].accuracy
+    with pytest.raises(ValueError, match="num_random"):
+        TCAV(model, "feat", num_random=3).load_cavs(path)
+
+
+def test_features_mean_on_conv_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 3)).eval()
+    t = TCAV(model, "0", num_random=2, features="mean", classifier="mean_difference")
+    sets = [torch.randn(6, 3, 6, 6) for _ in range(3)]
+    t.fit_cavs({"c": torch.randn(6, 3, 6, 6) + 1}, sets)
+    assert t.dim == 4
+    x = torch.randn(5, 3, 6, 6)
+    # reference: d/dt logit(f + t v at every position) by finite differences in float64
+    m64 = model.double()
+    f = m64[0](x.double())
+    v = torch.from_numpy(t.cavs[("c", "random_1")].vector)
+    eps = 1e-6
+    rest = m64[1:]
+    fd = (rest(f + eps * v[None, :, None, None])[:, 2] - rest(f - eps * v[None, :, None, None])[:, 2]) / (2 * eps)
+    model.float()
+    s = t.sensitivities(x, 2)[("c", "random_1")]
+    np.testing.assert_allclose(s, fd.detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_dataset_examples_match_tensor_examples():
+    model, u, rand, concept = _setup()
+    sets = [rand(8) for _ in range(3)]
+
+    class DS:
+        def __init__(self, x):
+            self.x = x
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return {"image": self.x[i], "label": 0}
+
+    a = TCAV(model, "feat", num_random=2, batch_size=3).fit_cavs({"c": concept}, sets)
+    b = TCAV(model, "feat", num_random=2).fit_cavs({"c": DS(concept)}, [DS(s) for s in sets])
+    for k in a.cavs:
+        # float32 forwards in other batch sizes differ in the last bits
+        np.testing.assert_allclose(a.cavs[k].vector, b.cavs[k].vector, atol=1e-5)
+
+
+def test_bad_input():
+    model, u, rand, concept = _setup()
+    sets = [rand(6) for _ in range(3)]
+    with pytest.raises(ValueError, match="'fet' is not a submodule.*'feat'"):
+        TCAV(model, "fet")
+    with pytest.raises(ValueError, match="classifier"):
+        TCAV(model, "feat", classifier="svm")
+    with pytest.raises(ValueError, match="num_random"):
+        TCAV(model, "feat", num_random=1)
+    t = TCAV(model, "feat", num_random=2)
+    with pytest.raises(ValueError, match=r"concept_examples\['c'\] must hold at least one"):
+        t.fit_cavs({"c": concept[:0]}, sets)
+    with pytest.raises(ValueError, match="concept_examples must be a non-empty dict"):
+        t.fit_cavs({}, sets)
+    with pytest.raises(ValueError, match="at least 2 examples"):
+        t.fit_cavs({"c": concept[:1]}, sets)
+    with pytest.raises(ValueError, match="at least num_random \\+ 1 = 3 sets"):
+        t.fit_cavs({"c": concept}, sets[:2])
+    with pytest.raises(ValueError, match="same number of features"):
+        t.fit_cavs_from_activations({"c": np.zeros((4, 5)) + 1}, [np.ones((4, 6))] * 3)
+    with pytest.raises(TypeError, match="floating-point"):
+        t.fit_cavs_from_activations({"c": np.zeros((4, 5), int)}, [np.ones((4, 5))] * 3)
+    with pytest.raises(RuntimeError, match="no CAVs"):
+        t.scores(rand(3), 1)
+    t.fit_cavs({"c": concept}, sets)
+    with pytest.raises(ValueError, match="target_class must be in \\[0, 2\\)"):
+        t.scores(rand(3), 2)
+    assert not model.feat._forward_hooks and not model._forward_hooks  # removed after errors
+    with pytest.raises(RuntimeError, match="mat1 and mat2|shapes cannot"):
+        t.scores(torch.randn(3, D + 1), 1)  # the model itself refuses the input size
+    # CAVs from activations of another size than the layer's
+    t2 = TCAV(model, "feat", num_random=2).fit_cavs_from_activations(
+        {"c": np.random.default_rng(0).normal(size=(4, 5))},
+        [np.random.default_rng(i).normal(size=(4, 5)) for i in range(1, 4)])
+    with pytest.raises(ValueError, match="features have 12 values per input, the CAVs 5"):
+        t2.scores(rand(3), 1)
+    with pytest.raises(TypeError, match="inputs must be a tensor"):
+        t.scores(42, 1)
+
+
+def test_lazy_export():
+    assert interp_engine.TCAV is TCAV
+
+
+@pytest.mark.filterwarnings("ignore:Using default classifier for TCAV:UserWarning")
+def test_sign_count_equals_captum():
+    pytest.importorskip("captum.concept")
+    from captum.concept import TCAV as CaptumTCAV
+    from captum.concept import Concept
+    from captum.concept._core.cav import CAV as CaptumCAV
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 4, 3),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    ours = TCAV(model, "1", num_random=3, classifier="mean_difference", seed=0)
+    ours.fit_cavs({"bright": torch.randn(12, 3, 8, 8) + 0.7, "dark": torch.randn(12, 3, 8, 8) - 0.7},
+                  [torch.randn(12, 3, 8, 8) for _ in range(4)])
+    assert ours.dim == 5 * 8 * 8
+    inputs = torch.randn(40, 3, 8, 8)
+    keys = list(ours.cavs)
+
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        theirs = CaptumTCAV(model, ["1"], save_path=tmp)
+    sets = []
+    for i, (c, r) in enumerate(keys):  # inject our CAVs: rows [v, -v] for classes [concept, random]
+        pair = [Concept(2 * i, f"{c}", None), Concept(2 * i + 1, f"{r}", None)]
+        v = torch.from_numpy(ours.cavs[(c, r)].vector)
+        theirs.cavs[f"{2 * i}-{2 * i + 1}"]["1"] = CaptumCAV(
+            pair, "1", {"weights": torch.stack([v, -v]), "classes": [2 * i, 2 * i + 1]})
+        sets.append(pair)
+    theirs.compute_cavs = lambda experimental_sets, processes=None: theirs.cavs
+    n = len(inputs)
+    checked = 0
+    for target in (0, 2):
+        got = theirs.interpret(inputs, sets, target=target)
+        res = ours.scores(inputs, target)
+        sens = ours.sensitivities(inputs, target)
+        for i, (c, r) in enumerate(keys):
+            sc = got[f"{2 * i}-{2 * i + 1}"]["1"]["sign_count"]  # float32 fractions
+            j = int(r.split("_")[1]) - 1
+            ours_count = ours_row_scores(res, c)[j] * n
+            assert ours_count == round(ours_count)
+            # the same counts of inputs with S > 0 (captum: concept row) and S < 0 (random row)
+            assert round(float(sc[0]) * n) == round(ours_count), (c, r, target)
+            assert round(float(sc[1]) * n) == int(np.sum(sens[(c, r)] < 0)), (c, r, target)
+            checked += 0 < ours_count < n  # not all trivially 0 or 1
+    assert checked >= 4
+
+
+def ours_row_scores(res, concept):
+    if concept == "random_0":
+        return res.rows[0].random_scores
+    return res[concept].scores
