@@ -540,3 +540,24 @@ def test_corrupt_image(broden):
     with pytest.raises(ValueError) as e:
         ds[3]
     _names(e, "index.csv", "row 5", "img3.png", "could not be decoded")
+
+
+def test_with_fields_skips_reading_files(broden):
+    root, _ = broden
+    ds = BrodenDataset(root)
+    full = ds[1]
+    no_img = ds.with_fields(image=False)[1]
+    assert "image" not in no_img and torch.equal(no_img["pixel_labels"], full["pixel_labels"])
+    no_lab = ds.with_fields(pixel_labels=False)
+    assert "pixel_labels" not in no_lab[1] and torch.equal(no_lab[1]["image"], full["image"])
+    assert "image" in ds[1]  # the original is unchanged
+    # the files are not read at all
+    view = ds.with_fields(image=False, pixel_labels=False)
+
+    def boom(i):
+        raise AssertionError("read a file")
+
+    view.load_image = view.load_label_maps = boom
+    assert set(view[1]) == {"image_labels", "image_categories", "index"}
+    batch = next(iter(broden_loader(view, batch_size=2)))
+    assert set(batch) == {"image_labels", "image_categories", "index"}

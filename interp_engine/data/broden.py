@@ -600,19 +600,34 @@ class BrodenDataset(Dataset):
         int32 (P, sh, sw), ``image_labels`` int32 (S,), ``image_categories``
         bool (num_categories,) tensors and ``index`` (int)."""
         i = self._check_index(i)
-        img = self._transform(self.load_image(i))
-        if isinstance(img, np.ndarray):
-            img = torch.from_numpy(img)
-        if not isinstance(img, torch.Tensor) or img.dim() != 3 or img.shape[0] != 3:
-            got = f"shape {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
-            raise TypeError(f"transform must return a (3, H, W) float tensor; got {got}")
-        return {
-            "image": img,
-            "pixel_labels": torch.from_numpy(self.load_label_maps(i)),
-            "image_labels": torch.from_numpy(self._image_labels[i].copy()),
-            "image_categories": torch.from_numpy(self._image_categories[i].copy()),
-            "index": i,
-        }
+        item: Dict[str, Any] = {}
+        if getattr(self, "_load_images", True):
+            img = self._transform(self.load_image(i))
+            if isinstance(img, np.ndarray):
+                img = torch.from_numpy(img)
+            if not isinstance(img, torch.Tensor) or img.dim() != 3 or img.shape[0] != 3:
+                got = f"shape {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
+                raise TypeError(f"transform must return a (3, H, W) float tensor; got {got}")
+            item["image"] = img
+        if getattr(self, "_load_labels", True):
+            item["pixel_labels"] = torch.from_numpy(self.load_label_maps(i))
+        item["image_labels"] = torch.from_numpy(self._image_labels[i].copy())
+        item["image_categories"] = torch.from_numpy(self._image_categories[i].copy())
+        item["index"] = i
+        return item
+
+    def with_fields(self, *, image: bool = True, pixel_labels: bool = True) -> "BrodenDataset":
+        """A view of this dataset whose items leave out the image and/or the
+        pixel label maps (the files are then not read at all): a pass that only
+        needs the images (activations) or only the labels (from cached
+        activations) saves the decoding of the other.  The other fields
+        (``image_labels``, ``image_categories``, ``index``) are always there."""
+        import copy
+
+        view = copy.copy(self)
+        view._load_images = bool(image)
+        view._load_labels = bool(pixel_labels)
+        return view
 
     def row_number(self, i: int) -> int:
         """The spreadsheet row number (header = 1) in index.csv of item i."""

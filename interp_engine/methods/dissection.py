@@ -550,9 +550,11 @@ class Dissection:
                 "num_labels": len(ds.label_names), "categories": list(ds.categories),
                 "dataset": str(getattr(ds, "root", type(ds).__name__))}
 
-    def _loader(self, ds, start_batch: int):
+    def _loader(self, ds, start_batch: int, *, image: bool = True, pixel_labels: bool = True):
         import torch
 
+        if hasattr(ds, "with_fields"):  # skip decoding what the pass does not use
+            ds = ds.with_fields(image=image, pixel_labels=pixel_labels)
         start = min(len(ds), start_batch * self.batch_size)
         sub = torch.utils.data.Subset(ds, range(start, len(ds)))
         return torch.utils.data.DataLoader(sub, batch_size=self.batch_size, shuffle=False,
@@ -615,7 +617,8 @@ class Dissection:
                 def source(pass_name: str, start: int):
                     """Yield (batch number, batch dict, {layer: acts}) from the model or the cache."""
                     use_cache = self.activation_cache and pass_name != "quantiles"
-                    for b, batch in enumerate(self._loader(ds, start), start=start):
+                    loader = self._loader(ds, start, image=not use_cache, pixel_labels=pass_name == "iou")
+                    for b, batch in enumerate(loader, start=start):
                         if use_cache:
                             lo = b * self.batch_size
                             hi = lo + batch["index"].shape[0]
