@@ -24,9 +24,10 @@ Semantics (shared/ALGORITHMS.md section 4; docs/concept_vectors.md):
   uniform sample of ``max_positives`` once there are more) and one shared
   seeded uniform sample of ``max_negatives`` positions of all images, whose
   ``y_c == 0`` members are concept ``c``'s negatives.  Each kept position is
-  weighted by the inverse of its sampling fraction, so the sampled loss is an
-  unbiased estimate of the full loss; the solve is exact on that sample, and
-  on the full data when neither cap is reached.
+  weighted by the inverse of its sampling fraction, then the positive and
+  the negative terms are rescaled to one half each (ratio estimators of the
+  full loss); the solve is exact on that sample, and on the full data when
+  neither cap is reached.
 * ``method="net2vec"`` (the paper): per concept, weights ``w`` (K,) and bias
   ``b``; prediction ``sigmoid(upsample(sum_k w_k I_k + b))`` with ``I_k`` the
   unit maps binarized at their top-``quantile`` threshold (exact, from the
@@ -755,6 +756,11 @@ class _SemanticSample:
         x = torch.cat([fp, fn]).to(torch.float64)
         c1 = torch.cat([a * wp * yp, torch.zeros(fn.shape[0], dtype=torch.float64)])
         c0 = torch.cat([n * wp * (1 - yp), torch.full((fn.shape[0],), n * wn, dtype=torch.float64)])
+        # ratio estimators: on a capped sample the two masses are made exactly 1/2 each (no change
+        # when the sample holds every position)
+        c1 = c1 * (0.5 / c1.sum())
+        if float(c0.sum()) > 0:
+            c0 = c0 * (0.5 / c0.sum())
         return x, c1, c0
 
     def info(self, c: int) -> Dict[str, Any]:
