@@ -277,6 +277,8 @@ class ConceptVectors:
         # learned state
         self.concepts: List[str] = []
         self.categories: List[str] = []
+        self.labels: List[int] = []      # the concepts' label numbers in the fitting dataset
+        self.skipped: List[str] = []     # labels without pixels, skipped by fit(concepts=None)
         self.vectors: Optional[np.ndarray] = None      # (L, K) unit norm
         self.scales: Optional[np.ndarray] = None       # (L,)
         self.biases: Optional[np.ndarray] = None       # (L,)
