@@ -251,3 +251,29 @@ def test_bad_input(root, model):
         cv.fit(no_pix)
     with pytest.raises(ValueError, match="split 'test'"):
         cv.fit(BrodenDataset(root, transform=DEFAULT_TRANSFORM), split="test")
+
+
+class _CroppedLabels:
+    """A BrodenDataset-like wrapper whose label maps are cropped (mismatched)."""
+
+    def __init__(self, ds):
+        self.ds = ds
+        for k in ("label_names", "label_category", "categories", "pixel_size", "pixel_categories",
+                  "num_pixel_maps", "splits"):
+            setattr(self, k, getattr(ds, k))
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        item = dict(self.ds[i])
+        item["pixel_labels"] = item["pixel_labels"][:, :16, :16]
+        return item
+
+
+def test_mismatched_masks(root, model):
+    ds = _CroppedLabels(BrodenDataset(root, transform=DEFAULT_TRANSFORM, max_images=8))
+    with pytest.raises(ValueError, match="pixel_labels of shape .* do not match"):
+        ConceptVectors(model, DEFAULT_LAYER).fit(ds, split=None)
+    with pytest.raises(TypeError, match="dataset must be"):
+        ConceptVectors(model, DEFAULT_LAYER).fit([1, 2, 3])
