@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from interp_engine import ChannelQuantiles, IoUTally  # noqa: E402
+from interp_engine import IoUTally  # noqa: E402
 from interp_engine.data import BrodenDataset, concept_dataset  # noqa: E402
 from interp_engine.data.concepts import COLOR_NAMES  # noqa: E402
 from interp_engine.methods.concept_vectors import (ConceptVectors,  # noqa: E402
@@ -87,7 +87,7 @@ def test_thresholds_and_unit_iou_match_the_core(semantic, root, model):
     tally = IoUTally(a.shape[1], len(val.label_names), val.label_category_for_tally(),
                      int(val.num_categories), output_size=tuple(val.pixel_size))
     tally.update(a, cv.thresholds, pixel_labels=pl)
-    for j, r in enumerate(ev.rows):
+    for r in ev.rows:
         lab = val.label_names.index(r.concept)
         assert r.label_pixels == tally.label_pixels[lab]
         # unit pixels over all images (a test on its own: the reference computation)

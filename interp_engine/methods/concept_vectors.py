@@ -569,7 +569,7 @@ class ConceptVectors:
         opt = torch.optim.Adam([w, b], lr=self.lr)
         al = torch.as_tensor(alpha, dtype=torch.float32)
         rng = np.random.default_rng([self.seed, 5])
-        for epoch in range(self.epochs):
+        for _ in range(self.epochs):
             for a, pl in self._batches(ds, idx, shuffle_seed=int(rng.integers(2**31 - 1))):
                 x = self._features(a, thr_t)
                 m = self._masks(pl, labels).to(torch.float32)               # (B, L, S, S)
