@@ -25,6 +25,9 @@ arrived.
 - :class:`TCAV`: concept activation vectors and TCAV scores with the paper's
   significance test (imported on first use; needs torch, scipy, and
   scikit-learn for the SGD classifier).
+- :class:`ConceptVectors`: segmentation concept vectors (semantic vectors,
+  our formulation of Gu & Tresp; Net2Vec) with the held-out IoU against the
+  best single unit (imported on first use; needs torch).
 """
 import importlib as _importlib
 import importlib.util as _importlib_util
@@ -69,7 +72,8 @@ _METHOD_NAMES = {"Invert": ".methods.invert", "InvertResult": ".methods.invert",
                  "dissect": ".methods.dissection", "Dissection": ".methods.dissection",
                  "DissectionResult": ".methods.dissection", "LayerResult": ".methods.dissection",
                  "rotation_experiment": ".methods.dissection",
-                 "TCAV": ".methods.tcav", "TCAVResult": ".methods.tcav"}
+                 "TCAV": ".methods.tcav", "TCAVResult": ".methods.tcav",
+                 "ConceptVectors": ".methods.concept_vectors"}
 __all__ += list(_METHOD_NAMES)
 # subpackages reachable as attributes (interp_engine.report.write_report(...)) after `import interp_engine`
 _SUBPACKAGES = ("data", "models", "methods", "report")

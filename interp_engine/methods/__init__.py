@@ -1,4 +1,5 @@
 """Interpretability methods built on the core and the capture layer."""
+from .concept_vectors import ConceptIoURow, ConceptVectors, ConceptVectorsEvaluation
 from .dissection import (Dissection, DissectionResult, LayerResult, dissect, random_rotation,
                          rotation_experiment)
 from .invert import Explanation, Invert, InvertResult, NeuronExplanation, format_formula
@@ -8,4 +9,5 @@ from .tcav import (CAV, TCAV, Classifier, MeanDifferenceClassifier, SGDLinearCla
 __all__ = ["Dissection", "DissectionResult", "LayerResult", "dissect", "random_rotation",
            "rotation_experiment", "Invert", "InvertResult", "NeuronExplanation", "Explanation",
            "format_formula", "TCAV", "TCAVResult", "TCAVRow", "CAV", "Classifier",
-           "SGDLinearClassifier", "MeanDifferenceClassifier"]
+           "SGDLinearClassifier", "MeanDifferenceClassifier", "ConceptVectors",
+           "ConceptVectorsEvaluation", "ConceptIoURow"]

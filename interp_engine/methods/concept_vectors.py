@@ -1,0 +1,772 @@
+"""Segmentation concept vectors: semantic vectors (our formulation of Gu &
+Tresp 2019) and Net2Vec (Fong & Vedaldi, CVPR 2018), with the held-out
+set-IoU comparison against the best single unit (issue 5).
+
+Semantics (shared/ALGORITHMS.md section 4; docs/concept_vectors.md):
+
+* Data: a Broden-format dataset (:class:`~interp_engine.data.BrodenDataset`
+  or its directory) with pixel-level labels.  A concept is a pixel-level
+  label; its mask in an image is where any of the image's label maps holds
+  it, at the label resolution ``(S_h, S_w)``.
+* ``method="semantic"`` (OUR formulation; the paper body was not available):
+  per concept ``c`` a logit ``z = s_c * (v_c . a) + b_c`` at every spatial
+  position of the layer, from the raw (un-binarized) activation vector
+  ``a`` (K,), with ``v_c`` unit-norm, ``s_c >= 0`` its scale and ``b_c`` the
+  bias.  Targets: the fraction ``y`` of the layer cell covered by the mask
+  (area average, ``adaptive_avg_pool2d``), a soft label.  Loss:
+  class-balanced, L2-regularized logistic loss
+  ``a_c sum_i y_i softplus(-z_i) + n_c sum_i (1-y_i) softplus(z_i) + l2/2 |w|^2``
+  with ``w = s_c v_c`` (the bias is not regularized) and ``a_c = 1/(2 sum y)``,
+  ``n_c = 1/(2 sum (1-y))`` over all training positions (positive and
+  negative mass count one half each).  Convex; solved by Newton's method
+  with backtracking to ``|grad|_2 <= tol``.  Streaming with bounded memory:
+  one pass keeps, per concept, its positive positions (``y > 0``; a seeded
+  uniform sample of ``max_positives`` once there are more) and one shared
+  seeded uniform sample of ``max_negatives`` positions of all images, whose
+  ``y_c == 0`` members are concept ``c``'s negatives.  Each kept position is
+  weighted by the inverse of its sampling fraction, then the positive and
+  the negative terms are rescaled to one half each (ratio estimators of the
+  full loss); the solve is exact on that sample, and on the full data when
+  neither cap is reached.
+* ``method="net2vec"`` (the paper): per concept, weights ``w`` (K,) and bias
+  ``b``; prediction ``sigmoid(upsample(sum_k w_k I_k + b))`` with ``I_k`` the
+  unit maps binarized at their top-``quantile`` threshold (exact, from the
+  core's :class:`~interp_engine.ChannelQuantiles`, as in dissection) or the
+  raw maps (``binarize=False``); bilinear upsampling to the label resolution
+  (``align_corners=False``).  Loss: class-balanced BCE
+  ``-mean(alpha M log p + (1-alpha)(1-M) log(1-p))`` with
+  ``alpha = 1 - mean pixel fraction of the concept over the images that
+  contain it``, on the images containing the concept only; Adam, zero
+  initialization, ``epochs`` passes over the training data in a seeded order.
+* Evaluation: set-IoU at 0.5 over the images given (``split="val"``):
+  ``sum_images |p > 0.5 & M| / sum_images |p > 0.5 | M|``, with ``p`` the
+  prediction upsampled to the label resolution (for semantic vectors the
+  logit map is upsampled bilinearly, like Net2Vec's).  Next to it, the best
+  single unit: the unit whose dissection-style mask (its map upsampled in
+  float64 above its top-``quantile`` threshold of the training split) has the
+  highest set-IoU with the concept on the training split, scored on the
+  evaluated images.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..engine._arrays import check_positive_int
+from ..engine.quantiles import ChannelQuantiles
+
+__all__ = ["ConceptVectors", "ConceptVectorsEvaluation", "ConceptIoURow", "METHODS",
+           "solve_balanced_logistic"]
+
+METHODS = ("semantic", "net2vec")
+_FORMAT = "interp_engine.concept_vectors"
+_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- the convex solve
+
+def _balanced_loss_grad(x, c1, c0, theta, l2):
+    """Loss, gradient for ``theta = [w; b]`` (float64 torch)."""
+    import torch
+    import torch.nn.functional as F
+
+    z = x @ theta[:-1] + theta[-1]
+    loss = (c1 * F.softplus(-z) + c0 * F.softplus(z)).sum() + 0.5 * l2 * (theta[:-1] @ theta[:-1])
+    s = torch.sigmoid(z)
+    r = (c1 + c0) * s - c1
+    g = torch.cat([x.T @ r + l2 * theta[:-1], r.sum()[None]])
+    return loss, g, s
+
+
+def solve_balanced_logistic(x, c1, c0, *, l2: float, tol: float = 1e-9, max_iter: int = 100
+                            ) -> Tuple[np.ndarray, float, Dict[str, Any]]:
+    """Minimize ``sum_i c1_i softplus(-z_i) + c0_i softplus(z_i) + l2/2 |w|^2``
+    with ``z_i = w . x_i + b`` by Newton's method with backtracking (Armijo)
+    until the gradient's 2-norm is ``<= tol``.
+
+    Args:
+        x: float ``(n, K)`` features (numpy or torch; computed in float64).
+        c1, c0: float ``(n,)`` non-negative weights of the positive and the
+            negative term of each row (a soft label ``y`` with weight ``m``
+            gives ``c1 = m y``, ``c0 = m (1 - y)``).
+        l2: the L2 penalty on ``w`` (> 0: strictly convex in ``w``).
+        tol: stop when ``|grad|_2 <= tol``.
+        max_iter: at most this many Newton steps.
+
+    Returns:
+        ``(w float64 (K,), b float, info)`` with ``info`` = ``{"iterations",
+        "grad_norm", "loss", "converged"}``.
+    """
+    import torch
+
+    x = torch.as_tensor(x, dtype=torch.float64)
+    c1 = torch.as_tensor(c1, dtype=torch.float64)
+    c0 = torch.as_tensor(c0, dtype=torch.float64)
+    n, k = x.shape
+    theta = torch.zeros(k + 1, dtype=torch.float64)
+    reg = torch.full((k + 1,), float(l2), dtype=torch.float64)
+    reg[-1] = 0.0
+    loss, g, s = _balanced_loss_grad(x, c1, c0, theta, l2)
+    it = 0
+    while float(torch.linalg.vector_norm(g)) > tol and it < max_iter:
+        h = (c1 + c0) * s * (1 - s)
+        xt = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], dim=1)
+        hess = (xt * h[:, None]).T @ xt + torch.diag(reg)
+        try:
+            step = torch.linalg.solve(hess, g)
+        except RuntimeError:  # singular (e.g. an all-zero feature with l2 == 0): least squares
+            step = torch.linalg.lstsq(hess, g[:, None]).solution[:, 0]
+        t, dec = 1.0, float(g @ step)
+        while True:
+            cand = theta - t * step
+            new_loss, new_g, new_s = _balanced_loss_grad(x, c1, c0, cand, l2)
+            if float(new_loss) <= float(loss) - 1e-4 * t * dec or t < 1e-10:
+                break
+            t *= 0.5
+        theta, loss, g, s = cand, new_loss, new_g, new_s
+        it += 1
+    gn = float(torch.linalg.vector_norm(g))
+    info = {"iterations": it, "grad_norm": gn, "loss": float(loss), "converged": gn <= tol}
+    return theta[:-1].numpy().copy(), float(theta[-1]), info
+
+
+# ----------------------------------------------------------------------------- results
+
+@dataclass
+class ConceptIoURow:
+    """Held-out segmentation IoU of one concept vector and the best unit.
+
+    Attributes:
+        concept, category: the label and its category.
+        method: ``"semantic"`` or ``"net2vec"``.
+        iou: the vector's set-IoU at 0.5 on the evaluated images.
+        best_unit: the unit with the highest set-IoU for the concept on the
+            training split (-1 when none overlaps it).
+        unit_iou: that unit's set-IoU on the evaluated images.
+        train_unit_iou: its set-IoU on the training split.
+        label_pixels: the concept's pixels in the evaluated images.
+    """
+
+    concept: str
+    category: str
+    method: str
+    iou: float
+    best_unit: int
+    unit_iou: float
+    train_unit_iou: float
+    label_pixels: int
+
+    @property
+    def beats_unit(self) -> bool:
+        """The vector's IoU is above the best unit's."""
+        return self.iou > self.unit_iou
+
+
+@dataclass
+class ConceptVectorsEvaluation:
+    """One :class:`ConceptIoURow` per concept (in fit order)."""
+
+    layer: str
+    method: str
+    num_images: int
+    rows: List[ConceptIoURow]
+
+    def __getitem__(self, concept: str) -> ConceptIoURow:
+        for r in self.rows:
+            if r.concept == concept:
+                return r
+        raise KeyError(f"no concept {concept!r}; concepts: {[r.concept for r in self.rows]}")
+
+    def table(self) -> List[Dict[str, Any]]:
+        """One plain dict per concept (no pandas): concept, category, method,
+        iou, best_unit, unit_iou, train_unit_iou, label_pixels, beats_unit."""
+        keys = ("concept", "category", "method", "iou", "best_unit", "unit_iou", "train_unit_iou",
+                "label_pixels", "beats_unit")
+        return [{k: getattr(r, k) for k in keys} for r in self.rows]
+
+    def __str__(self) -> str:
+        lines = [f"{self.method} concept vectors at {self.layer!r}: set-IoU at 0.5 on "
+                 f"{self.num_images} images",
+                 f"{'concept':<16} {'category':<10} {'vector':>7} {'unit':>5} {'unit IoU':>8}"]
+        for r in self.rows:
+            lines.append(f"{r.concept[:16]:<16} {r.category[:10]:<10} {r.iou:7.4f} {r.best_unit:>5} "
+                         f"{r.unit_iou:8.4f}{'  *' if r.beats_unit else ''}")
+        n = sum(r.beats_unit for r in self.rows)
+        lines.append(f"vector above the best unit for {n} of {len(self.rows)} concepts (*)")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the method
+
+class ConceptVectors:
+    """Concept vectors learned from pixel masks at one layer of ``model``.
+
+    Args:
+        model: a ``torch.nn.Module`` (run in eval mode during the passes;
+            its training flags are restored afterwards).
+        layer: the name of a module whose output is ``(B, K, h, w)``.
+        method: ``"semantic"`` (our formulation of Gu & Tresp: Newton on a
+            class-balanced logistic loss from raw activations) or
+            ``"net2vec"`` (Fong & Vedaldi).
+        l2: semantic: the L2 penalty on the weights (default 1e-3).
+        tol, max_iter: semantic: Newton stops at ``|grad|_2 <= tol``.
+        max_positives, max_negatives: semantic: the caps of the per-concept
+            positive sample and of the shared sample of positions.
+        binarize: net2vec: binarized unit maps (True, the paper) or raw
+            activations (False).
+        epochs, lr: net2vec: Adam passes over the training split and its
+            learning rate.
+        quantile: top fraction defining a unit's active region (0.005), for
+            net2vec's binarization and the best-unit comparison.
+        transform: used when a dataset is given as a directory (default
+            ``"unit"``, the bundled ConceptCNN's input).
+        batch_size, seed: of the passes; the seed drives the samples and the
+            net2vec data order.
+        calibrate_bias: after the fit, shift each bias so that the set-IoU
+            of the upsampled prediction at 0.5 is highest on the fitting data
+            (one more pass; logit resolution 0.01).  None (default): on for
+            ``"semantic"`` (a class-balanced fit predicts far too wide masks
+            at 0.5 for rare concepts), off for ``"net2vec"`` (the paper).
+    """
+
+    def __init__(self, model, layer: str, *, method: str = "semantic", l2: float = 1e-3,
+                 tol: float = 1e-9, max_iter: int = 100, max_positives: int = 20000,
+                 max_negatives: int = 50000, binarize: bool = True, epochs: int = 30,
+                 lr: float = 0.01, quantile: float = 0.005, transform: Any = "unit",
+                 batch_size: int = 64, seed: int = 0, calibrate_bias: Optional[bool] = None) -> None:
+        import torch
+
+        from ..capture import find_module
+
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        if not isinstance(layer, str) or not layer:
+            raise TypeError(f"layer must be a non-empty layer name (str); got {layer!r}")
+        find_module(model, layer)  # ValueError with close matches
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+        for name, v in (("l2", l2), ("tol", tol), ("lr", lr)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number >= 0; got {v!r}")
+        if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 < quantile < 1.0:
+            raise ValueError(f"quantile must be a float in (0, 1) (the top fraction, e.g. 0.005); "
+                             f"got {quantile!r}")
+        self.model = model
+        self.layer = layer
+        self.method = method
+        self.l2 = float(l2)
+        self.tol = float(tol)
+        self.max_iter = check_positive_int(max_iter, "max_iter")
+        self.max_positives = check_positive_int(max_positives, "max_positives")
+        self.max_negatives = check_positive_int(max_negatives, "max_negatives")
+        self.binarize = bool(binarize)
+        self.epochs = check_positive_int(epochs, "epochs")
+        self.lr = float(lr)
+        self.quantile = float(quantile)
+        self.transform = transform
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.seed = int(seed)
+        if calibrate_bias is not None and not isinstance(calibrate_bias, bool):
+            raise TypeError(f"calibrate_bias must be None, True or False; got {calibrate_bias!r}")
+        self.calibrate_bias = calibrate_bias
+        # learned state
+        self.concepts: List[str] = []
+        self.categories: List[str] = []
+        self.labels: List[int] = []      # the concepts' label numbers in the fitting dataset
+        self.skipped: List[str] = []     # labels without pixels, skipped by fit(concepts=None)
+        self.vectors: Optional[np.ndarray] = None      # (L, K) unit norm
+        self.scales: Optional[np.ndarray] = None       # (L,)
+        self.biases: Optional[np.ndarray] = None       # (L,)
+        self.solved_biases: Optional[np.ndarray] = None  # (L,) before calibration
+        self.thresholds: Optional[np.ndarray] = None   # (K,)
+        self.best_units: Optional[np.ndarray] = None   # (L,)
+        self.train_unit_iou: Optional[np.ndarray] = None  # (L,)
+        self.solve_info: Dict[str, Dict[str, Any]] = {}
+        self._keep_samples = False  # test hook: keep the semantic samples in self._samples
+        self._samples: Dict[str, Tuple[Any, Any, Any]] = {}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def weights(self) -> np.ndarray:
+        """float64 ``(L, K)``: ``scale * vector``, the weights of the logit."""
+        self._check_fitted()
+        return self.vectors * self.scales[:, None]
+
+    def _check_fitted(self) -> None:
+        if self.vectors is None:
+            raise RuntimeError("no concept vectors: call fit() or load() first")
+
+    # ------------------------------------------------------------------ data
+    def _resolve(self, dataset: Any, split: Optional[str]):
+        """(BrodenDataset-like, indices) for ``split`` (None: all rows)."""
+        if isinstance(dataset, (str, os.PathLike)):
+            from ..data.broden import BrodenDataset
+
+            ds = BrodenDataset(dataset, split=split, transform=self.transform)
+            idx = list(range(len(ds)))
+        else:
+            need = ("label_names", "label_category", "categories", "pixel_size", "__getitem__", "__len__")
+            missing = [n for n in need if not hasattr(dataset, n)]
+            if missing:
+                raise TypeError(f"dataset must be a Broden directory path or a BrodenDataset-like object; "
+                                f"got {type(dataset).__name__} without {missing}")
+            ds = dataset
+            if split is None:
+                idx = list(range(len(ds)))
+            else:
+                splits = getattr(ds, "splits", None)
+                if splits is None or all(s is None for s in splits):
+                    raise ValueError(f"split={split!r} needs a dataset with a split column; this one has none")
+                idx = [i for i, s in enumerate(splits) if s == split]
+        if not idx:
+            raise ValueError(f"dataset has no images{'' if split is None else f' in split {split!r}'}")
+        pix = list(getattr(ds, "pixel_categories", []))
+        if not pix or int(getattr(ds, "num_pixel_maps", 0)) == 0:
+            raise ValueError("dataset has no pixel-level labels (no pixel category / label maps); concept "
+                             "vectors need segmentation masks")
+        return ds, idx
+
+    def _pixel_labels(self, ds) -> Dict[str, Tuple[int, str]]:
+        cat_of = np.asarray(ds.label_category, dtype=np.int64)
+        pix = set(ds.pixel_categories)
+        out = {}
+        for lab, name in enumerate(ds.label_names):
+            c = int(cat_of[lab])
+            if lab > 0 and 0 <= c < len(ds.categories) and ds.categories[c] in pix:
+                out[str(name)] = (lab, ds.categories[c])
+        return out
+
+    def _select(self, ds, concepts: Optional[Sequence[str]]) -> Tuple[List[str], List[int], List[str], bool]:
+        avail = self._pixel_labels(ds)
+        if concepts is None:
+            names = list(avail)
+            explicit = False
+        else:
+            if isinstance(concepts, str):
+                concepts = [concepts]
+            names = list(concepts)
+            if not names:
+                raise ValueError("concepts must be None (all pixel labels) or a non-empty list of names")
+            unknown = [n for n in names if n not in avail]
+            if unknown:
+                raise ValueError(f"concepts {unknown} are not pixel-level labels of this dataset; "
+                                 f"available: {sorted(avail)}")
+            if len(set(names)) != len(names):
+                raise ValueError(f"concepts must not repeat a name; got {names}")
+            explicit = True
+        return names, [avail[n][0] for n in names], [avail[n][1] for n in names], explicit
+
+    def _batches(self, ds, idx: Sequence[int], *, shuffle_seed: Optional[int] = None):
+        """Yield (acts float32 cpu (B, K, h, w), pixel_labels int (B, P, S, S))."""
+        import torch
+
+        from ..capture import iter_activations
+
+        order = list(idx)
+        if shuffle_seed is not None:
+            perm = np.random.default_rng(shuffle_seed).permutation(len(order))
+            order = [order[i] for i in perm]
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, order),
+                                             batch_size=self.batch_size, shuffle=False)
+        for batch, acts in iter_activations(self.model, self.layer, loader):
+            a = acts[self.layer].detach().to("cpu", torch.float32)
+            if a.ndim != 4:
+                raise ValueError(f"layer {self.layer!r} gave activations of shape {tuple(a.shape)}; "
+                                 f"expected (B, K, h, w)")
+            pl = batch["pixel_labels"]
+            if pl.shape[0] != a.shape[0] or tuple(pl.shape[2:]) != tuple(int(s) for s in ds.pixel_size):
+                raise ValueError(f"pixel_labels of shape {tuple(pl.shape)} do not match {a.shape[0]} images "
+                                 f"with label maps of size {tuple(ds.pixel_size)}")
+            yield a, pl
+
+    @staticmethod
+    def _masks(pl, labels):
+        """bool (B, L, S, S): concept masks from int (B, P, S, S) label maps."""
+        import torch
+
+        lab = torch.as_tensor(labels, dtype=pl.dtype)
+        return (pl[:, :, None] == lab[None, None, :, None, None]).any(dim=1)
+
+    def _run(self, fn):
+        """Run ``fn()`` with the model in eval mode, restoring its flags."""
+        flags = {m: m.training for m in self.model.modules()}
+        try:
+            self.model.eval()
+            return fn()
+        finally:
+            for m, f in flags.items():
+                m.training = f
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, dataset: Any, concepts: Optional[Sequence[str]] = None, *,
+            split: Optional[str] = "train") -> "ConceptVectors":
+        """Learn one vector per concept on ``split`` of ``dataset``.
+
+        Args:
+            dataset: a Broden directory or a BrodenDataset(-like) object whose
+                items have ``"image"`` and ``"pixel_labels"`` int (P, S, S).
+            concepts: pixel-level label names; None = every pixel-level label
+                (those without any pixel in the split are skipped and listed
+                in ``self.skipped``; a named concept without pixels raises).
+            split: the rows used (``"train"``); None = all rows.
+
+        Sets ``concepts``, ``vectors`` float64 (L, K) unit norm, ``scales``
+        (L,), ``biases`` (L,), ``thresholds`` (K,), ``best_units`` (L,),
+        ``train_unit_iou`` (L,), ``solve_info``.  Returns self.
+        """
+        ds, idx = self._resolve(dataset, split)
+        names, labels, cats, explicit = self._select(ds, concepts)
+        return self._run(lambda: self._fit(ds, idx, names, labels, cats, explicit))
+
+    def _fit(self, ds, idx, names, labels, cats, explicit):
+        import torch
+
+        # pass 1: quantile sketch (+ the semantic sample, + concept statistics)
+        sketch: Optional[ChannelQuantiles] = None
+        sem = _SemanticSample(len(labels), self.max_positives, self.max_negatives, self.seed) \
+            if self.method == "semantic" else None
+        pix_count = torch.zeros(len(labels), dtype=torch.float64)
+        frac_sum = torch.zeros(len(labels), dtype=torch.float64)   # sum of per-image fractions (net2vec alpha)
+        img_count = torch.zeros(len(labels), dtype=torch.float64)
+        shape = None
+        for a, pl in self._batches(ds, idx):
+            if sketch is None:
+                sketch = ChannelQuantiles(a.shape[1], seed=self.seed)
+                shape = tuple(a.shape[1:])
+            sketch.update(a)
+            m = self._masks(pl, labels)
+            cnt = m.flatten(2).sum(2).to(torch.float64)  # (B, L)
+            pix_count += cnt.sum(0)
+            has = cnt > 0
+            img_count += has.sum(0)
+            frac_sum += (cnt / float(m.shape[2] * m.shape[3])).sum(0)
+            if sem is not None:
+                sem.update(a, m)
+        empty = [n for n, c in zip(names, pix_count.tolist()) if c == 0]
+        if empty and explicit:
+            raise ValueError(f"concepts {empty} have no positive pixels in the fitting data; drop them")
+        keep = [i for i, c in enumerate(pix_count.tolist()) if c > 0]
+        if not keep:
+            raise ValueError("no concept has a positive pixel in the fitting data")
+        self.skipped = empty
+        # pass 2: exact thresholds
+        ex = sketch.exact_pass(1.0 - self.quantile)
+        for a, _ in self._batches(ds, idx):
+            ex.update(a)
+        thr = np.asarray(ex.result(), dtype=np.float64)
+        self.thresholds = thr
+        # pass 3: best units on the fitting data
+        inter, upix, lpix = self._unit_tally(ds, idx, labels)
+        unit_iou = inter / np.maximum(upix[:, None] + lpix[None, :] - inter, 1)
+        best = np.argmax(unit_iou, axis=0)
+        best_iou = unit_iou[best, np.arange(len(labels))]
+        # the vectors
+        K = shape[0]
+        W = np.zeros((len(labels), K))
+        B = np.zeros(len(labels))
+        self.solve_info = {}
+        if self.method == "semantic":
+            for i in keep:
+                x, c1, c0 = sem.problem(i)
+                if self._keep_samples:
+                    self._samples[names[i]] = (x, c1, c0)
+                w, b, info = solve_balanced_logistic(x, c1, c0, l2=self.l2, tol=self.tol,
+                                                     max_iter=self.max_iter)
+                info.update(sem.info(i))
+                W[i], B[i] = w, b
+                self.solve_info[names[i]] = info
+        else:
+            alpha = 1.0 - (frac_sum / img_count.clamp(min=1)).numpy()
+            W, B = self._train_net2vec(ds, idx, labels, alpha, K, thr)
+        keep_a = np.array(keep)
+        norms = np.linalg.norm(W[keep_a], axis=1)
+        vec = W[keep_a] / np.where(norms > 0, norms, 1.0)[:, None]
+        self.concepts = [names[i] for i in keep]
+        self.categories = [cats[i] for i in keep]
+        self.labels = [labels[i] for i in keep]
+        self.vectors, self.scales, self.biases = vec, norms, B[keep_a]
+        self.solved_biases = self.biases.copy()
+        if self._calibrate():
+            self.biases = self.biases - self._best_offsets(ds, idx, self.labels)
+        self.best_units = np.where(best_iou[keep_a] > 0, best[keep_a], -1).astype(np.int64)
+        self.train_unit_iou = best_iou[keep_a].astype(np.float64)
+        return self
+
+    def _calibrate(self) -> bool:
+        return self.method == "semantic" if self.calibrate_bias is None else bool(self.calibrate_bias)
+
+    def _best_offsets(self, ds, idx, labels) -> np.ndarray:
+        """Per concept, the logit threshold ``t`` (a multiple of 0.01 in
+        [-30, 30]) maximizing the set-IoU of ``upsampled logit > t`` on the
+        fitting data, from streamed histograms of the logits of mask and
+        non-mask pixels."""
+        import torch
+        import torch.nn.functional as F
+
+        lo, width, nb = -30.0, 0.01, 6000
+        L = len(labels)
+        S = tuple(int(s) for s in ds.pixel_size)
+        hist_pos = torch.zeros(L * nb, dtype=torch.int64)
+        hist_neg = torch.zeros(L * nb, dtype=torch.int64)
+        base = (torch.arange(L) * nb)[None, :, None, None]
+        for a, pl in self._batches(ds, idx):
+            z = F.interpolate(self.predict_logits(a).to(torch.float64), size=S, mode="bilinear",
+                              align_corners=False)
+            b = ((z - lo) / width).floor().clamp(0, nb - 1).to(torch.int64) + base
+            m = self._masks(pl, labels)
+            hist_pos += torch.bincount(b[m], minlength=L * nb)
+            hist_neg += torch.bincount(b[~m], minlength=L * nb)
+        hp = hist_pos.view(L, nb).numpy()
+        hn = hist_neg.view(L, nb).numpy()
+        # pixels with logit in bin >= j are predicted positive at threshold lo + j * width
+        tp = np.cumsum(hp[:, ::-1], axis=1)[:, ::-1]
+        fp = np.cumsum(hn[:, ::-1], axis=1)[:, ::-1]
+        iou = tp / np.maximum(hp.sum(1, keepdims=True) + fp, 1)
+        j = np.argmax(iou, axis=1)  # ties: the lowest threshold
+        return lo + j * width
+
+    def _unit_tally(self, ds, idx, labels):
+        """int64 intersections (K, L), unit pixels (K,), label pixels (L,) of
+        the units' dissection masks over ``idx``."""
+        import torch
+        import torch.nn.functional as F
+
+        thr = torch.as_tensor(self.thresholds, dtype=torch.float64)
+        inter = upix = None
+        lpix = torch.zeros(len(labels), dtype=torch.int64)
+        S = tuple(int(s) for s in ds.pixel_size)
+        for a, pl in self._batches(ds, idx):
+            up = F.interpolate(a.to(torch.float64), size=S, mode="bilinear", align_corners=False)
+            u = (up > thr[None, :, None, None]).to(torch.float32)
+            m = self._masks(pl, labels).to(torch.float32)
+            i = torch.einsum("bkhw,blhw->kl", u, m).round().to(torch.int64)
+            inter = i if inter is None else inter + i
+            upix = u.sum((0, 2, 3)).to(torch.int64) if upix is None else upix + u.sum((0, 2, 3)).to(torch.int64)
+            lpix += m.sum((0, 2, 3)).to(torch.int64)
+        return inter.numpy(), upix.numpy(), lpix.numpy()
+
+    def _features(self, a, thr_t):
+        import torch
+
+        if self.method == "net2vec" and self.binarize:
+            return (a > thr_t[None, :, None, None]).to(torch.float32)
+        return a
+
+    def _train_net2vec(self, ds, idx, labels, alpha, K, thr):
+        import torch
+        import torch.nn.functional as F
+
+        L = len(labels)
+        S = tuple(int(s) for s in ds.pixel_size)
+        thr_t = torch.as_tensor(thr, dtype=torch.float32)
+        w = torch.zeros(L, K, dtype=torch.float32, requires_grad=True)
+        b = torch.zeros(L, dtype=torch.float32, requires_grad=True)
+        opt = torch.optim.Adam([w, b], lr=self.lr)
+        al = torch.as_tensor(alpha, dtype=torch.float32)
+        rng = np.random.default_rng([self.seed, 5])
+        for _ in range(self.epochs):
+            for a, pl in self._batches(ds, idx, shuffle_seed=int(rng.integers(2**31 - 1))):
+                x = self._features(a, thr_t)
+                m = self._masks(pl, labels).to(torch.float32)               # (B, L, S, S)
+                has = (m.flatten(2).sum(2) > 0).to(torch.float32)          # (B, L)
+                n_img = has.sum(0)                                          # (L,)
+                if float(n_img.sum()) == 0:
+                    continue
+                z = torch.einsum("bkhw,lk->blhw", x, w) + b[None, :, None, None]
+                z = F.interpolate(z, size=S, mode="bilinear", align_corners=False)
+                # -(alpha M log p + (1 - alpha)(1 - M) log(1 - p)), mean over the images containing c
+                pix = al[None, :, None, None] * m * F.softplus(-z) + \
+                    (1 - al)[None, :, None, None] * (1 - m) * F.softplus(z)
+                per = (pix.mean((2, 3)) * has).sum(0) / n_img.clamp(min=1)  # (L,)
+                loss = per.sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return w.detach().to(torch.float64).numpy(), b.detach().to(torch.float64).numpy()
+
+    # ------------------------------------------------------------------ evaluate
+    def predict_logits(self, acts):
+        """Logit maps at the layer's resolution: float32 ``(B, L, h, w)`` from
+        activations ``(B, K, h, w)`` (binarized first for net2vec with
+        ``binarize=True``).  ``sigmoid`` of the upsampled logits is the
+        predicted mask probability."""
+        import torch
+
+        self._check_fitted()
+        a = torch.as_tensor(acts).to(torch.float32)
+        x = self._features(a, torch.as_tensor(self.thresholds, dtype=torch.float32))
+        w = torch.as_tensor(self.weights, dtype=torch.float32)
+        return torch.einsum("bkhw,lk->blhw", x, w) + torch.as_tensor(self.biases, dtype=torch.float32)[
+            None, :, None, None]
+
+    def evaluate(self, dataset: Any, *, split: Optional[str] = "val") -> ConceptVectorsEvaluation:
+        """Set-IoU at 0.5 of every vector on ``split`` of ``dataset`` (held-out
+        images), next to the best single unit's (chosen on the fitting data).
+        Returns a :class:`ConceptVectorsEvaluation` (``.table()``, ``str``)."""
+        self._check_fitted()
+        ds, idx = self._resolve(dataset, split)
+        avail = self._pixel_labels(ds)
+        missing = [c for c in self.concepts if c not in avail]
+        if missing:
+            raise ValueError(f"concepts {missing} are not pixel-level labels of this dataset")
+        labels = [avail[c][0] for c in self.concepts]
+        return self._run(lambda: self._evaluate(ds, idx, labels))
+
+    def _evaluate(self, ds, idx, labels):
+        import torch
+        import torch.nn.functional as F
+
+        S = tuple(int(s) for s in ds.pixel_size)
+        L = len(labels)
+        vi = torch.zeros(L, dtype=torch.int64)
+        vu = torch.zeros(L, dtype=torch.int64)
+        for a, pl in self._batches(ds, idx):
+            if a.shape[1] != self.vectors.shape[1]:
+                raise ValueError(f"layer {self.layer!r} has {a.shape[1]} channels; the vectors have "
+                                 f"{self.vectors.shape[1]}")
+            z = F.interpolate(self.predict_logits(a), size=S, mode="bilinear", align_corners=False)
+            pred = z > 0  # sigmoid > 0.5
+            m = self._masks(pl, labels)
+            vi += (pred & m).sum((0, 2, 3))
+            vu += (pred | m).sum((0, 2, 3))
+        inter, upix, lpix = self._unit_tally(ds, idx, labels)
+        rows = []
+        for j, c in enumerate(self.concepts):
+            u = int(self.best_units[j])
+            uiou = 0.0 if u < 0 else float(inter[u, j] / max(upix[u] + lpix[j] - inter[u, j], 1))
+            rows.append(ConceptIoURow(concept=c, category=self.categories[j], method=self.method,
+                                      iou=float(vi[j]) / max(int(vu[j]), 1), best_unit=u, unit_iou=uiou,
+                                      train_unit_iou=float(self.train_unit_iou[j]),
+                                      label_pixels=int(lpix[j])))
+        return ConceptVectorsEvaluation(self.layer, self.method, len(idx), rows)
+
+    # ------------------------------------------------------------------ save / load
+    def _header(self) -> Dict[str, Any]:
+        return {"format": _FORMAT, "version": _VERSION, "layer": self.layer, "method": self.method,
+                "binarize": self.binarize, "quantile": self.quantile, "concepts": self.concepts,
+                "categories": self.categories, "labels": [int(x) for x in self.labels]}
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Write the vectors to an ``.npz`` file (no pickle): vectors (L, K),
+        scales, biases, thresholds, best_units, train_unit_iou and a JSON
+        header (layer, method, concepts, ...)."""
+        self._check_fitted()
+        np.savez(path, header=np.array(json.dumps(self._header())), vectors=self.vectors,
+                 scales=self.scales, biases=self.biases, thresholds=self.thresholds,
+                 best_units=self.best_units, train_unit_iou=self.train_unit_iou)
+
+    def load(self, path: Union[str, os.PathLike]) -> "ConceptVectors":
+        """Read a file written by :meth:`save` (``allow_pickle=False``); its
+        layer, method, binarize and quantile must match this object's."""
+        with np.load(path, allow_pickle=False) as z:
+            if "header" not in z.files:
+                raise ValueError(f"{path!s} is not a concept-vector file (no header)")
+            h = json.loads(str(z["header"]))
+            if h.get("format") != _FORMAT or h.get("version") != _VERSION:
+                raise ValueError(f"{path!s}: expected format {_FORMAT} version {_VERSION}; got "
+                                 f"{h.get('format')!r} version {h.get('version')!r}")
+            for key in ("layer", "method", "binarize", "quantile"):
+                if h[key] != getattr(self, key):
+                    raise ValueError(f"concept-vector file {path!s} has {key}={h[key]!r}, this "
+                                     f"ConceptVectors has {getattr(self, key)!r}")
+            self.concepts, self.categories = list(h["concepts"]), list(h["categories"])
+            self.labels = list(h["labels"])
+            for k in ("vectors", "scales", "biases", "thresholds", "train_unit_iou"):
+                setattr(self, k, np.array(z[k], dtype=np.float64))
+            self.best_units = np.array(z["best_units"], dtype=np.int64)
+        return self
+
+
+# ----------------------------------------------------------------------------- streaming sample
+
+class _SemanticSample:
+    """The bounded-memory sample of one streaming pass (see module docs).
+
+    Every position gets a seeded uniform key; a bottom-``cap`` selection by
+    key is a uniform sample without replacement of what was seen.  Kept:
+    per concept the positive positions (``y > 0``) with the smallest keys
+    (all of them up to ``max_positives``) and, shared, the ``max_negatives``
+    positions with the smallest keys (their targets for every concept)."""
+
+    def __init__(self, num_concepts: int, max_pos: int, max_neg: int, seed: int) -> None:
+        import torch
+
+        self.L = num_concepts
+        self.max_pos, self.max_neg = max_pos, max_neg
+        self.gen = torch.Generator().manual_seed(int(seed))
+        self.pos: List[Any] = [None] * num_concepts   # (feats (n, K), y (n,), key (n,))
+        self.pool: Any = None                          # (feats (n, K), Y (n, L), key (n,))
+        self.n_pos = torch.zeros(num_concepts, dtype=torch.int64)
+        self.n_neg = torch.zeros(num_concepts, dtype=torch.int64)
+        self.mass_pos = torch.zeros(num_concepts, dtype=torch.float64)
+        self.mass_neg = torch.zeros(num_concepts, dtype=torch.float64)
+
+    @staticmethod
+    def _bottom(parts, cap):
+        import torch
+
+        f, y, k = parts
+        if k.numel() <= cap:
+            return parts
+        sel = torch.topk(k, cap, largest=False, sorted=False).indices
+        return f[sel], y[sel], k[sel]
+
+    @staticmethod
+    def _cat(old, new):
+        import torch
+
+        if old is None:
+            return new
+        return tuple(torch.cat([o, n]) for o, n in zip(old, new))
+
+    def update(self, a, m) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        h, w = a.shape[2], a.shape[3]
+        y = F.adaptive_avg_pool2d(m.to(torch.float32), (h, w))          # (B, L, h, w)
+        x = a.permute(0, 2, 3, 1).reshape(-1, a.shape[1])               # (n, K)
+        Y = y.permute(0, 2, 3, 1).reshape(-1, self.L).to(torch.float64)  # (n, L)
+        key = torch.rand(x.shape[0], generator=self.gen, dtype=torch.float64)
+        posm = Y > 0
+        self.n_pos += posm.sum(0)
+        self.n_neg += (~posm).sum(0)
+        self.mass_pos += Y.sum(0)
+        self.mass_neg += (1 - Y).sum(0)
+        self.pool = self._bottom(self._cat(self.pool, (x, Y, key)), self.max_neg)
+        for c in torch.nonzero(posm.any(0)).flatten().tolist():
+            sel = torch.nonzero(posm[:, c]).flatten()
+            self.pos[c] = self._bottom(self._cat(self.pos[c], (x[sel], Y[sel, c], key[sel])), self.max_pos)
+
+    def problem(self, c: int):
+        """(x float64 (n, K), c1 (n,), c0 (n,)) of concept ``c``'s loss."""
+        import torch
+
+        fp, yp, _ = self.pos[c]
+        fn, Yn, _ = self.pool
+        neg = Yn[:, c] == 0
+        fn = fn[neg]
+        wp = float(self.n_pos[c]) / fp.shape[0]
+        wn = float(self.n_neg[c]) / max(fn.shape[0], 1)
+        a = 1.0 / (2.0 * float(self.mass_pos[c]))
+        n = 1.0 / (2.0 * float(self.mass_neg[c]))
+        x = torch.cat([fp, fn]).to(torch.float64)
+        c1 = torch.cat([a * wp * yp, torch.zeros(fn.shape[0], dtype=torch.float64)])
+        c0 = torch.cat([n * wp * (1 - yp), torch.full((fn.shape[0],), n * wn, dtype=torch.float64)])
+        # ratio estimators: on a capped sample the two masses are made exactly 1/2 each (no change
+        # when the sample holds every position)
+        c1 = c1 * (0.5 / c1.sum())
+        if float(c0.sum()) > 0:
+            c0 = c0 * (0.5 / c0.sum())
+        return x, c1, c0
+
+    def info(self, c: int) -> Dict[str, Any]:
+        kept_neg = int((self.pool[1][:, c] == 0).sum())
+        return {"positives": int(self.n_pos[c]), "positives_kept": int(self.pos[c][0].shape[0]),
+                "negatives": int(self.n_neg[c]), "negatives_kept": kept_neg,
+                "exact": kept_neg == int(self.n_neg[c]) and int(self.pos[c][0].shape[0]) == int(self.n_pos[c])}
