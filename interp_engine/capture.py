@@ -470,25 +470,25 @@ def _model_device_dtype(model: nn.Module) -> Tuple[torch.device, Optional[torch.
     return (device if device is not None else torch.device("cpu")), dtype
 
 
-def _batch_input(batch: Any, index: int) -> torch.Tensor:
-    if isinstance(batch, torch.Tensor):
-        x = batch
-    elif isinstance(batch, (tuple, list)):
-        if len(batch) == 0:
-            raise ValueError(f"batch {index} is an empty {type(batch).__name__}")
-        x = batch[0]
-    elif isinstance(batch, Mapping):
-        if "image" not in batch:
-            raise ValueError(f"batch {index} is a dict without an 'image' key (keys: "
-                             f"{list(batch.keys())})")
-        x = batch["image"]
+def input_of(item: Any, where: str) -> torch.Tensor:
+    """The model input inside ``item``: a tensor itself, element 0 of a
+    tuple/list, or the ``"image"`` of a dict (a BrodenDataset item or batch).
+    ``where`` names the item in error messages (e.g. ``"batch 3"``)."""
+    if isinstance(item, torch.Tensor):
+        x = item
+    elif isinstance(item, (tuple, list)):
+        if len(item) == 0:
+            raise ValueError(f"{where} is an empty {type(item).__name__}")
+        x = item[0]
+    elif isinstance(item, Mapping):
+        if "image" not in item:
+            raise ValueError(f"{where} is a dict without an 'image' key (keys: {list(item.keys())})")
+        x = item["image"]
     else:
-        raise TypeError(f"batches must yield tensors, tuples/lists whose element 0 is the input "
-                        f"or dicts with an 'image' key; batch {index} is "
-                        f"{type(batch).__name__}")
+        raise TypeError(f"{where} must be a tensor, a tuple/list whose element 0 is the input or a dict "
+                        f"with an 'image' key; got {type(item).__name__}")
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"batch {index}: the model input must be a torch.Tensor, got "
-                        f"{type(x).__name__}")
+        raise TypeError(f"{where}: the model input must be a torch.Tensor, got {type(x).__name__}")
     return x
 
 
@@ -532,7 +532,7 @@ def iter_activations(model: nn.Module, layers: Union[str, Sequence[str]], batche
     def gen() -> Iterator[Tuple[Any, Dict[str, torch.Tensor]]]:
         with cap:
             for i, batch in enumerate(batches):
-                x = _batch_input(batch, i)
+                x = input_of(batch, f"batch {i}")
                 if x.is_floating_point() and cast is not None:
                     x = x.to(device=dev, dtype=cast)
                 else:

@@ -49,7 +49,6 @@ Semantics (shared/ALGORITHMS.md section 4; docs/concept_vectors.md):
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .._npz import read_header, save_npz
 from ..engine._arrays import check_positive_int
 from ..engine.quantiles import ChannelQuantiles
 
@@ -656,20 +656,15 @@ class ConceptVectors:
         scales, biases, thresholds, best_units, train_unit_iou and a JSON
         header (layer, method, concepts, ...)."""
         self._check_fitted()
-        np.savez(path, header=np.array(json.dumps(self._header())), vectors=self.vectors,
-                 scales=self.scales, biases=self.biases, thresholds=self.thresholds,
-                 best_units=self.best_units, train_unit_iou=self.train_unit_iou)
+        save_npz(path, {"vectors": self.vectors, "scales": self.scales, "biases": self.biases,
+                        "thresholds": self.thresholds, "best_units": self.best_units,
+                        "train_unit_iou": self.train_unit_iou}, self._header(), compress=False)
 
     def load(self, path: Union[str, os.PathLike]) -> "ConceptVectors":
         """Read a file written by :meth:`save` (``allow_pickle=False``); its
         layer, method, binarize and quantile must match this object's."""
         with np.load(path, allow_pickle=False) as z:
-            if "header" not in z.files:
-                raise ValueError(f"{path!s} is not a concept-vector file (no header)")
-            h = json.loads(str(z["header"]))
-            if h.get("format") != _FORMAT or h.get("version") != _VERSION:
-                raise ValueError(f"{path!s}: expected format {_FORMAT} version {_VERSION}; got "
-                                 f"{h.get('format')!r} version {h.get('version')!r}")
+            h = read_header(z, path, _FORMAT, _VERSION, "concept-vector file")
             for key in ("layer", "method", "binarize", "quantile"):
                 if h[key] != getattr(self, key):
                     raise ValueError(f"concept-vector file {path!s} has {key}={h[key]!r}, this "

@@ -41,6 +41,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
+from .._npz import read_header, save_npz
 from ..engine._arrays import check_positive_int
 from ..engine.iou import UNIT_RULES, IoUTally
 from ..engine.quantiles import ChannelQuantiles
@@ -281,11 +282,7 @@ class DissectionResult:
                 arrays[f"l{i}.{a}"] = np.asarray(getattr(lr, a))
         header = {"format": _RESULT_FORMAT, "version": _RESULT_VERSION, "layers": metas,
                   "config": _jsonable(self.config), "timings": self.timings}
-        arrays["header"] = np.array(json.dumps(header))
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-        return path
+        return save_npz(path, arrays, header)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "DissectionResult":
@@ -294,12 +291,7 @@ class DissectionResult:
         if not path.is_file():
             raise FileNotFoundError(f"no dissection result at {path}")
         with np.load(path, allow_pickle=False) as z:
-            if "header" not in z.files:
-                raise ValueError(f"{path} is not a dissection result (no header)")
-            header = json.loads(str(z["header"]))
-            if header.get("format") != _RESULT_FORMAT or header.get("version") != _RESULT_VERSION:
-                raise ValueError(f"{path}: expected format {_RESULT_FORMAT} version {_RESULT_VERSION}; got "
-                                 f"{header.get('format')!r} version {header.get('version')!r}")
+            header = read_header(z, path, _RESULT_FORMAT, _RESULT_VERSION, "dissection result")
             layers = {}
             for i, m in enumerate(header["layers"]):
                 arrs = {a: z[f"l{i}.{a}"] for a in LayerResult._ARRAYS}

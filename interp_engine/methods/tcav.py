@@ -271,19 +271,9 @@ def _ttest(a: np.ndarray, b: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- inputs
 
 def _input_of(item: Any, what: str) -> Any:
-    import torch
+    from ..capture import input_of
 
-    if isinstance(item, (tuple, list)) and item:
-        item = item[0]
-    elif isinstance(item, Mapping):
-        if "image" not in item:
-            raise ValueError(f"{what}: dataset items are dicts without an 'image' key "
-                             f"(keys {list(item.keys())})")
-        item = item["image"]
-    if not isinstance(item, torch.Tensor):
-        raise TypeError(f"{what}: expected tensors (or tuples/dicts holding one), got "
-                        f"{describe(item)}")
-    return item
+    return input_of(item, what)
 
 
 def _batches(examples: Any, batch_size: int, what: str) -> Iterator[Any]:
