@@ -573,12 +573,10 @@ class Dissection:
         ds = _as_dataset(dataset, self.categories, self.transform)
         if len(ds) == 0:
             raise ValueError("dataset has no images")
-        label_cat_raw, label_cat_tally = _label_category(ds)
         num_labels = len(ds.label_names)
-        if label_cat_raw.shape != (num_labels,):
-            raise ValueError(f"dataset.label_category must have shape ({num_labels},); got {label_cat_raw.shape}")
-        num_cat = int(ds.num_categories)
-        out_size = tuple(int(s) for s in ds.pixel_size)
+        if np.shape(ds.label_category) != (num_labels,):
+            raise ValueError(f"dataset.label_category must have shape ({num_labels},); "
+                             f"got {np.shape(ds.label_category)}")
         config = self._config(ds)
         n_batches = -(-len(ds) // self.batch_size)
 
@@ -663,7 +661,7 @@ class Dissection:
                 state.cache = {}
                 cache_tmp.cleanup()
         timings["total"] = time.perf_counter() - t_start
-        layers = {L.key: state.layer_result(L, label_cat_raw, num_labels, out_size, num_cat) for L in self._layers}
+        layers = {L.key: state.layer_result(L) for L in self._layers}
         return DissectionResult(layers, config, timings)
 
     def _passes(self) -> Tuple[str, ...]:
@@ -688,7 +686,7 @@ class _RunState:
         self.cache_root: Optional[Path] = d.cache_dir
         self._rot: Dict[str, Any] = {}
         self._shapes: Dict[str, Tuple[int, ...]] = {}
-        label_cat_raw, self.label_cat_tally = _label_category(ds)
+        self.label_cat_raw, self.label_cat_tally = _label_category(ds)
 
     # ----- bookkeeping
     def done(self, pass_name: str) -> bool:
@@ -834,10 +832,10 @@ class _RunState:
                 self._open_cache()
 
     # ----- results
-    def layer_result(self, L: _Layer, label_cat_raw: np.ndarray, num_labels: int, out_size, num_cat) -> LayerResult:
+    def layer_result(self, L: _Layer) -> LayerResult:
         t = self.tally[L.key]
         tk = self.topk[L.key]
-        return LayerResult(layer=L.module, label_names=list(self.ds.label_names), label_category=label_cat_raw,
+        return LayerResult(layer=L.module, label_names=list(self.ds.label_names), label_category=self.label_cat_raw,
                            categories=list(self.ds.categories), thresholds=np.asarray(self.thresholds[L.key]),
                            iou=t.iou(), intersection=t.intersection, label_pixels=t.label_pixels,
                            unit_pixels=t.unit_pixels, top_images=tk.index.numpy().copy(),
