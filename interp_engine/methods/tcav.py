@@ -41,6 +41,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..engine._arrays import check_positive_int, describe, float_array
+from ._gradients import iter_batches as _batches
+from ._gradients import iter_layer_gradients, layer_tensor
 
 __all__ = ["TCAV", "TCAVResult", "TCAVRow", "CAV", "Classifier", "SGDLinearClassifier",
            "MeanDifferenceClassifier", "FEATURES"]
@@ -268,39 +270,6 @@ def _ttest(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if math.isnan(p) else p
 
 
-# ----------------------------------------------------------------------------- inputs
-
-def _input_of(item: Any, what: str) -> Any:
-    from ..capture import input_of
-
-    return input_of(item, what)
-
-
-def _batches(examples: Any, batch_size: int, what: str) -> Iterator[Any]:
-    """Yield input batches from a tensor ``(N, ...)`` or a map-style dataset
-    (``len`` + ``__getitem__``) whose items are tensors, tuples (element 0) or
-    dicts (``"image"``)."""
-    import torch
-
-    if isinstance(examples, torch.Tensor):
-        if examples.dim() < 1 or examples.shape[0] == 0:
-            raise ValueError(f"{what} must hold at least one example, got {describe(examples)}")
-        for s in range(0, examples.shape[0], batch_size):
-            yield examples[s:s + batch_size]
-        return
-    if hasattr(examples, "__len__") and hasattr(examples, "__getitem__"):
-        n = len(examples)
-        if n == 0:
-            raise ValueError(f"{what} must hold at least one example, got an empty "
-                             f"{type(examples).__name__}")
-        for s in range(0, n, batch_size):
-            yield torch.stack([_input_of(examples[i], what)
-                               for i in range(s, min(n, s + batch_size))])
-        return
-    raise TypeError(f"{what} must be a tensor (N, ...) or a dataset (len + indexing), got "
-                    f"{describe(examples)}")
-
-
 # ----------------------------------------------------------------------------- TCAV
 
 class TCAV:
@@ -351,12 +320,7 @@ class TCAV:
 
     # -- activations and gradients at the layer
     def _layer_tensor(self, out: Any) -> Any:
-        import torch
-
-        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-            raise TypeError(f"layer {self.layer!r}: TCAV needs a floating tensor output, got "
-                            f"{describe(out)}")
-        return out
+        return layer_tensor(out, self.layer, "TCAV")
 
     def _features(self, t: Any) -> Any:
         """``(B, D)`` features of a layer output."""
@@ -386,31 +350,16 @@ class TCAV:
     def gradients(self, inputs: Any, target_class: int) -> np.ndarray:
         """Gradient of the class-``target_class`` logit w.r.t. the layer's
         features, float64 ``(N, D)`` (one backward per batch)."""
-        import torch
-        from ..capture import Capture, _model_device_dtype, to_bchw
+        from ..capture import to_bchw
 
-        dev, dt = _model_device_dtype(self.model)
         parts = []
-        with Capture(self.model, self.layer, detach=False, clone=False) as cap:
-            for x in _batches(inputs, self.batch_size, "inputs"):
-                x = x.to(device=dev, dtype=dt) if (x.is_floating_point() and dt) else x.to(dev)
-                if x.is_floating_point():
-                    x = x.detach().clone().requires_grad_(True)
-                with torch.enable_grad():
-                    logits = self.model(x)
-                    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-                        raise ValueError(f"model output must be logits (B, num_classes), got "
-                                         f"{describe(logits)}")
-                    if not 0 <= target_class < logits.shape[1]:
-                        raise ValueError(f"target_class must be in [0, {logits.shape[1]}), got "
-                                         f"{target_class}")
-                    out = self._layer_tensor(cap.raw_outputs[self.layer])
-                    (g,) = torch.autograd.grad(logits[:, target_class].sum(), out)
-                if self.features == "flatten":
-                    gf = g.reshape(g.shape[0], -1)
-                else:  # d/dt h(f + t v at every position) = sum over positions of g . v
-                    gf = to_bchw(g, layer=self.layer).sum(dim=(2, 3))
-                parts.append(gf.double().cpu().numpy())
+        for _, g, _, _ in iter_layer_gradients(self.model, self.layer, inputs, target_class,
+                                               batch_size=self.batch_size, method="TCAV"):
+            if self.features == "flatten":
+                gf = g.reshape(g.shape[0], -1)
+            else:  # d/dt h(f + t v at every position) = sum over positions of g . v
+                gf = to_bchw(g, layer=self.layer).sum(dim=(2, 3))
+            parts.append(gf.double().cpu().numpy())
         return np.concatenate(parts)
 
     # -- CAVs
