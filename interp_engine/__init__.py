@@ -73,7 +73,11 @@ _METHOD_NAMES = {"Invert": ".methods.invert", "InvertResult": ".methods.invert",
                  "DissectionResult": ".methods.dissection", "LayerResult": ".methods.dissection",
                  "rotation_experiment": ".methods.dissection",
                  "TCAV": ".methods.tcav", "TCAVResult": ".methods.tcav",
-                 "ConceptVectors": ".methods.concept_vectors"}
+                 "ConceptVectors": ".methods.concept_vectors",
+                 **{n: ".methods.concept_relevance" for n in (
+                     "concept_class_relevance", "linear_head_relevance", "concept_maps",
+                     "concept_contributions", "plot_local", "RelevanceResult",
+                     "LocalContributions")}}
 __all__ += list(_METHOD_NAMES)
 # subpackages reachable as attributes (interp_engine.report.write_report(...)) after `import interp_engine`
 _SUBPACKAGES = ("data", "models", "methods", "report")

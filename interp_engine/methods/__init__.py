@@ -1,4 +1,7 @@
 """Interpretability methods built on the core and the capture layer."""
+from .concept_relevance import (LocalContributions, RelevanceResult, concept_class_relevance,
+                                concept_contributions, concept_maps, linear_head_relevance,
+                                plot_local)
 from .concept_vectors import ConceptIoURow, ConceptVectors, ConceptVectorsEvaluation
 from .dissection import (Dissection, DissectionResult, LayerResult, dissect, random_rotation,
                          rotation_experiment)
@@ -10,4 +13,6 @@ __all__ = ["Dissection", "DissectionResult", "LayerResult", "dissect", "random_r
            "rotation_experiment", "Invert", "InvertResult", "NeuronExplanation", "Explanation",
            "format_formula", "TCAV", "TCAVResult", "TCAVRow", "CAV", "Classifier",
            "SGDLinearClassifier", "MeanDifferenceClassifier", "ConceptVectors",
-           "ConceptVectorsEvaluation", "ConceptIoURow"]
+           "ConceptVectorsEvaluation", "ConceptIoURow", "concept_class_relevance",
+           "linear_head_relevance", "concept_maps", "concept_contributions", "plot_local",
+           "RelevanceResult", "LocalContributions"]
