@@ -264,3 +264,14 @@ def test_lazy_exports():
                  "concept_contributions", "plot_local", "RelevanceResult", "LocalContributions"):
         assert getattr(interp_engine, name) is getattr(interp_engine.methods, name)
         assert name in interp_engine.__all__
+
+
+def test_plot_without_matplotlib(monkeypatch, tmp_path, setup):
+    import sys
+
+    w, _, v, _ = setup
+    res = linear_head_relevance(w, v)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match="plotting needs matplotlib.*pip install matplotlib"):
+        res.plot_heatmap(tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
