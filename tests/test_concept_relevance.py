@@ -225,8 +225,9 @@ def test_bad_input(setup):
     model = PoolHead(w, b).eval()
     with pytest.raises(ValueError, match="'fet' is not a submodule.*'feat'"):
         concept_class_relevance(model, "fet", v, x)
-    with pytest.raises(ValueError, match="has 6 channels, the vectors have K=4"):
+    with pytest.raises(ValueError, match="has 6 channels, the vectors have K=4") as ei:
         concept_class_relevance(model, "feat", v[:, :4], x)
+    assert ei.value is not None and _hooks(model) == 0  # removed while the traceback lives
     with pytest.raises(ValueError, match="has 6 channels, the vectors have K=4"):
         concept_maps(model, "feat", v[:, :4], x[0])
     with pytest.raises(ValueError, match="has 6 channels, the vectors have K=4"):

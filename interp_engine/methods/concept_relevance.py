@@ -38,6 +38,7 @@ Local (:func:`concept_maps`, :func:`concept_contributions`) for one image:
 """
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -240,21 +241,22 @@ def concept_class_relevance(model: Any, layer: str, vectors: Any, inputs: Any, *
         if not classes:
             raise ValueError("classes must hold at least one class index (or be None for all)")
     sums = counts = vt = None
-    for _, g, logits, t in iter_layer_gradients(model, layer, inputs, None,
-                                                batch_size=batch_size,
-                                                method="concept_class_relevance"):
-        if sums is None:
-            nk = logits.shape[1]
-            if classes is not None and not all(0 <= k < nk for k in classes):
-                raise ValueError(f"classes must be in [0, {nk}) (the model's num_classes), got "
-                                 f"{classes}")
-            sums = torch.zeros(nk, v.shape[0], dtype=torch.float64)
-            counts = torch.zeros(nk, dtype=torch.int64)
-            vt = torch.as_tensor(v)
-        gs = _bchw(g, layer, v.shape[1]).sum(dim=(2, 3)).to("cpu", torch.float64)  # (B, K)
-        tc = t.cpu()
-        sums.index_add_(0, tc, gs @ vt.T)
-        counts += torch.bincount(tc, minlength=counts.shape[0])
+    grads = iter_layer_gradients(model, layer, inputs, None, batch_size=batch_size,
+                                 method="concept_class_relevance")
+    with closing(grads):  # the hook goes even when a check below raises
+        for _, g, logits, t in grads:
+            if sums is None:
+                nk = logits.shape[1]
+                if classes is not None and not all(0 <= k < nk for k in classes):
+                    raise ValueError(f"classes must be in [0, {nk}) (the model's "
+                                     f"num_classes), got {classes}")
+                sums = torch.zeros(nk, v.shape[0], dtype=torch.float64)
+                counts = torch.zeros(nk, dtype=torch.int64)
+                vt = torch.as_tensor(v)
+            gs = _bchw(g, layer, v.shape[1]).sum(dim=(2, 3)).to("cpu", torch.float64)  # (B, K)
+            tc = t.cpu()
+            sums.index_add_(0, tc, gs @ vt.T)
+            counts += torch.bincount(tc, minlength=counts.shape[0])
     rows = list(range(sums.shape[0])) if classes is None else classes
     s, n = sums.numpy()[rows], counts.numpy()[rows]
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -35,6 +35,7 @@ import math
 import warnings
 import zlib
 from abc import ABC, abstractmethod
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -353,13 +354,15 @@ class TCAV:
         from ..capture import to_bchw
 
         parts = []
-        for _, g, _, _ in iter_layer_gradients(self.model, self.layer, inputs, target_class,
-                                               batch_size=self.batch_size, method="TCAV"):
-            if self.features == "flatten":
-                gf = g.reshape(g.shape[0], -1)
-            else:  # d/dt h(f + t v at every position) = sum over positions of g . v
-                gf = to_bchw(g, layer=self.layer).sum(dim=(2, 3))
-            parts.append(gf.double().cpu().numpy())
+        grads = iter_layer_gradients(self.model, self.layer, inputs, target_class,
+                                     batch_size=self.batch_size, method="TCAV")
+        with closing(grads):  # the hook goes even when to_bchw raises
+            for _, g, _, _ in grads:
+                if self.features == "flatten":
+                    gf = g.reshape(g.shape[0], -1)
+                else:  # d/dt h(f + t v at every position) = sum over positions of g . v
+                    gf = to_bchw(g, layer=self.layer).sum(dim=(2, 3))
+                parts.append(gf.double().cpu().numpy())
         return np.concatenate(parts)
 
     # -- CAVs
