@@ -37,7 +37,7 @@ import zlib
 from abc import ABC, abstractmethod
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
