@@ -13,7 +13,7 @@ from typing import Any, Dict, Mapping, Union
 
 import numpy as np
 
-__all__ = ["save_npz", "read_header"]
+__all__ = ["save_npz", "read_header", "safe_name"]
 
 
 def save_npz(path: Union[str, os.PathLike], arrays: Mapping[str, Any], header: Mapping[str, Any], *,
@@ -40,3 +40,9 @@ def read_header(z: Any, path: Union[str, os.PathLike], fmt: str, version: int, w
         raise ValueError(f"{path!s}: expected a {what}, format {fmt} version {version}; got "
                          f"{header.get('format')!r} version {header.get('version')!r}")
     return header
+
+
+def safe_name(name: str) -> str:
+    """A layer or concept name as a file name: characters other than letters,
+    digits and ``._-`` become ``_``."""
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)

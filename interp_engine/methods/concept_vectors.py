@@ -56,6 +56,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ._rows import ConceptRows
 from .._npz import read_header, save_npz
 from ..engine._arrays import check_positive_int
 from ..engine.quantiles import ChannelQuantiles
@@ -168,7 +169,7 @@ class ConceptIoURow:
 
 
 @dataclass
-class ConceptVectorsEvaluation:
+class ConceptVectorsEvaluation(ConceptRows):
     """One :class:`ConceptIoURow` per concept (in fit order)."""
 
     layer: str
@@ -176,18 +177,9 @@ class ConceptVectorsEvaluation:
     num_images: int
     rows: List[ConceptIoURow]
 
-    def __getitem__(self, concept: str) -> ConceptIoURow:
-        for r in self.rows:
-            if r.concept == concept:
-                return r
-        raise KeyError(f"no concept {concept!r}; concepts: {[r.concept for r in self.rows]}")
-
-    def table(self) -> List[Dict[str, Any]]:
-        """One plain dict per concept (no pandas): concept, category, method,
-        iou, best_unit, unit_iou, train_unit_iou, label_pixels, beats_unit."""
-        keys = ("concept", "category", "method", "iou", "best_unit", "unit_iou", "train_unit_iou",
+    #: the fields of :meth:`table` (one plain dict per concept, no pandas)
+    _TABLE_KEYS = ("concept", "category", "method", "iou", "best_unit", "unit_iou", "train_unit_iou",
                 "label_pixels", "beats_unit")
-        return [{k: getattr(r, k) for k in keys} for r in self.rows]
 
     def __str__(self) -> str:
         lines = [f"{self.method} concept vectors at {self.layer!r}: set-IoU at 0.5 on "

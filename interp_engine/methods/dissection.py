@@ -31,7 +31,6 @@ state: an interruption inside it restarts that pass).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -41,7 +40,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from .._npz import read_header, save_npz
+from .._npz import read_header, safe_name, save_npz
 from ..engine._arrays import check_positive_int
 from ..engine.iou import UNIT_RULES, IoUTally
 from ..engine.quantiles import ChannelQuantiles
@@ -51,6 +50,7 @@ __all__ = ["Dissection", "DissectionResult", "LayerResult", "dissect", "random_r
 
 _RESULT_FORMAT = "interp_engine.dissection"
 _RESULT_VERSION = 1
+_CHECKPOINT_FORMAT = "interp_engine.dissection_checkpoint"
 _CHECKPOINT_VERSION = 1
 PASSES = ("quantiles", "exact", "iou")
 
@@ -755,14 +755,14 @@ class _RunState:
             if name not in self.cache:
                 self.cache_root.mkdir(parents=True, exist_ok=True)
                 shape = (total,) + tuple(a.shape[1:])
-                fn = self.cache_root / f"{_safe(name)}.npy"
+                fn = self.cache_root / f"{safe_name(name)}.npy"
                 self.cache[name] = np.lib.format.open_memmap(fn, mode="w+", dtype=np.float16, shape=shape)
             self.cache[name][offset:offset + a.shape[0]] = a.to("cpu").numpy()
 
     def _open_cache(self) -> None:
         assert self.cache_root is not None
         for name in self.d.layer_names:
-            fn = self.cache_root / f"{_safe(name)}.npy"
+            fn = self.cache_root / f"{safe_name(name)}.npy"
             if not fn.is_file():
                 raise FileNotFoundError(f"activation cache {fn} is missing; the checkpoint needs it to resume")
             self.cache[name] = np.load(fn, mmap_mode="r+")
@@ -779,7 +779,8 @@ class _RunState:
         if not finished:
             self.position[pass_name] = next_batch
         arrays: Dict[str, np.ndarray] = {}
-        meta: Dict[str, Any] = {"version": _CHECKPOINT_VERSION, "config": _jsonable(self.config),
+        meta: Dict[str, Any] = {"format": _CHECKPOINT_FORMAT, "version": _CHECKPOINT_VERSION,
+                                "config": _jsonable(self.config),
                                 "finished": self.finished, "position": self.position,
                                 "cache_root": None if self.cache_root is None else str(self.cache_root),
                                 "sketch": {}, "topk": {}, "tally": {}, "thresholds": {}}
@@ -793,23 +794,17 @@ class _RunState:
             meta["thresholds"][k] = f"thr.{k}"
         for k, v in self._shapes.items():
             meta.setdefault("shapes", {})[k] = list(v)
-        arrays["meta"] = np.array(json.dumps(meta))
         path.parent.mkdir(parents=True, exist_ok=True)
         for m in self.cache.values():
             m.flush()
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        save_npz(path, arrays, meta, compress=False)
 
     def maybe_resume(self) -> None:
         path = self._ckpt_path()
         if path is None or not path.is_file():
             return
         with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("version") != _CHECKPOINT_VERSION:
-                raise ValueError(f"checkpoint {path} has version {meta.get('version')!r}; expected "
-                                 f"{_CHECKPOINT_VERSION}")
+            meta = read_header(z, path, _CHECKPOINT_FORMAT, _CHECKPOINT_VERSION, "dissection checkpoint")
             if meta["config"] != _jsonable(self.config):
                 diff = sorted(k for k in set(meta["config"]) | set(self.config)
                               if meta["config"].get(k) != _jsonable(self.config).get(k))
@@ -842,10 +837,6 @@ class _RunState:
                            top_values=tk.values.numpy().copy(), top_maps=tk.maps.numpy().copy(),
                            quantile=self.d.quantile, iou_threshold=self.d.iou_threshold,
                            basis="units" if L.rotation is None else f"rotation{L.rotation}")
-
-
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
 
 
 # ----------------------------------------------------------------------------- functions

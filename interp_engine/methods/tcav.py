@@ -41,6 +41,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ._rows import ConceptRows
+from .._npz import read_header, save_npz
 from ..engine._arrays import check_positive_int, describe, float_array
 from ._gradients import iter_batches as _batches
 from ._gradients import iter_layer_gradients, layer_tensor
@@ -225,7 +227,7 @@ class TCAVRow:
 
 
 @dataclass
-class TCAVResult:
+class TCAVResult(ConceptRows):
     """Rows of :class:`TCAVRow`, one per concept, for one target class."""
 
     layer: str
@@ -234,18 +236,9 @@ class TCAVResult:
     num_inputs: int
     rows: List[TCAVRow]
 
-    def __getitem__(self, concept: str) -> TCAVRow:
-        for r in self.rows:
-            if r.concept == concept:
-                return r
-        raise KeyError(f"no concept {concept!r}; concepts: {[r.concept for r in self.rows]}")
-
-    def table(self) -> List[Dict[str, Any]]:
-        """One plain dict per concept (no pandas): concept, target_class,
-        score, std, p_value, p_corrected, significant, accuracy."""
-        keys = ("concept", "target_class", "score", "std", "p_value", "p_corrected",
+    #: the fields of :meth:`table` (one plain dict per concept, no pandas)
+    _TABLE_KEYS = ("concept", "target_class", "score", "std", "p_value", "p_corrected",
                 "significant", "accuracy")
-        return [{k: getattr(r, k) for k in keys} for r in self.rows]
 
     def __str__(self) -> str:
         head = (f"TCAV at {self.layer!r}, class {self.target_class}, {self.num_inputs} inputs, "
@@ -497,29 +490,33 @@ class TCAV:
         if not self.cavs:
             raise RuntimeError("no CAVs to save")
         keys = list(self.cavs)
-        np.savez(path, concepts=np.array([k[0] for k in keys]),
-                 counterparts=np.array([k[1] for k in keys]),
-                 vectors=np.stack([self.cavs[k].vector for k in keys]),
-                 accuracies=np.array([self.cavs[k].accuracy for k in keys]),
-                 layer=np.array(self.layer), features=np.array(self.features),
-                 num_random=np.array(self.num_random))
+        header = {"format": _CAV_FORMAT, "version": _CAV_VERSION, "layer": self.layer,
+                  "features": self.features, "num_random": self.num_random,
+                  "concepts": [k[0] for k in keys], "counterparts": [k[1] for k in keys]}
+        save_npz(path, {"vectors": np.stack([self.cavs[k].vector for k in keys]),
+                        "accuracies": np.array([self.cavs[k].accuracy for k in keys])}, header, compress=False)
 
     def load_cavs(self, path: Any) -> "TCAV":
         """Read CAVs written by :meth:`save_cavs` (``allow_pickle=False``);
         the layer, features and ``num_random`` must match this object's."""
         with np.load(path, allow_pickle=False) as z:
+            h = read_header(z, path, _CAV_FORMAT, _CAV_VERSION, "CAV file")
             for key, mine in (("layer", self.layer), ("features", self.features),
                               ("num_random", self.num_random)):
-                theirs = z[key].item()
+                theirs = h[key]
                 if theirs != mine:
                     raise ValueError(f"CAV file {path!s} has {key}={theirs!r}, this TCAV has "
                                      f"{mine!r}")
             vecs = z["vectors"]
             self.cavs = {(str(c), str(r)): CAV(str(c), str(r), vecs[i].copy(), float(a))
-                         for i, (c, r, a) in enumerate(zip(z["concepts"], z["counterparts"],
+                         for i, (c, r, a) in enumerate(zip(h["concepts"], h["counterparts"],
                                                            z["accuracies"]))}
             self.dim = int(vecs.shape[1])
         return self
+
+
+_CAV_FORMAT = "interp_engine.cavs"
+_CAV_VERSION = 1
 
 
 def _stable_hash(name: str) -> int:

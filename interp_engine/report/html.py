@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
+from .._npz import safe_name
+
 __all__ = ["write_report", "overlay_mask", "unit_strip"]
 
 _CSS = """
@@ -95,10 +97,6 @@ def _bars(items: List[tuple], scale: Optional[int] = None) -> str:
     return '<div class="bars">' + "\n".join(rows) + "</div>"
 
 
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
-
-
 def write_report(result: Any, dataset: Any, out_dir: Union[str, os.PathLike], *,
                  max_units: Optional[int] = None, images_per_unit: Optional[int] = None,
                  thumb_size: int = 112, title: str = "Network Dissection") -> Path:
@@ -134,8 +132,8 @@ def write_report(result: Any, dataset: Any, out_dir: Union[str, os.PathLike], *,
     index_rows = []
     for key in result:
         lr = result[key]
-        page = f"{_safe(key)}.html"
-        csv_name = f"{_safe(key)}_tally.csv"
+        page = f"{safe_name(key)}.html"
+        csv_name = f"{safe_name(key)}_tally.csv"
         lr.to_csv(out / csv_name)
         s = lr.summary()
         order = lr.unit_order()
@@ -151,7 +149,7 @@ def write_report(result: Any, dataset: Any, out_dir: Union[str, os.PathLike], *,
                 if i < 0:
                     continue
                 tiles.append(overlay_mask(image(i), lr.top_maps[u, j], float(lr.thresholds[u])))
-            fn = f"images/{_safe(key)}_unit{int(u):04d}.png"
+            fn = f"images/{safe_name(key)}_unit{int(u):04d}.png"
             Image.fromarray(unit_strip(tiles)).save(out / fn, optimize=False, compress_level=3)
             cat = lr.categories[int(bcat[u])] if lr.categories else ""
             cls = "det" if det[u] else "nodet"

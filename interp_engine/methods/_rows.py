@@ -1,0 +1,22 @@
+"""The shared face of per-concept result tables (TCAV, concept vectors)."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+
+class ConceptRows:
+    """Mixin for a result dataclass with ``rows``, each having a ``concept``
+    field: ``result[name]`` finds a row; ``table()`` gives one plain dict per
+    row with the fields named in ``_TABLE_KEYS`` (no pandas)."""
+
+    rows: List[Any]
+    _TABLE_KEYS: Tuple[str, ...] = ()
+
+    def __getitem__(self, concept: str) -> Any:
+        for r in self.rows:
+            if r.concept == concept:
+                return r
+        raise KeyError(f"no concept {concept!r}; concepts: {[r.concept for r in self.rows]}")
+
+    def table(self) -> List[Dict[str, Any]]:
+        return [{k: getattr(r, k) for k in self._TABLE_KEYS} for r in self.rows]
