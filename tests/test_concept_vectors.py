@@ -220,6 +220,32 @@ def test_semantic_determinism_and_save_load(semantic, root, model, tmp_path):
         ConceptVectors(model, "conv3").load(path)
 
 
+def test_activation_cache_runs_the_model_once_and_changes_nothing(root, model, tmp_path):
+    """fit() with the cache (default) runs the layer once per fitting image,
+    gives bit-identical results to an uncached fit, and leaves no files."""
+    calls = []
+    h = getattr(model, DEFAULT_LAYER).register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    try:
+        for method in ("semantic", "net2vec"):
+            kw = dict(method=method, seed=3, epochs=2, batch_size=50)
+            calls.clear()
+            cached = ConceptVectors(model, DEFAULT_LAYER, cache_dir=tmp_path / "c", **kw).fit(
+                root, concepts=["red", "circle", "green"])
+            n_train = len(BrodenDataset(root, split="train"))
+            assert sum(calls) == n_train, method       # one pass over the fitting images
+            assert list((tmp_path / "c").iterdir()) == []  # the cache is gone
+            calls.clear()
+            plain = ConceptVectors(model, DEFAULT_LAYER, activation_cache=False, **kw).fit(
+                root, concepts=["red", "circle", "green"])
+            assert sum(calls) > 2 * n_train, method     # exact pass, tally pass, epochs: the model again
+            for name in ("vectors", "scales", "biases", "thresholds", "best_units", "train_unit_iou"):
+                np.testing.assert_array_equal(getattr(cached, name), getattr(plain, name), err_msg=name)
+    finally:
+        h.remove()
+    with pytest.raises(TypeError, match="activation_cache"):
+        ConceptVectors(model, DEFAULT_LAYER, activation_cache="yes")
+
+
 # ----------------------------------------------------------------------------- bad input
 
 def test_bad_input(root, model):
@@ -277,3 +303,23 @@ def test_mismatched_masks(root, model):
         ConceptVectors(model, DEFAULT_LAYER).fit(ds, split=None)
     with pytest.raises(TypeError, match="dataset must be"):
         ConceptVectors(model, DEFAULT_LAYER).fit([1, 2, 3])
+
+
+def test_bottom_k_sample_does_not_depend_on_batching():
+    """The streaming sample keeps exactly the cap smallest keys of all rows,
+    in ascending key order, whatever the batch sizes."""
+    from interp_engine.methods.concept_vectors import _BottomK
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, 3, generator=g)
+    key = torch.rand(1000, generator=g, dtype=torch.float64)
+    ref = torch.argsort(key)[:37]
+    for sizes in ([1000], [1] * 1000, [7, 300, 1, 692], [37] * 27 + [1]):
+        bk, s = _BottomK(37), 0
+        for n in sizes:
+            bk.add(x[s:s + n], key[s:s + n])
+            s += n
+        xs, ks = bk.rows()
+        torch.testing.assert_close(ks, key[ref], rtol=0, atol=0)
+        torch.testing.assert_close(xs, x[ref], rtol=0, atol=0)
+    assert _BottomK(5).rows() is None

@@ -302,3 +302,49 @@ def ours_row_scores(res, concept):
     if concept == "random_0":
         return res.rows[0].random_scores
     return res[concept].scores
+
+
+def test_real_data_bundled_model(tmp_path):
+    """TCAV on the bundled ConceptCNN and a generated concept dataset, where
+    the answer is known from how the model was trained: its "red" / "blue"
+    colour outputs and its "striped" texture output.  Concept sets: 60 images
+    with > 5% of the colour's pixels, or with the texture label (at most 60); 10 random
+    sets of 60 images.  The matching concept is significant with a score
+    >= 0.9 and the highest among the colours."""
+    pytest.importorskip("sklearn")
+    from interp_engine.data import BrodenDataset, concept_dataset
+    from interp_engine.data.concepts import COLOR_NAMES, TEXTURE_NAMES
+    from interp_engine.models import load_default_model
+    from interp_engine.models.concept_cnn import OUTPUTS
+
+    ds = BrodenDataset(concept_dataset(tmp_path / "ds", seed=1, num_images=600), transform="unit")
+    model = load_default_model().eval()
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    pl = torch.stack([ds[i]["pixel_labels"] for i in range(len(ds))])
+    il = torch.stack([torch.as_tensor(ds[i]["image_labels"]) for i in range(len(ds))])
+    with torch.no_grad():
+        logits = model(x)
+    rng = np.random.default_rng(0)
+    names = ds.label_names
+    colours = ["red", "blue", "green", "yellow"]
+    sets = {}
+    for c in colours:
+        idx = np.flatnonzero((pl == names.index(c)).any(1).float().mean((1, 2)).numpy() > 0.05)
+        sets[c] = x[rng.choice(idx, min(60, len(idx)), replace=False)]
+    idx = np.flatnonzero((il == names.index("striped")).any(1).numpy())
+    sets["striped"] = x[rng.choice(idx, min(60, len(idx)), replace=False)]
+    randoms = [x[rng.choice(len(x), 60, replace=False)] for _ in range(11)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn's convergence warnings
+        tc = TCAV(model, "conv4", num_random=10, classifier="sgd", seed=0).fit_cavs(sets, randoms)
+    for target in ("red", "blue"):
+        k = OUTPUTS["color"].start + COLOR_NAMES.index(target)
+        res = tc.scores(x[(logits[:, k] > 0).numpy()][:100], k)
+        rows = {r.concept: r for r in res.rows}
+        assert rows[target].significant and rows[target].score >= 0.9, str(res)
+        assert max(colours, key=lambda c: rows[c].score) == target, str(res)
+    k = OUTPUTS["texture"].start + TEXTURE_NAMES.index("striped")
+    striped = (logits[:, OUTPUTS["texture"]].argmax(1) == TEXTURE_NAMES.index("striped")).numpy()
+    res = tc.scores(x[striped][:100], k)
+    row = next(r for r in res.rows if r.concept == "striped")
+    assert row.significant and row.score >= 0.9, str(res)

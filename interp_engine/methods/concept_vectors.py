@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -230,7 +231,9 @@ class ConceptVectors:
                  tol: float = 1e-9, max_iter: int = 100, max_positives: int = 20000,
                  max_negatives: int = 50000, binarize: bool = True, epochs: int = 30,
                  lr: float = 0.01, quantile: float = 0.005, transform: Any = "unit",
-                 batch_size: int = 64, seed: int = 0, calibrate_bias: Optional[bool] = None) -> None:
+                 batch_size: int = 64, seed: int = 0, calibrate_bias: Optional[bool] = None,
+                 activation_cache: bool = True,
+                 cache_dir: Optional[Union[str, os.PathLike]] = None) -> None:
         import torch
 
         from ..capture import find_module
@@ -266,6 +269,11 @@ class ConceptVectors:
         if calibrate_bias is not None and not isinstance(calibrate_bias, bool):
             raise TypeError(f"calibrate_bias must be None, True or False; got {calibrate_bias!r}")
         self.calibrate_bias = calibrate_bias
+        if not isinstance(activation_cache, (bool, np.bool_)):
+            raise TypeError(f"activation_cache must be True or False; got {activation_cache!r}")
+        self.activation_cache = bool(activation_cache)
+        self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+        self._cache: Optional[_ActivationCache] = None
         # learned state
         self.concepts: List[str] = []
         self.categories: List[str] = []
@@ -279,6 +287,10 @@ class ConceptVectors:
         self.best_units: Optional[np.ndarray] = None   # (L,)
         self.train_unit_iou: Optional[np.ndarray] = None  # (L,)
         self.solve_info: Dict[str, Dict[str, Any]] = {}
+        #: seconds of the last fit: ``streaming_pass`` (the model, the quantile sketch, the
+        #: sample), ``thresholds_pass``, ``solve`` (Newton, or net2vec's epochs), ``units_pass``
+        #: (best units and calibration)
+        self.timings: Dict[str, float] = {}
         self._keep_samples = False  # test hook: keep the semantic samples in self._samples
         self._samples: Dict[str, Tuple[Any, Any, Any]] = {}
 
@@ -354,17 +366,26 @@ class ConceptVectors:
         return names, [avail[n][0] for n in names], [avail[n][1] for n in names], explicit
 
     def _batches(self, ds, idx: Sequence[int], *, shuffle_seed: Optional[int] = None):
-        """Yield (acts float32 cpu (B, K, h, w), pixel_labels int (B, P, S, S))."""
+        """Yield (acts float32 cpu (B, K, h, w), pixel_labels int (B, P, S, S)):
+        from the model, or from the activation cache once a pass of
+        :meth:`fit` has filled it (that first pass also writes it)."""
         import torch
 
         from ..capture import iter_activations
 
-        order = list(idx)
+        pos = np.arange(len(idx))
         if shuffle_seed is not None:
-            perm = np.random.default_rng(shuffle_seed).permutation(len(order))
-            order = [order[i] for i in perm]
+            pos = np.random.default_rng(shuffle_seed).permutation(len(idx))
+        cache = self._cache
+        if cache is not None and cache.complete:
+            for s in range(0, len(pos), self.batch_size):
+                yield cache.read(pos[s:s + self.batch_size])
+            return
+        fill = cache is not None and shuffle_seed is None
+        order = [idx[i] for i in pos]
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, order),
                                              batch_size=self.batch_size, shuffle=False)
+        offset = 0
         for batch, acts in iter_activations(self.model, self.layer, loader):
             a = acts[self.layer].detach().to("cpu", torch.float32)
             if a.ndim != 4:
@@ -374,7 +395,12 @@ class ConceptVectors:
             if pl.shape[0] != a.shape[0] or tuple(pl.shape[2:]) != tuple(int(s) for s in ds.pixel_size):
                 raise ValueError(f"pixel_labels of shape {tuple(pl.shape)} do not match {a.shape[0]} images "
                                  f"with label maps of size {tuple(ds.pixel_size)}")
+            if fill:
+                cache.write(offset, a, pl, len(idx))
+            offset += a.shape[0]
             yield a, pl
+        if fill:
+            cache.complete = True
 
     @staticmethod
     def _masks(pl, labels):
@@ -413,10 +439,26 @@ class ConceptVectors:
         """
         ds, idx = self._resolve(dataset, split)
         names, labels, cats, explicit = self._select(ds, concepts)
-        return self._run(lambda: self._fit(ds, idx, names, labels, cats, explicit))
+        if not self.activation_cache:
+            return self._run(lambda: self._fit(ds, idx, names, labels, cats, explicit))
+        with _ActivationCache(self.cache_dir) as cache:
+            self._cache = cache
+            try:
+                return self._run(lambda: self._fit(ds, idx, names, labels, cats, explicit))
+            finally:
+                self._cache = None
 
     def _fit(self, ds, idx, names, labels, cats, explicit):
         import torch
+
+        clock = time.perf_counter()
+        self.timings = {}
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            self.timings[name] = now - clock
+            clock = now
 
         # pass 1: quantile sketch (+ the semantic sample, + concept statistics)
         sketch: Optional[ChannelQuantiles] = None
@@ -446,17 +488,14 @@ class ConceptVectors:
         if not keep:
             raise ValueError("no concept has a positive pixel in the fitting data")
         self.skipped = empty
+        lap("streaming_pass")
         # pass 2: exact thresholds
         ex = sketch.exact_pass(1.0 - self.quantile)
         for a, _ in self._batches(ds, idx):
             ex.update(a)
         thr = np.asarray(ex.result(), dtype=np.float64)
         self.thresholds = thr
-        # pass 3: best units on the fitting data
-        inter, upix, lpix = self._unit_tally(ds, idx, labels)
-        unit_iou = inter / np.maximum(upix[:, None] + lpix[None, :] - inter, 1)
-        best = np.argmax(unit_iou, axis=0)
-        best_iou = unit_iou[best, np.arange(len(labels))]
+        lap("thresholds_pass")
         # the vectors
         K = shape[0]
         W = np.zeros((len(labels), K))
@@ -483,64 +522,28 @@ class ConceptVectors:
         self.labels = [labels[i] for i in keep]
         self.vectors, self.scales, self.biases = vec, norms, B[keep_a]
         self.solved_biases = self.biases.copy()
-        if self._calibrate():
-            self.biases = self.biases - self._best_offsets(ds, idx, self.labels)
+        lap("solve")
+        # pass 3: the units' dissection counts (best units) and, with calibrate_bias, the logit
+        # histograms of the calibration, in one pass
+        tally = _UnitTally(ds, labels, thr)
+        hist = _LogitHistograms(self, ds, self.labels) if self._calibrate() else None
+        for a, pl in self._batches(ds, idx):
+            tally.update(a, pl)
+            if hist is not None:
+                hist.update(a, pl)
+        if hist is not None:
+            self.biases = self.biases - hist.best_offsets()
+        inter, upix, lpix = tally.counts()
+        unit_iou = inter / np.maximum(upix[:, None] + lpix[None, :] - inter, 1)
+        best = np.argmax(unit_iou, axis=0)
+        best_iou = unit_iou[best, np.arange(len(labels))]
         self.best_units = np.where(best_iou[keep_a] > 0, best[keep_a], -1).astype(np.int64)
         self.train_unit_iou = best_iou[keep_a].astype(np.float64)
+        lap("units_pass")
         return self
 
     def _calibrate(self) -> bool:
         return self.method == "semantic" if self.calibrate_bias is None else bool(self.calibrate_bias)
-
-    def _best_offsets(self, ds, idx, labels) -> np.ndarray:
-        """Per concept, the logit threshold ``t`` (a multiple of 0.01 in
-        [-30, 30]) maximizing the set-IoU of ``upsampled logit > t`` on the
-        fitting data, from streamed histograms of the logits of mask and
-        non-mask pixels."""
-        import torch
-        import torch.nn.functional as F
-
-        lo, width, nb = -30.0, 0.01, 6000
-        L = len(labels)
-        S = tuple(int(s) for s in ds.pixel_size)
-        hist_pos = torch.zeros(L * nb, dtype=torch.int64)
-        hist_neg = torch.zeros(L * nb, dtype=torch.int64)
-        base = (torch.arange(L) * nb)[None, :, None, None]
-        for a, pl in self._batches(ds, idx):
-            z = F.interpolate(self.predict_logits(a).to(torch.float64), size=S, mode="bilinear",
-                              align_corners=False)
-            b = ((z - lo) / width).floor().clamp(0, nb - 1).to(torch.int64) + base
-            m = self._masks(pl, labels)
-            hist_pos += torch.bincount(b[m], minlength=L * nb)
-            hist_neg += torch.bincount(b[~m], minlength=L * nb)
-        hp = hist_pos.view(L, nb).numpy()
-        hn = hist_neg.view(L, nb).numpy()
-        # pixels with logit in bin >= j are predicted positive at threshold lo + j * width
-        tp = np.cumsum(hp[:, ::-1], axis=1)[:, ::-1]
-        fp = np.cumsum(hn[:, ::-1], axis=1)[:, ::-1]
-        iou = tp / np.maximum(hp.sum(1, keepdims=True) + fp, 1)
-        j = np.argmax(iou, axis=1)  # ties: the lowest threshold
-        return lo + j * width
-
-    def _unit_tally(self, ds, idx, labels):
-        """int64 intersections (K, L), unit pixels (K,), label pixels (L,) of
-        the units' dissection masks over ``idx``."""
-        import torch
-        import torch.nn.functional as F
-
-        thr = torch.as_tensor(self.thresholds, dtype=torch.float64)
-        inter = upix = None
-        lpix = torch.zeros(len(labels), dtype=torch.int64)
-        S = tuple(int(s) for s in ds.pixel_size)
-        for a, pl in self._batches(ds, idx):
-            up = F.interpolate(a.to(torch.float64), size=S, mode="bilinear", align_corners=False)
-            u = (up > thr[None, :, None, None]).to(torch.float32)
-            m = self._masks(pl, labels).to(torch.float32)
-            i = torch.einsum("bkhw,blhw->kl", u, m).round().to(torch.int64)
-            inter = i if inter is None else inter + i
-            upix = u.sum((0, 2, 3)).to(torch.int64) if upix is None else upix + u.sum((0, 2, 3)).to(torch.int64)
-            lpix += m.sum((0, 2, 3)).to(torch.int64)
-        return inter.numpy(), upix.numpy(), lpix.numpy()
 
     def _features(self, a, thr_t):
         import torch
@@ -617,6 +620,7 @@ class ConceptVectors:
         L = len(labels)
         vi = torch.zeros(L, dtype=torch.int64)
         vu = torch.zeros(L, dtype=torch.int64)
+        tally = _UnitTally(ds, labels, self.thresholds)
         for a, pl in self._batches(ds, idx):
             if a.shape[1] != self.vectors.shape[1]:
                 raise ValueError(f"layer {self.layer!r} has {a.shape[1]} channels; the vectors have "
@@ -626,7 +630,8 @@ class ConceptVectors:
             m = self._masks(pl, labels)
             vi += (pred & m).sum((0, 2, 3))
             vu += (pred | m).sum((0, 2, 3))
-        inter, upix, lpix = self._unit_tally(ds, idx, labels)
+            tally.update(a, pl)
+        inter, upix, lpix = tally.counts()
         rows = []
         for j, c in enumerate(self.concepts):
             u = int(self.best_units[j])
@@ -669,7 +674,159 @@ class ConceptVectors:
         return self
 
 
+# ----------------------------------------------------------------------------- streaming accumulators
+
+class _UnitTally:
+    """The units' dissection counts against the concepts, by the core's
+    :class:`~interp_engine.IoUTally` (the same upsampling and ``> threshold``
+    binarization as :func:`~interp_engine.dissect`): int64 intersections
+    ``(K, L)``, unit pixels ``(K,)`` (over all images) and label pixels
+    ``(L,)``."""
+
+    def __init__(self, ds, labels: Sequence[int], thresholds: np.ndarray) -> None:
+        self.num_labels = int(ds.num_labels) if hasattr(ds, "num_labels") else len(ds.label_names)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.size = tuple(int(s) for s in ds.pixel_size)
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        self.tally = None
+
+    def update(self, a, pl) -> None:
+        from ..engine.iou import IoUTally
+
+        if self.tally is None:
+            # one category holding every label: unit pixels count over every image
+            self.tally = IoUTally(a.shape[1], self.num_labels, np.zeros(self.num_labels, np.int64), 1,
+                                  output_size=self.size)
+        self.tally.update(a, self.thresholds, pixel_labels=pl,
+                          image_categories=np.ones((a.shape[0], 1), dtype=bool))
+
+    def counts(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        t = self.tally
+        if t is None:
+            raise ValueError("no images were tallied")
+        return (t.intersection[:, self.labels], t.unit_pixels[:, 0].copy(), t.label_pixels[self.labels])
+
+
+class _LogitHistograms:
+    """Per concept, histograms of the upsampled logits of its mask pixels and
+    of the other pixels (bins of 0.01 over [-30, 30], clamped), streamed; the
+    calibration offsets come from their tail sums."""
+
+    LO, WIDTH, BINS = -30.0, 0.01, 6000
+
+    def __init__(self, cv: "ConceptVectors", ds, labels: Sequence[int]) -> None:
+        import torch
+
+        self.cv, self.labels = cv, list(labels)
+        self.size = tuple(int(s) for s in ds.pixel_size)
+        L = len(self.labels)
+        self.hist = torch.zeros(L * self.BINS * 2, dtype=torch.int64)  # [concept, bin, in mask]
+        self.base = (torch.arange(L) * (self.BINS * 2))[None, :, None, None]
+
+    def update(self, a, pl) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        z = F.interpolate(self.cv.predict_logits(a).to(torch.float64), size=self.size, mode="bilinear",
+                          align_corners=False)
+        b = ((z - self.LO) / self.WIDTH).floor().clamp(0, self.BINS - 1).to(torch.int64)
+        m = self.cv._masks(pl, self.labels)
+        self.hist += torch.bincount((b * 2 + m + self.base).flatten(), minlength=self.hist.numel())
+
+    def best_offsets(self) -> np.ndarray:
+        """Per concept, the logit threshold ``t`` (a multiple of 0.01 in
+        [-30, 30]) maximizing the set-IoU of ``upsampled logit > t`` on the
+        streamed pixels (ties: the lowest threshold)."""
+        h = self.hist.view(len(self.labels), self.BINS, 2).numpy()
+        hp, hn = h[:, :, 1], h[:, :, 0]
+        # pixels with logit in bin >= j are predicted positive at threshold lo + j * width
+        tp = np.cumsum(hp[:, ::-1], axis=1)[:, ::-1]
+        fp = np.cumsum(hn[:, ::-1], axis=1)[:, ::-1]
+        iou = tp / np.maximum(hp.sum(1, keepdims=True) + fp, 1)
+        return self.LO + np.argmax(iou, axis=1) * self.WIDTH
+
+
+class _ActivationCache:
+    """Activations (float32) and label maps of one fit's images in
+    memory-mapped ``.npy`` files of a temporary directory (removed on exit)."""
+
+    def __init__(self, parent: Optional[str]) -> None:
+        import tempfile
+
+        if parent is not None:
+            os.makedirs(parent, exist_ok=True)
+        self._tmp = tempfile.TemporaryDirectory(prefix="interp_engine_cv_", dir=parent)
+        self.acts = self.labels = None
+        self.complete = False
+
+    def __enter__(self) -> "_ActivationCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.acts = self.labels = None  # close the maps before the files go
+        self._tmp.cleanup()
+
+    def write(self, offset: int, a, pl, total: int) -> None:
+        if self.acts is None:
+            root = self._tmp.name
+            self.acts = np.lib.format.open_memmap(os.path.join(root, "acts.npy"), mode="w+",
+                                                  dtype=np.float32, shape=(total,) + tuple(a.shape[1:]))
+            self.labels = np.lib.format.open_memmap(os.path.join(root, "labels.npy"), mode="w+",
+                                                    dtype=pl.numpy().dtype, shape=(total,) + tuple(pl.shape[1:]))
+        self.acts[offset:offset + a.shape[0]] = a.numpy()
+        self.labels[offset:offset + a.shape[0]] = pl.numpy()
+
+    def read(self, pos: np.ndarray):
+        import torch
+
+        if len(pos) and pos[-1] - pos[0] == len(pos) - 1 and np.all(np.diff(pos) == 1):
+            sl = slice(int(pos[0]), int(pos[-1]) + 1)
+            return torch.from_numpy(np.array(self.acts[sl])), torch.from_numpy(np.array(self.labels[sl]))
+        return torch.from_numpy(self.acts[pos]), torch.from_numpy(self.labels[pos])
+
+
 # ----------------------------------------------------------------------------- streaming sample
+
+class _BottomK:
+    """The ``cap`` rows with the smallest keys among all rows added (a uniform
+    sample without replacement when the keys are uniform random).  Rows are
+    buffered and cut back to ``cap`` only when more than ``2 cap`` are held
+    (amortized O(1) copies per row); :meth:`rows` returns the selection in
+    ascending key order, so the result does not depend on the batching."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.parts: List[Tuple[Any, ...]] = []
+        self.held = 0
+
+    def add(self, *cols) -> None:
+        self.parts.append(cols)
+        self.held += int(cols[-1].shape[0])
+        if self.held > 2 * self.cap:
+            self.parts = [self._cut(sort=False)]
+            self.held = int(self.parts[0][-1].shape[0])
+
+    def _cut(self, *, sort: bool):
+        import torch
+
+        cols = tuple(torch.cat(c) for c in zip(*self.parts)) if len(self.parts) > 1 else self.parts[0]
+        key = cols[-1]
+        if key.numel() > self.cap:
+            sel = torch.topk(key, self.cap, largest=False, sorted=sort).indices
+        elif sort:
+            sel = torch.argsort(key)
+        else:
+            return cols
+        return tuple(c[sel] for c in cols)
+
+    def rows(self):
+        """The selected columns (the last is the key), ascending key; None if empty."""
+        if not self.parts:
+            return None
+        self.parts = [self._cut(sort=True)]
+        self.held = int(self.parts[0][-1].shape[0])
+        return self.parts[0]
+
 
 class _SemanticSample:
     """The bounded-memory sample of one streaming pass (see module docs).
@@ -678,38 +835,21 @@ class _SemanticSample:
     key is a uniform sample without replacement of what was seen.  Kept:
     per concept the positive positions (``y > 0``) with the smallest keys
     (all of them up to ``max_positives``) and, shared, the ``max_negatives``
-    positions with the smallest keys (their targets for every concept)."""
+    positions with the smallest keys (their targets for every concept).
+    Memory: at most ``2 (max_negatives (K + L) + L max_positives (K + 1))``
+    values while streaming (float32 features, float64 targets)."""
 
     def __init__(self, num_concepts: int, max_pos: int, max_neg: int, seed: int) -> None:
         import torch
 
         self.L = num_concepts
-        self.max_pos, self.max_neg = max_pos, max_neg
         self.gen = torch.Generator().manual_seed(int(seed))
-        self.pos: List[Any] = [None] * num_concepts   # (feats (n, K), y (n,), key (n,))
-        self.pool: Any = None                          # (feats (n, K), Y (n, L), key (n,))
+        self.pos = [_BottomK(max_pos) for _ in range(num_concepts)]   # (feats (n, K), y (n,), key (n,))
+        self.pool = _BottomK(max_neg)                                 # (feats (n, K), Y (n, L), key (n,))
         self.n_pos = torch.zeros(num_concepts, dtype=torch.int64)
         self.n_neg = torch.zeros(num_concepts, dtype=torch.int64)
         self.mass_pos = torch.zeros(num_concepts, dtype=torch.float64)
         self.mass_neg = torch.zeros(num_concepts, dtype=torch.float64)
-
-    @staticmethod
-    def _bottom(parts, cap):
-        import torch
-
-        f, y, k = parts
-        if k.numel() <= cap:
-            return parts
-        sel = torch.topk(k, cap, largest=False, sorted=False).indices
-        return f[sel], y[sel], k[sel]
-
-    @staticmethod
-    def _cat(old, new):
-        import torch
-
-        if old is None:
-            return new
-        return tuple(torch.cat([o, n]) for o, n in zip(old, new))
 
     def update(self, a, m) -> None:
         import torch
@@ -725,17 +865,17 @@ class _SemanticSample:
         self.n_neg += (~posm).sum(0)
         self.mass_pos += Y.sum(0)
         self.mass_neg += (1 - Y).sum(0)
-        self.pool = self._bottom(self._cat(self.pool, (x, Y, key)), self.max_neg)
+        self.pool.add(x, Y, key)
         for c in torch.nonzero(posm.any(0)).flatten().tolist():
             sel = torch.nonzero(posm[:, c]).flatten()
-            self.pos[c] = self._bottom(self._cat(self.pos[c], (x[sel], Y[sel, c], key[sel])), self.max_pos)
+            self.pos[c].add(x[sel], Y[sel, c], key[sel])
 
     def problem(self, c: int):
         """(x float64 (n, K), c1 (n,), c0 (n,)) of concept ``c``'s loss."""
         import torch
 
-        fp, yp, _ = self.pos[c]
-        fn, Yn, _ = self.pool
+        fp, yp, _ = self.pos[c].rows()
+        fn, Yn, _ = self.pool.rows()
         neg = Yn[:, c] == 0
         fn = fn[neg]
         wp = float(self.n_pos[c]) / fp.shape[0]
@@ -753,7 +893,8 @@ class _SemanticSample:
         return x, c1, c0
 
     def info(self, c: int) -> Dict[str, Any]:
-        kept_neg = int((self.pool[1][:, c] == 0).sum())
-        return {"positives": int(self.n_pos[c]), "positives_kept": int(self.pos[c][0].shape[0]),
+        kept_neg = int((self.pool.rows()[1][:, c] == 0).sum())
+        kept_pos = int(self.pos[c].rows()[0].shape[0])
+        return {"positives": int(self.n_pos[c]), "positives_kept": kept_pos,
                 "negatives": int(self.n_neg[c]), "negatives_kept": kept_neg,
-                "exact": kept_neg == int(self.n_neg[c]) and int(self.pos[c][0].shape[0]) == int(self.n_pos[c])}
+                "exact": kept_neg == int(self.n_neg[c]) and kept_pos == int(self.n_pos[c])}
