@@ -246,13 +246,61 @@ def test_activation_cache_runs_the_model_once_and_changes_nothing(root, model, t
         ConceptVectors(model, DEFAULT_LAYER, activation_cache="yes")
 
 
+def test_bias_calibration_maximizes_training_iou(semantic, root, model):
+    """The calibrated bias is the threshold (a multiple of 0.01 in [-30, 30]
+    on the solved logit) with the highest set-IoU on the fitting images:
+    checked by brute force on the exact upsampled logits."""
+    cv, _ = semantic
+    tr = BrodenDataset(root, split="train", transform=DEFAULT_TRANSFORM)
+    a, pl = _acts(model, tr)
+    grid = -30.0 + 0.01 * np.arange(6000)
+    for j, c in enumerate(cv.concepts[:4] + cv.concepts[-2:]):
+        j = cv.concepts.index(c)
+        z = F.interpolate(torch.einsum("bkhw,k->bhw", a, torch.as_tensor(cv.weights[j], dtype=torch.float32))[:, None]
+                          + float(cv.solved_biases[j]), size=tuple(tr.pixel_size), mode="bilinear",
+                          align_corners=False)[:, 0].numpy().ravel()
+        m = (pl == tr.label_names.index(c)).any(1).numpy().ravel()
+        zs_pos, zs_all = np.sort(z[m]), np.sort(z)
+        tp = len(zs_pos) - np.searchsorted(zs_pos, grid, side="right")
+        pred = len(zs_all) - np.searchsorted(zs_all, grid, side="right")
+        iou = tp / (m.sum() + pred - tp)
+        t = float(cv.solved_biases[j] - cv.biases[j])
+        assert t == pytest.approx(grid[np.argmin(np.abs(grid - t))], abs=1e-9)
+        k = int(np.argmin(np.abs(grid - t)))
+        assert iou[k] >= iou.max() - 1e-3, c  # bins of float32 logits vs exact comparisons
+
+
+def test_cav_method_equals_tcav_on_pooled_features(root, model):
+    """method="cav": each vector is TCAV's CAV (train_cav) of the images that
+    contain the concept against the seeded random images, on spatial means."""
+    from interp_engine.methods.tcav import SGDLinearClassifier, train_cav
+
+    cv = ConceptVectors(model, DEFAULT_LAYER, method="cav", seed=2).fit(root, concepts=["red", "star"])
+    tr = BrodenDataset(root, split="train", transform=DEFAULT_TRANSFORM)
+    a, pl = _acts(model, tr)
+    x = a.mean((2, 3)).double().numpy()
+    for j, c in enumerate(cv.concepts):
+        i = ["red", "star"].index(c)
+        pos = x[(pl == tr.label_names.index(c)).flatten(1).any(1).numpy()]
+        rng = np.random.default_rng([2, i, 11])
+        neg = x[rng.choice(len(x), size=len(pos), replace=False)]
+        v, acc = train_cav(pos, neg, SGDLinearClassifier(), seed=int(rng.integers(2**31 - 1)))
+        np.testing.assert_allclose(cv.vectors[j], v, atol=1e-6)
+        assert cv.solve_info[c]["accuracy"] == pytest.approx(acc)
+        assert cv.scales[j] == pytest.approx(1.0 / float((x @ v).std()), rel=1e-5)
+    ev = cv.evaluate(root)
+    assert all(0.0 < r.iou < 1.0 for r in ev.rows)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 def test_bad_input(root, model):
     with pytest.raises(ValueError, match="conv9"):
         ConceptVectors(model, "conv9")
     with pytest.raises(ValueError, match="method"):
-        ConceptVectors(model, DEFAULT_LAYER, method="cav")
+        ConceptVectors(model, DEFAULT_LAYER, method="tcav")
+    with pytest.raises(ValueError, match="classifier"):
+        ConceptVectors(model, DEFAULT_LAYER, method="cav", classifier="svm")
     with pytest.raises(TypeError, match="model"):
         ConceptVectors("resnet", DEFAULT_LAYER)
     cv = ConceptVectors(model, DEFAULT_LAYER)

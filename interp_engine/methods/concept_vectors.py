@@ -38,6 +38,18 @@ Semantics (shared/ALGORITHMS.md section 4; docs/concept_vectors.md):
   ``alpha = 1 - mean pixel fraction of the concept over the images that
   contain it``, on the images containing the concept only; Adam, zero
   initialization, ``epochs`` passes over the training data in a seeded order.
+* ``method="cav"`` (TCAV's concept activation vector, Kim et al. 2018, from
+  image-level examples): per concept, the images of the fitting data that
+  contain it (any pixel of its mask) against a seeded random sample of the
+  fitting images, cut to equal size and split 67/33, separated by a linear
+  classifier (``classifier="sgd"``: scikit-learn SGD with captum's settings,
+  the reference; ``"mean_difference"``: FastCAV's closed form; or any
+  :class:`~interp_engine.methods.tcav.Classifier`) on the spatial mean of the
+  activations ``(K,)`` (TCAV's ``features="mean"``), so the vector lives in
+  the same channel space as the others.  The vector is the classifier's unit
+  normal (:func:`~interp_engine.methods.tcav.train_cav`); as a segmentation
+  predictor its scale is ``1 / std`` of the images' projections and its bias
+  is calibrated (below; on by default for cav).
 * Evaluation: set-IoU at 0.5 over the images given (``split="val"``):
   ``sum_images |p > 0.5 & M| / sum_images |p > 0.5 | M|``, with ``p`` the
   prediction upsampled to the label resolution (for semantic vectors the
@@ -65,7 +77,7 @@ from ..engine.quantiles import ChannelQuantiles
 __all__ = ["ConceptVectors", "ConceptVectorsEvaluation", "ConceptIoURow", "METHODS",
            "solve_balanced_logistic"]
 
-METHODS = ("semantic", "net2vec")
+METHODS = ("semantic", "net2vec", "cav")
 _FORMAT = "interp_engine.concept_vectors"
 _VERSION = 1
 
@@ -204,8 +216,11 @@ class ConceptVectors:
             its training flags are restored afterwards).
         layer: the name of a module whose output is ``(B, K, h, w)``.
         method: ``"semantic"`` (our formulation of Gu & Tresp: Newton on a
-            class-balanced logistic loss from raw activations) or
-            ``"net2vec"`` (Fong & Vedaldi).
+            class-balanced logistic loss from raw activations),
+            ``"net2vec"`` (Fong & Vedaldi) or ``"cav"`` (TCAV's CAV from
+            image-level examples, on spatially averaged activations).
+        classifier: cav: ``"sgd"`` (default), ``"mean_difference"`` or a
+            :class:`~interp_engine.methods.tcav.Classifier`.
         l2: semantic: the L2 penalty on the weights (default 1e-3).
         tol, max_iter: semantic: Newton stops at ``|grad|_2 <= tol``.
         max_positives, max_negatives: semantic: the caps of the per-concept
@@ -222,9 +237,19 @@ class ConceptVectors:
             net2vec data order.
         calibrate_bias: after the fit, shift each bias so that the set-IoU
             of the upsampled prediction at 0.5 is highest on the fitting data
-            (one more pass; logit resolution 0.01).  None (default): on for
-            ``"semantic"`` (a class-balanced fit predicts far too wide masks
-            at 0.5 for rare concepts), off for ``"net2vec"`` (the paper).
+            (logit resolution 0.01; counted in the best-unit pass).  None
+            (default): on for ``"semantic"`` (a class-balanced fit predicts
+            far too wide masks at 0.5 for rare concepts) and ``"cav"`` (an
+            image classifier has no pixel threshold), off for ``"net2vec"``
+            (the paper).
+        activation_cache: the model runs once per :meth:`fit`: the first pass
+            writes the layer's activations (float32, so results are
+            identical to an uncached run) and the label maps to memory-mapped
+            files that the later passes (exact thresholds, best units,
+            calibration, net2vec's epochs) read instead of running the model
+            and decoding the images again.  False: every pass runs the model.
+        cache_dir: where the cache files go (default: a temporary
+            directory); they are deleted when :meth:`fit` returns.
     """
 
     def __init__(self, model, layer: str, *, method: str = "semantic", l2: float = 1e-3,
@@ -232,7 +257,7 @@ class ConceptVectors:
                  max_negatives: int = 50000, binarize: bool = True, epochs: int = 30,
                  lr: float = 0.01, quantile: float = 0.005, transform: Any = "unit",
                  batch_size: int = 64, seed: int = 0, calibrate_bias: Optional[bool] = None,
-                 activation_cache: bool = True,
+                 activation_cache: bool = True, classifier: Any = "sgd",
                  cache_dir: Optional[Union[str, os.PathLike]] = None) -> None:
         import torch
 
@@ -269,6 +294,9 @@ class ConceptVectors:
         if calibrate_bias is not None and not isinstance(calibrate_bias, bool):
             raise TypeError(f"calibrate_bias must be None, True or False; got {calibrate_bias!r}")
         self.calibrate_bias = calibrate_bias
+        from .tcav import _make_classifier
+
+        self.classifier = _make_classifier(classifier)
         if not isinstance(activation_cache, (bool, np.bool_)):
             raise TypeError(f"activation_cache must be True or False; got {activation_cache!r}")
         self.activation_cache = bool(activation_cache)
@@ -467,6 +495,8 @@ class ConceptVectors:
         pix_count = torch.zeros(len(labels), dtype=torch.float64)
         frac_sum = torch.zeros(len(labels), dtype=torch.float64)   # sum of per-image fractions (net2vec alpha)
         img_count = torch.zeros(len(labels), dtype=torch.float64)
+        pooled: List[Any] = []   # cav: spatial means (B, K) and concept presence (B, L)
+        present: List[Any] = []
         shape = None
         for a, pl in self._batches(ds, idx):
             if sketch is None:
@@ -481,6 +511,9 @@ class ConceptVectors:
             frac_sum += (cnt / float(m.shape[2] * m.shape[3])).sum(0)
             if sem is not None:
                 sem.update(a, m)
+            if self.method == "cav":
+                pooled.append(a.mean((2, 3)).to(torch.float64))
+                present.append(has)
         empty = [n for n, c in zip(names, pix_count.tolist()) if c == 0]
         if empty and explicit:
             raise ValueError(f"concepts {empty} have no positive pixels in the fitting data; drop them")
@@ -511,6 +544,8 @@ class ConceptVectors:
                 info.update(sem.info(i))
                 W[i], B[i] = w, b
                 self.solve_info[names[i]] = info
+        elif self.method == "cav":
+            W, B = self._train_cavs(torch.cat(pooled).numpy(), torch.cat(present).numpy(), keep, names)
         else:
             alpha = 1.0 - (frac_sum / img_count.clamp(min=1)).numpy()
             W, B = self._train_net2vec(ds, idx, labels, alpha, K, thr)
@@ -543,7 +578,32 @@ class ConceptVectors:
         return self
 
     def _calibrate(self) -> bool:
-        return self.method == "semantic" if self.calibrate_bias is None else bool(self.calibrate_bias)
+        return self.method != "net2vec" if self.calibrate_bias is None else bool(self.calibrate_bias)
+
+    def _train_cavs(self, x: np.ndarray, present: np.ndarray, keep: Sequence[int], names: Sequence[str]):
+        """CAVs on the images' spatial means ``x`` (N, K): each concept's images
+        against a seeded random sample of all images (equal size); weights
+        ``v / std(x v)`` and bias ``-mean(x v) / std(x v)`` (the calibration
+        then moves the bias)."""
+        from .tcav import train_cav
+
+        W = np.zeros((present.shape[1], x.shape[1]))
+        B = np.zeros(present.shape[1])
+        for i in keep:
+            pos = x[present[:, i]]
+            rng = np.random.default_rng([self.seed, i, 11])
+            neg = x[rng.choice(len(x), size=min(len(pos), len(x)), replace=False)]
+            if len(pos) < 2:
+                raise ValueError(f"concept {names[i]!r} is in {len(pos)} image(s) of the fitting data; a CAV "
+                                 f"needs at least 2")
+            v, acc = train_cav(pos, neg, self.classifier, seed=int(rng.integers(2**31 - 1)))
+            proj = x @ v
+            sd = float(proj.std())
+            sd = sd if sd > 0 else 1.0
+            W[i], B[i] = v / sd, -float(proj.mean()) / sd
+            self.solve_info[names[i]] = {"accuracy": acc, "positive_images": int(len(pos)),
+                                         "random_images": int(len(neg))}
+        return W, B
 
     def _features(self, a, thr_t):
         import torch
@@ -720,24 +780,24 @@ class _LogitHistograms:
         self.cv, self.labels = cv, list(labels)
         self.size = tuple(int(s) for s in ds.pixel_size)
         L = len(self.labels)
-        self.hist = torch.zeros(L * self.BINS * 2, dtype=torch.int64)  # [concept, bin, in mask]
-        self.base = (torch.arange(L) * (self.BINS * 2))[None, :, None, None]
+        self.hist = np.zeros(L * self.BINS * 2, dtype=np.int64)  # [concept, bin, in mask]
+        self.base = (torch.arange(L, dtype=torch.int32) * (self.BINS * 2))[None, :, None, None]
 
     def update(self, a, pl) -> None:
         import torch
         import torch.nn.functional as F
 
-        z = F.interpolate(self.cv.predict_logits(a).to(torch.float64), size=self.size, mode="bilinear",
-                          align_corners=False)
-        b = ((z - self.LO) / self.WIDTH).floor().clamp(0, self.BINS - 1).to(torch.int64)
-        m = self.cv._masks(pl, self.labels)
-        self.hist += torch.bincount((b * 2 + m + self.base).flatten(), minlength=self.hist.numel())
+        # float32 logits upsampled as evaluate() does; bin index * 2 + in-mask, in place
+        z = F.interpolate(self.cv.predict_logits(a), size=self.size, mode="bilinear", align_corners=False)
+        q = z.sub_(self.LO).mul_(1.0 / self.WIDTH).floor_().clamp_(0, self.BINS - 1).to(torch.int32)
+        q.mul_(2).add_(self.cv._masks(pl, self.labels)).add_(self.base)
+        self.hist += np.bincount(q.numpy().ravel(), minlength=self.hist.size)
 
     def best_offsets(self) -> np.ndarray:
         """Per concept, the logit threshold ``t`` (a multiple of 0.01 in
         [-30, 30]) maximizing the set-IoU of ``upsampled logit > t`` on the
         streamed pixels (ties: the lowest threshold)."""
-        h = self.hist.view(len(self.labels), self.BINS, 2).numpy()
+        h = self.hist.reshape(len(self.labels), self.BINS, 2)
         hp, hn = h[:, :, 1], h[:, :, 0]
         # pixels with logit in bin >= j are predicted positive at threshold lo + j * width
         tp = np.cumsum(hp[:, ::-1], axis=1)[:, ::-1]
