@@ -103,6 +103,27 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--device", default=None)
     inv.add_argument("--max-images", type=_positive_int, default=None)
     inv.add_argument("--threads", type=int, default=0, help="core threads (0 = all cores)")
+    cv = sub.add_parser(
+        "concepts",
+        help="learn concept vectors (semantic, Net2Vec or CAV) and score them against single units",
+        description="Learn one vector per pixel-level concept at a layer (docs/concept_vectors.md) on the "
+                    "training split, then print and save its held-out set-IoU next to the best single unit's.")
+    cv.add_argument("--model", default="default", help="as for dissect")
+    cv.add_argument("--weights", default=None, help="as for dissect")
+    cv.add_argument("--layer", default=None, help="the layer (default: the bundled model's conv4)")
+    cv.add_argument("--dataset", default=None, help="a Broden-format directory (default: the bundled dataset)")
+    cv.add_argument("--out", default="concepts", help="output directory (default ./concepts)")
+    cv.add_argument("--method", choices=["semantic", "net2vec", "cav"], default="semantic")
+    cv.add_argument("--concepts", default=None, help="comma-separated concept names (default: every pixel label)")
+    cv.add_argument("--train-split", default="train", help="rows to fit on (default train; 'all': every row)")
+    cv.add_argument("--eval-split", default="val", help="rows to score on (default val; 'all': every row)")
+    cv.add_argument("--classifier", choices=["sgd", "mean_difference"], default="sgd", help="for --method cav")
+    cv.add_argument("--categories", default=None, help="comma-separated categories (default: all)")
+    cv.add_argument("--transform", choices=["netdissect", "imagenet"], default=None)
+    cv.add_argument("--batch-size", type=_positive_int, default=64)
+    cv.add_argument("--max-images", type=_positive_int, default=None)
+    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--threads", type=int, default=0, help="core threads (0 = all cores)")
     return parser
 
 
@@ -168,6 +189,45 @@ def _run_invert(args: argparse.Namespace) -> int:
     for r in best[:15]:
         print(f"{r.neuron:>6}  {r.auc:6.3f}  {r.p_value:9.2e}  {r.formula}")
     print(f"\n{len(best)} of {len(res)} neurons explained; time {time.perf_counter() - t0:.1f} s; report: {index}")
+    return 0
+
+
+def _run_concepts(args: argparse.Namespace) -> int:
+    import csv
+    import time
+
+    from .methods.concept_vectors import ConceptVectors
+
+    t0 = time.perf_counter()
+    model, layers, transform = _model_and_layers(args, many_layers=False)
+    if not layers:
+        return 2
+    fit_split = None if args.train_split == "all" else args.train_split
+    eval_split = None if args.eval_split == "all" else args.eval_split
+    names = None if args.concepts is None else [c.strip() for c in args.concepts.split(",") if c.strip()]
+    try:
+        root, ds = _open_dataset(args, transform)
+        print(f"concept vectors ({args.method}) at {layers[0]} of {args.model} on {root} ({len(ds)} images)",
+              flush=True)
+        cv = ConceptVectors(model, layers[0], method=args.method, classifier=args.classifier, seed=args.seed)
+        cv.fit(ds, names, split=fit_split)
+        ev = cv.evaluate(ds, split=eval_split)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"interp-engine: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cv.save(out / "vectors.npz")
+    rows = ev.table()
+    with open(out / "concept_iou.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(ev)
+    if cv.skipped:
+        print(f"skipped (no pixel in the fitting rows): {', '.join(cv.skipped)}")
+    print(f"\ntime: {time.perf_counter() - t0:.1f} s; vectors: {out / 'vectors.npz'}; "
+          f"table: {out / 'concept_iou.csv'}")
     return 0
 
 
@@ -280,11 +340,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"compiled core: {interp_engine._core.__file__}")
         print(f"threads: {interp_engine.get_num_threads()}")
         return 0
-    if args.command in ("dissect", "invert"):
+    if args.command in ("dissect", "invert", "concepts"):
         if args.threads < 0:
             print("interp-engine: error: --threads must be >= 0", file=sys.stderr)
             return 2
-        return _run_dissect(args) if args.command == "dissect" else _run_invert(args)
+        interp_engine.set_num_threads(args.threads)
+        run = {"dissect": _run_dissect, "invert": _run_invert, "concepts": _run_concepts}[args.command]
+        return run(args)
     if args.command == "demo":
         from .demo import run_demo
 

@@ -123,3 +123,28 @@ def test_invert_command(tiny_concepts, tmp_path, capsys):
     assert len(rows) == 128  # conv4 of the bundled model
     html = (out / "index.html").read_text()
     assert "<svg" in html and "AUC" in html and "<script" not in html
+
+
+def test_concepts_command(tiny_concepts, tmp_path, capsys):
+    import csv as _csv
+
+    from interp_engine.methods.concept_vectors import ConceptVectors
+    from interp_engine.models import load_default_model
+
+    out = tmp_path / "cv"
+    rc = cli.main(["concepts", "--dataset", str(tiny_concepts), "--out", str(out), "--concepts", "red,blue,circle"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "set-IoU at 0.5" in text and "red" in text
+    with open(out / "concept_iou.csv") as f:
+        rows = list(_csv.DictReader(f))
+    assert [r["concept"] for r in rows] == ["red", "blue", "circle"]
+    assert all(0.0 <= float(r["iou"]) <= 1.0 and int(r["best_unit"]) >= -1 for r in rows)
+    cv = ConceptVectors(load_default_model(), "conv4").load(out / "vectors.npz")
+    assert cv.concepts == ["red", "blue", "circle"] and cv.vectors.shape == (3, 128)
+    # the saved vectors give the printed table again
+    from interp_engine.data import BrodenDataset
+    again = cv.evaluate(BrodenDataset(tiny_concepts, transform="unit"), split="val").table()
+    assert [round(r["iou"], 6) for r in again] == [round(float(r["iou"]), 6) for r in rows]
+    assert cli.main(["concepts", "--dataset", str(tiny_concepts), "--out", str(out), "--concepts", "plaid"]) == 2
+    assert "not pixel-level labels" in capsys.readouterr().err
