@@ -12,7 +12,8 @@ arrived.
   binarized, upsampled activation maps and concept masks.
 - :func:`greedy_cover`, :func:`ratio_greedy_cover`: greedy weighted max
   coverage / set cover, and the submodular-cost submodular cover of Lam et al.
-  (2021); :class:`PackedBits` for bit-packed sets.
+  (2021); :func:`ratio_greedy_cover_many` solves many such problems across
+  the thread pool; :class:`PackedBits` for bit-packed sets.
 - :class:`Capture`, :func:`iter_activations`, :func:`pooled_activations`:
   activations of named submodules of any ``torch.nn.Module`` through forward
   hooks that are always removed (needs the optional PyTorch extra; imported
@@ -33,7 +34,7 @@ import importlib as _importlib
 import importlib.util as _importlib_util
 from ._loader import core as _core
 from .engine.cover import (CoverResult, PackedBits, RatioCoverResult, greedy_cover, pack_bits,
-                           ratio_greedy_cover)
+                           ratio_greedy_cover, ratio_greedy_cover_many)
 from .engine.iou import IoUTally
 from .engine.quantiles import ChannelQuantiles, ExactQuantilePass
 
@@ -48,6 +49,7 @@ __all__ = [
     "IoUTally",
     "greedy_cover",
     "ratio_greedy_cover",
+    "ratio_greedy_cover_many",
     "PackedBits",
     "pack_bits",
     "CoverResult",
