@@ -29,6 +29,11 @@ arrived.
 - :class:`ConceptVectors`: segmentation concept vectors (semantic vectors,
   our formulation of Gu & Tresp; Net2Vec) with the held-out IoU against the
   best single unit (imported on first use; needs torch).
+- :class:`RepresentativeInterpretation`, :class:`Region`, :func:`plot_region`:
+  representative interpretations (Lam et al., ICCV 2021): a seed's decision
+  region from sampled linear decision boundaries and the ratio-greedy cover;
+  :func:`grad_cam` and :func:`average_drop_increase` to evaluate such maps
+  (imported on first use; needs torch).
 """
 import importlib as _importlib
 import importlib.util as _importlib_util
@@ -76,6 +81,9 @@ _METHOD_NAMES = {"Invert": ".methods.invert", "InvertResult": ".methods.invert",
                  "rotation_experiment": ".methods.dissection",
                  "TCAV": ".methods.tcav", "TCAVResult": ".methods.tcav",
                  "ConceptVectors": ".methods.concept_vectors",
+                 **{n: ".methods.coclustering" for n in (
+                     "RepresentativeInterpretation", "Region", "plot_region")},
+                 "grad_cam": ".methods.cam", "average_drop_increase": ".methods.cam",
                  **{n: ".methods.concept_relevance" for n in (
                      "concept_class_relevance", "linear_head_relevance", "concept_maps",
                      "concept_contributions", "plot_local", "RelevanceResult",
