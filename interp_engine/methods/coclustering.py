@@ -674,14 +674,14 @@ class RepresentativeInterpretation:
         return t.to(self._features.device).double()
 
     # ------------------------------------------------------------------ seeds
-    def _resolve_seeds(self, seeds: Any) -> List[Tuple[int, Any, int, Any]]:
+    def _resolve_seeds(self, seeds: Any, name: str = "seeds") -> List[Tuple[int, Any, int, Any]]:
         """[(seed_index or -1, psi (D,) tensor, class, image or None)]."""
         import torch
 
         self._check_fitted()
         out = []
         if isinstance(seeds, torch.Tensor) and seeds.is_floating_point():
-            feats, single = self._features_of_images(seeds, "seeds")
+            feats, single = self._features_of_images(seeds, name)
             imgs = seeds[None] if single else seeds
             with torch.no_grad():
                 cls = self._head_logits(feats.reshape(-1, *self.psi_shape)).argmax(1).cpu()
@@ -693,7 +693,7 @@ class RepresentativeInterpretation:
         if isinstance(seeds, (np.ndarray, torch.Tensor)):
             seeds = seeds.tolist()
         if not isinstance(seeds, Iterable) or isinstance(seeds, (str, bytes)):
-            raise TypeError(f"seeds must be reference indices (ints) or an image tensor (B, "
+            raise TypeError(f"{name} must be reference indices (ints) or an image tensor (B, "
                             f"{', '.join(map(str, self.image_shape))}), got {describe(seeds)}")
         for s in seeds:
             i = self._check_index(s, "seed index")
@@ -847,7 +847,7 @@ class RepresentativeInterpretation:
         Args:
             seed: a reference index or one image (``image_shape``).
         """
-        seeds = self._resolve_seeds(seed)
+        seeds = self._resolve_seeds(seed, "seed")
         if len(seeds) != 1:
             raise ValueError(f"seed must be one reference index or one image, got {len(seeds)} seeds")
         d = self._sample(seeds)[0]
@@ -866,7 +866,7 @@ class RepresentativeInterpretation:
         Returns:
             :class:`Region`.
         """
-        seeds = self._resolve_seeds(seed)
+        seeds = self._resolve_seeds(seed, "seed")
         if len(seeds) != 1:
             raise ValueError(f"seed must be one reference index or one image, got {len(seeds)} seeds "
                              f"(use explain_all for many)")
