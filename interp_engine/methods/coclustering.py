@@ -17,7 +17,9 @@ Per seed ``x0`` of predicted class ``c`` (:meth:`RepresentativeInterpretation.ex
    ``b = 0.9 * pos + 0.1 * neg``; stop when ``(l_(1) - l_(2))(b)^2 < tol``
    (``tol = 1e-5``; ``l_(1) >= l_(2)`` the two largest logits at ``b``) and
    ``c`` is one of the two classes with the largest logits; otherwise set
-   ``pos = b`` when ``argmax l(b) == c``, else ``neg = b``.  Pairs that have
+   ``pos = b`` when ``argmax l(b) == c``, else ``neg = b``.  (Computed on the
+   segment: ``b = psi(x0) + t (psi(x_other) - psi(x0))``, ``t = 0.9 t_pos +
+   0.1 t_neg``, in the model's dtype, the same in exact arithmetic.)  Pairs that have
    not stopped after ``max_steps`` evaluations are dropped (RuntimeWarning).
    All pairs of all seeds are bisected together, one batched head
    evaluation per step (chunks of ``pairs_per_batch`` pairs).
@@ -57,7 +59,8 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from collections.abc import Iterable
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -701,38 +704,52 @@ class RepresentativeInterpretation:
         return out
 
     # ------------------------------------------------------------------ sampling
-    def _bisect(self, pos: Any, neg: Any, cls: Any) -> Tuple[Any, Any]:
-        """Bisect rows of pos (class cls) and neg; returns (points, converged mask)."""
+    def _bisect(self, start: Any, other: Any, cls: Any) -> Tuple[Any, Any]:
+        """Bisect between rows of ``start`` (the seeds' psi, class ``cls``) and
+        ``other``; returns (boundary points, converged mask).
+
+        The ends are tracked as positions on the segment, ``pos = start + t_pos
+        d`` and ``neg = start + t_neg d`` with ``d = other - start`` (``t_pos =
+        0``, ``t_neg = 1`` at first, float64), so ``b = 0.9 pos + 0.1 neg =
+        start + (0.9 t_pos + 0.1 t_neg) d``: one fused pass per step instead of
+        updating two (rows, D) arrays.  Rows that stopped are compacted away
+        once they are half of the working set."""
         import torch
 
-        m = pos.shape[0]
-        points = torch.empty_like(pos)
-        done = torch.zeros(m, dtype=torch.bool, device=pos.device)
-        active = torch.arange(m, device=pos.device)
-        pos, neg = pos.clone(), neg.clone()
+        m = start.shape[0]
+        dev = start.device
+        points = torch.empty_like(start)
+        done = torch.zeros(m, dtype=torch.bool, device=dev)
+        t_pos = torch.zeros(m, dtype=torch.float64, device=dev)
+        t_neg = torch.ones(m, dtype=torch.float64, device=dev)
+        ws, wd = start, other - start            # working rows (compacted now and then)
+        wrows = torch.arange(m, device=dev)      # their row in the chunk
+        wcls = cls
+        act = torch.ones(m, dtype=torch.bool, device=dev)
         with torch.no_grad():
             for _ in range(self.max_steps):
-                if active.numel() == 0:
+                n_act = int(act.sum())
+                if n_act == 0:
                     break
-                p, q = pos.index_select(0, active), neg.index_select(0, active)
-                b = 0.9 * p + 0.1 * q
+                if n_act <= wrows.numel() // 2:
+                    keep = torch.nonzero(act)[:, 0]
+                    ws, wd = ws.index_select(0, keep), wd.index_select(0, keep)
+                    wrows, wcls = wrows[keep], wcls[keep]
+                    act = torch.ones(keep.numel(), dtype=torch.bool, device=dev)
+                t = 0.9 * t_pos[wrows] + 0.1 * t_neg[wrows]
+                b = torch.addcmul(ws, wd, t.to(ws.dtype)[:, None])
                 lg = self._head_logits(b.reshape(-1, *self.psi_shape))
                 top = lg.topk(2, dim=1)
                 gap = top.values[:, 0] - top.values[:, 1]
-                c = cls.index_select(0, active)
-                conv = (gap * gap < self.tol) & (top.indices == c[:, None]).any(dim=1)
+                conv = act & (gap * gap < self.tol) & (top.indices == wcls[:, None]).any(dim=1)
                 if bool(conv.any()):
-                    idx = active[conv]
-                    points.index_copy_(0, idx, b[conv])
-                    done[idx] = True
-                rest = ~conv
-                on_c = (lg.argmax(dim=1) == c) & rest
-                off_c = ~on_c & rest
-                if bool(on_c.any()):
-                    pos.index_copy_(0, active[on_c], b[on_c])
-                if bool(off_c.any()):
-                    neg.index_copy_(0, active[off_c], b[off_c])
-                active = active[rest]
+                    points.index_copy_(0, wrows[conv], b[conv])
+                    done[wrows[conv]] = True
+                act = act & ~conv
+                on_c = act & (lg.argmax(dim=1) == wcls)
+                off_c = act & ~on_c
+                t_pos[wrows[on_c]] = t[on_c]
+                t_neg[wrows[off_c]] = t[off_c]
         return points, done
 
     def _hyperplanes(self, points: Any, cls: Any) -> Tuple[Any, Any, Any]:
@@ -781,10 +798,10 @@ class RepresentativeInterpretation:
         for s in range(0, m, self.pairs_per_batch):
             sl = slice(s, min(m, s + self.pairs_per_batch))
             js = torch.from_numpy(ps[sl]).to(dev)
-            pos = seed_feats.index_select(0, js)
-            neg = self._features.index_select(0, torch.from_numpy(po[sl]).to(dev))
+            start = seed_feats.index_select(0, js)
+            other = self._features.index_select(0, torch.from_numpy(po[sl]).to(dev))
             cls = seed_cls.index_select(0, js)
-            points, done = self._bisect(pos, neg, cls)
+            points, done = self._bisect(start, other, cls)
             ok[sl] = done
             if bool(done.any()):
                 sel = torch.nonzero(done)[:, 0]
