@@ -561,3 +561,24 @@ def test_keep_top_mask_and_bad_input():
         average_drop_increase(SumModel(), x, m, 5)
     with pytest.raises(ValueError, match=r"fill must be a float or per-channel values of shape \(1,\)"):
         average_drop_increase(SumModel(), x, m, 0, fill=np.zeros(3))
+
+
+def test_unconverged_pairs_dropped(mlp_ri):
+    model, x, _ = mlp_ri
+    ri = RepresentativeInterpretation(model, "1", max_steps=6).fit(x, pool=12, seed=1)
+    with pytest.warns(RuntimeWarning, match=r"bisections did not reach a squared top-2 logit gap < "
+                                            r"1e-05 in max_steps=6 steps and were dropped"):
+        regions = ri.explain_all([0, 5, 9])
+    assert any(r.n_unconverged > 0 for r in regions)
+    for seed, region in zip([0, 5, 9], regions):
+        assert region.n_pool + region.n_unconverged == 12
+        with pytest.warns(RuntimeWarning):
+            bnd = ri.sample_boundaries(seed)
+        assert bnd.weights.shape[0] == region.n_pool
+        check_boundaries_are_boundaries(ri, bnd, region.seed_class)
+        vals, cost, gain, same, other = brute_configuration(ri, bnd, region.seed_class)
+        np.testing.assert_array_equal(region.cost_sets.to_dense(), cost)
+        np.testing.assert_array_equal(region.gain_sets.to_dense(), gain)
+        idx = naive_ratio_greedy_cover(cost, gain, other.size)[0]
+        np.testing.assert_array_equal(region.chosen, idx)
+        np.testing.assert_array_equal(region.members, np.flatnonzero(np.all(vals[:, idx] >= 0, 1)))

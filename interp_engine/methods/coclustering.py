@@ -790,8 +790,8 @@ class RepresentativeInterpretation:
         seed_feats = torch.stack([s[1] for s in seeds]).to(dev)
         seed_cls = torch.tensor([s[2] for s in seeds], dtype=torch.long, device=dev)
         m = ps.size
-        W = torch.empty((m, self._features.shape[1]), dtype=torch.float64, device=dev)
-        B = torch.empty(m, dtype=torch.float64, device=dev)
+        W = torch.zeros((m, self._features.shape[1]), dtype=torch.float64, device=dev)
+        B = torch.zeros(m, dtype=torch.float64, device=dev)
         P = torch.empty((m, self._features.shape[1]), dtype=self._features.dtype, device=dev)
         O = torch.empty(m, dtype=torch.long, device=dev)
         ok = torch.zeros(m, dtype=torch.bool, device=dev)
@@ -813,10 +813,14 @@ class RepresentativeInterpretation:
         out = []
         for j in range(len(seeds)):
             rows = np.flatnonzero((ps == j) & ok_np)
-            rt = torch.from_numpy(rows).to(dev)
-            out.append(dict(W=W.index_select(0, rt), B=B.index_select(0, rt),
-                            P=P.index_select(0, rt), O=O.index_select(0, rt).cpu().numpy(),
-                            others=po[rows], failed=int(self.pool - rows.size)))
+            if rows.size == self.pool:   # every pair converged: a contiguous block, use views
+                sel: Any = slice(j * self.pool, (j + 1) * self.pool)
+            else:
+                sel = torch.from_numpy(rows).to(dev)
+            out.append(dict(W=_take(W, sel), B=_take(B, sel), P=_take(P, sel), sel=sel,
+                            O=O[sel].cpu().numpy(), others=po[rows],
+                            failed=int(self.pool - rows.size)))
+        out[0]["all_W"], out[0]["all_B"] = W, B
         n_failed = sum(d["failed"] for d in out)
         if n_failed:
             warnings.warn(f"{n_failed} of {m} bisections did not reach a squared top-2 logit gap < "
@@ -832,19 +836,15 @@ class RepresentativeInterpretation:
         import torch
 
         feats = self._features
-        counts = [int(d["W"].shape[0]) for d in sampled]
-        W_all = torch.cat([d["W"] for d in sampled])
-        B_all = torch.cat([d["B"] for d in sampled])
-        vals_all = self._ref_values(feats, W_all, B_all)           # (N, sum P) float64
-        start = 0
-        for (i, psi, c, _), d, n_p in zip(seeds, sampled, counts):
+        # all sampled planes at once (rows of dropped pairs are zeros, never read)
+        vals_all = self._ref_values(feats, sampled[0].pop("all_W"), sampled[0].pop("all_B"))
+        for (i, psi, c, _), d in zip(seeds, sampled):
             W, B = d["W"], d["B"]
-            vals = vals_all[:, start:start + n_p]
-            start += n_p
-            sv = vals[i] if i >= 0 else psi.double()[None] @ W.T + B
-            sv = sv.reshape(-1)
+            vals = vals_all[:, d["sel"]]                                # (N, P) float64
+            sv = (vals[i] if i >= 0 else psi.double()[None] @ W.T + B).reshape(-1).clone()
             sign = torch.where(sv < 0, -1.0, 1.0).to(torch.float64)
-            d["W"], d["B"] = W * sign[:, None], B * sign
+            W.mul_(sign[:, None])  # in place: W, B are this seed's rows (views or copies)
+            B.mul_(sign)
             d["vals"] = vals * sign[None, :]
             d["seed_values"] = (sv * sign).cpu().numpy()
 
@@ -956,6 +956,11 @@ class RepresentativeInterpretation:
         self.last_timings = {"sampling": t1 - t0, "configuration": (t2 - t1) + (t4 - t3),
                              "cover": t3 - t2}
         return regions
+
+
+def _take(t: Any, sel: Any) -> Any:
+    """Rows ``sel`` of ``t``: a view for a slice, a copy for an index tensor."""
+    return t[sel] if isinstance(sel, slice) else t.index_select(0, sel)
 
 
 # ----------------------------------------------------------------------------- plot
