@@ -239,6 +239,11 @@ def test_heatmap_hand_reference(linear_ri):
     for j in range(3):
         np.testing.assert_allclose(hm[j], cam_from_channel_weights(alphas, fn[j], (6, 6)), atol=1e-12)
     np.testing.assert_allclose(region.heatmap(new[0]), hm[0], atol=1e-12)
+    many = region.heatmap([11, 6])                       # reference indices: a batch
+    np.testing.assert_allclose(many[1], region.heatmap(6), atol=1e-15)
+    np.testing.assert_allclose(region.heatmap(np.array([11])), many[:1], atol=1e-15)
+    with pytest.raises(ValueError, match=r"image index must be a reference index in \[0, 160\)"):
+        region.heatmap([0, 160])
     assert hm.min() >= 0 and hm.max() <= 1
 
 

@@ -179,7 +179,10 @@ class SimilarImages(NamedTuple):
 @dataclass(eq=False)
 class Region:
     """The decision region of one seed: the chosen boundaries and the
-    reference images inside (see the module doc).
+    reference images inside (see the module doc).  The queries
+    (:meth:`similar`, :meth:`heatmap`, :meth:`contains`) use the model and the
+    reference features of the :class:`RepresentativeInterpretation` that made
+    the region (refitting it changes them).
 
     Attributes:
         seed_index: reference index of the seed, or -1 for an image given
@@ -336,12 +339,13 @@ class Region:
 
         Args:
             image: an int (reference index; uses the stored features and the
-                reference images' size), one image ``image_shape`` or a batch
+                reference images' size), a sequence / integer array of
+                reference indices, one image ``image_shape`` or a batch
                 ``(B, *image_shape)``.
 
         Returns:
             float64 numpy ``(H, W)`` for an int or one image, ``(B, H, W)``
-            for a batch.
+            for indices or a batch.
 
         Raises:
             ValueError: the layer's output is not ``(C, h, w)`` per image.
@@ -358,6 +362,13 @@ class Region:
         if isinstance(image, (int, np.integer)) and not isinstance(image, bool):
             i = owner._check_index(image, "image")
             feats = owner._features[i:i + 1]
+        elif isinstance(image, (list, tuple, np.ndarray)) or (
+                isinstance(image, torch.Tensor) and not image.is_floating_point()):
+            idx = [owner._check_index(i, "image index") for i in
+                   (image.tolist() if hasattr(image, "tolist") else image)]
+            feats = owner._features.index_select(0, torch.tensor(idx, dtype=torch.long,
+                                                                 device=owner._features.device))
+            single = False
         else:
             feats, single = owner._features_of_images(image, "image")
         size = tuple(owner.image_shape[-2:])
