@@ -12,7 +12,8 @@ arrived.
   binarized, upsampled activation maps and concept masks.
 - :func:`greedy_cover`, :func:`ratio_greedy_cover`: greedy weighted max
   coverage / set cover, and the submodular-cost submodular cover of Lam et al.
-  (2021); :class:`PackedBits` for bit-packed sets.
+  (2021); :func:`ratio_greedy_cover_many` solves many such problems across
+  the thread pool; :class:`PackedBits` for bit-packed sets.
 - :class:`Capture`, :func:`iter_activations`, :func:`pooled_activations`:
   activations of named submodules of any ``torch.nn.Module`` through forward
   hooks that are always removed (needs the optional PyTorch extra; imported
@@ -28,12 +29,17 @@ arrived.
 - :class:`ConceptVectors`: segmentation concept vectors (semantic vectors,
   our formulation of Gu & Tresp; Net2Vec) with the held-out IoU against the
   best single unit (imported on first use; needs torch).
+- :class:`RepresentativeInterpretation`, :class:`Region`, :func:`plot_region`:
+  representative interpretations (Lam et al., ICCV 2021): a seed's decision
+  region from sampled linear decision boundaries and the ratio-greedy cover;
+  :func:`grad_cam` and :func:`average_drop_increase` to evaluate such maps
+  (imported on first use; needs torch).
 """
 import importlib as _importlib
 import importlib.util as _importlib_util
 from ._loader import core as _core
 from .engine.cover import (CoverResult, PackedBits, RatioCoverResult, greedy_cover, pack_bits,
-                           ratio_greedy_cover)
+                           ratio_greedy_cover, ratio_greedy_cover_many)
 from .engine.iou import IoUTally
 from .engine.quantiles import ChannelQuantiles, ExactQuantilePass
 
@@ -48,6 +54,7 @@ __all__ = [
     "IoUTally",
     "greedy_cover",
     "ratio_greedy_cover",
+    "ratio_greedy_cover_many",
     "PackedBits",
     "pack_bits",
     "CoverResult",
@@ -74,6 +81,9 @@ _METHOD_NAMES = {"Invert": ".methods.invert", "InvertResult": ".methods.invert",
                  "rotation_experiment": ".methods.dissection",
                  "TCAV": ".methods.tcav", "TCAVResult": ".methods.tcav",
                  "ConceptVectors": ".methods.concept_vectors",
+                 **{n: ".methods.coclustering" for n in (
+                     "RepresentativeInterpretation", "Region", "plot_region")},
+                 "grad_cam": ".methods.cam", "average_drop_increase": ".methods.cam",
                  **{n: ".methods.concept_relevance" for n in (
                      "concept_class_relevance", "linear_head_relevance", "concept_maps",
                      "concept_contributions", "plot_local", "RelevanceResult",

@@ -134,6 +134,12 @@ def _ratio_greedy_cover(cost_sets: _Family, gain_sets: _Family, target: float, e
                         ) -> Tuple[np.ndarray, int, int, int, bool]:
     """(indices int64, n_greedy, covered_cost, covered_gain, reached).
     Use interp_engine.engine.cover.ratio_greedy_cover."""
+def _ratio_greedy_cover_many(problems: list[Tuple[_Family, _Family, float]], eps_cost: float,
+                             eps_gain: float, tighten: bool, num_threads: int = 0
+                             ) -> list[Tuple[np.ndarray, int, int, int, bool]]:
+    """One (indices int64, n_greedy, covered_cost, covered_gain, reached) per problem
+    (cost_sets, gain_sets, target), solved across the thread pool, each single-threaded.
+    Use interp_engine.engine.cover.ratio_greedy_cover_many."""
 def _sparse_to_csr(kind: str, n_rows: int, n_cols: int, a: np.ndarray, b: np.ndarray
                    ) -> Tuple[np.ndarray, np.ndarray]:
     """Canonical CSR (indptr int64, indices int32, duplicates merged) of a COO

@@ -307,3 +307,49 @@ def invert_beam_reference(x, labels, length, beam, min_fraction=0.0, max_fractio
                     pool.append((seq + (op, code), new, n1, u2_by_sorting(x, new)))
         cur = select(pool)
     return [(seq, n1, u2) for seq, _m, n1, u2 in cur]
+
+
+# --------------------------------------------------------------------------- representative interpretations
+def bilinear_resize(m: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Bilinear resize of one (h, w) map with half-pixel centres (torch's
+    align_corners=False): source coordinate (d + 0.5) * n_in / n_out - 0.5,
+    clamped below at 0, neighbours clamped at the last row/column."""
+    h, w = m.shape
+    H, W = size
+
+    def taps(n_in, n_out):
+        out = []
+        for d in range(n_out):
+            src = max((d + 0.5) * n_in / n_out - 0.5, 0.0)
+            i0 = min(int(math.floor(src)), n_in - 1)
+            i1 = min(i0 + 1, n_in - 1)
+            t = src - i0
+            out.append((i0, i1, 1.0 - t, t))
+        return out
+
+    ty, tx = taps(h, H), taps(w, W)
+    res = np.zeros((H, W))
+    for yo, (y0, y1, a0, a1) in enumerate(ty):
+        for xo, (x0, x1, b0, b1) in enumerate(tx):
+            res[yo, xo] = (a0 * (b0 * m[y0, x0] + b1 * m[y0, x1]) +
+                           a1 * (b0 * m[y1, x0] + b1 * m[y1, x1]))
+    return res
+
+
+def cam_from_channel_weights(alphas: np.ndarray, A: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Mean over rows h of alphas (H, C) of normalize(ReLU(sum_k alphas[h, k] A[k])),
+    normalized by the maximum (zero map stays zero), then resized: the region
+    heatmap (and, with one row, Grad-CAM), with explicit loops."""
+    C, h, w = A.shape
+    acc = np.zeros((h, w))
+    for row in alphas:
+        m = np.zeros((h, w))
+        for k in range(C):
+            m += row[k] * A[k]
+        m = np.maximum(m, 0.0)
+        if m.max() > 0:
+            m = m / m.max()
+        acc += m
+    if len(alphas):
+        acc /= len(alphas)
+    return bilinear_resize(acc, size)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interp_engine.engine.cover import (CoverResult, PackedBits, RatioCoverResult, greedy_cover,
-                                        pack_bits, ratio_greedy_cover)
+                                        pack_bits, ratio_greedy_cover, ratio_greedy_cover_many)
 
 from reference import naive_greedy_cover, naive_ratio_greedy_cover
 
@@ -250,6 +250,79 @@ def test_ratio_zero_gain_candidate_never_chosen():
     gain = np.array([[0], [1]], dtype=bool)
     res = ratio_greedy_cover(cost, gain, target=1, tighten=False)
     assert res.indices.tolist() == [1] and res.reached
+
+
+# ----------------------------------------------------------------------------- ratio_greedy_cover_many
+
+
+def _random_problems(rng, count):
+    problems = []
+    fmts = ["dense", "csr", "packed", "coo", "torch"]
+    for i in range(count):
+        n = int(rng.integers(1, 25))
+        cost = rng.random((n, int(rng.integers(0, 80)))) < rng.uniform(0.05, 0.6)
+        gain = rng.random((n, int(rng.integers(1, 60)))) < rng.uniform(0.05, 0.6)
+        coverable = int(gain.any(axis=0).sum())
+        target = [0, 1, coverable // 2, coverable, coverable + 3][i % 5]  # i % 5 == 4: unreachable
+        problems.append((cost, gain, target, fmts[i % len(fmts)]))
+    return problems
+
+
+@pytest.mark.parametrize("num_threads", [None, 1, 2, 3])
+@pytest.mark.parametrize("tighten", [True, False])
+def test_ratio_many_equals_one_call_per_problem(num_threads, tighten):
+    rng = np.random.default_rng(13)
+    problems = _random_problems(rng, 41)
+    many = ratio_greedy_cover_many([(convert(c, f), convert(g, f), t) for c, g, t, f in problems],
+                                   tighten=tighten, num_threads=num_threads)
+    assert len(many) == len(problems)
+    assert any(not r.reached for r in many) and any(r.reached for r in many)
+    for (cost, gain, target, fmt), res in zip(problems, many):
+        one = ratio_greedy_cover(convert(cost, fmt), convert(gain, fmt), target=target,
+                                 tighten=tighten)
+        ref = naive_ratio_greedy_cover(cost, gain, target, tighten=tighten)
+        assert isinstance(res, RatioCoverResult) and res.indices.dtype == np.int64
+        np.testing.assert_array_equal(res.indices, one.indices)
+        np.testing.assert_array_equal(res.indices, ref[0])
+        assert res[1:] == one[1:]
+        assert (res.covered_cost, res.covered_gain, res.reached, res.n_greedy) == ref[1:]
+
+
+def test_ratio_many_edge_cases():
+    assert ratio_greedy_cover_many([]) == []
+    assert ratio_greedy_cover_many(()) == []
+    cost = np.array([[1, 0, 0], [0, 0, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=bool)
+    gain = np.array([[1, 0], [0, 0], [1, 0], [0, 0], [0, 0]], dtype=bool)
+    (single,) = ratio_greedy_cover_many([(cost, gain, 2)])  # unreachable target
+    assert not single.reached and single.indices.tolist() == [0, 1, 4]
+    (single,) = ratio_greedy_cover_many([(cost, gain, 1)], tighten=False, eps_cost=0.0, eps_gain=1.0)
+    one = ratio_greedy_cover(cost, gain, target=1, tighten=False, eps_cost=0.0, eps_gain=1.0)
+    assert single.indices.tolist() == one.indices.tolist() and single[1:] == one[1:]
+    # zero candidates
+    (empty,) = ratio_greedy_cover_many([(np.zeros((0, 3), bool), np.zeros((0, 2), bool), 1)])
+    assert empty.indices.size == 0 and not empty.reached
+
+
+def test_ratio_many_bad_input():
+    good = (np.ones((2, 3), bool), np.ones((2, 4), bool), 1)
+    with pytest.raises(TypeError, match="problems must be a list or tuple"):
+        ratio_greedy_cover_many(good[0])
+    with pytest.raises(TypeError, match=r"problems\[1\] must be a \(cost_sets, gain_sets, target\) "
+                                        r"triple; got tuple of length 2"):
+        ratio_greedy_cover_many([good, good[:2]])
+    with pytest.raises(ValueError, match=r"problems\[0\]: cost_sets and gain_sets must have the same "
+                                         r"number of candidates \(rows\); got 2 and 3"):
+        ratio_greedy_cover_many([(good[0], np.ones((3, 4), bool), 1)])
+    with pytest.raises(ValueError, match=r"problems\[1\]: target must be >= 0; got -1"):
+        ratio_greedy_cover_many([good, (good[0], good[1], -1)])
+    with pytest.raises(TypeError, match=r"problems\[0\]: gain_sets must be a scipy.sparse matrix"):
+        ratio_greedy_cover_many([(good[0], "x", 1)])
+    with pytest.raises(ValueError, match="eps_cost and eps_gain must be finite"):
+        ratio_greedy_cover_many([good], eps_cost=float("inf"))
+    with pytest.raises(TypeError, match="tighten must be a bool"):
+        ratio_greedy_cover_many([good], tighten=1)
+    with pytest.raises(ValueError, match="num_threads must be >= 0"):
+        ratio_greedy_cover_many([good], num_threads=-1)
 
 
 def test_ratio_lam_like_random_large():

@@ -7,6 +7,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "common.hpp"
 #include "interp_engine/bitset.hpp"
@@ -105,6 +106,32 @@ py::tuple ratio_greedy_cover_py(const py::tuple& cost_sets, const py::tuple& gai
   return py::make_tuple(to_array(r.indices), r.n_greedy, r.covered_cost, r.covered_gain, r.reached);
 }
 
+// problems: a list of (cost_family, gain_family, target) tuples.  Returns a
+// list of (indices, n_greedy, covered_cost, covered_gain, reached) tuples.
+py::list ratio_greedy_cover_many_py(const py::list& problems, double eps_cost, double eps_gain,
+                                    bool tighten, int num_threads) {
+  std::vector<FamilyArg> costs, gains;  // keep the buffers alive while the GIL is released
+  costs.reserve(problems.size());
+  gains.reserve(problems.size());
+  std::vector<cover::RatioProblem> ps(problems.size());
+  for (std::size_t i = 0; i < problems.size(); ++i) {
+    const auto t = problems[i].cast<py::tuple>();
+    if (t.size() != 3)
+      throw std::invalid_argument("problems[" + std::to_string(i) + "]: expected (cost_sets, gain_sets, target)");
+    costs.push_back(parse_family(t[0].cast<py::tuple>(), "cost_sets"));
+    gains.push_back(parse_family(t[1].cast<py::tuple>(), "gain_sets"));
+    ps[i].cost = costs.back().family;
+    ps[i].gain = gains.back().family;
+    ps[i].target = t[2].cast<double>();
+  }
+  std::vector<cover::RatioResult> rs = without_gil(
+      [&] { return cover::ratio_greedy_cover_many(ps, eps_cost, eps_gain, tighten, num_threads); });
+  py::list out;
+  for (const auto& r : rs)
+    out.append(py::make_tuple(to_array(r.indices), r.n_greedy, r.covered_cost, r.covered_gain, r.reached));
+  return out;
+}
+
 // kind "coo": a = row, b = col (int32, same length); kind "csc": a = column
 // pointers (int64, n_cols + 1), b = row indices (int32).  Returns canonical
 // CSR (indptr int64, indices int32).
@@ -195,6 +222,11 @@ void init_cover(py::module_& m) {
         py::arg("target"), py::arg("eps_cost"), py::arg("eps_gain"), py::arg("tighten"),
         py::arg("num_threads") = 0,
         "Ratio greedy submodular cover. Returns (indices, n_greedy, covered_cost, covered_gain, reached).");
+  m.def("_ratio_greedy_cover_many", &ratio_greedy_cover_many_py, py::arg("problems"), py::arg("eps_cost"),
+        py::arg("eps_gain"), py::arg("tighten"), py::arg("num_threads") = 0,
+        "Many independent ratio greedy problems [(cost_sets, gain_sets, target), ...] across the thread "
+        "pool, each single-threaded. Returns a list of (indices, n_greedy, covered_cost, covered_gain, "
+        "reached).");
   m.def("_sparse_to_csr", &sparse_to_csr_py, py::arg("kind"), py::arg("n_rows"), py::arg("n_cols"),
         py::arg("a"), py::arg("b"),
         "Canonical CSR (indptr int64, indices int32) of the positions of a COO ('coo': row, col) or "

@@ -731,6 +731,20 @@ RatioResult ratio_greedy_cover(const SetFamily& cost, const SetFamily& gain, dou
   return ratio_with_cost(cs, gain, target, eps_cost, eps_gain, tighten, num_threads);
 }
 
+std::vector<RatioResult> ratio_greedy_cover_many(const std::vector<RatioProblem>& problems,
+                                                 double eps_cost, double eps_gain, bool tighten,
+                                                 int num_threads) {
+  std::vector<RatioResult> results(problems.size());
+  parallel_for_dynamic(
+      problems.size(),
+      [&](std::size_t i, int) {
+        const RatioProblem& p = problems[i];
+        results[i] = ratio_greedy_cover(p.cost, p.gain, p.target, eps_cost, eps_gain, tighten, 1);
+      },
+      num_threads);
+  return results;
+}
+
 CsrArrays csr_from_colmajor(std::size_t n_rows, std::size_t n_cols, const std::int64_t* colptr,
                             const std::int32_t* rowidx) {
   if (n_rows > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()) ||

@@ -185,6 +185,60 @@ static void test_ratio_small() {
   CHECK(threw);
 }
 
+// ratio_greedy_cover_many equals one ratio_greedy_cover call per problem
+static void test_ratio_many() {
+  std::mt19937_64 rng(7);
+  std::vector<Dense> costs, gains;
+  std::vector<bits::BitMatrix> cb, gb;
+  std::vector<Csr> cc;
+  const std::size_t n_prob = 37;
+  for (std::size_t p = 0; p < n_prob; ++p) {
+    const std::size_t n = 1 + rng() % 30, mc = rng() % 90, mg = 1 + rng() % 70;
+    Dense c(n, std::vector<char>(mc)), g(n, std::vector<char>(mg));
+    for (auto& row : c)
+      for (auto& v : row) v = (rng() % 4) == 0;
+    for (auto& row : g)
+      for (auto& v : row) v = (rng() % 3) == 0;
+    costs.push_back(c);
+    gains.push_back(g);
+  }
+  for (std::size_t p = 0; p < n_prob; ++p) {
+    cc.push_back(to_csr(costs[p]));
+    cb.push_back(to_bits(costs[p], costs[p][0].size()));
+    gb.push_back(to_bits(gains[p], gains[p][0].size()));
+  }
+  std::vector<cover::RatioProblem> ps(n_prob);
+  for (std::size_t p = 0; p < n_prob; ++p) {
+    // alternate CSR and packed cost families; some targets unreachable
+    ps[p].cost = (p % 2) ? cover::SetFamily::packed(cb[p].view())
+                         : cover::SetFamily::csr(costs[p].size(), costs[p][0].size(),
+                                                 cc[p].indptr.data(), cc[p].indices.data());
+    ps[p].gain = cover::SetFamily::packed(gb[p].view());
+    ps[p].target = static_cast<double>(p % 5 == 0 ? gains[p][0].size() + 1 : (p * 3) % gains[p][0].size());
+  }
+  for (int threads : {1, 2, 4}) {
+    auto many = cover::ratio_greedy_cover_many(ps, 1e-5, 1e-10, true, threads);
+    CHECK(many.size() == n_prob);
+    for (std::size_t p = 0; p < n_prob; ++p) {
+      auto one = cover::ratio_greedy_cover(ps[p].cost, ps[p].gain, ps[p].target, 1e-5, 1e-10, true, 1);
+      CHECK(many[p].indices == one.indices);
+      CHECK(many[p].n_greedy == one.n_greedy && many[p].reached == one.reached);
+      CHECK(many[p].covered_cost == one.covered_cost && many[p].covered_gain == one.covered_gain);
+    }
+  }
+  CHECK(cover::ratio_greedy_cover_many({}, 1e-5, 1e-10, true, 2).empty());
+  // an error in one problem is rethrown
+  auto bad = ps;
+  bad[3].gain = cover::SetFamily::packed(gb[4].view());
+  bool threw = costs[3].size() == gains[4].size();  // same row count: no error expected
+  try {
+    cover::ratio_greedy_cover_many(bad, 1e-5, 1e-10, true, 2);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  CHECK(threw);
+}
+
 static void test_bad_csr() {
   std::vector<std::int64_t> indptr{0, 2};
   std::vector<std::int32_t> dup{1, 1}, out{0, 9};
@@ -225,6 +279,7 @@ int main() {
   test_bitset();
   test_greedy_random();
   test_ratio_small();
+  test_ratio_many();
   test_bad_csr();
   return interp_engine_test::check_report("test_cover");
 }

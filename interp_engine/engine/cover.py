@@ -8,6 +8,10 @@
     rule of Lam et al. (ICCV 2021, representative interpretations): minimize
     ``(new cost + eps_cost) / (new gain + eps_gain)`` until the covered gain
     reaches ``target``, then an optional tighten pass.
+``ratio_greedy_cover_many``
+    Many independent ``ratio_greedy_cover`` problems solved across the thread
+    pool in the core (each single-threaded; results identical to one call
+    per problem).
 ``PackedBits``
     Rows of packed bits (uint64 words). Bit ``j`` of a row is bit ``j % 64``
     (least significant first) of word ``j // 64``; bits past ``n_bits`` in the
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -35,7 +39,7 @@ from .._loader import core as _core
 from ._arrays import bool_array, check_num_threads, check_positive_int, describe, to_numpy
 
 __all__ = ["CoverResult", "RatioCoverResult", "PackedBits", "pack_bits", "greedy_cover",
-           "ratio_greedy_cover"]
+           "ratio_greedy_cover", "ratio_greedy_cover_many"]
 
 _INT_EXACT_LIMIT = 2.0 ** 53  # integer weights whose total stays below this are summed exactly
 
@@ -335,18 +339,74 @@ def ratio_greedy_cover(cost_sets: Any, gain_sets: Any, *, target: float, eps_cos
         :class:`RatioCoverResult` ``(indices, covered_cost, covered_gain,
         reached, n_greedy)``.
     """
-    cfam, n_c, _ = _family(cost_sets, "cost_sets")
-    gfam, n_g, _ = _family(gain_sets, "gain_sets")
-    if n_c != n_g:
-        raise ValueError(f"cost_sets and gain_sets must have the same number of candidates (rows); "
-                         f"got {n_c} and {n_g}")
-    t = _real_scalar(target, "target")
-    ec = _real_scalar(eps_cost, "eps_cost")
-    eg = _real_scalar(eps_gain, "eps_gain")
-    if math.isinf(ec) or math.isinf(eg):
-        raise ValueError(f"eps_cost and eps_gain must be finite; got {eps_cost} and {eps_gain}")
+    cfam, gfam, t = _ratio_problem(cost_sets, gain_sets, target, "")
+    ec, eg = _ratio_eps(eps_cost, eps_gain)
     if not isinstance(tighten, (bool, np.bool_)):
         raise TypeError(f"tighten must be a bool; got {type(tighten).__name__}")
     nt = check_num_threads(num_threads)
     idx, n_greedy, cc, cg, reached = _core._ratio_greedy_cover(cfam, gfam, t, ec, eg, bool(tighten), nt)
     return RatioCoverResult(idx, int(cc), int(cg), bool(reached), int(n_greedy))
+
+
+def _ratio_problem(cost_sets: Any, gain_sets: Any, target: Any, where: str) -> Tuple[tuple, tuple, float]:
+    """Validate one ratio-cover problem; ``where`` prefixes argument names
+    (``"problems[3]: "``) in error messages."""
+    cfam, n_c, _ = _family(cost_sets, f"{where}cost_sets")
+    gfam, n_g, _ = _family(gain_sets, f"{where}gain_sets")
+    if n_c != n_g:
+        raise ValueError(f"{where}cost_sets and gain_sets must have the same number of candidates "
+                         f"(rows); got {n_c} and {n_g}")
+    return cfam, gfam, _real_scalar(target, f"{where}target")
+
+
+def _ratio_eps(eps_cost: Any, eps_gain: Any) -> Tuple[float, float]:
+    ec = _real_scalar(eps_cost, "eps_cost")
+    eg = _real_scalar(eps_gain, "eps_gain")
+    if math.isinf(ec) or math.isinf(eg):
+        raise ValueError(f"eps_cost and eps_gain must be finite; got {eps_cost} and {eps_gain}")
+    return ec, eg
+
+
+def ratio_greedy_cover_many(problems: Any, *, eps_cost: float = 1e-5, eps_gain: float = 1e-10,
+                            tighten: bool = True, num_threads: Optional[int] = None,
+                            ) -> List[RatioCoverResult]:
+    """Solve many independent :func:`ratio_greedy_cover` problems in the core,
+    spread over the thread pool.
+
+    Args:
+        problems: a sequence (list, tuple) of ``(cost_sets, gain_sets, target)``
+            triples, each as in :func:`ratio_greedy_cover` (families in any
+            accepted format; element counts and candidate counts may differ
+            between problems).  May be empty.
+        eps_cost, eps_gain, tighten: shared by every problem (as in
+            :func:`ratio_greedy_cover`).
+        num_threads: threads over which the problems are spread (dynamic
+            schedule; default: all cores).  Each problem is solved on one
+            thread.
+
+    Every problem is validated before any is solved (errors name
+    ``problems[i]``).  The results are identical to calling
+    ``ratio_greedy_cover(cost_sets, gain_sets, target=target, ...)`` on each
+    problem in turn, whatever ``num_threads``: the greedy is deterministic and
+    a problem's answer does not depend on the thread count.
+
+    Returns:
+        A list of :class:`RatioCoverResult`, one per problem, in order.
+    """
+    if not isinstance(problems, (list, tuple)):
+        raise TypeError(f"problems must be a list or tuple of (cost_sets, gain_sets, target) triples; "
+                        f"got {describe(problems)}")
+    core_problems = []
+    for i, p in enumerate(problems):
+        if not isinstance(p, (list, tuple)) or len(p) != 3:
+            raise TypeError(f"problems[{i}] must be a (cost_sets, gain_sets, target) triple; got "
+                            f"{describe(p)}" + (f" of length {len(p)}" if isinstance(p, (list, tuple))
+                                                else ""))
+        core_problems.append(_ratio_problem(p[0], p[1], p[2], f"problems[{i}]: "))
+    ec, eg = _ratio_eps(eps_cost, eps_gain)
+    if not isinstance(tighten, (bool, np.bool_)):
+        raise TypeError(f"tighten must be a bool; got {type(tighten).__name__}")
+    nt = check_num_threads(num_threads)
+    out = _core._ratio_greedy_cover_many(core_problems, ec, eg, bool(tighten), nt)
+    return [RatioCoverResult(idx, int(cc), int(cg), bool(reached), int(n_greedy))
+            for idx, n_greedy, cc, cg, reached in out]

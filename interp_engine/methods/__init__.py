@@ -2,6 +2,9 @@
 from .concept_relevance import (LocalContributions, RelevanceResult, concept_class_relevance,
                                 concept_contributions, concept_maps, linear_head_relevance,
                                 plot_local)
+from .cam import DropIncrease, average_drop_increase, grad_cam
+from .coclustering import (Boundaries, Region, RepresentativeInterpretation, SimilarImages,
+                           plot_region)
 from .concept_vectors import ConceptIoURow, ConceptVectors, ConceptVectorsEvaluation
 from .dissection import (Dissection, DissectionResult, LayerResult, dissect, random_rotation,
                          rotation_experiment)
@@ -15,4 +18,6 @@ __all__ = ["Dissection", "DissectionResult", "LayerResult", "dissect", "random_r
            "SGDLinearClassifier", "MeanDifferenceClassifier", "ConceptVectors",
            "ConceptVectorsEvaluation", "ConceptIoURow", "concept_class_relevance",
            "linear_head_relevance", "concept_maps", "concept_contributions", "plot_local",
-           "RelevanceResult", "LocalContributions"]
+           "RelevanceResult", "LocalContributions", "RepresentativeInterpretation", "Region",
+           "Boundaries", "SimilarImages", "plot_region", "grad_cam", "average_drop_increase",
+           "DropIncrease"]

@@ -28,6 +28,9 @@
 //    fully covered is appended in ascending index order (adding such a
 //    candidate never changes the covered cost, so the set appended does not
 //    depend on the order).
+//  * ratio_greedy_cover_many: many independent ratio_greedy_cover problems
+//    across the thread pool, each single-threaded (results identical to one
+//    call per problem).
 #pragma once
 
 #include <cstddef>
@@ -92,6 +95,22 @@ struct RatioResult {
 RatioResult ratio_greedy_cover(const SetFamily& cost, const SetFamily& gain, double target,
                                double eps_cost, double eps_gain, bool tighten,
                                int num_threads = 0);
+
+// One independent problem of ratio_greedy_cover_many.
+struct RatioProblem {
+  SetFamily cost;
+  SetFamily gain;
+  double target = 0;
+};
+
+// Solves every problem with ratio_greedy_cover(p.cost, p.gain, p.target,
+// eps_cost, eps_gain, tighten, 1): problems are spread over up to
+// `num_threads` threads (0 = get_num_threads(); dynamic schedule), each solved
+// single-threaded, so results[i] is identical to a call on problem i alone.
+// The first error (e.g. mismatched candidate counts) is rethrown.
+std::vector<RatioResult> ratio_greedy_cover_many(const std::vector<RatioProblem>& problems,
+                                                 double eps_cost, double eps_gain, bool tighten,
+                                                 int num_threads = 0);
 
 // Canonical CSR (rows' column indices strictly increasing, duplicates merged)
 // of the positions of a sparse matrix given column-major: column j holds rows
