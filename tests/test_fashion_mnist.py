@@ -86,6 +86,7 @@ MALFORMED = [
     ("truncated-payload", idx_bytes(_IMG)[:-1], {}, ["truncated", "need 24 bytes, found 23"]),
     ("extra-bytes", idx_bytes(_IMG) + b"\x00", {}, ["extra bytes", "need 24 bytes, found 25"]),
     ("dims-too-large", idx_bytes(_IMG, dims=(2, 3, 5)), {}, ["(2, 3, 5)", "need 30 bytes, found 24"]),
+    ("huge-dims", idx_bytes(_IMG, dims=(2**32 - 1,) * 3), {}, [f"need {(2**32 - 1) ** 3} bytes"]),  # no int64 overflow
     ("int32-partial-item", idx_bytes(np.arange(3, dtype=np.int32))[:-2], {}, ["need 12 bytes, found 10"]),
 ]
 

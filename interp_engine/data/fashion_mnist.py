@@ -22,6 +22,7 @@ only function here that needs torch, imported when called).
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -112,7 +113,7 @@ def read_idx(path: Union[str, "os.PathLike[str]"], *, ndim: Optional[int] = None
         raise ValueError(f"{p}: truncated IDX header: {nd} dimensions need {header} header bytes, "
                          f"found {len(data)}")
     dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=nd, offset=4))
-    expected = int(np.prod(dims, dtype=np.int64)) * file_dtype.itemsize
+    expected = math.prod(dims) * file_dtype.itemsize  # Python ints: no overflow
     found = len(data) - header
     if found != expected:
         what = "truncated" if found < expected else "extra bytes after the data"
