@@ -1,13 +1,20 @@
 """Concept data: the Broden-format reader (:mod:`interp_engine.data.broden`),
-the Broden-format writer (:mod:`interp_engine.data.writer`) and the bundled
-concept dataset generator (:mod:`interp_engine.data.concepts`).
+the Broden-format writer (:mod:`interp_engine.data.writer`), the bundled
+concept dataset generator (:mod:`interp_engine.data.concepts`) and the
+Fashion-MNIST reader (:mod:`interp_engine.data.fashion_mnist`: local IDX
+files, e.g. Debian's dataset-fashion-mnist).
 
 The reader needs torch (it is a ``torch.utils.data.Dataset``); the writer and
-the generator need numpy and Pillow only.
+the generator need numpy and Pillow only; the Fashion-MNIST module needs
+numpy only (torch for :func:`fashion_mnist_tensor`, imported when called).
+Its loader stays at ``interp_engine.data.fashion_mnist.fashion_mnist``: a
+package attribute of that name would shadow the submodule.
 """
 from . import broden as _broden
 from .broden import *  # noqa: F401,F403  (its __all__: BrodenDataset, broden_loader, decode_label_png, constants)
 from .concepts import ConceptArrays, concept_dataset, default_cache_dir, render_concepts
+from .fashion_mnist import (FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, fashion_mnist_root,
+                            fashion_mnist_tensor, read_idx)
 from .writer import encode_label_png, label_numbers, read_manifest, write_broden
 
 __all__ = list(_broden.__all__) + [
@@ -19,4 +26,10 @@ __all__ = list(_broden.__all__) + [
     "read_manifest",
     "encode_label_png",
     "label_numbers",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_MEAN",
+    "FASHION_MNIST_STD",
+    "fashion_mnist_root",
+    "fashion_mnist_tensor",
+    "read_idx",
 ]
