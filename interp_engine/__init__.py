@@ -34,6 +34,11 @@ arrived.
   region from sampled linear decision boundaries and the ratio-greedy cover;
   :func:`grad_cam` and :func:`average_drop_increase` to evaluate such maps
   (imported on first use; needs torch).
+- :mod:`interp_engine.topics`: semantic topic supervision (Dong et al., CVPR
+  2017): :func:`extract_topics` (LDA, needs scikit-learn),
+  :class:`InterpretiveLoss`, :func:`prediction_difference`,
+  :func:`edit_neurons` and :func:`explain_edit` (imported on first use; all
+  but the topics need torch).
 """
 import importlib as _importlib
 import importlib.util as _importlib_util
@@ -87,10 +92,18 @@ _METHOD_NAMES = {"Invert": ".methods.invert", "InvertResult": ".methods.invert",
                  **{n: ".methods.concept_relevance" for n in (
                      "concept_class_relevance", "linear_head_relevance", "concept_maps",
                      "concept_contributions", "plot_local", "RelevanceResult",
-                     "LocalContributions")}}
+                     "LocalContributions")},
+                 **{n: ".methods.topics" for n in (
+                     "extract_topics", "Topics", "validate_topic_matrix", "prediction_difference",
+                     "PredictionDifference", "edit_neurons", "NeuronEdit", "explain_edit", "EditEffect")}}
 __all__ += list(_METHOD_NAMES)
+# names that need torch to be loaded (listed in __all__ only when torch is installed)
+_TORCH_METHOD_NAMES = {"InterpretiveLoss": ".methods.topics", "fit_topic_head": ".methods.topics"}
+if _importlib_util.find_spec("torch") is not None:
+    __all__ += list(_TORCH_METHOD_NAMES)
+_METHOD_NAMES.update(_TORCH_METHOD_NAMES)
 # subpackages reachable as attributes (interp_engine.report.write_report(...)) after `import interp_engine`
-_SUBPACKAGES = ("data", "models", "methods", "report")
+_SUBPACKAGES = ("data", "models", "methods", "report", "topics")
 
 
 def __getattr__(name):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -76,7 +76,8 @@ def train_fashion_cnn(*, data: Optional[Tuple[np.ndarray, np.ndarray]] = None, r
                       epochs: int = 12, batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 1e-4,
                       seed: int = 0, threads: int = 2, augment: bool = True, layer: str = DEFAULT_LAYER,
                       extra_loss: Optional[ExtraLoss] = None, model: Optional[FashionCNN] = None,
-                      log: bool = True) -> FashionCNN:
+                      log: bool = True, extra_parameters: Optional[Iterable[torch.nn.Parameter]] = None
+                      ) -> FashionCNN:
     """Train a FashionCNN; returns it in eval mode (float32).
 
     ``data``: ``(images, labels)``, uint8 (N, 28, 28) and int (N,) in 0..9;
@@ -99,6 +100,11 @@ def train_fashion_cnn(*, data: Optional[Tuple[np.ndarray, np.ndarray]] = None, r
     float (B, 10), ``index`` int64 (B,) (rows of ``data``, to look up
     per-image annotations), ``flip`` bool (B,) and ``shift`` int64 (B, 2)
     (dy, dx) (the augmentation applied; all False / 0 without ``augment``).
+
+    ``extra_parameters``: parameters of ``extra_loss`` that are trained with
+    the model (e.g. the topic head of an
+    :class:`~interp_engine.methods.topics.InterpretiveLoss`): they join the
+    model's in the same AdamW optimizer and schedule.
     """
     if extra_loss is not None and not callable(extra_loss):
         raise TypeError(f"extra_loss must be callable or None; got {type(extra_loss).__name__}")
@@ -114,13 +120,17 @@ def train_fashion_cnn(*, data: Optional[Tuple[np.ndarray, np.ndarray]] = None, r
                          f"{images.shape} and {labels.shape}")
     if len(images) == 0 or labels.min() < 0 or labels.max() > 9:
         raise ValueError("data must be non-empty with labels in 0..9")
+    extra = [] if extra_parameters is None else list(extra_parameters)
+    for p in extra:
+        if not isinstance(p, torch.nn.Parameter):
+            raise TypeError(f"extra_parameters must hold torch.nn.Parameter; got {type(p).__name__}")
     old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(int(threads))
     torch.use_deterministic_algorithms(True)
     try:
         return _train(images, labels.astype(np.int64), epochs=int(epochs), batch_size=int(batch_size), lr=lr,
                       weight_decay=weight_decay, seed=seed, augment=augment, layer=layer,
-                      extra_loss=extra_loss, model=model, log=log)
+                      extra_loss=extra_loss, model=model, log=log, extra_parameters=extra)
     finally:
         torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(old_det)
@@ -128,7 +138,8 @@ def train_fashion_cnn(*, data: Optional[Tuple[np.ndarray, np.ndarray]] = None, r
 
 def _train(images: np.ndarray, labels: np.ndarray, *, epochs: int, batch_size: int, lr: float,
            weight_decay: float, seed: int, augment: bool, layer: str, extra_loss: Optional[ExtraLoss],
-           model: Optional[FashionCNN], log: bool) -> FashionCNN:
+           model: Optional[FashionCNN], log: bool,
+           extra_parameters: Sequence[torch.nn.Parameter] = ()) -> FashionCNN:
     torch.manual_seed(seed)
     if model is None:
         model = FashionCNN()
@@ -136,7 +147,7 @@ def _train(images: np.ndarray, labels: np.ndarray, *, epochs: int, batch_size: i
     x = fashion_mnist_tensor(images)
     y = torch.from_numpy(labels)
     n = len(x)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(list(model.parameters()) + list(extra_parameters), lr=lr, weight_decay=weight_decay)
     steps = epochs * ((n + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
     gen = torch.Generator().manual_seed(seed + 1)
