@@ -124,6 +124,38 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--max-images", type=_positive_int, default=None)
     cv.add_argument("--seed", type=int, default=0)
     cv.add_argument("--threads", type=int, default=0, help="core threads (0 = all cores)")
+
+    tp = sub.add_parser(
+        "topics",
+        help="prediction-difference maximization: the topics (or classes) each neuron of a layer drives",
+        description="For every neuron of a layer, the topics (LDA over the Fashion-MNIST class descriptions and "
+                    "per-image attribute words, predicted by a topic head fitted on the layer's pooled features) or "
+                    "classes whose predicted probability drops most when the neuron is ablated, averaged over the "
+                    "images where it is active (docs/topics.md). Writes topics.csv and index.html. With no "
+                    "arguments: the bundled FashionCNN's relu_fc on 2,000 Fashion-MNIST test images.")
+    tp.add_argument("--model", default="fashion_cnn",
+                    help="'fashion_cnn' (default: the bundled FashionCNN with its shipped weights; --weights: a file "
+                         "written by interp_engine.models.fashion_cnn.save_weights), or as for dissect")
+    tp.add_argument("--weights", default=None, help="weights to load (see --model)")
+    tp.add_argument("--layer", default=None, help="the layer (default for fashion_cnn: relu_fc, 128 neurons)")
+    tp.add_argument("--dataset", default=None,
+                    help="the Fashion-MNIST directory (default: $INTERP_ENGINE_FASHION_MNIST, else "
+                         "/usr/share/datasets/fashion-mnist)")
+    tp.add_argument("--split", choices=["train", "test"], default="test")
+    tp.add_argument("--max-images", type=_positive_int, default=2000, help="use the first N images (default 2000)")
+    tp.add_argument("--out", default="topics", help="output directory (default ./topics)")
+    tp.add_argument("--targets", choices=["topics", "classes"], default="topics")
+    tp.add_argument("--ablation", choices=["zero", "mean"], default="zero")
+    tp.add_argument("--n-topics", type=_positive_int, default=12, help="LDA topics (default 12)")
+    tp.add_argument("--top-k", type=_positive_int, default=3, help="targets listed per neuron (default 3)")
+    tp.add_argument("--hidden", type=_positive_int, default=64, help="hidden units of the topic head (default 64)")
+    tp.add_argument("--head-epochs", type=_positive_int, default=30,
+                    help="epochs fitting the topic head on the frozen features (default 30)")
+    tp.add_argument("--bar", type=float, default=0.01,
+                    help="score from which a neuron counts as consistent (default 0.01)")
+    tp.add_argument("--batch-size", type=_positive_int, default=500)
+    tp.add_argument("--seed", type=int, default=0)
+    tp.add_argument("--threads", type=int, default=0, help="core threads (0 = all cores)")
     return parser
 
 
@@ -228,6 +260,74 @@ def _run_concepts(args: argparse.Namespace) -> int:
         print(f"skipped (no pixel in the fitting rows): {', '.join(cv.skipped)}")
     print(f"\ntime: {time.perf_counter() - t0:.1f} s; vectors: {out / 'vectors.npz'}; "
           f"table: {out / 'concept_iou.csv'}")
+    return 0
+
+
+def _run_topics(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from .capture import pooled_activations
+    from .data.fashion_mnist import FASHION_MNIST_CLASSES, fashion_mnist, fashion_mnist_root, fashion_mnist_tensor
+    from .data.fashion_text import fashion_documents
+    from .methods.topics import extract_topics, fit_topic_head, prediction_difference
+    from .report.topics_page import write_topics_report
+
+    t0 = time.perf_counter()
+    try:
+        images, labels = fashion_mnist(args.split, args.dataset)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"interp-engine: error: Fashion-MNIST is needed for `topics` and could not be read: {exc}",
+              file=sys.stderr)
+        return 2
+    images, labels = images[:args.max_images], labels[:args.max_images]
+    if args.model == "fashion_cnn":
+        from .models.fashion_cnn import fashion_cnn, load_model
+
+        try:
+            model = fashion_cnn() if args.weights is None else load_model(args.weights)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"interp-engine: error: {exc}", file=sys.stderr)
+            return 2
+        layer = args.layer or "relu_fc"
+        class_names = list(FASHION_MNIST_CLASSES)
+    else:
+        model = _load_model(args.model, args.weights)
+        layer = args.layer
+        class_names = None
+        if not layer:
+            print("interp-engine: error: --layer is required with a model other than fashion_cnn", file=sys.stderr)
+            return 2
+    root = fashion_mnist_root(args.dataset)
+    x = fashion_mnist_tensor(images)
+    topics = None
+    try:
+        if args.targets == "topics":
+            topics = extract_topics(fashion_documents(images, labels), args.n_topics, seed=args.seed)
+            feats = pooled_activations(model, layer, [x[i:i + args.batch_size] for i in range(0, len(x), args.batch_size)])
+            head = fit_topic_head(feats[layer], topics.matrix, args.hidden, epochs=args.head_epochs, lr=3e-3,
+                                  seed=args.seed)
+            print(f"topics: {args.n_topics} LDA topics over {len(images)} {args.split} images of {root}; topic head "
+                  f"({args.hidden} hidden) fitted on {layer}'s pooled features", flush=True)
+            res = prediction_difference(model, layer, x, "topics", args.ablation, topic_head=head,
+                                        target_names=topics.names(3), top_k=args.top_k, batch_size=args.batch_size)
+        else:
+            res = prediction_difference(model, layer, x, "classes", args.ablation, target_names=class_names,
+                                        top_k=args.top_k, batch_size=args.batch_size)
+    except (ValueError, TypeError, ImportError) as exc:
+        print(f"interp-engine: error: {exc}", file=sys.stderr)
+        return 2
+    index = write_topics_report(res, args.out, topic_words=None if topics is None else topics.top_words,
+                                title=f"Prediction difference ({args.targets}): {layer} of {args.model}",
+                                bar=args.bar, params={"images": f"{len(images)} ({args.split} split of {root})"})
+    order = np.argsort(-np.nan_to_num(res.score, nan=-np.inf), kind="stable")
+    print(f"{'neuron':>6}  {'active':>6}  {'score':>7}  top targets")
+    for i in order[:15]:
+        print(f"{int(res.neurons[i]):>6}  {int(res.counts[i]):>6}  {res.score[i]:7.4f}  {', '.join(res.top_names(i))}")
+    n_ok = int(res.consistent(args.bar).sum())
+    print(f"\n{n_ok} of {len(res)} neurons with score >= {args.bar:g}; time {time.perf_counter() - t0:.1f} s; "
+          f"report: {index}; table: {Path(args.out) / 'topics.csv'}")
     return 0
 
 
@@ -340,12 +440,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"compiled core: {interp_engine._core.__file__}")
         print(f"threads: {interp_engine.get_num_threads()}")
         return 0
-    if args.command in ("dissect", "invert", "concepts"):
+    if args.command in ("dissect", "invert", "concepts", "topics"):
         if args.threads < 0:
             print("interp-engine: error: --threads must be >= 0", file=sys.stderr)
             return 2
         interp_engine.set_num_threads(args.threads)
-        run = {"dissect": _run_dissect, "invert": _run_invert, "concepts": _run_concepts}[args.command]
+        run = {"dissect": _run_dissect, "invert": _run_invert, "concepts": _run_concepts,
+               "topics": _run_topics}[args.command]
         return run(args)
     if args.command == "demo":
         from .demo import run_demo

@@ -353,3 +353,53 @@ def cam_from_channel_weights(alphas: np.ndarray, A: np.ndarray, size: Sequence[i
     if len(alphas):
         acc /= len(alphas)
     return bilinear_resize(acc, size)
+
+
+# --------------------------------------------------------------------------- prediction difference
+def prediction_difference_reference(model, layer_module, x, probs_fn, neurons, ablation="zero",
+                                    threshold=0.0):
+    """One neuron at a time, one sample at a time, float64 numpy sums.
+
+    ``probs_fn(model_output, layer_output) -> (B, T)`` probabilities (the
+    layer's output after the ablation, for topic heads); the layer's output is
+    captured (and, for one neuron, overwritten on the whole batch) by a
+    forward hook.  Returns (scores (K, T) with NaN rows for never
+    active neurons, counts (K,))."""
+    import torch
+
+    store = {}
+    edit = {}
+
+    def hook(module, args, out):
+        if not edit:
+            store["feats"] = store["after"] = out.detach().clone()
+            return None
+        out = out.clone()
+        out[:, edit["d"]] = edit["v"]
+        store["after"] = out
+        return out
+
+    h = layer_module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            p0 = probs_fn(model(x), store["after"]).double().numpy()
+            feats = store["feats"].double().numpy()
+            n = feats.shape[0]
+            flat = feats.reshape(n, feats.shape[1], -1)
+            mean = flat.transpose(1, 0, 2).reshape(feats.shape[1], -1).mean(1)
+            scores = np.full((len(neurons), p0.shape[1]), np.nan)
+            counts = np.zeros(len(neurons), np.int64)
+            for k, d in enumerate(neurons):
+                edit.update(d=d, v=0.0 if ablation == "zero" else float(mean[d]))
+                p = probs_fn(model(x), store["after"]).double().numpy()
+                edit.clear()
+                total = np.zeros(p0.shape[1])
+                for i in range(n):
+                    if flat[i, d].max() > threshold:
+                        total += p0[i] - p[i]
+                        counts[k] += 1
+                if counts[k]:
+                    scores[k] = total / counts[k]
+    finally:
+        h.remove()
+    return scores, counts
