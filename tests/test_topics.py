@@ -201,10 +201,11 @@ def test_table_and_csv(tmp_path, x5):
 def test_top_k_is_stable_on_ties():
     from interp_engine.methods.topics import _top_k
 
-    s = torch.tensor([[0.1, 0.3, 0.3, 0.0], [math.nan] * 4, [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    s = torch.tensor([[0.1, 0.3, 0.3, 0.0], [math.nan] * 4, [0.0, 0.0, 0.0, 0.0], [math.nan, 0.2, -1.0, 0.5]],
+                     dtype=torch.float64)
     idx, val = _top_k(s, 3)
-    assert idx.tolist() == [[1, 2, 0], [-1, -1, -1], [0, 1, 2]]
-    assert val[0].tolist() == [0.3, 0.3, 0.1] and torch.isnan(val[1]).all()
+    assert idx.tolist() == [[1, 2, 0], [-1, -1, -1], [0, 1, 2], [3, 1, 2]]
+    assert val[0].tolist() == [0.3, 0.3, 0.1] and np.isnan(val[1]).all() and val[3].tolist() == [0.5, 0.2, -1.0]
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -412,7 +413,9 @@ def test_fit_topic_head_learns_a_linear_topic_map(rng):
     f = rng.random((400, 3)).astype(np.float32)
     s = f / f.sum(1, keepdims=True)  # topics = normalized features
     baseline = float(((s - s.mean(0)) ** 2).sum(1).mean())  # predicting the mean topic vector
-    head = fit_topic_head(f, s, hidden=16, epochs=100, lr=1e-2, batch_size=200, seed=0)
+    threads = torch.get_num_threads()
+    head = fit_topic_head(f, s, hidden=16, epochs=150, lr=1e-2, batch_size=400, seed=0)
+    assert torch.get_num_threads() == threads  # restored
     with torch.no_grad():
         err = float((head.predict(torch.from_numpy(f)) - torch.from_numpy(s)).pow(2).sum(1).mean())
     assert err < 0.1 * baseline

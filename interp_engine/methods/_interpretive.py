@@ -127,7 +127,8 @@ class InterpretiveLoss(nn.Module):
 
 def fit_topic_head(features: Any, topics: Any, hidden: int = 64, *, epochs: int = 200, lr: float = 1e-2,
                    batch_size: int = 1024, seed: int = 0, pooling: str = "mean",
-                   weight_decay: float = 0.0, head: Optional[InterpretiveLoss] = None) -> InterpretiveLoss:
+                   weight_decay: float = 0.0, head: Optional[InterpretiveLoss] = None,
+                   threads: Optional[int] = 1) -> InterpretiveLoss:
     """Fit an :class:`InterpretiveLoss` head on fixed features (post hoc: the
     model is not trained), by Adam on the unweighted squared error.
 
@@ -142,6 +143,10 @@ def fit_topic_head(features: Any, topics: Any, hidden: int = 64, *, epochs: int 
             random state is left as it was).
         head: an existing head to fit further (then ``hidden``/``pooling`` are
             ignored).
+        threads: torch's thread count while fitting (restored afterwards);
+            default 1: the head's matrix products are small, and on a busy
+            machine several threads were 10-100x slower than one
+            (oversubscription).  None keeps torch's setting.
 
     Returns:
         The head (``weight`` 1.0 unless ``head`` was given), in eval mode,
@@ -174,17 +179,25 @@ def fit_topic_head(features: Any, topics: Any, hidden: int = 64, *, epochs: int 
             raise TypeError(f"head must be an InterpretiveLoss or None, got {type(head).__name__}")
     if head.n_topics != s.shape[1]:
         raise ValueError(f"head predicts {head.n_topics} topics, topics has {s.shape[1]} columns")
+    if threads is not None:
+        threads = _pos_int(threads, "threads")
     x = head.pool(f).detach()
     gen = torch.Generator().manual_seed(int(seed) + 1)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=float(weight_decay))
     head.train()
-    with torch.enable_grad():
-        for _ in range(epochs):
-            perm = torch.randperm(len(x), generator=gen)
-            for i in range(0, len(x), batch_size):
-                idx = perm[i:i + batch_size]
-                loss = (head.predict(x[idx]) - s[idx]).pow(2).sum(1).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with torch.enable_grad():
+            for _ in range(epochs):
+                perm = torch.randperm(len(x), generator=gen)
+                for i in range(0, len(x), batch_size):
+                    idx = perm[i:i + batch_size]
+                    loss = (head.predict(x[idx]) - s[idx]).pow(2).sum(1).mean()
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+    finally:
+        torch.set_num_threads(old_threads)
     return head.eval()

@@ -371,27 +371,32 @@ class PredictionDifference:
 
 
 def _accumulate(sums: Any, counts: Any, drops: Any, active: Any) -> None:
-    """``sums (R, T) += einsum(active (B, R), drops (R, B, T))`` and
-    ``counts (R,) += active.sum(0)``: the batched masked accumulation (float64)."""
+    """``sums (R, T) += einsum("br,rbt->rt", active (B, R), drops (R, B, T))``
+    and ``counts (R,) += active.sum(0)``: the masked accumulation of one chunk,
+    as one batched float64 matrix product (``bmm`` of (R, 1, B) by (R, B, T);
+    benchmarks/bench_topics.py compares it with an einsum, a per-neuron loop
+    and numpy scatter / einsum)."""
     import torch
 
-    a = active.to(torch.float64)
-    sums += torch.einsum("br,rbt->rt", a, drops.to(torch.float64))
+    a = active.t().to(torch.float64).unsqueeze(1)  # (R, 1, B)
+    sums += torch.bmm(a, drops.to(torch.float64)).squeeze(1)
     counts += active.sum(0).to(counts.dtype)
 
 
-def _top_k(scores: Any, k: int) -> Tuple[Any, Any]:
+def _top_k(scores: Any, k: int) -> Tuple[np.ndarray, np.ndarray]:
     """Per row of (K, T) float64 scores (NaN rows = never active): the top ``k``
     indices (stable descending: ties keep the lower index first) and values;
-    -1 / NaN for NaN rows."""
-    import torch
-
-    filled = torch.nan_to_num(scores, nan=-math.inf)
-    vals, idx = torch.sort(filled, dim=1, descending=True, stable=True)
-    vals, idx = vals[:, :k].clone(), idx[:, :k].clone()
-    dead = torch.isnan(scores).all(1) if scores.shape[1] else torch.ones(len(scores), dtype=torch.bool)
+    -1 / NaN for NaN rows.  One vectorized stable ``np.argsort`` over all rows
+    (faster than ``torch.sort(stable=True)`` on CPU: benchmarks/bench_topics.py);
+    returns numpy int64 / float64 arrays."""
+    s = scores.detach().cpu().numpy() if hasattr(scores, "detach") else np.asarray(scores)
+    s = np.asarray(s, np.float64)
+    filled = np.where(np.isnan(s), -np.inf, s)
+    idx = np.argsort(-filled, axis=1, kind="stable")[:, :k].astype(np.int64)
+    vals = np.take_along_axis(filled, idx, 1)
+    dead = np.isnan(s).all(1) if s.shape[1] else np.ones(len(s), bool)
     idx[dead] = -1
-    vals[dead] = math.nan
+    vals[dead] = np.nan
     return idx, vals
 
 
@@ -575,7 +580,10 @@ def prediction_difference(model: Any, layer: str, data: Any, targets: Union[str,
         batch_size: samples per batch when ``data`` is a tensor.
         n_ablate: neurons ablated per forward (each sample is replicated
             ``n_ablate`` times, a different channel ablated in each copy);
-            default: as many as fit in about 2**24 layer values per forward.
+            default: on the Sequential route as many as fit in about 2**24
+            layer values per forward, on the hook route about 2048 rows per
+            forward (the whole model runs on every copy, so larger chunks
+            save no work and cost memory).
         active_threshold: a neuron is active on a sample when its activation
             (spatial maximum for maps) is > this.
         device: where inputs go (default the model's).
@@ -693,8 +701,12 @@ def prediction_difference(model: Any, layer: str, data: Any, targets: Union[str,
                     counts = torch.zeros(k, dtype=torch.int64, device=feats.device)
                     values_all = (means[chans_all] if means is not None
                                   else torch.zeros(k, dtype=torch.float64, device=feats.device))
-                    per_row = max(1, feats[0].numel())
-                    chunk = n_ablate or max(1, (1 << 24) // (per_row * max(1, x.shape[0])))
+                    if n_ablate is not None:
+                        chunk = n_ablate
+                    elif plan.split:  # about 2**24 layer values per suffix forward
+                        chunk = max(1, (1 << 24) // (max(1, feats[0].numel()) * x.shape[0]))
+                    else:  # the whole model runs on R*B rows: keep forwards near 2048 rows
+                        chunk = max(1, 2048 // x.shape[0])
                     c0 = c
                 elif c != c0:
                     raise ValueError(f"layer {layer!r} changed its channel count between batches: {c0} then {c}")
@@ -720,8 +732,8 @@ def prediction_difference(model: Any, layer: str, data: Any, targets: Union[str,
     return PredictionDifference(
         layer=layer, targets=targets if isinstance(targets, str) else "callable", ablation=ablation,
         neurons=chans_all.cpu().numpy().astype(np.int64), target_names=names, scores=scores.cpu().numpy(),
-        counts=counts.cpu().numpy(), n_samples=n_samples, top_targets=top_idx.cpu().numpy().astype(np.int64),
-        top_scores=top_val.cpu().numpy(), ablation_values=values_all.cpu().numpy())
+        counts=counts.cpu().numpy(), n_samples=n_samples, top_targets=top_idx, top_scores=top_val,
+        ablation_values=values_all.cpu().numpy())
 
 
 def _neuron_index(neurons: Any, c: int, layer: str) -> Any:
