@@ -112,6 +112,48 @@ def test_spatial_layer_matches_reference_on_both_routes_and_any_chunking(rng, ab
         assert res.n_samples == 23
 
 
+class SkipAround(nn.Module):
+    """A skip connection around the layer: the hook route's "expand" mode cannot run it for B > 1 (the input's
+    batch is B, the layer's ablated output R*B) and must fall back to replicating the input."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.lin1, self.act, self.lin2, self.out = nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.out(self.lin2(self.act(self.lin1(x))) + x)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 40])
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_skip_connection_around_layer_falls_back_and_matches_reference(x5, batch_size, ablation):
+    model = SkipAround().eval()
+    res = prediction_difference(model, "act", x5, "classes", ablation, batch_size=batch_size)
+    ref, counts = prediction_difference_reference(model, model.act, x5, softmax_probs, list(range(6)), ablation)
+    assert np.array_equal(res.counts, counts)
+    np.testing.assert_allclose(res.scores, ref, atol=TOL, rtol=0)
+
+
+def _max_rows(module, fn):
+    rows = []
+    h = module.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        fn()
+    finally:
+        h.remove()
+    return max(rows)
+
+
+def test_hook_route_expands_after_the_layer_when_valid(x5):
+    wrapped = Wrapped(class_model())
+    # expand: the module before the layer sees the 40 samples (80 once: the 2-neuron check of the replicate route)
+    assert _max_rows(wrapped.inner.enc, lambda: prediction_difference(wrapped, "inner.act", x5, batch_size=40)) == 80
+    skip = SkipAround().eval()
+    # skip connection: replicate, 6 neurons x 7 samples per forward
+    assert _max_rows(skip.lin1, lambda: prediction_difference(skip, "act", x5, batch_size=7, n_ablate=6)) == 42
+
+
 def test_active_rule_is_spatial_max_and_never_active_neuron(rng):
     model = conv_model()
     with torch.no_grad():

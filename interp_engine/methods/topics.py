@@ -452,6 +452,12 @@ def _check_layer_output(out: Any, layer: str) -> Any:
     return out
 
 
+def torch_cat(parts: List[Any]) -> Any:
+    import torch
+
+    return torch.cat(parts, 0)
+
+
 def _set_channels(rep: Any, chans: Any, values: Any) -> Any:
     """``rep`` (R, B, C, *spatial), contiguous: channel ``chans[r]`` of copy r
     set to ``values[r]`` (in place); returns rep."""
@@ -483,6 +489,11 @@ class _Plan:
             self.prefix = nn.Sequential(*[model._modules[n] for n in names[:i]])
             self.suffix = nn.Sequential(*[model._modules[n] for n in names[i:j]])
         self.split = sequential
+        # hook route: "expand" (the layer's output of the B samples is replicated R times inside the hook, so
+        # only the modules after it run on R*B rows) is tried on the first chunk and checked against "replicate"
+        # (the input replicated R times; always valid); None = not yet known
+        self.expand_ok: Optional[bool] = None
+        self.replicate_chunk: Optional[int] = None
         self._ablate: Optional[Tuple[Any, Any, int]] = None
         self._feats: Optional[Any] = None
         self._topic_out: Optional[Any] = None
@@ -511,14 +522,42 @@ class _Plan:
 
     def ablated(self, x: Any, feats: Any, chans: Any, values: Any) -> Any:
         """Probabilities (R, B, T) with channel ``chans[r]`` set to ``values[r]`` in copy r."""
+        import torch
+
         r, b = len(chans), x.shape[0]
         if self.split:
             rep = _set_channels(feats.unsqueeze(0).expand(r, *feats.shape).clone(), chans, values)
             out = self.suffix(rep.flatten(0, 1))
             return self._finish(out, out, r * b).view(r, b, -1)
-        self._ablate = (chans, values, r)
+        if self.expand_ok is None and r > 1:  # check expand on 2 neurons (2 full forwards of the replicate route)
+            p_exp = self._try_expand(x, chans[:2], values[:2])
+            p_rep = self._replicated(x, chans[:2], values[:2])
+            self.expand_ok = p_exp is not None and p_exp.shape == p_rep.shape and \
+                bool(torch.allclose(p_exp, p_rep, rtol=1e-4, atol=1e-6))
+        if self.expand_ok and r > 1:
+            p_exp = self._try_expand(x, chans, values)
+            if p_exp is not None:
+                return p_exp
+        return self._replicated(x, chans, values)
+
+    def _try_expand(self, x: Any, chans: Any, values: Any) -> Optional[Any]:
         try:
-            out = self.model(x.repeat(r, *([1] * (x.dim() - 1))))
+            return self._run(x, chans, values, "expand")
+        except Exception:  # a model that mixes the layer's output with earlier tensors (skip connections)
+            return None
+
+    def _replicated(self, x: Any, chans: Any, values: Any) -> Any:
+        b = x.shape[0]
+        step = self.replicate_chunk or max(1, 2048 // b)  # the whole model runs on every copy: ~2048 rows
+        parts = [self._run(x, chans[i:i + step], values[i:i + step], "replicate") for i in range(0, len(chans), step)]
+        return parts[0] if len(parts) == 1 else torch_cat(parts)
+
+    def _run(self, x: Any, chans: Any, values: Any, how: str) -> Any:
+        r, b = len(chans), x.shape[0]
+        self._ablate = (chans, values, r, how)
+        self._topic_out = None
+        try:
+            out = self.model(x if how == "expand" else x.repeat(r, *([1] * (x.dim() - 1))))
         finally:
             self._ablate = None
         return self._finish(out, self._topic_out, r * b).view(r, b, -1)
@@ -528,8 +567,11 @@ class _Plan:
         if self._ablate is None:
             self._feats = _check_layer_output(output, self.layer).detach()
             return None
-        chans, values, r = self._ablate
+        chans, values, r, how = self._ablate
         out = _check_layer_output(output, self.layer)
+        if how == "expand":
+            rep = out.unsqueeze(0).expand(r, *out.shape).clone()
+            return _set_channels(rep, chans, values).flatten(0, 1)
         rep = out.reshape(r, out.shape[0] // r, *out.shape[1:]).clone()
         return _set_channels(rep, chans, values).view(out.shape)
 
@@ -580,10 +622,9 @@ def prediction_difference(model: Any, layer: str, data: Any, targets: Union[str,
         batch_size: samples per batch when ``data`` is a tensor.
         n_ablate: neurons ablated per forward (each sample is replicated
             ``n_ablate`` times, a different channel ablated in each copy);
-            default: on the Sequential route as many as fit in about 2**24
-            layer values per forward, on the hook route about 2048 rows per
-            forward (the whole model runs on every copy, so larger chunks
-            save no work and cost memory).
+            default: as many as fit in about 2**24 layer values per forward
+            (on the replicate route below, about 2048 rows per forward: the
+            whole model runs on every copy, so larger chunks save no work).
         active_threshold: a neuron is active on a sample when its activation
             (spatial maximum for maps) is > this.
         device: where inputs go (default the model's).
@@ -591,10 +632,19 @@ def prediction_difference(model: Any, layer: str, data: Any, targets: Union[str,
     How it runs: when ``model`` is an ``nn.Sequential`` (without its own
     ``forward``) and ``layer`` (and ``topic_layer``) are its direct children,
     the children up to ``layer`` run once per batch and only those after it
-    run on the ablated copies; otherwise the whole model runs on the
-    replicated batch with a forward hook on ``layer`` that ablates per copy
-    (hooks always removed).  Drops are accumulated in float64 by batched torch
-    ops (an einsum over samples per chunk of neurons).
+    run on the ablated copies (Sequential route).  Otherwise a forward hook on
+    ``layer`` does the ablation (hooks always removed), in one of two ways:
+    *expand*, the hook replaces the layer's (B, ...) output by R ablated
+    copies (R*B rows), so the modules before the layer run once; or
+    *replicate*, the input is replicated R times and the hook ablates each
+    copy (always valid, but the whole model runs on every copy).  Expand fails
+    or is wrong for models that combine the layer's output with tensors
+    computed before it (a skip connection around the layer): it is tried on
+    two neurons of the first batch and kept only if it runs and gives the
+    replicate route's probabilities (within rtol 1e-4, atol 1e-6); otherwise,
+    or when it fails on a later batch, replicate is used.
+    Drops are accumulated in float64 by one batched matrix product per chunk
+    of neurons.
 
     Returns:
         :class:`PredictionDifference`.
@@ -701,12 +751,9 @@ def prediction_difference(model: Any, layer: str, data: Any, targets: Union[str,
                     counts = torch.zeros(k, dtype=torch.int64, device=feats.device)
                     values_all = (means[chans_all] if means is not None
                                   else torch.zeros(k, dtype=torch.float64, device=feats.device))
-                    if n_ablate is not None:
-                        chunk = n_ablate
-                    elif plan.split:  # about 2**24 layer values per suffix forward
-                        chunk = max(1, (1 << 24) // (max(1, feats[0].numel()) * x.shape[0]))
-                    else:  # the whole model runs on R*B rows: keep forwards near 2048 rows
-                        chunk = max(1, 2048 // x.shape[0])
+                    # about 2**24 layer values per forward after the layer
+                    chunk = n_ablate or max(1, (1 << 24) // (max(1, feats[0].numel()) * x.shape[0]))
+                    plan.replicate_chunk = n_ablate
                     c0 = c
                 elif c != c0:
                     raise ValueError(f"layer {layer!r} changed its channel count between batches: {c0} then {c}")
