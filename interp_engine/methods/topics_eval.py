@@ -18,7 +18,8 @@ Reported per model: test accuracy; the topic head's test squared error; and
 prediction-difference maximization on ``relu_fc`` over the test images with
 ``targets="topics"`` (zero ablation): the share of the 128 neurons whose top
 topic's score (mean drop of the predicted topic proportion when the neuron is
-ablated, over the images where it is active) is at least each bar.  The
+ablated, over the images where it is active) is at least each bar, among all
+128 neurons and among those active on at least one test image.  The
 baseline has no topic head: one is fitted post hoc on its frozen train
 features (:func:`~interp_engine.methods.topics.fit_topic_head`); the
 interpretive model is scored with its jointly trained head and with a post-hoc
@@ -68,8 +69,11 @@ def _score(model: Any, head: Any, test_x: Any, test_feats: Any, test_s: Any, nam
                            "median_score": round(float(np.nanmedian(score)), 5),
                            "distinct_top_topics": int(len(set(res.top_targets[:, 0][res.top_targets[:, 0] >= 0]))),
                            "pd_seconds": round(seconds, 2)}
+    alive = res.counts > 0
     for bar in BARS:
-        out[f"share_score_ge_{bar}"] = round(float(res.consistent(bar).mean()), 4)
+        ok = res.consistent(bar)
+        out[f"share_score_ge_{bar}"] = round(float(ok.mean()), 4)
+        out[f"share_of_active_ge_{bar}"] = round(float(ok[alive].mean()) if alive.any() else 0.0, 4)
     return out
 
 
