@@ -124,6 +124,31 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--max-images", type=_positive_int, default=None)
     cv.add_argument("--seed", type=int, default=0)
     cv.add_argument("--threads", type=int, default=0, help="core threads (0 = all cores)")
+    rep = sub.add_parser(
+        "represent",
+        help="representative interpretations (Lam et al. 2021): regions of seeds bounded by decision boundaries",
+        description="Fit representative interpretations on reference images, explain seeds, write an HTML page "
+                    "of the regions (docs/coclustering.md); with --unseen, score the region heatmaps against "
+                    "Grad-CAM (Average Drop / Increase) on images not used to build them.")
+    rep.add_argument("--model", default="default",
+                     help="default (the bundled ConceptCNN's 4-way scene output), fashion_cnn (the bundled "
+                          "Fashion-MNIST CNN), a torchvision name, or module:attr (an nn.Sequential split at --layer)")
+    rep.add_argument("--weights", default=None, help="as for dissect")
+    rep.add_argument("--layer", default=None, help="where psi is read (default: the bundled models' last conv layer)")
+    rep.add_argument("--dataset", default=None,
+                     help="a Broden-format directory (default: the bundled dataset); for fashion_cnn the "
+                          "Fashion-MNIST directory (default: Debian's, or $INTERP_ENGINE_FASHION_MNIST)")
+    rep.add_argument("--out", default="represent", help="output directory (default ./represent)")
+    rep.add_argument("--reference", type=_positive_int, default=1000, help="reference images (default 1000)")
+    rep.add_argument("--seeds", type=_positive_int, default=10, help="seeds: the first N reference images (default 10)")
+    rep.add_argument("--unseen", type=int, default=1000,
+                     help="images after the reference ones to evaluate on (default 1000; 0: no evaluation)")
+    rep.add_argument("--pool", type=_positive_int, default=50, help="boundaries sampled per seed (default 50)")
+    rep.add_argument("--delta", type=int, default=0, help="other-class images allowed in a region (default 0)")
+    rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--similar", type=_positive_int, default=5, help="similar images shown per region (default 5)")
+    rep.add_argument("--transform", choices=["netdissect", "imagenet"], default=None)
+    rep.add_argument("--threads", type=int, default=0, help="core threads (0 = all cores)")
 
     tp = sub.add_parser(
         "topics",
@@ -260,6 +285,76 @@ def _run_concepts(args: argparse.Namespace) -> int:
         print(f"skipped (no pixel in the fitting rows): {', '.join(cv.skipped)}")
     print(f"\ntime: {time.perf_counter() - t0:.1f} s; vectors: {out / 'vectors.npz'}; "
           f"table: {out / 'concept_iou.csv'}")
+    return 0
+
+
+def _represent_setup(args: argparse.Namespace):
+    """(model, layer, head, images (N, C, H, W), class names, black fill) for ``represent``."""
+    import torch
+
+    n = args.reference + max(args.unseen, 0)
+    if args.model == "fashion_cnn":
+        from .data.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD, fashion_mnist, fashion_mnist_tensor
+        from .models.fashion_cnn import CLASSES, DEFAULT_LAYER, fashion_cnn, load_model
+
+        imgs, _ = fashion_mnist("test", root=args.dataset)
+        model = fashion_cnn() if args.weights is None else load_model(args.weights)
+        return (model.eval(), args.layer or DEFAULT_LAYER, None, fashion_mnist_tensor(imgs[:n]), list(CLASSES),
+                -FASHION_MNIST_MEAN / FASHION_MNIST_STD)
+    if args.model == "default":
+        from .models.concept_cnn import OutputGroup, load_default_model
+
+        model = OutputGroup(load_default_model() if args.weights is None else _load_model("default", args.weights))
+        layer, head, names, transform = args.layer or "model.conv4", model.head, list(model.class_names), "unit"
+    else:
+        model = _load_model(args.model, args.weights)
+        if not args.layer:
+            raise ValueError("--layer is required with a model other than the bundled ones")
+        layer, head, names, transform = args.layer, None, None, args.transform or "netdissect"
+    from .data import BrodenDataset
+    from .data.concepts import concept_dataset
+
+    ds = BrodenDataset(args.dataset or concept_dataset(), transform=transform, max_images=n)
+    x = torch.stack([ds.with_fields(pixel_labels=False)[i]["image"] for i in range(len(ds))])
+    return model.eval(), layer, head, x, names, 0.0
+
+
+def _run_represent(args: argparse.Namespace) -> int:
+    import time
+    import warnings
+
+    from .methods.coclustering import RepresentativeInterpretation
+    from .methods.represent_eval import evaluate_regions
+    from .report import write_represent_report
+
+    t0 = time.perf_counter()
+    try:
+        if args.seeds > args.reference:
+            raise ValueError(f"--seeds ({args.seeds}) must be at most --reference ({args.reference})")
+        model, layer, head, x, names, black = _represent_setup(args)
+        ref, unseen = x[:args.reference], x[args.reference:]
+        print(f"representative interpretations at {layer} of {args.model}: {len(ref)} reference images, "
+              f"{args.seeds} seeds, pool {args.pool}", flush=True)
+        ri = RepresentativeInterpretation(model, layer, head=head, num_threads=args.threads or None)
+        ri.fit(ref, pool=args.pool, delta=args.delta, seed=args.seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            regions = ri.explain_all(range(args.seeds))
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+        print(f"interp-engine: error: {exc}", file=sys.stderr)
+        return 2
+    ev = evaluate_regions(ri, regions, unseen, fill=black) if len(unseen) else None
+    index = write_represent_report(ri, regions, args.out, class_names=names, k=args.similar, evaluation=ev,
+                                   title=f"Representative interpretations: {layer} of {args.model}")
+    print(f"{'seed':>5}  {'class':<14s} {'members':>7} {'other':>5} {'bounds':>6}  reached")
+    for r in regions:
+        c = names[r.seed_class] if names else str(r.seed_class)
+        print(f"{r.seed_index:>5}  {c:<14s} {r.n_members:>7} {r.n_other:>5} {r.n_boundaries:>6}  {bool(r.reached)}")
+    if ev is not None:
+        print("\n" + str(ev))
+    print(f"\ntime: {time.perf_counter() - t0:.1f} s; report: {index}")
     return 0
 
 
@@ -440,13 +535,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"compiled core: {interp_engine._core.__file__}")
         print(f"threads: {interp_engine.get_num_threads()}")
         return 0
-    if args.command in ("dissect", "invert", "concepts", "topics"):
+    if args.command in ("dissect", "invert", "concepts", "represent", "topics"):
         if args.threads < 0:
             print("interp-engine: error: --threads must be >= 0", file=sys.stderr)
             return 2
         interp_engine.set_num_threads(args.threads)
         run = {"dissect": _run_dissect, "invert": _run_invert, "concepts": _run_concepts,
-               "topics": _run_topics}[args.command]
+               "represent": _run_represent, "topics": _run_topics}[args.command]
         return run(args)
     if args.command == "demo":
         from .demo import run_demo

@@ -148,3 +148,35 @@ def test_concepts_command(tiny_concepts, tmp_path, capsys):
     assert [round(r["iou"], 6) for r in again] == [round(float(r["iou"]), 6) for r in rows]
     assert cli.main(["concepts", "--dataset", str(tiny_concepts), "--out", str(out), "--concepts", "plaid"]) == 2
     assert "not pixel-level labels" in capsys.readouterr().err
+
+
+def test_represent_command(tiny_concepts, tmp_path, capsys):
+    out = tmp_path / "rep"
+    rc = cli.main(["represent", "--dataset", str(tiny_concepts), "--out", str(out), "--reference", "40",
+                   "--seeds", "3", "--unseen", "20", "--pool", "10", "--similar", "3"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "members" in text and "Average Drop" in text
+    page = (out / "index.html").read_text()
+    assert page.count('class="unit"') == 3 and "<script" not in page and "Average Drop" in page
+    assert len(list((out / "images").glob("region_*.png"))) == 3
+    # bad input: exit code 2 and a message, no traceback
+    assert cli.main(["represent", "--dataset", str(tiny_concepts), "--reference", "5", "--seeds", "9"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert cli.main(["represent", "--model", "fashion_cnn", "--dataset", str(tmp_path / "none"),
+                     "--out", str(tmp_path / "f")]) == 2
+    assert "dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_represent_page_overlay():
+    import numpy as np
+
+    from interp_engine.report import heat_overlay
+
+    img = np.zeros((4, 4, 3), np.uint8)
+    heat = np.zeros((4, 4))
+    heat[0, 0] = 1.0
+    out = heat_overlay(img, heat, alpha=1.0)
+    assert tuple(out[0, 0]) == (128, 0, 0) and tuple(out[1, 1]) == (0, 0, 128)  # jet: dark red at 1, dark blue at 0
+    with pytest.raises(ValueError, match="same size"):
+        heat_overlay(img, np.zeros((3, 3)))

@@ -103,6 +103,32 @@ class ConceptCNN(nn.Module):
         return t.permute(0, 3, 1, 2).float().div_(255.0)
 
 
+class OutputGroup(nn.Module):
+    """One output group of a :class:`ConceptCNN` as a classifier of its own
+    (``"scene"``: 4 classes and ``"texture"``: 6 are single-label tasks):
+    ``forward(x)`` gives the group's logits, :meth:`head` maps ``conv4``
+    features (layer name ``"model.conv4"``) to them (spatial mean and max,
+    linear: piecewise linear), for methods that split a model at a layer
+    (representative interpretations)."""
+
+    def __init__(self, model: ConceptCNN, group: str = "scene") -> None:
+        super().__init__()
+        if not isinstance(model, ConceptCNN):
+            raise TypeError(f"model must be a ConceptCNN; got {type(model).__name__}")
+        if group not in OUTPUTS:
+            raise ValueError(f"group must be one of {list(OUTPUTS)}; got {group!r}")
+        self.model, self.group, self.slice = model, group, OUTPUTS[group]
+        self.class_names = {"shape": SHAPE_NAMES, "color": COLOR_NAMES, "texture": TEXTURE_NAMES,
+                            "scene": SCENE_NAMES}[group]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[:, self.slice]
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """conv4 features (N, C, h, w) -> the group's logits."""
+        return self.model.classify(features)[:, self.slice]
+
+
 def save_weights(model: ConceptCNN, path: Union[str, Path], *, half: bool = True,
                  extra: Optional[Dict[str, Any]] = None) -> None:
     """Save ``model``'s state_dict (float tensors as float16 when ``half``)
