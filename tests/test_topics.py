@@ -691,3 +691,10 @@ def test_real_fashion_cnn_matches_reference_and_edit_changes_prediction():
     drivers = np.argsort(-np.nan_to_num(full.scores[:, cls], nan=-1))[:20]
     eff = explain_edit(model, "relu_fc", x[:1], {int(d): 0.0 for d in drivers})
     assert eff.before_class[0] == cls and eff.after[0, cls] < eff.before[0, cls]
+
+
+def test_eval_script_without_fashion_mnist(tmp_path, capsys):
+    from interp_engine.methods.topics_eval import main
+
+    assert main(["--root", str(tmp_path / "missing"), "--epochs", "1"]) == 2
+    assert "topics_eval: error:" in capsys.readouterr().err
