@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--ablation", choices=["zero", "mean"], default="zero")
     tp.add_argument("--n-topics", type=_positive_int, default=12, help="LDA topics (default 12)")
     tp.add_argument("--top-k", type=_positive_int, default=3, help="targets listed per neuron (default 3)")
+    tp.add_argument("--head-images", type=_positive_int, default=5000,
+                    help="train-split images the LDA topics and the topic head are fitted on (default 5000; "
+                         "never the scored images when --split test)")
     tp.add_argument("--hidden", type=_positive_int, default=64, help="hidden units of the topic head (default 64)")
     tp.add_argument("--head-epochs", type=_positive_int, default=30,
                     help="epochs fitting the topic head on the frozen features (default 30)")
@@ -399,18 +402,30 @@ def _run_topics(args: argparse.Namespace) -> int:
     topics = None
     try:
         if args.targets == "topics":
-            topics = extract_topics(fashion_documents(images, labels), args.n_topics, seed=args.seed)
-            feats = pooled_activations(model, layer, [x[i:i + args.batch_size] for i in range(0, len(x), args.batch_size)])
+            # topics and head from train-split images; with --split train the scored images come after them
+            tr_images, tr_labels = fashion_mnist("train", args.dataset)
+            tr_images, tr_labels = tr_images[:args.head_images], tr_labels[:args.head_images]
+            if args.split == "train":
+                images, labels = (fashion_mnist("train", args.dataset)[0][args.head_images:][:args.max_images],
+                                  fashion_mnist("train", args.dataset)[1][args.head_images:][:args.max_images])
+                if len(images) == 0:
+                    raise ValueError(f"--head-images {args.head_images} leaves no train image to score")
+                x = fashion_mnist_tensor(images)
+            xt = fashion_mnist_tensor(tr_images)
+            topics = extract_topics(fashion_documents(tr_images, tr_labels), args.n_topics, seed=args.seed)
+            feats = pooled_activations(model, layer, [xt[i:i + args.batch_size]
+                                                      for i in range(0, len(xt), args.batch_size)])
             head = fit_topic_head(feats[layer], topics.matrix, args.hidden, epochs=args.head_epochs, lr=3e-3,
                                   seed=args.seed)
-            print(f"topics: {args.n_topics} LDA topics over {len(images)} {args.split} images of {root}; topic head "
-                  f"({args.hidden} hidden) fitted on {layer}'s pooled features", flush=True)
+            print(f"topics: {args.n_topics} LDA topics over {len(tr_images)} train images of {root}, topic head "
+                  f"({args.hidden} hidden) fitted on their {layer} features; scoring {len(images)} other "
+                  f"{args.split} images", flush=True)
             res = prediction_difference(model, layer, x, "topics", args.ablation, topic_head=head,
                                         target_names=topics.names(3), top_k=args.top_k, batch_size=args.batch_size)
         else:
             res = prediction_difference(model, layer, x, "classes", args.ablation, target_names=class_names,
                                         top_k=args.top_k, batch_size=args.batch_size)
-    except (ValueError, TypeError, ImportError) as exc:
+    except (ValueError, TypeError, ImportError, FileNotFoundError) as exc:
         print(f"interp-engine: error: {exc}", file=sys.stderr)
         return 2
     index = write_topics_report(res, args.out, topic_words=None if topics is None else topics.top_words,

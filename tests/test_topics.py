@@ -631,6 +631,9 @@ def fake_fmnist(tmp_path, rng):
         images[i, 4:24, 8 + k:14 + k] = 230
     _write_idx(root / "t10k-images-idx3-ubyte.gz", images)
     _write_idx(root / "t10k-labels-idx1-ubyte.gz", labels.astype(np.uint8))
+    # train split (the topics and the topic head are fitted there, never on the scored test images)
+    _write_idx(root / "train-images-idx3-ubyte.gz", np.clip(images.astype(int) + 5, 0, 255).astype(np.uint8))
+    _write_idx(root / "train-labels-idx1-ubyte.gz", labels.astype(np.uint8))
     return root
 
 
@@ -641,7 +644,7 @@ def test_cli_topics_on_a_fake_fashion_mnist(tmp_path, fake_fmnist, capsys, targe
 
     out = tmp_path / "out"
     rc = main(["topics", "--dataset", str(fake_fmnist), "--out", str(out), "--max-images", "30", "--n-topics", "3",
-               "--head-epochs", "2", "--targets", targets, "--threads", "1"])
+               "--head-epochs", "2", "--targets", targets, "--threads", "1", "--head-images", "40"])
     assert rc == 0
     with open(out / "topics.csv") as f:
         rows = list(csv.DictReader(f))
