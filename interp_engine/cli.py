@@ -403,11 +403,11 @@ def _run_topics(args: argparse.Namespace) -> int:
     try:
         if args.targets == "topics":
             # topics and head from train-split images; with --split train the scored images come after them
-            tr_images, tr_labels = fashion_mnist("train", args.dataset)
-            tr_images, tr_labels = tr_images[:args.head_images], tr_labels[:args.head_images]
+            all_images, all_labels = fashion_mnist("train", args.dataset)
+            tr_images, tr_labels = all_images[:args.head_images], all_labels[:args.head_images]
             if args.split == "train":
-                images, labels = (fashion_mnist("train", args.dataset)[0][args.head_images:][:args.max_images],
-                                  fashion_mnist("train", args.dataset)[1][args.head_images:][:args.max_images])
+                images = all_images[args.head_images:][:args.max_images]
+                labels = all_labels[args.head_images:][:args.max_images]
                 if len(images) == 0:
                     raise ValueError(f"--head-images {args.head_images} leaves no train image to score")
                 x = fashion_mnist_tensor(images)
