@@ -12,7 +12,7 @@ or as a script printing the split:
 
 Workload: N = 1,000 reference images of the bundled concept dataset (64 x 64,
 rendered in memory, seed 0), the bundled ConceptCNN, psi = conv4 (128 x 8 x 8 =
-8,192 values), head = ``model.classify`` restricted to the 4 scene logits (a
+8,192 values), head = ``OutputGroup(model, "scene").head``: ``classify`` restricted to the 4 scene logits (a
 single-label task: spatial mean and max of conv4, then linear; piecewise
 linear), S = 100 seeds (reference images 0..99), pool 50, delta 0.
 
@@ -39,7 +39,7 @@ import torch
 from interp_engine.data.concepts import render_concepts
 from interp_engine.engine.cover import ratio_greedy_cover, ratio_greedy_cover_many
 from interp_engine.methods.coclustering import EPS_COST, EPS_GAIN, RepresentativeInterpretation
-from interp_engine.models.concept_cnn import OUTPUTS, ConceptCNN, load_default_model
+from interp_engine.models.concept_cnn import ConceptCNN, OutputGroup, load_default_model
 
 N, S, POOL = 1000, 100, 50
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -48,12 +48,10 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 def build():
     """(fitted RepresentativeInterpretation, seconds of fit)."""
     torch.manual_seed(0)
-    model = load_default_model().eval()
+    model = OutputGroup(load_default_model(), "scene").eval()
     x = ConceptCNN.preprocess(render_concepts(N, seed=0, image_size=64).images)
-    scene = OUTPUTS["scene"]
     t = time.perf_counter()
-    ri = RepresentativeInterpretation(model, "conv4", head=lambda f: model.classify(f)[:, scene],
-                                      check_head=False).fit(x, pool=POOL, delta=0, seed=0)
+    ri = RepresentativeInterpretation(model, "model.conv4", head=model.head).fit(x, pool=POOL, delta=0, seed=0)
     return ri, time.perf_counter() - t
 
 

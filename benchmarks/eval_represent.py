@@ -46,27 +46,11 @@ def fashion(n: int):
             -FASHION_MNIST_MEAN / FASHION_MNIST_STD)
 
 
-class _Scene(torch.nn.Module):
-    """The ConceptCNN's 4 scene logits (a single-label task)."""
-
-    def __init__(self, model):
-        super().__init__()
-        from interp_engine.models.concept_cnn import OUTPUTS
-
-        self.model, self.scene = model, OUTPUTS["scene"]
-
-    def forward(self, x):
-        return self.model(x)[:, self.scene]
-
-    def head(self, psi):
-        return self.model.classify(psi)[:, self.scene]
-
-
 def concepts(n: int):
     from interp_engine.data.concepts import render_concepts
-    from interp_engine.models.concept_cnn import ConceptCNN, load_default_model
+    from interp_engine.models.concept_cnn import ConceptCNN, OutputGroup, load_default_model
 
-    m = _Scene(load_default_model()).eval()
+    m = OutputGroup(load_default_model(), "scene").eval()
     return m, "model.conv4", m.head, ConceptCNN.preprocess(render_concepts(n, seed=0, image_size=64).images), 0.0
 
 
