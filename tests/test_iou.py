@@ -442,7 +442,7 @@ def test_region_labels_run_path_and_mixed_images(rule, size):
     acts = smooth_field(rng, 4, 5, 6, 7)
     thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(5, -1), 0.7, axis=1)
     pl = blob_labels(rng, 4, 3, sh, sw, 12)
-    pl[2] = rng.integers(0, 12, size=(3, sh, sw))  # one fragmented image: per-pixel run ends
+    pl[2] = rng.integers(0, 12, size=(3, sh, sw))  # one fragmented image (masks unless sw > 256)
     il = rng.integers(0, 12, size=(4, 2))
     cat = rng.integers(0, 3, size=12)
     for dt in (np.int16, np.int64):
@@ -452,10 +452,10 @@ def test_region_labels_run_path_and_mixed_images(rule, size):
 
 
 @pytest.mark.parametrize("rule", ["annotated", "lite"])
-@pytest.mark.parametrize("size", [(40, 300), (9, 255), (9, 256), (5, 64), (6, 128)])
+@pytest.mark.parametrize("size", [(40, 300), (9, 255), (9, 256), (9, 257), (5, 64), (6, 128), (7, 65)])
 def test_run_index_widths_and_word_edges(rule, size):
-    """Blob rows of more than 15 runs (or wider than 255 pixels) take the
-    per-pixel run ends; runs cross 256-pixel blocks and 64-bit mask words."""
+    """Rows wider than 256 pixels take the per-pixel run ends, narrower ones
+    the label masks; runs cross 256-pixel blocks and 64-bit mask words."""
     rng = np.random.default_rng(21)
     sh, sw = size
     acts = smooth_field(rng, 3, 6, 4, 9)
@@ -467,6 +467,28 @@ def test_run_index_widths_and_word_edges(rule, size):
     t, ref = run(acts, thr, pl.astype(np.int32), il, cat, 10, 3, size, rule,
                  upsample=upsample_torch if (FMA_TORCH or sh + sw <= 128) else _upsample_core)
     assert_counts(t, ref)
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_kernel_variant_gives_the_same_counts(isa, monkeypatch):
+    """INTERP_ENGINE_IOU_ISA caps the instruction sets the core may use
+    (portable code, AVX2 + FMA + POPCNT, AVX-512): every variant this CPU
+    can run must give the reference counts, on masks and run ends, on mask
+    words at every offset."""
+    monkeypatch.setenv("INTERP_ENGINE_IOU_ISA", isa)
+    rng = np.random.default_rng(31)
+    for (sh, sw) in ((112, 112), (9, 200), (5, 300), (12, 17)):
+        acts = smooth_field(rng, 4, 6, 7, 7)
+        thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(6, -1), 0.6, axis=1)
+        pl = blob_labels(rng, 4, 3, sh, sw, 40)
+        pl[1] = rng.integers(0, 40, size=(3, sh, sw))  # fragmented
+        pl[:, 2, :, ::5] = 0
+        il = rng.integers(0, 40, size=(4, 2))
+        cat = rng.integers(0, 4, size=40)
+        for rule in ("annotated", "lite"):
+            t, ref = run(acts, thr, pl.astype(np.int16), il, cat, 40, 4, (sh, sw), rule, num_threads=2,
+                         upsample=upsample_torch if (FMA_TORCH or sh + sw <= 128) else _upsample_core)
+            assert_counts(t, ref)
 
 
 @pytest.mark.parametrize("rule", ["annotated", "lite"])
@@ -508,39 +530,55 @@ def test_repeated_updates_and_failed_update_in_between():
     np.testing.assert_array_equal(t.unit_pixels, 2 * A)
 
 
-def row_run_labels(rng, P, sh, sw, NL, runs, zero_every=3):
+def row_run_labels(rng, P, sh, sw, NL, runs, zero_every=3, pool=None):
     """(P, sh, sw) label maps whose rows hold exactly `runs` runs (random
-    lengths >= 1, neighbours different; every `zero_every`-th run is label 0)."""
+    lengths >= 1, neighbours different; every `zero_every`-th run is label 0).
+    pool: the labels to draw from (default: 1 .. NL - 1)."""
     out = np.empty((P, sh, sw), np.int64)
+    pool = np.arange(1, NL) if pool is None else np.asarray(pool)
     for m, y in np.ndindex(P, sh):
         cuts = np.sort(rng.choice(np.arange(1, sw), runs - 1, replace=False))
-        labs = rng.integers(1, NL, runs)
-        labs[::zero_every] = 0
+        idx = rng.integers(0, len(pool), runs)
         for i in range(1, runs):
-            if labs[i] == labs[i - 1]:
-                labs[i] = labs[i] % (NL - 1) + 1
+            if idx[i] == idx[i - 1]:
+                idx[i] = (idx[i] + 1) % len(pool)
+        labs = pool[idx]
+        labs[::zero_every] = 0
         out[m, y] = np.repeat(labs, np.diff(np.concatenate([[0], cuts, [sw]])))
     return out
 
 
 @pytest.mark.parametrize("rule", ["annotated", "lite"])
-@pytest.mark.parametrize("sw,NL", [(112, 50), (255, 50), (17, 70000), (64, 300)])
-def test_slot_and_run_end_formats_per_image(rule, sw, NL):
-    """Rows of at most 15 runs, images of at most 256 labels and rows of at
-    most 255 pixels are kept as 32-byte run slots; any other image as per-pixel
-    run ends.  One batch mixes: exactly 15 runs per row (slots; single-pixel
-    runs when sw = 17), one row of 16 runs (run ends), many distinct labels
-    (336 runs of non-zero labels in one image: over 256 labels when NL
-    allows, run ends), labels >= 65536, label-0 runs, long runs."""
+@pytest.mark.parametrize("sw,NL", [(112, 50), (256, 400), (257, 50), (17, 70000), (64, 300)])
+def test_mask_and_run_end_formats_per_image(rule, sw, NL):
+    """Images with rows of at most 256 pixels, at most 255 labels and at most
+    128 (map, label) pairs are kept as label masks; any other image as
+    per-pixel run ends.  One batch mixes: many runs per row from a few labels
+    (masks, whatever the number of runs), exactly 128 columns (masks) and 129
+    (run ends), over 255 labels in one image (run ends, when NL allows),
+    labels >= 65536, label-0 runs, long runs; sw = 256 is the widest mask row
+    (4 words), sw = 257 makes every image run ends."""
     rng = np.random.default_rng(sw + NL)
     P, sh = 2, 12
-    imgs = [row_run_labels(rng, P, sh, sw, NL, 15),
+    few = rng.choice(np.arange(1, NL), size=min(NL - 1, 9), replace=False)
+    runs = min(sw // 2, 40)
+    cols = lambda n: rng.choice(np.arange(1, NL), size=min(NL - 1, n), replace=False)
+    imgs = [row_run_labels(rng, P, sh, sw, NL, runs, pool=few),
             row_run_labels(rng, P, sh, sw, NL, 15),
             row_run_labels(rng, P, sh, sw, NL, 15, zero_every=15),
             row_run_labels(rng, P, sh, sw, NL, 1, zero_every=5),
             row_run_labels(rng, P, sh, sw, NL, 3)]
-    imgs[1][1, 4] = row_run_labels(rng, 1, 1, sw, NL, 16)[0, 0]
     imgs[4][:] = rng.integers(1, NL, size=(P, sh, 1))  # one label per row: long runs
+    # 64 labels per map, two maps: exactly 128 columns (the same label in both
+    # maps is two columns); one more label: 129
+    for j, n in ((1, 64), (2, 65)):
+        if NL - 1 >= n and P * sh * sw >= 2 * n:
+            imgs[j][0].flat[:n] = cols(n)
+            imgs[j][1].flat[:64] = cols(64)
+            if sh * sw > n:
+                imgs[j][0].flat[n:] = imgs[j][0].flat[0]
+            if sh * sw > 64:
+                imgs[j][1].flat[64:] = imgs[j][1].flat[0]
     pl = np.stack(imgs)
     if NL > 65536:
         pl[0, 0, 0, :3] = [65536, 65537, NL - 1]
@@ -553,6 +591,18 @@ def test_slot_and_run_end_formats_per_image(rule, sw, NL):
         t, ref = run(acts, thr, pl.astype(dt), il, cat, NL, 3, (sh, sw), rule, num_threads=2,
                      upsample=upsample_torch if (FMA_TORCH or sh + sw <= 128) else _upsample_core)
         assert_counts(t, ref)
+    # the format each image got
+    formats = []
+    for b in range(B):
+        t1 = IoUTally(K, NL, cat, 3, output_size=(sh, sw), unit_rule=rule)
+        t1.update(acts[b:b + 1], thr, pl[b:b + 1].astype(np.int32), il[b:b + 1])
+        nz = [np.unique(m[m != 0]) for m in pl[b]]
+        want = sw <= 256 and len(np.unique(np.concatenate(nz))) <= 255 and sum(map(len, nz)) <= 128
+        assert t1._core._last_masked_images == int(want)
+        formats.append(want)
+    assert any(formats) == (sw <= 256)
+    if sw <= 256 and NL > 66:
+        assert formats[1:3] == [True, False]  # 128 columns: masks; 129: run ends
     if NL < 32768:
         t, ref = run(acts, thr, pl.astype(np.int16), il, cat, NL, 3, (sh, sw), rule,
                      upsample=upsample_torch if (FMA_TORCH or sh + sw <= 128) else _upsample_core)

@@ -165,6 +165,7 @@ void init_iou(py::module_& m) {
                                                {static_cast<py::ssize_t>(s.label_category().size())});
                              })
       .def_property_readonly("images", &IoUTally::images)
+      .def_property_readonly("_last_masked_images", &IoUTally::last_masked_images)
       .def_property_readonly("num_units", &IoUTally::num_units)
       .def_property_readonly("num_labels", &IoUTally::num_labels)
       .def_property_readonly("num_categories", &IoUTally::num_categories)

@@ -348,13 +348,31 @@ __attribute__((target("avx512f,fma,popcnt"))) std::int64_t vmask_avx512(const do
 }
 #endif
 
-RowKernels row_kernels() {
+// Instruction sets the kernels may use: 2 = AVX-512 (F, VPOPCNTDQ) + FMA, 1 =
+// AVX2 + FMA + POPCNT, 0 = portable code.  What the CPU has, capped by the environment
+// variable INTERP_ENGINE_IOU_ISA ("avx512", "avx2" or "generic"; read on
+// every update) so that the tests run every variant; all give the same counts.
+int isa_level() {
+  int level = 0;
 #ifdef IE_IOU_X86_DISPATCH
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx512f"))
-    return {&hrow_hw, &vrow_hw, &vmask_avx512};
-  if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2")) return {&hrow_hw, &vrow_hw, &vmask_hw};
+  if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2")) level = 1;
+  if (level == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq")) level = 2;
 #endif
+  if (const char* cap = std::getenv("INTERP_ENGINE_IOU_ISA")) {
+    const std::string c(cap);
+    if (c == "generic") level = 0;
+    else if (c == "avx2") level = std::min(level, 1);
+  }
+  return level;
+}
+
+RowKernels row_kernels(int level) {
+#ifdef IE_IOU_X86_DISPATCH
+  if (level >= 2) return {&hrow_hw, &vrow_hw, &vmask_avx512};
+  if (level >= 1) return {&hrow_hw, &vrow_hw, &vmask_hw};
+#endif
+  (void)level;
   return {&hrow_soft, &vrow_soft, &vmask_soft};
 }
 
@@ -364,18 +382,21 @@ RowKernels row_kernels() {
 // present, and the rows of every map as runs of equal labels (label maps are
 // made of regions, so a row holds a few runs: a unit's active row segment
 // [xs, xe) then adds one count per overlapping run instead of one per pixel).
-// Labels are renumbered to image-local indices ("loc"; loc 0 = label 0): a
-// unit's counts for the image accumulate in a small array that stays in L1 and
-// reach the (K, num_labels) intersection rows once per (unit, label).
+// Labels are renumbered to image-local indices ("loc"; loc 0 = label 0).
 //
 // Two formats:
-// * Slots (rows of at most 255 pixels, at most 15 runs per row, at most 256
-//   locs per image: every image of Broden-like data): one 32-byte slot per
-//   (map, row), run starts as bytes (starts[nr] = sw, then 255 padding) and
-//   the runs' locs.  The runs overlapping [xs, xe) are i0 = #(starts <= xs)
-//   - 1 to i1 = #(starts <= xe - 1) - 1: one 16-byte compare finds both, and
-//   an image's slots (6 maps of 112 rows: 21 KB) stay in L2 while the units
-//   visit it.
+// * Label masks (rows of at most 256 pixels, at most 128 (map, label) pairs
+//   and 255 labels per image: every image of Broden-like data).  Each
+//   (map, label) pair of the image is a column; bits[(y, w, col)] is word w
+//   (pixels 64w .. 64w + 63) of row y of the column's pixel mask, the
+//   columns of a (row, word) side by side (padded to 8).  A unit's active
+//   pixels in row y, as aligned words u[w], then add popcount(u[w] &
+//   bits[y, w, col]) to every column: one AND + POPCNT + ADD per 8 columns
+//   with AVX-512 (VPOPCNTQ), whatever the number of label runs the active
+//   pixels cross, and the counts stay in registers or L1 until the unit is
+//   done with the image.  Label 0 has no column (never tallied).  An image's
+//   masks (112 rows x 2 words x ~40 columns: 72 KB) stay in L2 while the
+//   units visit it.
 // * Run ends (any other image): for every pixel where the run that holds it
 //   ends, one byte: e8[x] = min(end, B + 256) - B - 1 with B = x rounded down
 //   to a multiple of 256, so end(x) = min(run end, next multiple of 256) =
@@ -383,19 +404,30 @@ RowKernels row_kernels() {
 //   hops, each adding its part to the same label).  The tally hops from run
 //   to run reading the label maps in place, counts indexed by label number:
 //       x = xs;  while (x < xe) { y = min(end(x), xe); cnt[label[x]] += y - x; x = y; }
-constexpr int kSlotRuns = 15;  // runs per slot (+ the sentinel start)
+constexpr std::int64_t kMaskMaxWords = 4;    // words per row (sw <= 256)
+constexpr std::int64_t kMaskMaxCols = 128;   // (map, label) columns per image
 struct ImageLabels {
-  bool slotted = false;
-  std::vector<std::uint8_t> slots;    // (P * sh, 32): starts[16], locs[16]
-  std::vector<std::uint8_t> e8;       // run ends (P, sh, sw) + 16 bytes of slack, when !slotted
-  std::vector<std::int32_t> labels;   // loc -> label number (labels[0] = 0)
+  bool masked = false;
+  std::int64_t wpr = 0;                // words per row
+  std::int64_t ncp = 0;                // columns, padded to a multiple of 8
+  std::vector<std::uint64_t> bits;     // (sh, wpr, ncp) label masks, when masked
+  std::vector<std::int32_t> col_label; // (ncp) label number of each column (0: padding)
+  std::vector<std::uint8_t> e8;        // run ends (P, sh, sw) + 16 bytes of slack, when !masked
+  std::vector<std::int32_t> labels;    // loc -> label number (labels[0] = 0)
+};
+// A label run of the image, kept until the columns are known.
+struct MaskRun {
+  std::int16_t y, xs, xe, col;
 };
 // Per-thread scratch of scan_labels: label -> loc (-1: not seen in this image;
-// reset after each image) and the run start flags of one row.
+// reset after each image), (map, loc) -> column, the run start flags of one
+// row, and the image's runs.
 struct ScanScratch {
   std::vector<std::int32_t> g2l;
+  std::vector<std::int16_t> mcol;
   std::vector<std::uint8_t> chg;
   std::vector<std::int32_t> starts;
+  std::vector<MaskRun> runs;
 };
 
 // cg[x] = (row[x] != row[x-1]) for x in [1, n); separate arrays (restrict) so
@@ -436,10 +468,13 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
   const std::int64_t npix = lv.sh * lv.sw;
   const T* base = static_cast<const T*>(lv.data) + b * lv.P * npix;
   out.labels.assign(1, 0);
-  out.slotted = lv.sw <= 255;
-  if (out.slotted) out.slots.resize(static_cast<std::size_t>(lv.P * lv.sh * 32));
+  out.col_label.clear();
+  out.wpr = (lv.sw + 63) / 64;
+  bool masked = out.wpr <= kMaskMaxWords && lv.sh <= 32767;
+  sc.runs.clear();
   if (sc.g2l.size() != static_cast<std::size_t>(NL)) sc.g2l.assign(static_cast<std::size_t>(NL), -1);
   std::int32_t* g2l = sc.g2l.data();
+  if (sc.mcol.size() < static_cast<std::size_t>(lv.P * 256)) sc.mcol.assign(static_cast<std::size_t>(lv.P * 256), -1);
   // chg[x] = 1 where a run starts (x = 0 or row[x] != row[x-1]): a
   // vectorizable compare; then 8 flags at a time become 8 bits (a multiply
   // gathers the low bit of each byte into the top byte), and the run starts
@@ -450,11 +485,9 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
   std::uint8_t* cg = sc.chg.data();
   std::int32_t* st = sc.starts.data();
   for (std::int64_t m = 0; m < lv.P; ++m) {
+    std::int16_t* mcol = sc.mcol.data() + m * 256;
     for (std::int64_t yo = 0; yo < lv.sh; ++yo) {
       const T* row = base + m * npix + yo * lv.sw;
-      std::uint8_t* slot = out.slotted ? out.slots.data() + (m * lv.sh + yo) * 32 : nullptr;
-      if (slot) std::memset(slot, 255, 16);
-      int nr = 0;
       cg[0] = 1;
       change_flags(row, lv.sw, cg);
       std::int64_t ns = 0;
@@ -478,66 +511,150 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
       for (std::int64_t ri = 0; ri < ns; ++ri) {
         const std::int64_t x = st[ri], y = st[ri + 1];
         const T v = row[x];
-        std::int32_t loc = 0;  // label 0: loc 0 (never flushed)
-        if (v != 0) {
-          bool bad = false;
-          if constexpr (std::is_signed<T>::value) bad = v < 0;
-          if (bad || static_cast<std::uint64_t>(v) >= static_cast<std::uint64_t>(NL)) {
-            std::ostringstream s;
-            s << "pixel_labels must hold label numbers in [0, num_labels) = [0, " << NL << "); got "
-              << +v << " (image " << b << ", map " << m << ", pixel " << yo << "," << x << ")";
-            fail(s.str());
-          }
-          const std::size_t c = static_cast<std::size_t>(v);
-          hist[c] += y - x;
-          std::int32_t& g = g2l[c];
-          if (g < 0) {
-            g = static_cast<std::int32_t>(out.labels.size());
-            out.labels.push_back(static_cast<std::int32_t>(c));
-            if (cats_present) cats_present[cat[c]] = 1;
-          }
-          loc = g;
+        if (v == 0) continue;  // label 0: never tallied
+        bool bad = false;
+        if constexpr (std::is_signed<T>::value) bad = v < 0;
+        if (bad || static_cast<std::uint64_t>(v) >= static_cast<std::uint64_t>(NL)) {
+          std::ostringstream s;
+          s << "pixel_labels must hold label numbers in [0, num_labels) = [0, " << NL << "); got "
+            << +v << " (image " << b << ", map " << m << ", pixel " << yo << "," << x << ")";
+          fail(s.str());
         }
-        if (slot) {
-          if (nr == kSlotRuns || loc > 255) {
-            out.slotted = false;  // too many runs in a row or labels in the image
-            slot = nullptr;
-          } else {
-            slot[nr] = static_cast<std::uint8_t>(x);
-            slot[16 + nr] = static_cast<std::uint8_t>(loc);
-            ++nr;
-          }
+        const std::size_t c = static_cast<std::size_t>(v);
+        hist[c] += y - x;
+        std::int32_t& g = g2l[c];
+        if (g < 0) {
+          g = static_cast<std::int32_t>(out.labels.size());
+          out.labels.push_back(static_cast<std::int32_t>(c));
+          if (cats_present) cats_present[cat[c]] = 1;
         }
+        if (!masked) continue;
+        if (g > 255) {
+          masked = false;  // too many labels in the image
+          continue;
+        }
+        std::int16_t& col = mcol[g];
+        if (col < 0) {
+          if (static_cast<std::int64_t>(out.col_label.size()) == kMaskMaxCols) {
+            masked = false;  // too many (map, label) pairs
+            continue;
+          }
+          col = static_cast<std::int16_t>(out.col_label.size());
+          out.col_label.push_back(static_cast<std::int32_t>(c));
+        }
+        sc.runs.push_back({static_cast<std::int16_t>(yo), static_cast<std::int16_t>(x),
+                           static_cast<std::int16_t>(y), col});
       }
-      if (slot) slot[nr] = static_cast<std::uint8_t>(lv.sw);
     }
+    // reset this map's columns
+    for (std::size_t j = 1; j < out.labels.size() && j < 256; ++j) mcol[j] = -1;
   }
   for (std::size_t j = 1; j < out.labels.size(); ++j) g2l[static_cast<std::size_t>(out.labels[j])] = -1;
-  if (!out.slotted) {
-    std::vector<std::uint8_t>().swap(out.slots);
+  out.masked = masked;
+  if (masked) {
+    const std::int64_t nc = static_cast<std::int64_t>(out.col_label.size());
+    out.ncp = std::max<std::int64_t>(8, (nc + 7) / 8 * 8);
+    out.col_label.resize(static_cast<std::size_t>(out.ncp), 0);
+    out.bits.assign(static_cast<std::size_t>(lv.sh * out.wpr * out.ncp), 0);
+    std::uint64_t* bits = out.bits.data();
+    const std::int64_t wpr = out.wpr, ncp = out.ncp;
+    for (const MaskRun& r : sc.runs) {
+      // pixels [xs, xe) of row y: bits xs .. xe - 1 over the words they span
+      const std::int64_t w0 = r.xs >> 6, w1 = (r.xe - 1) >> 6;
+      std::uint64_t* col = bits + (static_cast<std::int64_t>(r.y) * wpr) * ncp + r.col;
+      for (std::int64_t w = w0; w <= w1; ++w) {
+        const std::int64_t lo = std::max<std::int64_t>(r.xs, w * 64) - w * 64;
+        const std::int64_t hi = std::min<std::int64_t>(r.xe, w * 64 + 64) - w * 64;  // 1..64
+        const std::uint64_t mk = (hi == 64 ? ~std::uint64_t(0) : ((std::uint64_t(1) << hi) - 1)) &
+                                 (~std::uint64_t(0) << lo);
+        col[w * ncp] |= mk;
+      }
+    }
+    std::vector<std::uint8_t>().swap(out.e8);
+  } else {
+    out.ncp = 0;
+    out.col_label.clear();
+    std::vector<std::uint64_t>().swap(out.bits);
     out.e8.resize(static_cast<std::size_t>(lv.P * npix + 16));
     for (std::int64_t r = 0; r < lv.P * lv.sh; ++r)
       fill_run_ends(base + r * lv.sw, lv.sw, out.e8.data() + r * lv.sw);
-  } else {
-    std::vector<std::uint8_t>().swap(out.e8);
   }
 }
 
-// Number of the 16 bytes s[i] <= x (x < 256), for s non-decreasing (a slot's
-// starts): the bytes <= x are a prefix, so the count is the first zero bit of
-// the compare mask.
-inline int count_le16(const std::uint8_t* s, unsigned x) {
-#if defined(IE_IOU_X86_DISPATCH) && defined(__SSE2__)
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
-  const __m128i xv = _mm_set1_epi8(static_cast<char>(x));
-  const unsigned m = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(v, xv), xv)));
-  return ctz64(~static_cast<std::uint64_t>(m));
-#else
-  int n = 0;
-  for (int i = 0; i < 16; ++i) n += s[i] <= x;
-  return n;
-#endif
+// Active segments of one output row: bit i of mask[i / 64] is pixel xa + i
+// (n pixels); writes the maximal runs of set bits as [seg[2j], seg[2j+1])
+// (at most (n + 1) / 2 of them) and returns their number.
+inline std::int64_t row_segments(const std::uint64_t* mask, std::int64_t n, std::int64_t xa,
+                                 std::int32_t* seg) {
+  const std::int64_t nw = (n + 63) / 64;
+  std::int64_t ns = 0, wi = 0;
+  std::uint64_t bits = nw ? mask[0] : 0;
+  for (;;) {
+    while (bits == 0) {  // next set bit: a segment start
+      if (++wi >= nw) return ns;
+      bits = mask[wi];
+    }
+    const std::int64_t p = wi * 64 + ctz64(bits);
+    // next clear bit after p: the segment end
+    std::uint64_t inv = ~bits & (~std::uint64_t(0) << (p & 63));
+    while (inv == 0) {
+      if (++wi >= nw) break;
+      inv = ~mask[wi];
+    }
+    const std::int64_t q = inv == 0 ? n : std::min<std::int64_t>(n, wi * 64 + ctz64(inv));
+    seg[2 * ns] = static_cast<std::int32_t>(xa + p);
+    seg[2 * ns + 1] = static_cast<std::int32_t>(xa + q);
+    ++ns;
+    if (q >= n) return ns;
+    bits = mask[wi] & (~std::uint64_t(0) << (q & 63));
+  }
 }
+
+// Label-mask tally of one output row: u[0 .. nw) are the unit's active
+// pixels as aligned words (bit i of u[j] = pixel 64 (w0 + j) + i), rowbits the
+// masks of the same words ((nw, ncp) columns side by side); adds
+// popcount(u[j] & rowbits[j, col]) to acc[col] for every column.
+using MaskTallyFn = void (*)(const std::uint64_t* u, std::int64_t nw, const std::uint64_t* rowbits,
+                             std::int64_t ncp, std::uint64_t* acc);
+
+void mask_tally_generic(const std::uint64_t* u, std::int64_t nw, const std::uint64_t* rowbits,
+                        std::int64_t ncp, std::uint64_t* acc) {
+  for (std::int64_t j = 0; j < nw; ++j) {
+    const std::uint64_t uw = u[j];
+    if (uw == 0) continue;
+    const std::uint64_t* L = rowbits + j * ncp;
+    for (std::int64_t c = 0; c < ncp; ++c) acc[c] += static_cast<std::uint64_t>(popcount_soft(uw & L[c]));
+  }
+}
+
+#ifdef IE_IOU_X86_DISPATCH
+__attribute__((target("popcnt"))) void mask_tally_popcnt(const std::uint64_t* u, std::int64_t nw,
+                                                         const std::uint64_t* rowbits, std::int64_t ncp,
+                                                         std::uint64_t* acc) {
+  for (std::int64_t j = 0; j < nw; ++j) {
+    const std::uint64_t uw = u[j];
+    if (uw == 0) continue;
+    const std::uint64_t* L = rowbits + j * ncp;
+    for (std::int64_t c = 0; c < ncp; ++c) acc[c] += static_cast<std::uint64_t>(__builtin_popcountll(uw & L[c]));
+  }
+}
+
+// 8 columns per AND + VPOPCNTQ + ADD (ncp is a multiple of 8).
+__attribute__((target("avx512f,avx512vpopcntdq"))) void mask_tally_avx512(
+    const std::uint64_t* u, std::int64_t nw, const std::uint64_t* rowbits, std::int64_t ncp,
+    std::uint64_t* acc) {
+  for (std::int64_t j = 0; j < nw; ++j) {
+    const std::uint64_t uw = u[j];
+    if (uw == 0) continue;
+    const __m512i ub = _mm512_set1_epi64(static_cast<long long>(uw));
+    const std::uint64_t* L = rowbits + j * ncp;
+    for (std::int64_t c = 0; c < ncp; c += 8) {
+      const __m512i x = _mm512_and_si512(_mm512_loadu_si512(L + c), ub);
+      _mm512_storeu_si512(acc + c, _mm512_add_epi64(_mm512_loadu_si512(acc + c), _mm512_popcnt_epi64(x)));
+    }
+  }
+}
+#endif
 
 template <typename T>
 struct Tag {
@@ -619,7 +736,7 @@ AxisTable make_axis_table(std::int64_t in, std::int64_t out) {
 std::vector<double> upsample_bilinear(const double* a, std::int64_t h, std::int64_t w,
                                       std::int64_t out_h, std::int64_t out_w) {
   const AxisTable ty = make_axis_table(h, out_h), tx = make_axis_table(w, out_w);
-  const RowKernels rk = row_kernels();
+  const RowKernels rk = row_kernels(isa_level());
   std::vector<double> H(static_cast<std::size_t>(h * out_w));
   for (std::int64_t r = 0; r < h; ++r)
     rk.hrow(a + r * w, tx.i0.data(), tx.i1.data(), tx.l0.data(), tx.l1.data(), 0, out_w,
@@ -730,9 +847,9 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   // ---- phase 1, per image: validation, label_pixels, derived categories
   std::vector<std::vector<std::int64_t>> hist(static_cast<std::size_t>(T));
   std::vector<ScanScratch> scratch(static_cast<std::size_t>(T));
-  // Images go in chunks: the run ends of a chunk (phase 1) and its label maps
-  // are still in cache when the units visit them (phase 2).
-  // About 4 MB per chunk (~32 images of 6 x 112 x 112 labels).
+  // Images go in chunks: the label masks of a chunk (phase 1) are still in
+  // cache when the units visit them (phase 2).  About 4 MB of label maps per
+  // chunk (~32 images of 6 x 112 x 112 int16 labels; masks ~2 MB).
   const std::int64_t per_image = std::max<std::int64_t>(1, P * npix * 2);
   const std::int64_t CB =
       P > 0 ? std::min<std::int64_t>(B, std::max<std::int64_t>(4, (std::int64_t(4) << 20) / per_image)) : B;
@@ -775,7 +892,13 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const AxisTable& tx = table(acts.w, sw_, false);
   const LoadFn load = loader_for(acts.kind);
   const MaxFn mapmax = max_for(acts.kind);
-  const RowKernels rk = row_kernels();
+  const int isa = isa_level();
+  const RowKernels rk = row_kernels(isa);
+#ifdef IE_IOU_X86_DISPATCH
+  const MaskTallyFn mask_tally = isa >= 2 ? &mask_tally_avx512 : isa >= 1 ? &mask_tally_popcnt : &mask_tally_generic;
+#else
+  const MaskTallyFn mask_tally = &mask_tally_generic;
+#endif
   const bool lite = rule_ == UnitRule::Lite;
   const std::int64_t h = acts.h, w = acts.w;
 
@@ -788,7 +911,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   std::vector<std::int64_t> dA(static_cast<std::size_t>(K_ * NC_), 0);
 
   const int T2 = (B * K_ * h * w < 4096) ? 1 : effective_threads(static_cast<std::size_t>(K_), 1, num_threads);
-  // units per work item: large blocks keep an image's run slots in cache
+  // units per work item: large blocks keep an image's label masks in cache
   // while all the block's units visit it (block size mattered little in
   // measurements); two items per thread for some load balance
   const std::int64_t block = std::max<std::int64_t>(1, (K_ + 2 * T2 - 1) / (2 * T2));
@@ -808,20 +931,24 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
           std::vector<double> Hbuf(static_cast<std::size_t>(h * sw_));
           std::vector<std::uint8_t> hdone(static_cast<std::size_t>(h));
           std::vector<std::uint64_t> mask(static_cast<std::size_t>(sw_ / 64 + 2));
+          std::vector<std::int32_t> seg(static_cast<std::size_t>(sw_ + 2));  // segments of a row
           std::vector<std::int64_t> cmin(static_cast<std::size_t>(h)), cmax(static_cast<std::size_t>(h));
           std::vector<std::int64_t> hlo(static_cast<std::size_t>(h)), hhi(static_cast<std::size_t>(h));
           std::vector<std::uint8_t> hit(static_cast<std::size_t>(NC_));
           // a unit's label counts in the current image (all zero between
-          // images; <= P * sh * sw <= INT32_MAX each): by loc (slots) or by
-          // label number (run ends)
-          std::vector<std::int32_t> cntl(256, 0), cnt(static_cast<std::size_t>(NL_), 0);
+          // images; <= P * sh * sw <= INT32_MAX each): by column (label
+          // masks) or by label number (run ends)
+          std::vector<std::uint64_t> acc(static_cast<std::size_t>(kMaskMaxCols), 0);
+          std::vector<std::uint64_t> urow(static_cast<std::size_t>(kMaskMaxWords + 1), 0);
+          std::vector<std::int32_t> cnt(static_cast<std::size_t>(NL_), 0);
           for (std::int64_t b = b_lo; b < b_hi; ++b) {
             check_interrupt();
             const LT* lab_b = (labels && P > 0) ? labels + b * P * npix : nullptr;
             const ImageLabels* il = lab_b ? &runs[static_cast<std::size_t>(b - b_lo)] : nullptr;
-            const bool slotted = il && il->slotted;
-            const std::uint8_t* e8_b = il && !slotted ? il->e8.data() : nullptr;
-            const std::uint8_t* slots_b = slotted ? il->slots.data() : nullptr;
+            const bool masked = il && il->masked;
+            const std::uint8_t* e8_b = il && !masked ? il->e8.data() : nullptr;
+            const std::uint64_t* bits_b = masked ? il->bits.data() : nullptr;
+            const std::int64_t wpr = masked ? il->wpr : 0, ncp = masked ? il->ncp : 0;
             for (std::int64_t k = k0; k < k1; ++k) {
               const double thr = thresholds[k];
               const double tl = hot_bound(thr);
@@ -903,43 +1030,26 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                 const std::int64_t nact = rk.vmask(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_,
                                                    ty.l0[yo], ty.l1[yo], xa, xb, thr, mask.data());
                 if (nact == 0) continue;
-                // runs of active pixels (from the bit mask); within a run,
-                // runs of equal labels: one increment per label run
-                const std::int64_t n = xb - xa;
-                const std::int64_t nw = (n + 63) / 64;
-                auto next_bit = [&](std::int64_t p, bool set) -> std::int64_t {
-                  std::int64_t wi = p >> 6;
-                  if (wi >= nw) return n;
-                  std::uint64_t bits = (set ? mask[wi] : ~mask[wi]) & (~std::uint64_t(0) << (p & 63));
-                  while (bits == 0) {
-                    if (++wi >= nw) return n;
-                    bits = set ? mask[wi] : ~mask[wi];
-                  }
-                  return std::min<std::int64_t>(n, wi * 64 + ctz64(bits));
-                };
                 count += nact;
                 if (!lab_b) continue;
-                const std::int64_t rbase = yo * sw_;
-                for (std::int64_t p = next_bit(0, true); p < n; p = next_bit(p, true)) {
-                  const std::int64_t q = next_bit(p, false);
-                  const std::int64_t xs = xa + p, xe = xa + q;
-                  p = q;
-                  if (slotted) {
-                    for (std::int64_t m = 0; m < P; ++m) {
-                      const std::uint8_t* sl = slots_b + ((m * sh_ + yo) << 5);
-                      const std::uint8_t* loc = sl + 16;
-                      const int i0 = count_le16(sl, static_cast<unsigned>(xs)) - 1;
-                      const int i1 = count_le16(sl, static_cast<unsigned>(xe - 1)) - 1;
-                      if (i0 == i1) {
-                        cntl[loc[i0]] += static_cast<std::int32_t>(xe - xs);
-                        continue;
-                      }
-                      cntl[loc[i0]] += static_cast<std::int32_t>(sl[i0 + 1] - xs);
-                      for (int i = i0 + 1; i < i1; ++i) cntl[loc[i]] += sl[i + 1] - sl[i];
-                      cntl[loc[i1]] += static_cast<std::int32_t>(xe - sl[i1]);
-                    }
-                    continue;
+                if (masked) {
+                  // the active pixels as aligned words: the mask's bit i is
+                  // pixel xa + i, urow[j]'s bit t pixel 64 (w0 + j) + t
+                  const std::int64_t off = xa & 63, w0 = xa >> 6, w1 = (xb - 1) >> 6;
+                  const std::int64_t nrel = (xb - xa + 63) / 64;
+                  for (std::int64_t j = 0; j <= w1 - w0; ++j) {
+                    const std::uint64_t cur = j < nrel ? mask[j] : 0;
+                    const std::uint64_t prev = j > 0 ? mask[j - 1] : 0;
+                    urow[j] = off ? (cur << off) | (prev >> (64 - off)) : cur;
                   }
+                  mask_tally(urow.data(), w1 - w0 + 1, bits_b + (yo * wpr + w0) * ncp, ncp, acc.data());
+                  continue;
+                }
+                const std::int64_t ns = row_segments(mask.data(), xb - xa, xa, seg.data());
+                // run ends: hop from label run to label run of every map
+                const std::int64_t rbase = yo * sw_;
+                for (std::int64_t j = 0; j < ns; ++j) {
+                  const std::int64_t xs = seg[2 * j], xe = seg[2 * j + 1];
                   for (std::int64_t m = 0; m < P; ++m) {
                     const LT* lr = lab_b + m * npix + rbase;
                     const std::uint8_t* er = e8_b + m * npix + rbase;
@@ -953,14 +1063,30 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                 }
               }
               if (count == 0) continue;
-              if (il) {
-                // label 0 (loc 0) is never tallied
-                std::int32_t* cv = slotted ? cntl.data() : cnt.data();
-                cv[0] = 0;
+              if (il && masked) {
+                // one record per column with a count (padding columns never
+                // count), written branch-free
+                const std::int32_t* cl = il->col_label.data();
+                const std::size_t n0 = rv.size();
+                rv.resize(n0 + static_cast<std::size_t>(ncp));
+                IRec* out = rv.data() + n0;
+                std::size_t n = 0;
+                for (std::int64_t c = 0; c < ncp; ++c) {
+                  const std::uint64_t v = acc[c];
+                  out[n] = {cl[c], static_cast<std::int32_t>(v)};  // <= sh * sw
+                  n += v != 0;
+                  acc[c] = 0;
+                }
+                rv.resize(n0 + n);
+                if (lite)
+                  for (std::size_t i = 0; i < n; ++i) hit[cat_[out[i].c]] = 1;
+              } else if (il) {
+                // label 0 is never tallied
+                cnt[0] = 0;
                 const std::int32_t* labs = il->labels.data();
                 for (std::size_t j = 1, nl = il->labels.size(); j < nl; ++j) {
                   const std::int32_t c = labs[j];
-                  std::int32_t& v = cv[slotted ? j : static_cast<std::size_t>(c)];
+                  std::int32_t& v = cnt[static_cast<std::size_t>(c)];
                   if (v == 0) continue;
                   rv.push_back({c, v});
                   v = 0;
@@ -989,9 +1115,11 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
         },
         T2);
   };
+  std::int64_t masked_images = 0;
   for (b_lo = 0; b_lo < B; b_lo = b_hi) {
     b_hi = std::min(B, b_lo + CB);
     phase1(b_lo, b_hi);
+    for (std::int64_t i = 0; i < (P > 0 ? b_hi - b_lo : 0); ++i) masked_images += runs[static_cast<std::size_t>(i)].masked;
     if (pixel_labels && P > 0) {
       dispatch_labels(pixel_labels->kind, phase2);
     } else {
@@ -1009,6 +1137,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
     for (std::size_t c = 0; c < hh.size(); ++c) L_[c] += hh[c];
   L_[0] = 0;  // label 0 is never tallied (scan_labels skips it; kept explicit)
   images_ += B;
+  last_masked_ = masked_images;
 }
 
 bool IoUTally::compatible(const IoUTally& o) const {

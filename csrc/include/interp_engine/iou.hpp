@@ -121,6 +121,8 @@ class IoUTally {
   const std::vector<std::int64_t>& label_pixels() const { return L_; }   // (NL)
   const std::vector<std::int64_t>& unit_pixels() const { return A_; }    // (K, NC)
   std::int64_t images() const { return images_; }
+  // images of the last update kept as label masks (the rest: run ends); for tests
+  std::int64_t last_masked_images() const { return last_masked_; }
 
  private:
   const AxisTable& table(std::int64_t in, std::int64_t out, bool rows);
@@ -130,6 +132,7 @@ class IoUTally {
   std::vector<std::int32_t> cat_;
   std::vector<std::int64_t> I_, L_, A_;
   std::int64_t images_ = 0;
+  std::int64_t last_masked_ = 0;
   AxisTable ytab_, xtab_;  // cached for the last (h, w)
   // update's intersection deltas: per unit, (label, count) records (capacity
   // kept between updates)
