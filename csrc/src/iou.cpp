@@ -348,7 +348,7 @@ __attribute__((target("avx512f,fma,popcnt"))) std::int64_t vmask_avx512(const do
 }
 #endif
 
-// Instruction sets the kernels may use: 2 = AVX-512 (F, VPOPCNTDQ) + FMA, 1 =
+// Instruction sets the kernels may use: 2 = AVX-512 (F, BW, VPOPCNTDQ) + FMA, 1 =
 // AVX2 + FMA + POPCNT, 0 = portable code.  What the CPU has, capped by the environment
 // variable INTERP_ENGINE_IOU_ISA ("avx512", "avx2" or "generic"; read on
 // every update) so that the tests run every variant; all give the same counts.
@@ -357,7 +357,9 @@ int isa_level() {
 #ifdef IE_IOU_X86_DISPATCH
   __builtin_cpu_init();
   if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2")) level = 1;
-  if (level == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq")) level = 2;
+  if (level == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vpopcntdq"))
+    level = 2;
 #endif
   if (const char* cap = std::getenv("INTERP_ENGINE_IOU_ISA")) {
     const std::string c(cap);
@@ -426,7 +428,7 @@ struct ScanScratch {
   std::vector<std::int32_t> g2l;
   std::vector<std::int16_t> mcol;
   std::vector<std::uint8_t> chg;
-  std::vector<std::int32_t> starts;
+  std::vector<std::uint64_t> words;
   std::vector<MaskRun> runs;
 };
 
@@ -461,55 +463,119 @@ void fill_run_ends(const T* row, std::int64_t sw, std::uint8_t* e_row) {
   }
 }
 
+// Run starts of one row of labels as bits: bit x % 64 of cw[x / 64] is set
+// where a run starts (x = 0 or row[x] != row[x - 1]), nw = ceil(sw / 64)
+// words, 0 past sw.
+template <typename T>
+using StartsFn = void (*)(const T* row, std::int64_t sw, std::uint64_t* cw);
+
+// Portable: cg[x] = 1 where a run starts, a vectorizable compare; then 8
+// flags at a time become 8 bits (a multiply gathers the low bit of each byte
+// into the top byte).  cg has nw * 64 + 8 bytes, 0 past sw.
+template <typename T>
+void row_starts_generic(const T* row, std::int64_t sw, std::int64_t nw, std::uint8_t* cg, std::uint64_t* cw) {
+  cg[0] = 1;
+  change_flags(row, sw, cg);
+  for (std::int64_t j = 0; j < nw; ++j) {
+    std::uint64_t bits = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    for (int i = 0; i < 64; ++i) bits |= static_cast<std::uint64_t>(cg[j * 64 + i]) << i;
+#else
+    for (int k = 0; k < 8; ++k) {
+      std::uint64_t u;
+      std::memcpy(&u, cg + j * 64 + k * 8, 8);  // 8 bytes, each 0 or 1
+      bits |= ((u * 0x0102040810204080ULL) >> 56) << (k * 8);
+    }
+#endif
+    cw[j] = bits;
+  }
+}
+
+#ifdef IE_IOU_X86_DISPATCH
+// AVX-512 (BW for 1- and 2-byte labels): 64 bytes of labels against the same
+// shifted by one element; the not-equal mask is the run start bits.  Lanes
+// past sw and the element before the row are masked off (not read).
+template <typename T>
+__attribute__((target("avx512f,avx512bw"))) void row_starts_avx512(const T* row, std::int64_t sw,
+                                                                 std::uint64_t* cw) {
+  constexpr std::int64_t L = 64 / sizeof(T);
+  for (std::int64_t j = 0, nw = (sw + 63) / 64; j < nw; ++j) cw[j] = 0;
+  for (std::int64_t x0 = 0; x0 < sw; x0 += L) {
+    const std::int64_t n = std::min(L, sw - x0);
+    const std::uint64_t k = n == 64 ? ~std::uint64_t(0) : (std::uint64_t(1) << n) - 1;
+    const std::uint64_t kp = x0 == 0 ? k & ~std::uint64_t(1) : k;  // prev of x = 0: not read
+    const void* pp = reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(row + x0) - sizeof(T));
+    std::uint64_t m;
+    if constexpr (sizeof(T) == 1) {
+      const __m512i c = _mm512_maskz_loadu_epi8(k, row + x0), p = _mm512_maskz_loadu_epi8(kp, pp);
+      m = _mm512_mask_cmpneq_epi8_mask(k, c, p);
+    } else if constexpr (sizeof(T) == 2) {
+      const __m512i c = _mm512_maskz_loadu_epi16(static_cast<__mmask32>(k), row + x0);
+      const __m512i p = _mm512_maskz_loadu_epi16(static_cast<__mmask32>(kp), pp);
+      m = _mm512_mask_cmpneq_epi16_mask(static_cast<__mmask32>(k), c, p);
+    } else if constexpr (sizeof(T) == 4) {
+      const __m512i c = _mm512_maskz_loadu_epi32(static_cast<__mmask16>(k), row + x0);
+      const __m512i p = _mm512_maskz_loadu_epi32(static_cast<__mmask16>(kp), pp);
+      m = _mm512_mask_cmpneq_epi32_mask(static_cast<__mmask16>(k), c, p);
+    } else {
+      const __m512i c = _mm512_maskz_loadu_epi64(static_cast<__mmask8>(k), row + x0);
+      const __m512i p = _mm512_maskz_loadu_epi64(static_cast<__mmask8>(kp), pp);
+      m = _mm512_mask_cmpneq_epi64_mask(static_cast<__mmask8>(k), c, p);
+    }
+    cw[x0 >> 6] |= m << (x0 & 63);  // L divides 64: a chunk never straddles words
+  }
+  cw[0] |= 1;
+}
+#endif
+
+template <typename T>
+StartsFn<T> starts_for(int isa) {
+#ifdef IE_IOU_X86_DISPATCH
+  if (isa >= 2) return &row_starts_avx512<T>;
+#endif
+  (void)isa;
+  return nullptr;  // row_starts_generic
+}
+
 template <typename T>
 void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std::int32_t* cat,
                  std::int64_t* hist, std::uint8_t* cats_present /* NC or null */, ImageLabels& out,
-                 ScanScratch& sc) {
+                 ScanScratch& sc, StartsFn<T> starts_fn) {
   const std::int64_t npix = lv.sh * lv.sw;
   const T* base = static_cast<const T*>(lv.data) + b * lv.P * npix;
   out.labels.assign(1, 0);
   out.col_label.clear();
   out.wpr = (lv.sw + 63) / 64;
   bool masked = out.wpr <= kMaskMaxWords && lv.sh <= 32767;
-  sc.runs.clear();
+  // at most one run per pixel; written by index (push_back cost a third of the pass)
+  if (sc.runs.size() < static_cast<std::size_t>(lv.P * npix)) sc.runs.resize(static_cast<std::size_t>(lv.P * npix));
+  MaskRun* runs = sc.runs.data();
+  std::size_t nruns = 0;
   if (sc.g2l.size() != static_cast<std::size_t>(NL)) sc.g2l.assign(static_cast<std::size_t>(NL), -1);
   std::int32_t* g2l = sc.g2l.data();
   if (sc.mcol.size() < static_cast<std::size_t>(lv.P * 256)) sc.mcol.assign(static_cast<std::size_t>(lv.P * 256), -1);
-  // chg[x] = 1 where a run starts (x = 0 or row[x] != row[x-1]): a
-  // vectorizable compare; then 8 flags at a time become 8 bits (a multiply
-  // gathers the low bit of each byte into the top byte), and the run starts
-  // are the set bits.  chg stays 0 past sw.
+  // run start bits of a row (row_starts_*); chg: the portable version's flags
   const std::int64_t nw = (lv.sw + 63) / 64;
   sc.chg.assign(static_cast<std::size_t>(nw * 64 + 8), 0);
-  sc.starts.resize(static_cast<std::size_t>(lv.sw + 1));
+  sc.words.resize(static_cast<std::size_t>(nw));
   std::uint8_t* cg = sc.chg.data();
-  std::int32_t* st = sc.starts.data();
+  std::uint64_t* cw = sc.words.data();
   for (std::int64_t m = 0; m < lv.P; ++m) {
     std::int16_t* mcol = sc.mcol.data() + m * 256;
     for (std::int64_t yo = 0; yo < lv.sh; ++yo) {
       const T* row = base + m * npix + yo * lv.sw;
-      cg[0] = 1;
-      change_flags(row, lv.sw, cg);
-      std::int64_t ns = 0;
-      for (std::int64_t j = 0; j < nw; ++j) {
-        std::uint64_t bits = 0;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-        for (int i = 0; i < 64; ++i) bits |= static_cast<std::uint64_t>(cg[j * 64 + i]) << i;
-#else
-        for (int k = 0; k < 8; ++k) {
-          std::uint64_t u;
-          std::memcpy(&u, cg + j * 64 + k * 8, 8);  // 8 bytes, each 0 or 1
-          bits |= ((u * 0x0102040810204080ULL) >> 56) << (k * 8);
-        }
-#endif
-        while (bits) {
-          st[ns++] = static_cast<std::int32_t>(j * 64 + ctz64(bits));
-          bits &= bits - 1;
-        }
+      if (starts_fn) {
+        starts_fn(row, lv.sw, cw);
+      } else {
+        row_starts_generic(row, lv.sw, nw, cg, cw);
       }
-      st[ns] = static_cast<std::int32_t>(lv.sw);
-      for (std::int64_t ri = 0; ri < ns; ++ri) {
-        const std::int64_t x = st[ri], y = st[ri + 1];
+      // runs [x, y): x a start bit, y the next one (or sw)
+      std::int64_t wi = 0, y = 0;
+      std::uint64_t bits = cw[0] & ~std::uint64_t(1);
+      for (std::int64_t x = 0; x < lv.sw; x = y) {
+        while (bits == 0 && ++wi < nw) bits = cw[wi];
+        y = bits ? wi * 64 + ctz64(bits) : lv.sw;
+        bits &= bits - 1;
         const T v = row[x];
         if (v == 0) continue;  // label 0: never tallied
         bool bad = false;
@@ -542,8 +608,8 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
           col = static_cast<std::int16_t>(out.col_label.size());
           out.col_label.push_back(static_cast<std::int32_t>(c));
         }
-        sc.runs.push_back({static_cast<std::int16_t>(yo), static_cast<std::int16_t>(x),
-                           static_cast<std::int16_t>(y), col});
+        runs[nruns++] = {static_cast<std::int16_t>(yo), static_cast<std::int16_t>(x),
+                         static_cast<std::int16_t>(y), col};
       }
     }
     // reset this map's columns
@@ -558,7 +624,8 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
     out.bits.assign(static_cast<std::size_t>(lv.sh * out.wpr * out.ncp), 0);
     std::uint64_t* bits = out.bits.data();
     const std::int64_t wpr = out.wpr, ncp = out.ncp;
-    for (const MaskRun& r : sc.runs) {
+    for (std::size_t i = 0; i < nruns; ++i) {
+      const MaskRun& r = runs[i];
       // pixels [xs, xe) of row y: bits xs .. xe - 1 over the words they span
       const std::int64_t w0 = r.xs >> 6, w1 = (r.xe - 1) >> 6;
       std::uint64_t* col = bits + (static_cast<std::int64_t>(r.y) * wpr) * ncp + r.col;
@@ -843,6 +910,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const std::int64_t P = pixel_labels ? pixel_labels->P : 0;
   const bool derive = image_categories == nullptr;
   const int T = effective_threads(static_cast<std::size_t>(B), 1, num_threads);
+  const int isa = isa_level();
 
   // ---- phase 1, per image: validation, label_pixels, derived categories
   std::vector<std::vector<std::int64_t>> hist(static_cast<std::size_t>(T));
@@ -873,7 +941,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
             dispatch_labels(pixel_labels->kind, [&](auto tag) {
               using LT = typename decltype(tag)::type;
               scan_labels<LT>(*pixel_labels, static_cast<std::int64_t>(b), NL_, cat_.data(), h.data(), cp,
-                              runs[b - b_lo], scratch[static_cast<std::size_t>(ti)]);
+                              runs[b - b_lo], scratch[static_cast<std::size_t>(ti)], starts_for<LT>(isa));
             });
           }
           for (std::int64_t s = 0; s < S; ++s) {
@@ -892,7 +960,6 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const AxisTable& tx = table(acts.w, sw_, false);
   const LoadFn load = loader_for(acts.kind);
   const MaxFn mapmax = max_for(acts.kind);
-  const int isa = isa_level();
   const RowKernels rk = row_kernels(isa);
 #ifdef IE_IOU_X86_DISPATCH
   const MaskTallyFn mask_tally = isa >= 2 ? &mask_tally_avx512 : isa >= 1 ? &mask_tally_popcnt : &mask_tally_generic;
