@@ -348,7 +348,71 @@ __attribute__((target("avx512f,fma,popcnt"))) std::int64_t vmask_avx512(const do
 }
 #endif
 
-// Instruction sets the kernels may use: 2 = AVX-512 (F, BW, VPOPCNTDQ) + FMA, 1 =
+// One horizontally interpolated source row over [X0, X1) (H[x], as hrow) and,
+// for a row with hot cells, the first and last x with H[x] > tl: [lo, hi)
+// (lo = X1, hi = X0 when there is none or the row is not hot).
+using HRangeFn = void (*)(const double* a, std::int64_t w, const AxisTable& tx, std::int64_t X0,
+                          std::int64_t X1, double* H, double tl, bool hot, std::int64_t& lo,
+                          std::int64_t& hi);
+
+template <void (*HROW)(const double*, const std::int32_t*, const std::int32_t*, const double*,
+                       const double*, std::int64_t, std::int64_t, double*)>
+void hrange_scalar(const double* a, std::int64_t, const AxisTable& tx, std::int64_t X0, std::int64_t X1,
+                   double* H, double tl, bool hot, std::int64_t& lo, std::int64_t& hi) {
+  HROW(a, tx.i0.data(), tx.i1.data(), tx.l0.data(), tx.l1.data(), X0, X1, H);
+  lo = X1;
+  hi = X0;
+  if (!hot) return;
+  std::int64_t x = X0;
+  while (x < X1 && !(H[x] > tl)) ++x;
+  lo = x;
+  x = X1;
+  while (x > lo && !(H[x - 1] > tl)) --x;
+  hi = x;
+}
+
+#ifdef IE_IOU_X86_DISPATCH
+// 8 outputs at a time; the source values come from one register (w <= 8:
+// a permute) or a gather; the same fma as hrow, and the range from the
+// compare masks.
+__attribute__((target("avx512f,avx512vl,fma"))) void hrange_avx512(const double* a, std::int64_t w,
+                                                         const AxisTable& tx, std::int64_t X0,
+                                                         std::int64_t X1, double* H, double tl, bool hot,
+                                                         std::int64_t& lo, std::int64_t& hi) {
+  const bool reg = w <= 8;
+  const __m512d arow = reg ? _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << w) - 1), a) : _mm512_setzero_pd();
+  const __m512d vt = _mm512_set1_pd(tl);
+  std::int64_t l = X1, h = X0;
+  for (std::int64_t x = X0; x < X1; x += 8) {
+    const __mmask8 k = X1 - x >= 8 ? static_cast<__mmask8>(0xFF) : static_cast<__mmask8>((1u << (X1 - x)) - 1);
+    const __m256i j0 = _mm256_maskz_loadu_epi32(k, tx.i0.data() + x);
+    const __m256i j1 = _mm256_maskz_loadu_epi32(k, tx.i1.data() + x);
+    __m512d a0, a1;
+    if (reg) {
+      a0 = _mm512_permutexvar_pd(_mm512_cvtepi32_epi64(j0), arow);
+      a1 = _mm512_permutexvar_pd(_mm512_cvtepi32_epi64(j1), arow);
+    } else {
+      a0 = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), k, j0, a, 8);
+      a1 = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), k, j1, a, 8);
+    }
+    const __m512d l0 = _mm512_maskz_loadu_pd(k, tx.l0.data() + x);
+    const __m512d l1 = _mm512_maskz_loadu_pd(k, tx.l1.data() + x);
+    const __m512d v = _mm512_fmadd_pd(a0, l0, _mm512_mul_pd(a1, l1));  // fma(a0, l0, a1 * l1)
+    _mm512_mask_storeu_pd(H + x, k, v);
+    if (hot) {
+      const unsigned m = _mm512_mask_cmp_pd_mask(k, v, vt, _CMP_GT_OQ);
+      if (m) {
+        if (l == X1) l = x + __builtin_ctz(m);
+        h = x + 32 - __builtin_clz(m);
+      }
+    }
+  }
+  lo = hot && h > X0 ? l : X1;
+  hi = hot && h > X0 ? h : X0;
+}
+#endif
+
+// Instruction sets the kernels may use: 2 = AVX-512 (F, BW, VL, VPOPCNTDQ) + FMA, 1 =
 // AVX2 + FMA + POPCNT, 0 = portable code.  What the CPU has, capped by the environment
 // variable INTERP_ENGINE_IOU_ISA ("avx512", "avx2" or "generic"; read on
 // every update) so that the tests run every variant; all give the same counts.
@@ -358,7 +422,7 @@ int isa_level() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2")) level = 1;
   if (level == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vpopcntdq"))
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq"))
     level = 2;
 #endif
   if (const char* cap = std::getenv("INTERP_ENGINE_IOU_ISA")) {
@@ -962,6 +1026,11 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const MaxFn mapmax = max_for(acts.kind);
   const RowKernels rk = row_kernels(isa);
 #ifdef IE_IOU_X86_DISPATCH
+  const HRangeFn hrange = isa >= 2 ? &hrange_avx512 : isa >= 1 ? &hrange_scalar<&hrow_hw> : &hrange_scalar<&hrow_soft>;
+#else
+  const HRangeFn hrange = &hrange_scalar<&hrow_soft>;
+#endif
+#ifdef IE_IOU_X86_DISPATCH
   const MaskTallyFn mask_tally = isa >= 2 ? &mask_tally_avx512 : isa >= 1 ? &mask_tally_popcnt : &mask_tally_generic;
 #else
   const MaskTallyFn mask_tally = &mask_tally_generic;
@@ -1071,20 +1140,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                 for (std::int32_t r : {r0, r1}) {
                   if (hdone[r]) continue;
                   hdone[r] = 1;
-                  double* Hr = Hbuf.data() + r * sw_;
-                  rk.hrow(a.data() + r * w, tx.i0.data(), tx.i1.data(), tx.l0.data(), tx.l1.data(),
-                          X0, X1, Hr);
-                  std::int64_t lo = X1, hi = X0;
-                  if (cmin[r] >= 0) {
-                    std::int64_t x = X0;
-                    while (x < X1 && !(Hr[x] > tl)) ++x;
-                    lo = x;
-                    x = X1;
-                    while (x > lo && !(Hr[x - 1] > tl)) --x;
-                    hi = x;
-                  }
-                  hlo[r] = lo;
-                  hhi[r] = hi;
+                  hrange(a.data() + r * w, w, tx, X0, X1, Hbuf.data() + r * sw_, tl, cmin[r] >= 0, hlo[r], hhi[r]);
                 }
                 std::int64_t xa = X1, xb = X0;
                 for (std::int32_t r : {r0, r1}) {
