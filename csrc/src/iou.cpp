@@ -603,7 +603,7 @@ StartsFn<T> starts_for(int isa) {
 
 template <typename T>
 void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std::int32_t* cat,
-                 std::int64_t* hist, std::uint8_t* cats_present /* NC or null */, ImageLabels& out,
+                 std::int64_t* hist /* or null */, std::uint8_t* cats_present /* NC or null */, ImageLabels& out,
                  ScanScratch& sc, StartsFn<T> starts_fn) {
   const std::int64_t npix = lv.sh * lv.sw;
   const T* base = static_cast<const T*>(lv.data) + b * lv.P * npix;
@@ -651,7 +651,7 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
           fail(s.str());
         }
         const std::size_t c = static_cast<std::size_t>(v);
-        hist[c] += y - x;
+        if (hist) hist[c] += y - x;
         std::int32_t& g = g2l[c];
         if (g < 0) {
           g = static_cast<std::int32_t>(out.labels.size());
@@ -973,53 +973,16 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const std::int64_t npix = sh_ * sw_;
   const std::int64_t P = pixel_labels ? pixel_labels->P : 0;
   const bool derive = image_categories == nullptr;
-  const int T = effective_threads(static_cast<std::size_t>(B), 1, num_threads);
+  const int T0 = num_threads > 0 ? num_threads : get_num_threads();
   const int isa = isa_level();
 
-  // ---- phase 1, per image: validation, label_pixels, derived categories
-  std::vector<std::vector<std::int64_t>> hist(static_cast<std::size_t>(T));
-  std::vector<ScanScratch> scratch(static_cast<std::size_t>(T));
-  // Images go in chunks: the label masks of a chunk (phase 1) are still in
-  // cache when the units visit them (phase 2).  About 4 MB of label maps per
-  // chunk (~32 images of 6 x 112 x 112 int16 labels; masks ~2 MB).
-  const std::int64_t per_image = std::max<std::int64_t>(1, P * npix * 2);
-  const std::int64_t CB =
-      P > 0 ? std::min<std::int64_t>(B, std::max<std::int64_t>(4, (std::int64_t(4) << 20) / per_image)) : B;
-  std::vector<ImageLabels> runs(static_cast<std::size_t>(P > 0 ? CB : 0));
-  for (auto& hh : hist) hh.assign(static_cast<std::size_t>(NL_), 0);
-  std::vector<std::uint8_t> cats;  // (B, NC) annotated categories
-  if (derive) {
-    cats.assign(static_cast<std::size_t>(B * NC_), 0);
-  } else {
-    cats.assign(image_categories, image_categories + B * NC_);
-  }
-  auto phase1 = [&](std::int64_t b_lo, std::int64_t b_hi) {
-  parallel_for(
-      static_cast<std::size_t>(b_hi - b_lo), 1,
-      [&](std::size_t b0, std::size_t b1, int ti) {
-        std::vector<std::int64_t>& h = hist[static_cast<std::size_t>(ti)];
-        for (std::size_t b = b0 + b_lo; b < b1 + b_lo; ++b) {
-          check_interrupt();
-          std::uint8_t* cp = derive ? cats.data() + b * NC_ : nullptr;
-          if (P > 0) {
-            dispatch_labels(pixel_labels->kind, [&](auto tag) {
-              using LT = typename decltype(tag)::type;
-              scan_labels<LT>(*pixel_labels, static_cast<std::int64_t>(b), NL_, cat_.data(), h.data(), cp,
-                              runs[b - b_lo], scratch[static_cast<std::size_t>(ti)], starts_for<LT>(isa));
-            });
-          }
-          for (std::int64_t s = 0; s < S; ++s) {
-            const std::int64_t c = image_labels[b * S + s];
-            if (c == 0) continue;
-            h[static_cast<std::size_t>(c)] += npix;
-            if (cp) cp[cat_[static_cast<std::size_t>(c)]] = 1;
-          }
-        }
-      },
-      T);
-  };
-
-  // ---- phase 2, per unit: intersections and active pixel counts
+  // ---- work items (image, block of units), shared out dynamically: a
+  // thread scans the image's label maps (validation, label_pixels, derived
+  // categories, label masks) and then evaluates the block's units on them
+  // while the masks are in its cache.  One block per image when there are
+  // enough images for the threads; counts go to per-thread buffers (records
+  // per (thread, unit), A, label_pixels) added at the commit, so nothing is
+  // shared and a failed update changes nothing.
   const AxisTable& ty = table(acts.h, sh_, true);
   const AxisTable& tx = table(acts.w, sw_, false);
   const LoadFn load = loader_for(acts.kind);
@@ -1027,60 +990,111 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const RowKernels rk = row_kernels(isa);
 #ifdef IE_IOU_X86_DISPATCH
   const HRangeFn hrange = isa >= 2 ? &hrange_avx512 : isa >= 1 ? &hrange_scalar<&hrow_hw> : &hrange_scalar<&hrow_soft>;
-#else
-  const HRangeFn hrange = &hrange_scalar<&hrow_soft>;
-#endif
-#ifdef IE_IOU_X86_DISPATCH
   const MaskTallyFn mask_tally = isa >= 2 ? &mask_tally_avx512 : isa >= 1 ? &mask_tally_popcnt : &mask_tally_generic;
 #else
+  const HRangeFn hrange = &hrange_scalar<&hrow_soft>;
   const MaskTallyFn mask_tally = &mask_tally_generic;
 #endif
   const bool lite = rule_ == UnitRule::Lite;
   const std::int64_t h = acts.h, w = acts.w;
 
-  // intersection deltas as records (label, count) per unit, applied at the
-  // commit: appending is sequential, and each unit's intersection row is
-  // then updated in one go (scattered adds into the (K, num_labels) rows per
-  // (unit, image) missed the cache).  Capacity is kept between updates.
-  recs_.resize(static_cast<std::size_t>(K_));
+  const int Tmax = (B * K_ * h * w < 4096) ? 1 : std::max(1, T0);
+  const std::int64_t nub =
+      B >= 4 * Tmax ? 1 : std::min<std::int64_t>(K_, (4 * static_cast<std::int64_t>(Tmax) + B - 1) / B);
+  const std::int64_t ubs = (K_ + nub - 1) / nub;  // units per block
+  const std::int64_t items = B * nub;
+  const int T = std::min<std::int64_t>(Tmax, items) > 0 ? static_cast<int>(std::min<std::int64_t>(Tmax, items)) : 1;
+
+  std::vector<std::vector<std::int64_t>> hist(static_cast<std::size_t>(T));
+  for (auto& hh : hist) hh.assign(static_cast<std::size_t>(NL_), 0);
+  std::vector<std::vector<std::int64_t>> dA(static_cast<std::size_t>(T));
+  for (auto& d : dA) d.assign(static_cast<std::size_t>(K_ * NC_), 0);
+  std::vector<ScanScratch> scratch(static_cast<std::size_t>(T));
+  std::vector<ImageLabels> ils(static_cast<std::size_t>(T));
+  std::vector<std::int64_t> masked_count(static_cast<std::size_t>(T), 0);
+  // intersection deltas as records (label, count) per (thread, unit), applied
+  // at the commit: appending is sequential, and each unit's intersection row
+  // is then updated in one go (scattered adds into the (K, num_labels) rows
+  // per (unit, image) missed the cache).  Capacity is kept between updates.
+  recs_.resize(static_cast<std::size_t>(T * K_));
   for (auto& r : recs_) r.clear();
-  std::vector<std::int64_t> dA(static_cast<std::size_t>(K_ * NC_), 0);
+  // per-thread buffers of the unit evaluation
+  struct UnitScratch {
+    std::vector<double> a, Hbuf;
+    std::vector<std::uint8_t> hdone, hit, cats;
+    std::vector<std::uint64_t> mask, acc, urow;
+    std::vector<std::int32_t> seg, cnt;
+    std::vector<std::int64_t> cmin, cmax, hlo, hhi;
+  };
+  std::vector<UnitScratch> us(static_cast<std::size_t>(T));
+  for (UnitScratch& u : us) {
+    u.a.resize(static_cast<std::size_t>(h * w));
+    u.Hbuf.resize(static_cast<std::size_t>(h * sw_));
+    u.hdone.resize(static_cast<std::size_t>(h));
+    u.mask.resize(static_cast<std::size_t>(sw_ / 64 + 2));
+    u.seg.resize(static_cast<std::size_t>(sw_ + 2));  // segments of a row
+    u.cmin.resize(static_cast<std::size_t>(h));
+    u.cmax.resize(static_cast<std::size_t>(h));
+    u.hlo.resize(static_cast<std::size_t>(h));
+    u.hhi.resize(static_cast<std::size_t>(h));
+    u.hit.assign(static_cast<std::size_t>(NC_), 0);
+    u.cats.assign(static_cast<std::size_t>(NC_), 0);
+    // a unit's label counts in the current image (all zero between images;
+    // <= P * sh * sw <= INT32_MAX each): by column (label masks) or by label
+    // number (run ends)
+    u.acc.assign(static_cast<std::size_t>(kMaskMaxCols), 0);
+    u.urow.assign(static_cast<std::size_t>(kMaskMaxWords + 1), 0);
+  }
 
-  const int T2 = (B * K_ * h * w < 4096) ? 1 : effective_threads(static_cast<std::size_t>(K_), 1, num_threads);
-  // units per work item: large blocks keep an image's label masks in cache
-  // while all the block's units visit it (block size mattered little in
-  // measurements); two items per thread for some load balance
-  const std::int64_t block = std::max<std::int64_t>(1, (K_ + 2 * T2 - 1) / (2 * T2));
-  const std::int64_t nblocks = (K_ + block - 1) / block;
-
-  std::int64_t b_lo = 0, b_hi = 0;
-
-  auto phase2 = [&](auto tag) {
+  auto run_items = [&](auto tag) {
     using LT = typename decltype(tag)::type;
     const LT* labels = pixel_labels ? static_cast<const LT*>(pixel_labels->data) : nullptr;
     parallel_for_dynamic(
-        static_cast<std::size_t>(nblocks),
-        [&](std::size_t blk, int) {
-          const std::int64_t k0 = static_cast<std::int64_t>(blk) * block;
-          const std::int64_t k1 = std::min(K_, k0 + block);
-          std::vector<double> a(static_cast<std::size_t>(h * w));
-          std::vector<double> Hbuf(static_cast<std::size_t>(h * sw_));
-          std::vector<std::uint8_t> hdone(static_cast<std::size_t>(h));
-          std::vector<std::uint64_t> mask(static_cast<std::size_t>(sw_ / 64 + 2));
-          std::vector<std::int32_t> seg(static_cast<std::size_t>(sw_ + 2));  // segments of a row
-          std::vector<std::int64_t> cmin(static_cast<std::size_t>(h)), cmax(static_cast<std::size_t>(h));
-          std::vector<std::int64_t> hlo(static_cast<std::size_t>(h)), hhi(static_cast<std::size_t>(h));
-          std::vector<std::uint8_t> hit(static_cast<std::size_t>(NC_));
-          // a unit's label counts in the current image (all zero between
-          // images; <= P * sh * sw <= INT32_MAX each): by column (label
-          // masks) or by label number (run ends)
-          std::vector<std::uint64_t> acc(static_cast<std::size_t>(kMaskMaxCols), 0);
-          std::vector<std::uint64_t> urow(static_cast<std::size_t>(kMaskMaxWords + 1), 0);
-          std::vector<std::int32_t> cnt(static_cast<std::size_t>(NL_), 0);
-          for (std::int64_t b = b_lo; b < b_hi; ++b) {
-            check_interrupt();
+        static_cast<std::size_t>(items),
+        [&](std::size_t item, int ti) {
+          check_interrupt();
+          const std::int64_t b = static_cast<std::int64_t>(item) / nub;
+          const std::int64_t blk = static_cast<std::int64_t>(item) % nub;
+          const std::int64_t k0 = blk * ubs, k1 = std::min(K_, k0 + ubs);
+          const bool first = blk == 0;  // counts label_pixels (once per image)
+          UnitScratch& U = us[static_cast<std::size_t>(ti)];
+          std::int64_t* hb = first ? hist[static_cast<std::size_t>(ti)].data() : nullptr;
+          std::uint8_t* cats_b = U.cats.data();
+          if (derive) {
+            std::fill(U.cats.begin(), U.cats.end(), 0);
+          } else {
+            std::copy(image_categories + b * NC_, image_categories + (b + 1) * NC_, U.cats.begin());
+          }
+          if (P > 0) {
+            scan_labels<LT>(*pixel_labels, b, NL_, cat_.data(), hb, derive ? cats_b : nullptr,
+                            ils[static_cast<std::size_t>(ti)], scratch[static_cast<std::size_t>(ti)],
+                            starts_for<LT>(isa));
+            if (first) masked_count[static_cast<std::size_t>(ti)] += ils[static_cast<std::size_t>(ti)].masked;
+          }
+          for (std::int64_t s = 0; s < S; ++s) {
+            const std::int64_t c = image_labels[b * S + s];
+            if (c == 0) continue;
+            if (hb) hb[static_cast<std::size_t>(c)] += npix;
+            if (derive) cats_b[cat_[static_cast<std::size_t>(c)]] = 1;
+          }
+          std::vector<double>& a = U.a;
+          std::vector<double>& Hbuf = U.Hbuf;
+          std::vector<std::uint8_t>& hdone = U.hdone;
+          std::vector<std::uint64_t>& mask = U.mask;
+          std::vector<std::int32_t>& seg = U.seg;
+          std::vector<std::int64_t>& cmin = U.cmin;
+          std::vector<std::int64_t>& cmax = U.cmax;
+          std::vector<std::int64_t>& hlo = U.hlo;
+          std::vector<std::int64_t>& hhi = U.hhi;
+          std::vector<std::uint8_t>& hit = U.hit;
+          std::vector<std::uint64_t>& acc = U.acc;
+          std::vector<std::uint64_t>& urow = U.urow;
+          std::vector<std::int32_t>& cnt = U.cnt;
+          if (P > 0 && !ils[static_cast<std::size_t>(ti)].masked && cnt.size() != static_cast<std::size_t>(NL_))
+            cnt.assign(static_cast<std::size_t>(NL_), 0);
+          {
             const LT* lab_b = (labels && P > 0) ? labels + b * P * npix : nullptr;
-            const ImageLabels* il = lab_b ? &runs[static_cast<std::size_t>(b - b_lo)] : nullptr;
+            const ImageLabels* il = lab_b ? &ils[static_cast<std::size_t>(ti)] : nullptr;
             const bool masked = il && il->masked;
             const std::uint8_t* e8_b = il && !masked ? il->e8.data() : nullptr;
             const std::uint64_t* bits_b = masked ? il->bits.data() : nullptr;
@@ -1127,7 +1141,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
               std::fill(hdone.begin(), hdone.end(), 0);
               const std::int64_t y_begin = ty.lo[rfirst], y_end = ty.hi[rlast];
               std::int64_t count = 0;
-              std::vector<IRec>& rv = recs_[static_cast<std::size_t>(k)];
+              std::vector<IRec>& rv = recs_[static_cast<std::size_t>(ti * K_ + k)];
               for (std::int64_t yo = y_begin; yo < y_end; ++yo) {
                 const std::int32_t r0 = ty.i0[yo], r1 = ty.i1[yo];
                 if (cmin[r0] < 0 && cmin[r1] < 0) continue;  // no hot cell in reach
@@ -1222,40 +1236,38 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                 rv.push_back({static_cast<std::int32_t>(c), static_cast<std::int32_t>(count)});  // <= sh * sw
                 if (lite) hit[cat_[c]] = 1;
               }
-              std::int64_t* Arow = dA.data() + k * NC_;
+              std::int64_t* Arow = dA[static_cast<std::size_t>(ti)].data() + k * NC_;
               if (lite) {
                 for (std::int64_t c = 0; c < NC_; ++c) {
                   if (hit[c]) Arow[c] += count;
                   hit[c] = 0;
                 }
               } else {
-                const std::uint8_t* cp = cats.data() + b * NC_;
+                const std::uint8_t* cp = cats_b;
                 for (std::int64_t c = 0; c < NC_; ++c)
                   if (cp[c]) Arow[c] += count;
               }
             }
           }
         },
-        T2);
+        T);
   };
-  std::int64_t masked_images = 0;
-  for (b_lo = 0; b_lo < B; b_lo = b_hi) {
-    b_hi = std::min(B, b_lo + CB);
-    phase1(b_lo, b_hi);
-    for (std::int64_t i = 0; i < (P > 0 ? b_hi - b_lo : 0); ++i) masked_images += runs[static_cast<std::size_t>(i)].masked;
-    if (pixel_labels && P > 0) {
-      dispatch_labels(pixel_labels->kind, phase2);
-    } else {
-      phase2(Tag<std::int32_t>{});
-    }
+  if (pixel_labels && P > 0) {
+    dispatch_labels(pixel_labels->kind, run_items);
+  } else {
+    run_items(Tag<std::int32_t>{});
   }
+  std::int64_t masked_images = 0;
+  for (std::int64_t m : masked_count) masked_images += m;
 
   // ---- commit
   for (std::int64_t k = 0; k < K_; ++k) {
     std::int64_t* Irow = I_.data() + k * NL_;
-    for (const IRec& r : recs_[static_cast<std::size_t>(k)]) Irow[r.c] += r.v;
+    for (int ti = 0; ti < T; ++ti)
+      for (const IRec& r : recs_[static_cast<std::size_t>(ti * K_ + k)]) Irow[r.c] += r.v;
   }
-  for (std::size_t i = 0; i < A_.size(); ++i) A_[i] += dA[i];
+  for (const auto& d : dA)
+    for (std::size_t i = 0; i < A_.size(); ++i) A_[i] += d[i];
   for (const auto& hh : hist)
     for (std::size_t c = 0; c < hh.size(); ++c) L_[c] += hh[c];
   L_[0] = 0;  // label 0 is never tallied (scan_labels skips it; kept explicit)
