@@ -470,6 +470,11 @@ RowKernels row_kernels(int level) {
 //   hops, each adding its part to the same label).  The tally hops from run
 //   to run reading the label maps in place, counts indexed by label number:
 //       x = xs;  while (x < xe) { y = min(end(x), xe); cnt[label[x]] += y - x; x = y; }
+}  // namespace
+
+// Per-update work buffers (kept between updates: allocating and faulting
+// them in again cost ~1 ms per update).
+namespace detail {
 constexpr std::int64_t kMaskMaxWords = 4;    // words per row (sw <= 256)
 constexpr std::int64_t kMaskMaxCols = 128;   // (map, label) columns per image
 struct ImageLabels {
@@ -495,6 +500,19 @@ struct ScanScratch {
   std::vector<std::uint64_t> words;
   std::vector<MaskRun> runs;
 };
+
+// Per-thread buffers of the unit evaluation.
+struct UnitScratch {
+  std::vector<double> a, Hbuf;
+  std::vector<std::uint8_t> hdone, hit, cats;
+  std::vector<std::uint64_t> mask, acc, urow;
+  std::vector<std::int32_t> seg, cnt;
+  std::vector<std::int64_t> cmin, cmax, hlo, hhi;
+};
+}  // namespace detail
+using namespace detail;
+
+namespace {
 
 // cg[x] = (row[x] != row[x-1]) for x in [1, n); separate arrays (restrict) so
 // that the compiler vectorizes it.
@@ -900,6 +918,12 @@ double hot_bound(double T) {
   return T - m;
 }
 
+struct IoUTally::Workspace {
+  std::vector<ScanScratch> scratch;
+  std::vector<ImageLabels> ils;
+  std::vector<UnitScratch> us;
+};
+
 // ---------------------------------------------------------------------------
 IoUTally::IoUTally(std::int64_t num_units, std::int64_t num_labels,
                    std::vector<std::int32_t> label_category, std::int64_t num_categories,
@@ -1009,8 +1033,11 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   for (auto& hh : hist) hh.assign(static_cast<std::size_t>(NL_), 0);
   std::vector<std::vector<std::int64_t>> dA(static_cast<std::size_t>(T));
   for (auto& d : dA) d.assign(static_cast<std::size_t>(K_ * NC_), 0);
-  std::vector<ScanScratch> scratch(static_cast<std::size_t>(T));
-  std::vector<ImageLabels> ils(static_cast<std::size_t>(T));
+  if (!ws_) ws_ = std::make_shared<Workspace>();
+  std::vector<ScanScratch>& scratch = ws_->scratch;
+  std::vector<ImageLabels>& ils = ws_->ils;
+  if (scratch.size() < static_cast<std::size_t>(T)) scratch.resize(static_cast<std::size_t>(T));
+  if (ils.size() < static_cast<std::size_t>(T)) ils.resize(static_cast<std::size_t>(T));
   std::vector<std::int64_t> masked_count(static_cast<std::size_t>(T), 0);
   // intersection deltas as records (label, count) per (thread, unit), applied
   // at the commit: appending is sequential, and each unit's intersection row
@@ -1018,15 +1045,8 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   // per (unit, image) missed the cache).  Capacity is kept between updates.
   recs_.resize(static_cast<std::size_t>(T * K_));
   for (auto& r : recs_) r.clear();
-  // per-thread buffers of the unit evaluation
-  struct UnitScratch {
-    std::vector<double> a, Hbuf;
-    std::vector<std::uint8_t> hdone, hit, cats;
-    std::vector<std::uint64_t> mask, acc, urow;
-    std::vector<std::int32_t> seg, cnt;
-    std::vector<std::int64_t> cmin, cmax, hlo, hhi;
-  };
-  std::vector<UnitScratch> us(static_cast<std::size_t>(T));
+  std::vector<UnitScratch>& us = ws_->us;
+  if (us.size() < static_cast<std::size_t>(T)) us.resize(static_cast<std::size_t>(T));
   for (UnitScratch& u : us) {
     u.a.resize(static_cast<std::size_t>(h * w));
     u.Hbuf.resize(static_cast<std::size_t>(h * sw_));

@@ -33,6 +33,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace interp_engine {
@@ -134,6 +135,9 @@ class IoUTally {
   std::int64_t images_ = 0;
   std::int64_t last_masked_ = 0;
   AxisTable ytab_, xtab_;  // cached for the last (h, w)
+  // update's work buffers (defined in iou.cpp; kept between updates)
+  struct Workspace;
+  std::shared_ptr<Workspace> ws_;
   // update's intersection deltas: per unit, (label, count) records (capacity
   // kept between updates)
   struct IRec {
