@@ -350,7 +350,8 @@ __attribute__((target("avx512f,fma,popcnt"))) std::int64_t vmask_avx512(const do
 
 // One horizontally interpolated source row over [X0, X1) (H[x], as hrow) and,
 // for a row with hot cells, the first and last x with H[x] > tl: [lo, hi)
-// (lo = X1, hi = X0 when there is none or the row is not hot).
+// (lo = X1, hi = X0 when there is none or the row is not hot, so that the
+// union of two ranges is [min lo, max hi)).
 using HRangeFn = void (*)(const double* a, std::int64_t w, const AxisTable& tx, std::int64_t X0,
                           std::int64_t X1, double* H, double tl, bool hot, std::int64_t& lo,
                           std::int64_t& hi);
@@ -365,6 +366,7 @@ void hrange_scalar(const double* a, std::int64_t, const AxisTable& tx, std::int6
   if (!hot) return;
   std::int64_t x = X0;
   while (x < X1 && !(H[x] > tl)) ++x;
+  if (x == X1) return;  // none: [X1, X0)
   lo = x;
   x = X1;
   while (x > lo && !(H[x - 1] > tl)) --x;
@@ -504,7 +506,7 @@ struct ScanScratch {
 // Per-thread buffers of the unit evaluation.
 struct UnitScratch {
   std::vector<double> a, Hbuf;
-  std::vector<std::uint8_t> hdone, hit, cats;
+  std::vector<std::uint8_t> hit, cats;
   std::vector<std::uint64_t> mask, acc, urow;
   std::vector<std::int32_t> seg, cnt;
   std::vector<std::int64_t> cmin, cmax, hlo, hhi;
@@ -1050,7 +1052,6 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   for (UnitScratch& u : us) {
     u.a.resize(static_cast<std::size_t>(h * w));
     u.Hbuf.resize(static_cast<std::size_t>(h * sw_));
-    u.hdone.resize(static_cast<std::size_t>(h));
     u.mask.resize(static_cast<std::size_t>(sw_ / 64 + 2));
     u.seg.resize(static_cast<std::size_t>(sw_ + 2));  // segments of a row
     u.cmin.resize(static_cast<std::size_t>(h));
@@ -1099,7 +1100,6 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
           }
           std::vector<double>& a = U.a;
           std::vector<double>& Hbuf = U.Hbuf;
-          std::vector<std::uint8_t>& hdone = U.hdone;
           std::vector<std::uint64_t>& mask = U.mask;
           std::vector<std::int32_t>& seg = U.seg;
           std::vector<std::int64_t>& cmin = U.cmin;
@@ -1158,31 +1158,23 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
               };
               std::int64_t X0 = sw_, X1 = 0;
               for (std::int64_t r = rfirst; r <= rlast; ++r) col_range(r, X0, X1);
-              std::fill(hdone.begin(), hdone.end(), 0);
               const std::int64_t y_begin = ty.lo[rfirst], y_end = ty.hi[rlast];
+              // Second, finer filter: H_r = the horizontally interpolated
+              // source row r.  Every operation is monotone, so where both
+              // H_r0 and H_r1 are <= tl (or within a few ulps above tl: the
+              // H of a row without hot cells) the output is at most
+              // tl + 8 * 2^-53 * |tl| + tiny < T (same bound as above):
+              // only columns where a hot row's H exceeds tl are evaluated.
+              // Every source row the output rows [y_begin, y_end) read, first.
+              for (std::int64_t r = ty.i0[y_begin], r_end = ty.i1[y_end - 1]; r <= r_end; ++r)
+                hrange(a.data() + r * w, w, tx, X0, X1, Hbuf.data() + r * sw_, tl, cmin[r] >= 0, hlo[r], hhi[r]);
               std::int64_t count = 0;
               std::vector<IRec>& rv = recs_[static_cast<std::size_t>(ti * K_ + k)];
               for (std::int64_t yo = y_begin; yo < y_end; ++yo) {
                 const std::int32_t r0 = ty.i0[yo], r1 = ty.i1[yo];
-                if (cmin[r0] < 0 && cmin[r1] < 0) continue;  // no hot cell in reach
-                // Second, finer filter: H_r = the horizontally interpolated
-                // source row r.  Every operation is monotone, so where both
-                // H_r0 and H_r1 are <= tl (or within a few ulps above tl: the
-                // H of a row without hot cells) the output is at most
-                // tl + 8 * 2^-53 * |tl| + tiny < T (same bound as above):
-                // only columns where a hot row's H exceeds tl are evaluated.
-                for (std::int32_t r : {r0, r1}) {
-                  if (hdone[r]) continue;
-                  hdone[r] = 1;
-                  hrange(a.data() + r * w, w, tx, X0, X1, Hbuf.data() + r * sw_, tl, cmin[r] >= 0, hlo[r], hhi[r]);
-                }
-                std::int64_t xa = X1, xb = X0;
-                for (std::int32_t r : {r0, r1}) {
-                  if (hhi[r] > hlo[r]) {
-                    xa = std::min(xa, hlo[r]);
-                    xb = std::max(xb, hhi[r]);
-                  }
-                }
+                // the hot range of either row (an empty range is [X1, X0))
+                const std::int64_t xa = std::min(hlo[r0], hlo[r1]);
+                const std::int64_t xb = std::max(hhi[r0], hhi[r1]);
                 if (xa >= xb) continue;
                 const std::int64_t nact = rk.vmask(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_,
                                                    ty.l0[yo], ty.l1[yo], xa, xb, thr, mask.data());
