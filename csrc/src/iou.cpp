@@ -621,6 +621,33 @@ StartsFn<T> starts_for(int isa) {
   return nullptr;  // row_starts_generic
 }
 
+// low[n] = the n low bits set (n = 0 .. 64)
+struct LowBits {
+  std::uint64_t v[65];
+  LowBits() {
+    v[0] = 0;
+    for (int n = 1; n <= 64; ++n) v[n] = ~std::uint64_t(0) >> (64 - n);
+  }
+};
+const LowBits kLow;
+
+// Sets the bits of every run [xs, xe) of row y in its column: for each of the
+// row's WPR words w, low[xe - 64 w] & ~low[xs - 64 w] (clamped to 0 .. 64; an
+// empty mask for the words the run misses), without branches (a run covers
+// one word or two at random).
+template <int WPR>
+void fill_masks(const MaskRun* runs, std::size_t nruns, std::int64_t ncp, std::uint64_t* bits) {
+  for (std::size_t i = 0; i < nruns; ++i) {
+    const MaskRun r = runs[i];
+    std::uint64_t* col = bits + (static_cast<std::int64_t>(r.y) * WPR) * ncp + r.col;
+    for (int w = 0; w < WPR; ++w) {
+      const int lo = std::min(std::max(r.xs - 64 * w, 0), 64);
+      const int hi = std::min(std::max(r.xe - 64 * w, 0), 64);
+      col[w * ncp] |= kLow.v[hi] & ~kLow.v[lo];
+    }
+  }
+}
+
 template <typename T>
 void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std::int32_t* cat,
                  std::int64_t* hist /* or null */, std::uint8_t* cats_present /* NC or null */, ImageLabels& out,
@@ -708,18 +735,11 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
     out.bits.assign(static_cast<std::size_t>(lv.sh * out.wpr * out.ncp), 0);
     std::uint64_t* bits = out.bits.data();
     const std::int64_t wpr = out.wpr, ncp = out.ncp;
-    for (std::size_t i = 0; i < nruns; ++i) {
-      const MaskRun& r = runs[i];
-      // pixels [xs, xe) of row y: bits xs .. xe - 1 over the words they span
-      const std::int64_t w0 = r.xs >> 6, w1 = (r.xe - 1) >> 6;
-      std::uint64_t* col = bits + (static_cast<std::int64_t>(r.y) * wpr) * ncp + r.col;
-      for (std::int64_t w = w0; w <= w1; ++w) {
-        const std::int64_t lo = std::max<std::int64_t>(r.xs, w * 64) - w * 64;
-        const std::int64_t hi = std::min<std::int64_t>(r.xe, w * 64 + 64) - w * 64;  // 1..64
-        const std::uint64_t mk = (hi == 64 ? ~std::uint64_t(0) : ((std::uint64_t(1) << hi) - 1)) &
-                                 (~std::uint64_t(0) << lo);
-        col[w * ncp] |= mk;
-      }
+    switch (wpr) {  // a fixed number of words per run: no data-dependent branch
+      case 1: fill_masks<1>(runs, nruns, ncp, bits); break;
+      case 2: fill_masks<2>(runs, nruns, ncp, bits); break;
+      case 3: fill_masks<3>(runs, nruns, ncp, bits); break;
+      default: fill_masks<4>(runs, nruns, ncp, bits); break;
     }
     std::vector<std::uint8_t>().swap(out.e8);
   } else {
