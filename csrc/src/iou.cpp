@@ -1156,10 +1156,19 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
               for (std::int64_t r = 0; r < h; ++r) {
                 std::int64_t lo = -1, hi = -1;
                 const double* row = a.data() + r * w;
-                for (std::int64_t x = 0; x < w; ++x) {
-                  if (row[x] > tl) {
-                    if (lo < 0) lo = x;
-                    hi = x;
+                if (w <= 64) {  // the row's hot cells as bits: no branch per cell
+                  std::uint64_t hot = 0;
+                  for (std::int64_t x = 0; x < w; ++x) hot |= static_cast<std::uint64_t>(row[x] > tl) << x;
+                  if (hot) {
+                    lo = ctz64(hot);
+                    hi = 63 - clz64(hot);
+                  }
+                } else {
+                  for (std::int64_t x = 0; x < w; ++x) {
+                    if (row[x] > tl) {
+                      if (lo < 0) lo = x;
+                      hi = x;
+                    }
                   }
                 }
                 cmin[r] = lo;
