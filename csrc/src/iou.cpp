@@ -453,8 +453,8 @@ RowKernels row_kernels(int level) {
 // Labels are renumbered to image-local indices ("loc"; loc 0 = label 0).
 //
 // Two formats:
-// * Label masks (rows of at most 256 pixels, at most 128 (map, label) pairs
-//   and 255 labels per image: every image of Broden-like data).  Each
+// * Label masks (rows of at most 256 pixels and at most 128 (map, label)
+//   pairs per image: every image of Broden-like data).  Each
 //   (map, label) pair of the image is a column; bits[(y, w, col)] is word w
 //   (pixels 64w .. 64w + 63) of row y of the column's pixel mask, the
 //   columns of a (row, word) side by side (padded to 8).  A unit's active
@@ -493,11 +493,11 @@ struct MaskRun {
   std::int16_t y, xs, xe, col;
 };
 // Per-thread scratch of scan_labels: label -> loc (-1: not seen in this image;
-// reset after each image), (map, loc) -> column, the run start flags of one
-// row, and the image's runs.
+// reset after each image), label -> column of the current map (reset after
+// each map), the run start flags of one row, and the image's runs.
 struct ScanScratch {
   std::vector<std::int32_t> g2l;
-  std::vector<std::int16_t> mcol;
+  std::vector<std::int16_t> lcol;
   std::vector<std::uint8_t> chg;
   std::vector<std::uint64_t> words;
   std::vector<MaskRun> runs;
@@ -664,7 +664,8 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
   std::size_t nruns = 0;
   if (sc.g2l.size() != static_cast<std::size_t>(NL)) sc.g2l.assign(static_cast<std::size_t>(NL), -1);
   std::int32_t* g2l = sc.g2l.data();
-  if (sc.mcol.size() < static_cast<std::size_t>(lv.P * 256)) sc.mcol.assign(static_cast<std::size_t>(lv.P * 256), -1);
+  if (sc.lcol.size() != static_cast<std::size_t>(NL)) sc.lcol.assign(static_cast<std::size_t>(NL), -1);
+  std::int16_t* lcol = sc.lcol.data();  // label -> column in the current map (-1: none yet)
   // run start bits of a row (row_starts_*); chg: the portable version's flags
   const std::int64_t nw = (lv.sw + 63) / 64;
   sc.chg.assign(static_cast<std::size_t>(nw * 64 + 8), 0);
@@ -672,7 +673,7 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
   std::uint8_t* cg = sc.chg.data();
   std::uint64_t* cw = sc.words.data();
   for (std::int64_t m = 0; m < lv.P; ++m) {
-    std::int16_t* mcol = sc.mcol.data() + m * 256;
+    const std::size_t map_col0 = out.col_label.size();  // this map's columns start here
     for (std::int64_t yo = 0; yo < lv.sh; ++yo) {
       const T* row = base + m * npix + yo * lv.sw;
       if (starts_fn) {
@@ -699,6 +700,14 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
         }
         const std::size_t c = static_cast<std::size_t>(v);
         if (hist) hist[c] += y - x;
+        if (masked) {
+          const std::int16_t col = lcol[c];
+          if (col >= 0) {  // a label already seen in this map: one lookup
+            runs[nruns++] = {static_cast<std::int16_t>(yo), static_cast<std::int16_t>(x),
+                             static_cast<std::int16_t>(y), col};
+            continue;
+          }
+        }
         std::int32_t& g = g2l[c];
         if (g < 0) {
           g = static_cast<std::int32_t>(out.labels.size());
@@ -706,25 +715,19 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
           if (cats_present) cats_present[cat[c]] = 1;
         }
         if (!masked) continue;
-        if (g > 255) {
-          masked = false;  // too many labels in the image
+        if (static_cast<std::int64_t>(out.col_label.size()) == kMaskMaxCols) {
+          masked = false;  // too many (map, label) pairs
           continue;
         }
-        std::int16_t& col = mcol[g];
-        if (col < 0) {
-          if (static_cast<std::int64_t>(out.col_label.size()) == kMaskMaxCols) {
-            masked = false;  // too many (map, label) pairs
-            continue;
-          }
-          col = static_cast<std::int16_t>(out.col_label.size());
-          out.col_label.push_back(static_cast<std::int32_t>(c));
-        }
+        const std::int16_t col = static_cast<std::int16_t>(out.col_label.size());
+        lcol[c] = col;
+        out.col_label.push_back(static_cast<std::int32_t>(c));
         runs[nruns++] = {static_cast<std::int16_t>(yo), static_cast<std::int16_t>(x),
                          static_cast<std::int16_t>(y), col};
       }
     }
     // reset this map's columns
-    for (std::size_t j = 1; j < out.labels.size() && j < 256; ++j) mcol[j] = -1;
+    for (std::size_t j = map_col0; j < out.col_label.size(); ++j) lcol[static_cast<std::size_t>(out.col_label[j])] = -1;
   }
   for (std::size_t j = 1; j < out.labels.size(); ++j) g2l[static_cast<std::size_t>(out.labels[j])] = -1;
   out.masked = masked;
