@@ -435,6 +435,53 @@ int isa_level() {
   return level;
 }
 
+// Several output rows that read the same two source rows (a run of output
+// rows with equal (i0, i1): 16 of them at 16x upsampling), over the same
+// range [xa, xb): one load of H0 and H1 per 8 pixels serves them all.  Row
+// i's mask goes to masks[i * stride ..] (vmask's layout) and its active count
+// to nact[i].  Same arithmetic as vmask.
+using VmaskRowsFn = void (*)(const double* H0, const double* H1, const double* ly0, const double* ly1,
+                             std::int64_t nrows, std::int64_t xa, std::int64_t xb, double thr,
+                             std::uint64_t* masks, std::int64_t stride, std::int64_t* nact);
+
+template <std::int64_t (*VMASK)(const double*, const double*, double, double, std::int64_t, std::int64_t,
+                                double, std::uint64_t*)>
+void vmask_rows_each(const double* H0, const double* H1, const double* ly0, const double* ly1,
+                     std::int64_t nrows, std::int64_t xa, std::int64_t xb, double thr, std::uint64_t* masks,
+                     std::int64_t stride, std::int64_t* nact) {
+  for (std::int64_t i = 0; i < nrows; ++i) nact[i] = VMASK(H0, H1, ly0[i], ly1[i], xa, xb, thr, masks + i * stride);
+}
+
+#ifdef IE_IOU_X86_DISPATCH
+__attribute__((target("avx512f,fma,popcnt"))) void vmask_rows_avx512(
+    const double* H0, const double* H1, const double* ly0, const double* ly1, std::int64_t nrows,
+    std::int64_t xa, std::int64_t xb, double thr, std::uint64_t* masks, std::int64_t stride,
+    std::int64_t* nact) {
+  const std::int64_t n = xb - xa, nw = (n + 63) / 64;
+  const __m512d vt = _mm512_set1_pd(thr);
+  for (std::int64_t i = 0; i < nrows; ++i) {
+    nact[i] = 0;
+    for (std::int64_t j = 0; j < nw; ++j) masks[i * stride + j] = 0;
+  }
+  for (std::int64_t i0 = 0; i0 < n; i0 += 8) {  // 8 | 64: a group never straddles two words
+    const __mmask8 k = n - i0 >= 8 ? static_cast<__mmask8>(0xFF) : static_cast<__mmask8>((1u << (n - i0)) - 1);
+    const __m512d h0 = _mm512_maskz_loadu_pd(k, H0 + xa + i0);
+    const __m512d h1 = _mm512_maskz_loadu_pd(k, H1 + xa + i0);
+    std::uint64_t* mw = masks + (i0 >> 6);
+    for (std::int64_t i = 0; i < nrows; ++i) {
+      const __m512d v = _mm512_fmadd_pd(h0, _mm512_set1_pd(ly0[i]), _mm512_mul_pd(h1, _mm512_set1_pd(ly1[i])));
+      const unsigned m = static_cast<unsigned>(_mm512_mask_cmp_pd_mask(k, v, vt, _CMP_GT_OQ));
+      mw[i * stride] |= static_cast<std::uint64_t>(m) << (i0 & 63);
+    }
+  }
+  for (std::int64_t i = 0; i < nrows; ++i) {
+    std::int64_t c = 0;
+    for (std::int64_t j = 0; j < nw; ++j) c += __builtin_popcountll(masks[i * stride + j]);
+    nact[i] = c;
+  }
+}
+#endif
+
 RowKernels row_kernels(int level) {
 #ifdef IE_IOU_X86_DISPATCH
   if (level >= 2) return {&hrow_hw, &vrow_hw, &vmask_avx512};
@@ -509,7 +556,7 @@ struct UnitScratch {
   std::vector<std::uint8_t> hit, cats;
   std::vector<std::uint64_t> mask, acc, urow;
   std::vector<std::int32_t> seg, cnt;
-  std::vector<std::int64_t> cmin, cmax, hlo, hhi;
+  std::vector<std::int64_t> cmin, cmax, hlo, hhi, gnact;
 };
 }  // namespace detail
 using namespace detail;
@@ -1039,9 +1086,11 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const RowKernels rk = row_kernels(isa);
 #ifdef IE_IOU_X86_DISPATCH
   const HRangeFn hrange = isa >= 2 ? &hrange_avx512 : isa >= 1 ? &hrange_scalar<&hrow_hw> : &hrange_scalar<&hrow_soft>;
+  const VmaskRowsFn vmask_rows = isa >= 2 ? &vmask_rows_avx512 : isa >= 1 ? &vmask_rows_each<&vmask_hw> : &vmask_rows_each<&vmask_soft>;
   const MaskTallyFn mask_tally = isa >= 2 ? &mask_tally_avx512 : isa >= 1 ? &mask_tally_popcnt : &mask_tally_generic;
 #else
   const HRangeFn hrange = &hrange_scalar<&hrow_soft>;
+  const VmaskRowsFn vmask_rows = &vmask_rows_each<&vmask_soft>;
   const MaskTallyFn mask_tally = &mask_tally_generic;
 #endif
   const bool lite = rule_ == UnitRule::Lite;
@@ -1075,7 +1124,9 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   for (UnitScratch& u : us) {
     u.a.resize(static_cast<std::size_t>(h * w));
     u.Hbuf.resize(static_cast<std::size_t>(h * sw_));
-    u.mask.resize(static_cast<std::size_t>(sw_ / 64 + 2));
+    // masks of a group of output rows reading the same source rows (at most sh)
+    u.mask.resize(static_cast<std::size_t>(sh_ * (sw_ / 64 + 2)));
+    u.gnact.resize(static_cast<std::size_t>(sh_));
     u.seg.resize(static_cast<std::size_t>(sw_ + 2));  // segments of a row
     u.cmin.resize(static_cast<std::size_t>(h));
     u.cmax.resize(static_cast<std::size_t>(h));
@@ -1123,7 +1174,9 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
           }
           std::vector<double>& a = U.a;
           std::vector<double>& Hbuf = U.Hbuf;
-          std::vector<std::uint64_t>& mask = U.mask;
+          std::vector<std::uint64_t>& gmask = U.mask;
+          std::vector<std::int64_t>& gnact = U.gnact;
+          const std::int64_t mstride = sw_ / 64 + 2;
           std::vector<std::int32_t>& seg = U.seg;
           std::vector<std::int64_t>& cmin = U.cmin;
           std::vector<std::int64_t>& cmax = U.cmax;
@@ -1202,14 +1255,22 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                 hrange(a.data() + r * w, w, tx, X0, X1, Hbuf.data() + r * sw_, tl, cmin[r] >= 0, hlo[r], hhi[r]);
               std::int64_t count = 0;
               std::vector<IRec>& rv = recs_[static_cast<std::size_t>(ti * K_ + k)];
-              for (std::int64_t yo = y_begin; yo < y_end; ++yo) {
-                const std::int32_t r0 = ty.i0[yo], r1 = ty.i1[yo];
+              for (std::int64_t yg = y_begin; yg < y_end;) {
+                // output rows [yg, ye) read the same source rows r0, r1
+                const std::int32_t r0 = ty.i0[yg], r1 = ty.i1[yg];
+                std::int64_t ye = yg + 1;
+                while (ye < y_end && ty.i0[ye] == r0 && ty.i1[ye] == r1) ++ye;
+                const std::int64_t y0 = yg;
+                yg = ye;
                 // the hot range of either row (an empty range is [X1, X0))
                 const std::int64_t xa = std::min(hlo[r0], hlo[r1]);
                 const std::int64_t xb = std::max(hhi[r0], hhi[r1]);
                 if (xa >= xb) continue;
-                const std::int64_t nact = rk.vmask(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_,
-                                                   ty.l0[yo], ty.l1[yo], xa, xb, thr, mask.data());
+                vmask_rows(Hbuf.data() + r0 * sw_, Hbuf.data() + r1 * sw_, ty.l0.data() + y0, ty.l1.data() + y0,
+                           ye - y0, xa, xb, thr, gmask.data(), mstride, gnact.data());
+                for (std::int64_t yo = y0; yo < ye; ++yo) {
+                const std::int64_t nact = gnact[yo - y0];
+                const std::uint64_t* mask = gmask.data() + (yo - y0) * mstride;
                 if (nact == 0) continue;
                 count += nact;
                 if (!lab_b) continue;
@@ -1226,7 +1287,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                   mask_tally(urow.data(), w1 - w0 + 1, bits_b + (yo * wpr + w0) * ncp, ncp, acc.data());
                   continue;
                 }
-                const std::int64_t ns = row_segments(mask.data(), xb - xa, xa, seg.data());
+                const std::int64_t ns = row_segments(mask, xb - xa, xa, seg.data());
                 // run ends: hop from label run to label run of every map
                 const std::int64_t rbase = yo * sw_;
                 for (std::int64_t j = 0; j < ns; ++j) {
@@ -1241,6 +1302,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
                       x = y;
                     } while (x < xe);
                   }
+                }
                 }
               }
               if (count == 0) continue;
