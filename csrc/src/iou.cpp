@@ -1367,11 +1367,17 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   for (std::int64_t m : masked_count) masked_images += m;
 
   // ---- commit
-  for (std::int64_t k = 0; k < K_; ++k) {
-    std::int64_t* Irow = I_.data() + k * NL_;
-    for (int ti = 0; ti < T; ++ti)
-      for (const IRec& r : recs_[static_cast<std::size_t>(ti * K_ + k)]) Irow[r.c] += r.v;
-  }
+  // units in parallel (each owns its intersection row); nothing can fail here
+  parallel_for(
+      static_cast<std::size_t>(K_), 64,
+      [&](std::size_t u0, std::size_t u1, int) {
+        for (std::size_t k = u0; k < u1; ++k) {
+          std::int64_t* Irow = I_.data() + static_cast<std::int64_t>(k) * NL_;
+          for (int ti = 0; ti < T; ++ti)
+            for (const IRec& r : recs_[static_cast<std::size_t>(ti) * K_ + k]) Irow[r.c] += r.v;
+        }
+      },
+      T);
   for (const auto& d : dA)
     for (std::size_t i = 0; i < A_.size(); ++i) A_[i] += d[i];
   for (const auto& hh : hist)
