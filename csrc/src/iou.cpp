@@ -230,12 +230,11 @@ struct RowKernels {
   // also returns how many V[x] > thr (rows without an active pixel are skipped)
   std::int64_t (*vrow)(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
                        std::int64_t xb, double thr, double* V);
-  // the same values, kept only as a bit mask of V > thr: bit i of
-  // mask[i / 64] for x = xa + i (mask has (xb - xa + 63) / 64 words)
-  std::int64_t (*vmask)(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
-                        std::int64_t xb, double thr, std::uint64_t* mask);
 };
 
+// vmask: the values of vrow kept only as a bit mask of V > thr: bit i of
+// mask[i / 64] for x = xa + i (mask has (xb - xa + 63) / 64 words); returns
+// how many are set.
 std::int64_t vmask_soft(const double* H0, const double* H1, double ly0, double ly1, std::int64_t xa,
                         std::int64_t xb, double thr, std::uint64_t* mask) {
   const std::int64_t n = xb - xa;
@@ -319,34 +318,6 @@ __attribute__((target("avx2,fma,popcnt"))) std::int64_t vmask_hw(const double* H
 }
 #endif
 
-#ifdef IE_IOU_X86_DISPATCH
-// The same values 8 at a time (AVX-512F; the tail with a lane mask).
-__attribute__((target("avx512f,fma,popcnt"))) std::int64_t vmask_avx512(const double* H0, const double* H1,
-                                                                double ly0, double ly1, std::int64_t xa,
-                                                                std::int64_t xb, double thr,
-                                                                std::uint64_t* mask) {
-  const std::int64_t n = xb - xa;
-  const __m512d vl0 = _mm512_set1_pd(ly0), vl1 = _mm512_set1_pd(ly1), vt = _mm512_set1_pd(thr);
-  // the current mask word stays in a register (no store-to-load chain)
-  std::int64_t c = 0;
-  std::uint64_t word = 0;
-  for (std::int64_t i = 0; i < n; i += 8) {  // 8 | 64: a group never straddles two words
-    const __mmask8 k = n - i >= 8 ? static_cast<__mmask8>(0xFF)
-                                  : static_cast<__mmask8>((1u << (n - i)) - 1);
-    const __m512d h0 = _mm512_maskz_loadu_pd(k, H0 + xa + i);
-    const __m512d h1 = _mm512_maskz_loadu_pd(k, H1 + xa + i);
-    const __m512d v = _mm512_fmadd_pd(h0, vl0, _mm512_mul_pd(h1, vl1));  // fma(H0, ly0, H1*ly1)
-    const unsigned m = static_cast<unsigned>(_mm512_mask_cmp_pd_mask(k, v, vt, _CMP_GT_OQ));
-    word |= static_cast<std::uint64_t>(m) << (i & 63);
-    if ((i & 63) == 56 || i + 8 >= n) {
-      mask[i >> 6] = word;
-      c += __builtin_popcountll(word);
-      word = 0;
-    }
-  }
-  return c;
-}
-#endif
 
 // One horizontally interpolated source row over [X0, X1) (H[x], as hrow) and,
 // for a row with hot cells, the first and last x with H[x] > tl: [lo, hi)
@@ -484,11 +455,10 @@ __attribute__((target("avx512f,fma,popcnt"))) void vmask_rows_avx512(
 
 RowKernels row_kernels(int level) {
 #ifdef IE_IOU_X86_DISPATCH
-  if (level >= 2) return {&hrow_hw, &vrow_hw, &vmask_avx512};
-  if (level >= 1) return {&hrow_hw, &vrow_hw, &vmask_hw};
+  if (level >= 1) return {&hrow_hw, &vrow_hw};
 #endif
   (void)level;
-  return {&hrow_soft, &vrow_soft, &vmask_soft};
+  return {&hrow_soft, &vrow_soft};
 }
 
 // ---------------------------------------------------------------------------
@@ -1083,7 +1053,6 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const AxisTable& tx = table(acts.w, sw_, false);
   const LoadFn load = loader_for(acts.kind);
   const MaxFn mapmax = max_for(acts.kind);
-  const RowKernels rk = row_kernels(isa);
 #ifdef IE_IOU_X86_DISPATCH
   const HRangeFn hrange = isa >= 2 ? &hrange_avx512 : isa >= 1 ? &hrange_scalar<&hrow_hw> : &hrange_scalar<&hrow_soft>;
   const VmaskRowsFn vmask_rows = isa >= 2 ? &vmask_rows_avx512 : isa >= 1 ? &vmask_rows_each<&vmask_hw> : &vmask_rows_each<&vmask_soft>;
