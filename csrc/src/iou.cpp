@@ -362,8 +362,8 @@ __attribute__((target("avx512f,avx512vl,fma"))) void hrange_avx512(const double*
     const __m256i j1 = _mm256_maskz_loadu_epi32(k, tx.i1.data() + x);
     __m512d a0, a1;
     if (reg) {
-      a0 = _mm512_permutexvar_pd(_mm512_cvtepi32_epi64(j0), arow);
-      a1 = _mm512_permutexvar_pd(_mm512_cvtepi32_epi64(j1), arow);
+      a0 = _mm512_maskz_permutexvar_pd(0xFF, _mm512_maskz_cvtepi32_epi64(0xFF, j0), arow);
+      a1 = _mm512_maskz_permutexvar_pd(0xFF, _mm512_maskz_cvtepi32_epi64(0xFF, j1), arow);
     } else {
       a0 = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), k, j0, a, 8);
       a1 = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), k, j1, a, 8);
