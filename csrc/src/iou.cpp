@@ -665,16 +665,60 @@ void fill_masks(const MaskRun* runs, std::size_t nruns, std::int64_t ncp, std::u
   }
 }
 
+// label_pixels from an image's label masks: hist[col_label[c]] += the set
+// bits of column c (nrw = rows x words per row; padding columns have label 0
+// and no bits).
+using ColPixFn = void (*)(const std::uint64_t* bits, std::int64_t nrw, std::int64_t ncp,
+                          const std::int32_t* col_label, std::int64_t* hist);
+
+void column_pixels_generic(const std::uint64_t* bits, std::int64_t nrw, std::int64_t ncp,
+                           const std::int32_t* col_label, std::int64_t* hist) {
+  for (std::int64_t c = 0; c < ncp; ++c) {
+    std::int64_t n = 0;
+    for (std::int64_t i = 0; i < nrw; ++i) n += popcount_soft(bits[i * ncp + c]);
+    hist[col_label[c]] += n;
+  }
+}
+
+#ifdef IE_IOU_X86_DISPATCH
+__attribute__((target("popcnt"))) void column_pixels_popcnt(const std::uint64_t* bits, std::int64_t nrw,
+                                                          std::int64_t ncp, const std::int32_t* col_label,
+                                                          std::int64_t* hist) {
+  for (std::int64_t c = 0; c < ncp; ++c) {
+    std::int64_t n = 0;
+    for (std::int64_t i = 0; i < nrw; ++i) n += __builtin_popcountll(bits[i * ncp + c]);
+    hist[col_label[c]] += n;
+  }
+}
+
+__attribute__((target("avx512f,avx512vpopcntdq"))) void column_pixels_avx512(
+    const std::uint64_t* bits, std::int64_t nrw, std::int64_t ncp, const std::int32_t* col_label,
+    std::int64_t* hist) {
+  for (std::int64_t c = 0; c < ncp; c += 8) {
+    __m512i acc = _mm512_setzero_si512();
+    for (std::int64_t i = 0; i < nrw; ++i)
+      acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_loadu_si512(bits + i * ncp + c)));
+    alignas(64) std::int64_t v[8];
+    _mm512_store_si512(v, acc);
+    for (int j = 0; j < 8; ++j) hist[col_label[c + j]] += v[j];
+  }
+}
+#endif
+
 template <typename T>
 void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std::int32_t* cat,
                  std::int64_t* hist /* or null */, std::uint8_t* cats_present /* NC or null */, ImageLabels& out,
-                 ScanScratch& sc, StartsFn<T> starts_fn) {
+                 ScanScratch& sc, StartsFn<T> starts_fn, ColPixFn colpix) {
   const std::int64_t npix = lv.sh * lv.sw;
   const T* base = static_cast<const T*>(lv.data) + b * lv.P * npix;
   out.labels.assign(1, 0);
   out.col_label.clear();
   out.wpr = (lv.sw + 63) / 64;
   bool masked = out.wpr <= kMaskMaxWords && lv.sh <= 32767;
+  // label_pixels: from the masks at the end (a popcount per column and word)
+  // rather than an add per run; per run for an image that cannot take masks;
+  // from the pixels for one that gives them up midway
+  const bool hist_by_runs = !masked;
   // at most one run per pixel; written by index (push_back cost a third of the pass)
   if (sc.runs.size() < static_cast<std::size_t>(lv.P * npix)) sc.runs.resize(static_cast<std::size_t>(lv.P * npix));
   MaskRun* runs = sc.runs.data();
@@ -716,7 +760,7 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
           fail(s.str());
         }
         const std::size_t c = static_cast<std::size_t>(v);
-        if (hist) hist[c] += y - x;
+        if (hist && hist_by_runs) hist[c] += y - x;
         if (masked) {
           const std::int16_t col = lcol[c];
           if (col >= 0) {  // a label already seen in this map: one lookup
@@ -761,8 +805,14 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
       case 3: fill_masks<3>(runs, nruns, ncp, bits); break;
       default: fill_masks<4>(runs, nruns, ncp, bits); break;
     }
+    if (hist) colpix(bits, lv.sh * wpr, ncp, out.col_label.data(), hist);
     std::vector<std::uint8_t>().swap(out.e8);
   } else {
+    if (hist && !hist_by_runs) {
+      // masks given up midway: count the pixels (validated by now)
+      for (std::int64_t i = 0; i < lv.P * npix; ++i)
+        if (base[i] != 0) hist[static_cast<std::size_t>(base[i])] += 1;
+    }
     out.ncp = 0;
     out.col_label.clear();
     std::vector<std::uint64_t>().swap(out.bits);
@@ -1056,10 +1106,12 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
 #ifdef IE_IOU_X86_DISPATCH
   const HRangeFn hrange = isa >= 2 ? &hrange_avx512 : isa >= 1 ? &hrange_scalar<&hrow_hw> : &hrange_scalar<&hrow_soft>;
   const VmaskRowsFn vmask_rows = isa >= 2 ? &vmask_rows_avx512 : isa >= 1 ? &vmask_rows_each<&vmask_hw> : &vmask_rows_each<&vmask_soft>;
+  const ColPixFn colpix = isa >= 2 ? &column_pixels_avx512 : isa >= 1 ? &column_pixels_popcnt : &column_pixels_generic;
   const MaskTallyFn mask_tally = isa >= 2 ? &mask_tally_avx512 : isa >= 1 ? &mask_tally_popcnt : &mask_tally_generic;
 #else
   const HRangeFn hrange = &hrange_scalar<&hrow_soft>;
   const VmaskRowsFn vmask_rows = &vmask_rows_each<&vmask_soft>;
+  const ColPixFn colpix = &column_pixels_generic;
   const MaskTallyFn mask_tally = &mask_tally_generic;
 #endif
   const bool lite = rule_ == UnitRule::Lite;
@@ -1132,7 +1184,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
           if (P > 0) {
             scan_labels<LT>(*pixel_labels, b, NL_, cat_.data(), hb, derive ? cats_b : nullptr,
                             ils[static_cast<std::size_t>(ti)], scratch[static_cast<std::size_t>(ti)],
-                            starts_for<LT>(isa));
+                            starts_for<LT>(isa), colpix);
             if (first) masked_count[static_cast<std::size_t>(ti)] += ils[static_cast<std::size_t>(ti)].masked;
           }
           for (std::int64_t s = 0; s < S; ++s) {
