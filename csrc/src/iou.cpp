@@ -671,24 +671,38 @@ void fill_masks(const MaskRun* runs, std::size_t nruns, std::int64_t ncp, std::u
 using ColPixFn = void (*)(const std::uint64_t* bits, std::int64_t nrw, std::int64_t ncp,
                           const std::int32_t* col_label, std::int64_t* hist);
 
-void column_pixels_generic(const std::uint64_t* bits, std::int64_t nrw, std::int64_t ncp,
-                           const std::int32_t* col_label, std::int64_t* hist) {
+// The portable body, with a popcount instruction (HW, compiled inside a
+// "popcnt" target) or without.
+template <bool HW>
+inline std::int64_t pop64(std::uint64_t x) {
+  if constexpr (HW) {
+    return __builtin_popcountll(x);
+  } else {
+    return popcount_soft(x);
+  }
+}
+
+template <bool HW>
+__attribute__((always_inline)) inline void column_pixels_body(const std::uint64_t* bits, std::int64_t nrw,
+                                                             std::int64_t ncp, const std::int32_t* col_label,
+                                                             std::int64_t* hist) {
   for (std::int64_t c = 0; c < ncp; ++c) {
     std::int64_t n = 0;
-    for (std::int64_t i = 0; i < nrw; ++i) n += popcount_soft(bits[i * ncp + c]);
+    for (std::int64_t i = 0; i < nrw; ++i) n += pop64<HW>(bits[i * ncp + c]);
     hist[col_label[c]] += n;
   }
+}
+
+void column_pixels_generic(const std::uint64_t* bits, std::int64_t nrw, std::int64_t ncp,
+                           const std::int32_t* col_label, std::int64_t* hist) {
+  column_pixels_body<false>(bits, nrw, ncp, col_label, hist);
 }
 
 #ifdef IE_IOU_X86_DISPATCH
 __attribute__((target("popcnt"))) void column_pixels_popcnt(const std::uint64_t* bits, std::int64_t nrw,
                                                           std::int64_t ncp, const std::int32_t* col_label,
                                                           std::int64_t* hist) {
-  for (std::int64_t c = 0; c < ncp; ++c) {
-    std::int64_t n = 0;
-    for (std::int64_t i = 0; i < nrw; ++i) n += __builtin_popcountll(bits[i * ncp + c]);
-    hist[col_label[c]] += n;
-  }
+  column_pixels_body<true>(bits, nrw, ncp, col_label, hist);
 }
 
 __attribute__((target("avx512f,avx512vpopcntdq"))) void column_pixels_avx512(
@@ -729,7 +743,7 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
   std::int16_t* lcol = sc.lcol.data();  // label -> column in the current map (-1: none yet)
   // run start bits of a row (row_starts_*); chg: the portable version's flags
   const std::int64_t nw = (lv.sw + 63) / 64;
-  sc.chg.assign(static_cast<std::size_t>(nw * 64 + 8), 0);
+  if (!starts_fn) sc.chg.assign(static_cast<std::size_t>(nw * 64 + 8), 0);
   sc.words.resize(static_cast<std::size_t>(nw));
   std::uint8_t* cg = sc.chg.data();
   std::uint64_t* cw = sc.words.data();
@@ -858,26 +872,28 @@ inline std::int64_t row_segments(const std::uint64_t* mask, std::int64_t n, std:
 using MaskTallyFn = void (*)(const std::uint64_t* u, std::int64_t nw, const std::uint64_t* rowbits,
                              std::int64_t ncp, std::uint64_t* acc);
 
-void mask_tally_generic(const std::uint64_t* u, std::int64_t nw, const std::uint64_t* rowbits,
-                        std::int64_t ncp, std::uint64_t* acc) {
+template <bool HW>
+__attribute__((always_inline)) inline void mask_tally_body(const std::uint64_t* u, std::int64_t nw,
+                                                          const std::uint64_t* rowbits, std::int64_t ncp,
+                                                          std::uint64_t* acc) {
   for (std::int64_t j = 0; j < nw; ++j) {
     const std::uint64_t uw = u[j];
     if (uw == 0) continue;
     const std::uint64_t* L = rowbits + j * ncp;
-    for (std::int64_t c = 0; c < ncp; ++c) acc[c] += static_cast<std::uint64_t>(popcount_soft(uw & L[c]));
+    for (std::int64_t c = 0; c < ncp; ++c) acc[c] += static_cast<std::uint64_t>(pop64<HW>(uw & L[c]));
   }
+}
+
+void mask_tally_generic(const std::uint64_t* u, std::int64_t nw, const std::uint64_t* rowbits,
+                        std::int64_t ncp, std::uint64_t* acc) {
+  mask_tally_body<false>(u, nw, rowbits, ncp, acc);
 }
 
 #ifdef IE_IOU_X86_DISPATCH
 __attribute__((target("popcnt"))) void mask_tally_popcnt(const std::uint64_t* u, std::int64_t nw,
                                                          const std::uint64_t* rowbits, std::int64_t ncp,
                                                          std::uint64_t* acc) {
-  for (std::int64_t j = 0; j < nw; ++j) {
-    const std::uint64_t uw = u[j];
-    if (uw == 0) continue;
-    const std::uint64_t* L = rowbits + j * ncp;
-    for (std::int64_t c = 0; c < ncp; ++c) acc[c] += static_cast<std::uint64_t>(__builtin_popcountll(uw & L[c]));
-  }
+  mask_tally_body<true>(u, nw, rowbits, ncp, acc);
 }
 
 // 8 columns per AND + VPOPCNTQ + ADD (ncp is a multiple of 8).
@@ -1122,7 +1138,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
       B >= 4 * Tmax ? 1 : std::min<std::int64_t>(K_, (4 * static_cast<std::int64_t>(Tmax) + B - 1) / B);
   const std::int64_t ubs = (K_ + nub - 1) / nub;  // units per block
   const std::int64_t items = B * nub;
-  const int T = std::min<std::int64_t>(Tmax, items) > 0 ? static_cast<int>(std::min<std::int64_t>(Tmax, items)) : 1;
+  const int T = static_cast<int>(std::min<std::int64_t>(Tmax, items));  // items >= 1 (B > 0)
 
   std::vector<std::vector<std::int64_t>> hist(static_cast<std::size_t>(T));
   for (auto& hh : hist) hh.assign(static_cast<std::size_t>(NL_), 0);
