@@ -511,6 +511,66 @@ def test_many_images_in_chunks_and_thread_counts(rule):
         assert_counts(t, ref)
 
 
+@pytest.mark.parametrize("h,w", [(1, 1), (7, 7), (8, 8), (3, 19), (9, 13), (32, 32), (33, 33)])
+def test_float32_block_hot_test_matches_per_map_test(h, w):
+    """Contiguous float32 maps of up to 1,024 cells are tested for hot cells
+    a block of units at a time (AVX-512; bit windows across 56-bit chunks);
+    every other case and the avx2 cap test map by map.  Thresholds between
+    two floats, equal to a cell, +-inf; blocks of units when the batch is
+    small; counts equal to the reference either way."""
+    rng = np.random.default_rng(h * 40 + w)
+    B, K, NL, NC = 3, 37, 11, 3
+    acts = smooth_field(rng, B, K, h, w).astype(np.float32)
+    thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(K, -1).astype(np.float64), 0.9, axis=1)
+    thr[0] = acts[1, 0].max()                         # equal to a cell: that cell is not hot
+    thr[1] = np.nextafter(np.float64(acts[2, 1].max()), -np.inf)  # just below a float: hot
+    thr[2], thr[3], thr[4] = np.inf, -np.inf, 0.0
+    thr[5] = float(acts[:, 5].max()) + 1e-9          # between two floats above the max
+    pl = blob_labels(rng, B, 2, 9, 10, NL)
+    il = rng.integers(0, NL, size=(B, 1))
+    cat = rng.integers(0, NC, size=NL)
+    # the numpy formula (torch's kernel for 1x1 maps of many channels rounds differently)
+    ref = iou_counts(acts, thr, pl, il, None, cat, NL, NC, (9, 10), "annotated", upsample=upsample_exact)
+    for nt in (1, 3):  # 3 images, 3 threads: units split into blocks
+        t = IoUTally(K, NL, cat, NC, output_size=(9, 10), num_threads=nt)
+        t.update(acts, thr, pl.astype(np.int16), il)
+        assert_counts(t, ref)
+
+
+@pytest.mark.parametrize("h,w", [(9, 7), (5, 13), (11, 11)])
+def test_float32_block_hot_test_single_hot_cell_everywhere(h, w):
+    """One hot cell per map, at every cell position and every bit offset of
+    the block's bit array: a map must never be skipped."""
+    n = h * w
+    K = 2 * n + 3
+    acts = np.zeros((2, K, h, w), np.float32)
+    for b in range(2):
+        for k in range(K):
+            acts[b, k].flat[(k + 5 * b) % n] = 1.0
+    thr = np.full(K, 0.5)
+    pl = np.ones((2, 1, 2 * h, 2 * w), np.int16)
+    cat = np.zeros(3, np.int64)
+    ref = iou_counts(acts, thr, pl, None, None, cat, 3, 1, (2 * h, 2 * w), "annotated", upsample=upsample_exact)
+    assert (ref[0][:, 1] > 0).all()
+    for nt in (1, 2):
+        t = IoUTally(K, 3, cat, 1, output_size=(2 * h, 2 * w), num_threads=nt)
+        t.update(acts, thr, pl, None)
+        assert_counts(t, ref)
+
+
+def test_float32_nan_is_named_by_its_first_map():
+    rng = np.random.default_rng(41)
+    acts = smooth_field(rng, 2, 30, 7, 7).astype(np.float32)
+    acts[1, 17, 3, 4] = np.nan
+    acts[1, 23, 0, 0] = np.nan
+    thr = np.full(30, 0.1)
+    t = IoUTally(30, 5, np.zeros(5, np.int64), 1, output_size=(14, 14))
+    before = t.state_dict()
+    with pytest.raises(ValueError, match=r"activations must not contain NaN \(image 1, unit 17\)"):
+        t.update(acts, thr, np.ones((2, 1, 14, 14), np.int16), None)
+    np.testing.assert_array_equal(t.intersection, before["intersection"])
+
+
 def test_repeated_updates_and_failed_update_in_between():
     """The core keeps its intersection records between updates: they must be
     clean after every update, a failed one included."""

@@ -218,6 +218,53 @@ MaxFn max_for(FloatKind k) {
   fail("IoUTally.update: unknown activation element kind");
 }
 
+// The hot test of a block of contiguous float32 maps in one streaming pass
+// (the per-map max above stops at every map's 49 values; this one keeps the
+// loads flowing): bit i of hot = x[i] > t[i], where t repeats each unit's
+// bound h*w times as float32.  For float x, x > tl (double) <=> x > the
+// largest float32 <= tl, so the bits equal the per-map test `max > tl`.
+// Returns whether the block holds a NaN.
+inline float float_at_or_below(double tl) {
+  float f = static_cast<float>(tl);  // nearest (+-inf beyond the float range)
+  if (static_cast<double>(f) > tl) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
+  return f;
+}
+
+#ifdef IE_IOU_X86_DISPATCH
+__attribute__((target("avx512f,avx512bw"))) bool block_hot_f32_avx512(const float* x, const float* t,
+                                                                      std::int64_t n, std::uint16_t* hot) {
+  __mmask16 nan = 0;
+  std::int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    hot[i >> 4] = _mm512_cmp_ps_mask(v, _mm512_loadu_ps(t + i), _CMP_GT_OQ);
+    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  }
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    hot[i >> 4] = _mm512_mask_cmp_ps_mask(m, v, _mm512_maskz_loadu_ps(m, t + i), _CMP_GT_OQ);
+    nan |= _mm512_mask_cmp_ps_mask(m, v, v, _CMP_UNORD_Q);
+  }
+  return nan != 0;
+}
+#endif
+
+// Whether any of bits [off, off + n) is set (8 bytes of slack after the bits).
+inline bool any_bit(const std::uint16_t* bits, std::int64_t off, std::int64_t n) {
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(bits);
+  while (n > 0) {
+    std::uint64_t v;
+    std::memcpy(&v, p + (off >> 3), sizeof v);
+    v >>= (off & 7);
+    const std::int64_t take = std::min<std::int64_t>(n, 56);
+    if (v & ((std::uint64_t(1) << take) - 1)) return true;
+    off += take;
+    n -= take;
+  }
+  return false;
+}
+
 // ---------------------------------------------------------------------------
 // Row kernels.  Both variants compute the same correctly rounded fma; the
 // first runs the hardware instruction (chosen at run time, so the build needs
@@ -527,6 +574,7 @@ struct UnitScratch {
   std::vector<std::uint64_t> mask, acc, urow;
   std::vector<std::int32_t> seg, cnt;
   std::vector<std::int64_t> cmin, cmax, hlo, hhi, gnact;
+  std::vector<std::uint16_t> hot;  // block_hot_f32_avx512's bits (+ 8 bytes slack)
 };
 }  // namespace detail
 using namespace detail;
@@ -810,7 +858,9 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
     const std::int64_t nc = static_cast<std::int64_t>(out.col_label.size());
     out.ncp = std::max<std::int64_t>(8, (nc + 7) / 8 * 8);
     out.col_label.resize(static_cast<std::size_t>(out.ncp), 0);
-    out.bits.assign(static_cast<std::size_t>(lv.sh * out.wpr * out.ncp), 0);
+    const std::size_t nbits = static_cast<std::size_t>(lv.sh * out.wpr * out.ncp);
+    out.bits.resize(nbits);
+    std::memset(out.bits.data(), 0, nbits * sizeof(std::uint64_t));
     std::uint64_t* bits = out.bits.data();
     const std::int64_t wpr = out.wpr, ncp = out.ncp;
     switch (wpr) {  // a fixed number of words per run: no data-dependent branch
@@ -1030,6 +1080,11 @@ struct IoUTally::Workspace {
   std::vector<ScanScratch> scratch;
   std::vector<ImageLabels> ils;
   std::vector<UnitScratch> us;
+  // intersection records per image of each unit in the last update: the
+  // next update reserves its record lists from it (a list grown by doubling
+  // while the threads run costs copies and fresh pages: up to a few ms when a
+  // small batch came first)
+  std::vector<float> recs_per_image;
 };
 
 // ---------------------------------------------------------------------------
@@ -1132,6 +1187,17 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
 #endif
   const bool lite = rule_ == UnitRule::Lite;
   const std::int64_t h = acts.h, w = acts.w;
+  // hot test of a block's maps in one pass (block_hot_f32_avx512): small
+  // contiguous float32 maps; texp repeats each unit's bound h * w times
+  std::vector<float> texp;
+#ifdef IE_IOU_X86_DISPATCH
+  if (isa >= 2 && acts.kind == FloatKind::F32 && h * w <= 1024 && acts.stride[3] == 4 && acts.stride[2] == 4 * w &&
+      acts.stride[1] == 4 * h * w) {
+    texp.resize(static_cast<std::size_t>(K_ * h * w));
+    for (std::int64_t k = 0; k < K_; ++k)
+      std::fill(texp.begin() + k * h * w, texp.begin() + (k + 1) * h * w, float_at_or_below(hot_bound(thresholds[k])));
+  }
+#endif
 
   const int Tmax = (B * K_ * h * w < 4096) ? 1 : std::max(1, T0);
   const std::int64_t nub =
@@ -1156,6 +1222,14 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   // per (unit, image) missed the cache).  Capacity is kept between updates.
   recs_.resize(static_cast<std::size_t>(T * K_));
   for (auto& r : recs_) r.clear();
+  if (ws_->recs_per_image.size() == static_cast<std::size_t>(K_)) {
+    // each thread takes about B / T images; 25% slack for the dynamic share-out
+    const double per_thread = 1.25 * static_cast<double>(B) / T;
+    for (std::int64_t k = 0; k < K_; ++k) {
+      const auto want = static_cast<std::size_t>(ws_->recs_per_image[static_cast<std::size_t>(k)] * per_thread) + 8;
+      for (int ti = 0; ti < T; ++ti) recs_[static_cast<std::size_t>(ti * K_ + k)].reserve(want);
+    }
+  }
   std::vector<UnitScratch>& us = ws_->us;
   if (us.size() < static_cast<std::size_t>(T)) us.resize(static_cast<std::size_t>(T));
   for (UnitScratch& u : us) {
@@ -1232,17 +1306,32 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
             const std::uint8_t* e8_b = il && !masked ? il->e8.data() : nullptr;
             const std::uint64_t* bits_b = masked ? il->bits.data() : nullptr;
             const std::int64_t wpr = masked ? il->wpr : 0, ncp = masked ? il->ncp : 0;
+            const std::uint16_t* hotb = nullptr;  // the block's hot bits (null: test per map)
+#ifdef IE_IOU_X86_DISPATCH
+            if (!texp.empty()) {
+              const std::int64_t n = (k1 - k0) * h * w;
+              U.hot.resize(static_cast<std::size_t>(n / 16 + 8));
+              const float* xb = reinterpret_cast<const float*>(static_cast<const char*>(acts.data) + b * acts.stride[0] +
+                                                               k0 * acts.stride[1]);
+              // a block with NaN: the per-map test finds and names the first one
+              if (!block_hot_f32_avx512(xb, texp.data() + k0 * h * w, n, U.hot.data())) hotb = U.hot.data();
+            }
+#endif
             for (std::int64_t k = k0; k < k1; ++k) {
               const double thr = thresholds[k];
               const double tl = hot_bound(thr);
-              bool nan = false;
-              const double mx = mapmax(acts, b, k, nan);
-              if (nan) {
-                std::ostringstream s;
-                s << "activations must not contain NaN (image " << b << ", unit " << k << ")";
-                fail(s.str());
+              if (hotb) {
+                if (!any_bit(hotb, (k - k0) * h * w, h * w)) continue;
+              } else {
+                bool nan = false;
+                const double mx = mapmax(acts, b, k, nan);
+                if (nan) {
+                  std::ostringstream s;
+                  s << "activations must not contain NaN (image " << b << ", unit " << k << ")";
+                  fail(s.str());
+                }
+                if (!(mx > tl)) continue;  // no cell is hot: no pixel can fire
               }
-              if (!(mx > tl)) continue;  // no cell is hot: no pixel can fire
               load(acts, b, k, a.data());
               // hot cells: per source row, the first and last hot column
               std::int64_t rfirst = -1, rlast = -1;
@@ -1415,6 +1504,12 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
         }
       },
       T);
+  ws_->recs_per_image.resize(static_cast<std::size_t>(K_));
+  for (std::int64_t k = 0; k < K_; ++k) {
+    std::size_t n = 0;
+    for (int ti = 0; ti < T; ++ti) n += recs_[static_cast<std::size_t>(ti * K_ + k)].size();
+    ws_->recs_per_image[static_cast<std::size_t>(k)] = static_cast<float>(static_cast<double>(n) / static_cast<double>(B));
+  }
   for (const auto& d : dA)
     for (std::size_t i = 0; i < A_.size(); ++i) A_[i] += d[i];
   for (const auto& hh : hist)

@@ -142,6 +142,8 @@ class IoUTally {
   // kept between updates)
   struct IRec {
     std::int32_t c, v;
+    IRec() noexcept {}  // uninitialized: a list is resized and then written
+    IRec(std::int32_t c_, std::int32_t v_) noexcept : c(c_), v(v_) {}
   };
   std::vector<std::vector<IRec>> recs_;
 };
