@@ -1080,11 +1080,6 @@ struct IoUTally::Workspace {
   std::vector<ScanScratch> scratch;
   std::vector<ImageLabels> ils;
   std::vector<UnitScratch> us;
-  // intersection records per image of each unit in the last update: the
-  // next update reserves its record lists from it (a list grown by doubling
-  // while the threads run costs copies and fresh pages: up to a few ms when a
-  // small batch came first)
-  std::vector<float> recs_per_image;
 };
 
 // ---------------------------------------------------------------------------
@@ -1222,14 +1217,6 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   // per (unit, image) missed the cache).  Capacity is kept between updates.
   recs_.resize(static_cast<std::size_t>(T * K_));
   for (auto& r : recs_) r.clear();
-  if (ws_->recs_per_image.size() == static_cast<std::size_t>(K_)) {
-    // each thread takes about B / T images; 25% slack for the dynamic share-out
-    const double per_thread = 1.25 * static_cast<double>(B) / T;
-    for (std::int64_t k = 0; k < K_; ++k) {
-      const auto want = static_cast<std::size_t>(ws_->recs_per_image[static_cast<std::size_t>(k)] * per_thread) + 8;
-      for (int ti = 0; ti < T; ++ti) recs_[static_cast<std::size_t>(ti * K_ + k)].reserve(want);
-    }
-  }
   std::vector<UnitScratch>& us = ws_->us;
   if (us.size() < static_cast<std::size_t>(T)) us.resize(static_cast<std::size_t>(T));
   for (UnitScratch& u : us) {
@@ -1504,12 +1491,6 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
         }
       },
       T);
-  ws_->recs_per_image.resize(static_cast<std::size_t>(K_));
-  for (std::int64_t k = 0; k < K_; ++k) {
-    std::size_t n = 0;
-    for (int ti = 0; ti < T; ++ti) n += recs_[static_cast<std::size_t>(ti * K_ + k)].size();
-    ws_->recs_per_image[static_cast<std::size_t>(k)] = static_cast<float>(static_cast<double>(n) / static_cast<double>(B));
-  }
   for (const auto& d : dA)
     for (std::size_t i = 0; i < A_.size(); ++i) A_[i] += d[i];
   for (const auto& hh : hist)
