@@ -237,11 +237,10 @@ def test_a_ours(benchmark, data, expected):
     benchmark.group = GROUP
     t = _warm_tally(data, "annotated")
     benchmark.pedantic(_update, args=(t, data), rounds=7, iterations=1, warmup_rounds=1)
-    # every update added the same counts (the warm-up batch: the same images)
-    n = t.images // B
-    assert t.images == n * B and n == 9
-    np.testing.assert_array_equal(t.intersection, n * expected.intersection)
-    np.testing.assert_array_equal(t.unit_pixels, n * expected.unit_pixels)
+    # 9 updates (warm batch, warm-up round, 7 rounds) of the same images: 9x the counts
+    assert t.images == 9 * B
+    np.testing.assert_array_equal(t.intersection, 9 * expected.intersection)
+    np.testing.assert_array_equal(t.unit_pixels, 9 * expected.unit_pixels)
     benchmark.extra_info.update(impl="ours", note="annotated-category rule")
     _record("a", benchmark.stats.stats.min)
 

@@ -574,7 +574,7 @@ struct UnitScratch {
   std::vector<std::uint64_t> mask, acc, urow;
   std::vector<std::int32_t> seg, cnt;
   std::vector<std::int64_t> cmin, cmax, hlo, hhi, gnact;
-  std::vector<std::uint16_t> hot;  // block_hot_f32_avx512's bits (+ 8 bytes slack)
+  std::vector<std::uint16_t> hot;  // block_hot_f32_avx512's bits (+ 8 words of slack for any_bit)
 };
 }  // namespace detail
 using namespace detail;
