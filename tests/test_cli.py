@@ -86,10 +86,12 @@ def test_dissect_command_errors(tiny_concepts, tmp_path, capsys):
     assert rc == 2 and "conv9" in capsys.readouterr().err
     rc = cli.main(["dissect", "--dataset", str(tmp_path / "missing"), "--out", str(tmp_path), "--quiet"])
     assert rc == 2 and "missing" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        cli.main(["dissect", "--model", "no_such_module_xyz:Model", "--layer", "a"])
-    with pytest.raises(SystemExit):
+    assert cli.main(["dissect", "--model", "no_such_module_xyz:Model", "--layer", "a",
+                     "--out", str(tmp_path / "o")]) == 2
+    assert "no_such_module_xyz" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
         cli.main(["dissect", "--quantile", "2"])
+    assert exc.value.code == 2
 
 
 def test_dissect_command_with_a_user_model(tiny_concepts, tmp_path, capsys):
@@ -105,9 +107,12 @@ def test_dissect_command_with_a_user_model(tiny_concepts, tmp_path, capsys):
                    "--out", str(tmp_path / "o"), "--quiet", "--thresholds", "approx"])
     assert rc == 0
     torch.save({"nope": torch.zeros(1)}, tmp_path / "bad.pt")
-    with pytest.raises(SystemExit, match="do not fit"):
-        cli.main(["dissect", "--model", "interp_engine.models:ConceptCNN", "--weights", str(tmp_path / "bad.pt"),
-                  "--layer", "conv4", "--dataset", str(tiny_concepts), "--quiet"])
+    capsys.readouterr()
+    assert cli.main(["dissect", "--model", "interp_engine.models:ConceptCNN", "--weights", str(tmp_path / "bad.pt"),
+                     "--layer", "conv4", "--dataset", str(tiny_concepts), "--quiet",
+                     "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert "do not fit" in err and "1 unexpected (nope)" in err and len(err.splitlines()) == 1
 
 
 def test_invert_command(tiny_concepts, tmp_path, capsys):

@@ -185,6 +185,79 @@ def decode_label_png(path: str) -> np.ndarray:
     return label_numbers(rgb)
 
 
+# --------------------------------------------------------------------------- file checks
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+# PNG colour types: 0 gray, 2 RGB, 3 palette, 4 gray + alpha, 6 RGBA
+_PNG_LABEL_COLOR_TYPES = {2: "RGB", 3: "palette", 6: "RGBA"}
+
+
+def _head_tail(path: str, head: int, tail: int) -> Tuple[int, bytes, bytes]:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(0)
+        first = f.read(head)
+        f.seek(max(0, size - tail))
+        last = f.read(tail)
+    return size, first, last
+
+
+def _png_problem(size: int, first: bytes, last: bytes) -> Optional[str]:
+    if len(first) < 33 or first[12:16] != b"IHDR":
+        return f"is not a complete PNG ({size} bytes; no IHDR chunk after the signature)"
+    if not last.endswith(_PNG_IEND):
+        return f"is truncated: a PNG of {size} bytes that does not end with the IEND chunk"
+    return None
+
+
+def _image_file_problem(path: str) -> Optional[str]:
+    """Why an image file is unusable (None: it looks complete), from its first
+    and last bytes only."""
+    try:
+        size, first, last = _head_tail(path, 64, 4096)
+    except OSError as exc:
+        return f"could not be read: {exc}"
+    if size == 0:
+        return "is empty (0 bytes)"
+    if first.startswith(_PNG_SIGNATURE):
+        return _png_problem(size, first, last)
+    if first.startswith(b"\xff\xd8\xff"):
+        if b"\xff\xd9" not in last:
+            return f"is truncated: a JPEG of {size} bytes without the end-of-image marker (FF D9)"
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):  # reads the header only
+            pass
+    except (UnidentifiedImageError, OSError) as exc:
+        return f"is not an image Pillow can read: {exc}"
+    return None
+
+
+def _label_png_problem(path: str, pixel_size: Optional[Tuple[int, int]]) -> Optional[str]:
+    try:
+        size, first, last = _head_tail(path, 33, 12)
+    except OSError as exc:
+        return f"could not be read: {exc}"
+    if size == 0:
+        return "is empty (0 bytes)"
+    if not first.startswith(_PNG_SIGNATURE):
+        return f"is not a PNG (its first bytes are {first[:8]!r})"
+    problem = _png_problem(size, first, last)
+    if problem:
+        return problem
+    w, h = int.from_bytes(first[16:20], "big"), int.from_bytes(first[20:24], "big")
+    if pixel_size is not None and (h, w) != tuple(pixel_size):
+        return f"has size (h, w) = {(h, w)}; the row's (sh, sw) is {tuple(pixel_size)}"
+    ctype = first[25]
+    if ctype not in _PNG_LABEL_COLOR_TYPES:
+        return (f"must be an RGB image (label = R + 256*G); its PNG colour type is {ctype} "
+                f"({'grayscale' if ctype in (0, 4) else 'unknown'})")
+    return None
+
+
 # --------------------------------------------------------------------------- transforms
 def _transform_netdissect(img: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(img)).to(torch.float32).permute(2, 0, 1)
@@ -239,11 +312,13 @@ class BrodenDataset(Dataset):
             tensor (it must be picklable for DataLoader workers under the
             ``spawn`` start method).
         max_images: keep only the first ``max_images`` rows (after ``split``).
-        check_files: stat every image and label PNG of the selected rows at
-            construction and raise FileNotFoundError (naming the
-            ``index.csv`` row) for the first missing one.  Off by default:
-            on the real Broden that is ~200,000 stats.  Missing files are
-            always reported, naming the row, when an item is loaded.
+        check_files: run :meth:`verify_files` at construction: every image
+            and label PNG of the selected rows must exist and look complete
+            (header and end marker; label PNGs also their size and colour
+            type), without decoding.  Off by default (on the real Broden
+            that is ~200,000 files); the command line turns it on.  Bad
+            files are always reported, naming the row, when an item is
+            loaded.
 
     Each item (:meth:`__getitem__`) is a dict::
 
@@ -306,8 +381,7 @@ class BrodenDataset(Dataset):
         self._read_c_files()
         self._read_index(index_rows, split, max_images)
         if check_files:
-            for i in range(len(self)):
-                self._check_row_files(i)
+            self.verify_files()
 
     # ------------------------------------------------------------------ construction steps
     def _read_categories(self, path: str) -> None:
@@ -516,8 +590,14 @@ class BrodenDataset(Dataset):
                 image_labels[r, o:o + len(vals)] = vals
             o += width[c]
         self._image_labels = image_labels
-        self._image_categories = np.array([[len(p[4][c]) > 0 for c in cats] for p in parsed],
-                                          dtype=bool).reshape(n, len(cats))
+        # annotated: a pixel category's cell names a PNG; an image-level category's cell holds a
+        # label other than 0 (label 0 means "no label": a cell "0" does not annotate the image)
+        image_level = set(self.image_level_categories)
+        self._image_categories = np.array(
+            [[any(v != 0 for v in p[4][c]) if c in image_level else len(p[4][c]) > 0 for c in cats]
+             for p in parsed], dtype=bool).reshape(n, len(cats))
+        self._split_arg = split
+        self._max_images_arg = max_images
 
     # ------------------------------------------------------------------ loading
     def __len__(self) -> int:
@@ -535,16 +615,110 @@ class BrodenDataset(Dataset):
             raise IndexError(f"index {i} out of range for a dataset of {n} images")
         return i + n if i < 0 else i
 
-    def _check_row_files(self, i: int) -> None:
+    def _check_row_files(self, i: int, deep: bool = False) -> None:
         row = self._rownums[i]
         if not os.path.isfile(self.image_paths[i]):
             raise FileNotFoundError(f"{_where(self._index_path, row, 'image')}: image {self._images[i]!r} not "
                                     f"found at {self.image_paths[i]}")
+        if deep:
+            problem = _image_file_problem(self.image_paths[i])
+            if problem:
+                raise ValueError(f"{_where(self._index_path, row, 'image')}: image {self.image_paths[i]} "
+                                 f"{problem}")
         for _, png, cat in self._pixel_files[i]:
             full = os.path.join(self.images_dir, png)
             if not os.path.isfile(full):
                 raise FileNotFoundError(f"{_where(self._index_path, row, cat)}: label PNG {png!r} not found "
                                         f"at {full}")
+            if deep:
+                problem = _label_png_problem(full, self.pixel_size)
+                if problem:
+                    raise ValueError(f"{_where(self._index_path, row, cat)}: label PNG {full} {problem}")
+
+    def verify_files(self, num_threads: Optional[int] = None) -> None:
+        """Check every image and label PNG of the selected rows without
+        decoding them, so that a missing or truncated file is found before a
+        long run rather than in its last pass.
+
+        Checks: the file exists and is not empty; a PNG starts with the PNG
+        signature and an IHDR chunk and ends with the IEND chunk; a JPEG
+        starts with the SOI marker and has the EOI marker (``FF D9``) in its
+        last 4 KB; another format must be identified by Pillow from its
+        header.  A label PNG must also have the row's size (sh, sw) and an
+        RGB, RGBA or palette colour type (read from IHDR).  What is not
+        checked: the compressed data between header and end marker (a file
+        damaged in the middle is reported when its item is loaded).
+
+        ``num_threads``: file reads in parallel (default: 8; the checks wait
+        on the disk, not the CPU).
+
+        Raises:
+            FileNotFoundError: a file is missing (the message names the
+                ``index.csv`` row, the column and the path; the first bad row).
+            ValueError: a file is empty, truncated or of the wrong kind.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        if num_threads is None:
+            num_threads = 8
+        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+            raise ValueError(f"num_threads must be None or an integer >= 1; got {num_threads!r}")
+        n = len(self)
+        chunk = max(1, -(-n // (4 * int(num_threads))))
+        ranges = [range(lo, min(n, lo + chunk)) for lo in range(0, n, chunk)]
+
+        def check(rows: range) -> Optional[BaseException]:
+            for i in rows:
+                try:
+                    self._check_row_files(i, deep=True)
+                except (FileNotFoundError, ValueError) as exc:
+                    return exc
+            return None
+
+        if num_threads == 1 or len(ranges) <= 1:
+            errors = [check(r) for r in ranges]
+        else:
+            with ThreadPoolExecutor(max_workers=int(num_threads)) as pool:
+                errors = list(pool.map(check, ranges))
+        for exc in errors:  # the first bad row, in row order
+            if exc is not None:
+                raise exc
+
+    def fingerprint(self) -> Dict[str, Any]:
+        """What this dataset gives a run, as digests (for checkpoint keys):
+        ``rows`` covers the selected rows (their index.csv row numbers, image
+        and label PNG names, image-level labels and annotated categories),
+        ``labels`` the label names, categories and each label's category,
+        ``sizes`` the image and label map sizes, ``transform`` the transform
+        (see :func:`interp_engine._fingerprint.transform_fingerprint`; a
+        callable is probed on the first image).  The bytes of the image and
+        label files are not hashed (their names are): replacing a file by
+        another of the same name is not detected.  ``root`` is recorded too
+        but is informational (a moved copy of the same data is the same
+        dataset)."""
+        from .._fingerprint import Digest, transform_fingerprint
+
+        rows = Digest()
+        rows.json([self._rownums, self._images, self.splits])
+        rows.json([[(slot, png, cat) for slot, png, cat in files] for files in self._pixel_files])
+        rows.array(self._image_labels).array(self._image_categories)
+        labels = Digest().json([self.label_names, self.categories, self.pixel_categories,
+                                self.image_level_categories])
+        labels.array(self.label_category)
+        for c in self.categories:
+            labels.text(c).array(self.category_labels[c])
+        probes = []
+        if not (isinstance(self._transform_spec, str) or self._transform_spec is None) and len(self):
+            try:
+                probes = [self.load_image(0)]
+            except (FileNotFoundError, ValueError):
+                probes = []
+        return {"root": self.root, "rows": rows.hexdigest(), "num_images": len(self),
+                "split": self._split_arg, "max_images": self._max_images_arg,
+                "labels": labels.hexdigest(),
+                "sizes": [list(self.image_size or ()), list(self.pixel_size or ())],
+                "transform": transform_fingerprint(self._transform_spec, probes,
+                                                   builtin=tuple(k for k in _BUILTIN_TRANSFORMS if k))}
 
     def load_image(self, i: int) -> np.ndarray:
         """The i-th image, untransformed: uint8 (ih, iw, 3) RGB, resized to

@@ -51,7 +51,7 @@ __all__ = ["Dissection", "DissectionResult", "LayerResult", "dissect", "random_r
 _RESULT_FORMAT = "interp_engine.dissection"
 _RESULT_VERSION = 1
 _CHECKPOINT_FORMAT = "interp_engine.dissection_checkpoint"
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = 2
 PASSES = ("quantiles", "exact", "iou")
 
 
@@ -101,44 +101,65 @@ class LayerResult:
     @property
     def category_best_label(self) -> np.ndarray:
         """(K, C) int64: per unit and category, the label of the category with
-        the highest IoU (ties: lowest label number; 0 when the category has no
-        label)."""
+        the highest IoU (ties: lowest label number); -1 (no label) when the
+        unit's IoU is 0 for every label of the category, or the category has
+        no label."""
         masks = self._category_masks()
-        out = np.zeros((self.num_units, len(self.categories)), dtype=np.int64)
+        out = np.full((self.num_units, len(self.categories)), -1, dtype=np.int64)
         for c, m in enumerate(masks):
             idx = np.flatnonzero(m)
             if idx.size:
-                out[:, c] = idx[np.argmax(self.iou[:, idx], axis=1)]
+                sub = self.iou[:, idx]
+                best = idx[np.argmax(sub, axis=1)]
+                out[:, c] = np.where(sub.max(axis=1) > 0, best, -1)
         return out
 
     @property
     def category_best_iou(self) -> np.ndarray:
-        """(K, C) float64: the IoU of :attr:`category_best_label`."""
+        """(K, C) float64: the IoU of :attr:`category_best_label` (0 where
+        there is no label)."""
         best = self.category_best_label
-        vals = np.take_along_axis(self.iou, best, axis=1)
-        vals[best == 0] = 0.0
+        vals = np.take_along_axis(self.iou, np.maximum(best, 0), axis=1)
+        vals[best < 0] = 0.0
         return vals
 
     @property
     def best_category(self) -> np.ndarray:
-        """(K,) int64: the category of the unit's label (ties: first category)."""
-        return np.argmax(self.category_best_iou, axis=1).astype(np.int64) if self.categories else \
-            np.zeros(self.num_units, np.int64)
+        """(K,) int64: the category of the unit's label (ties: first
+        category); -1 for a unit without a label."""
+        if not self.categories:
+            return np.full(self.num_units, -1, np.int64)
+        ciou = self.category_best_iou
+        cat = np.argmax(ciou, axis=1).astype(np.int64)
+        return np.where(ciou.max(axis=1) > 0, cat, -1)
 
     @property
     def best_label(self) -> np.ndarray:
-        """(K,) int64: the unit's label, the best over categories."""
-        return np.take_along_axis(self.category_best_label, self.best_category[:, None], axis=1)[:, 0]
+        """(K,) int64: the unit's label, the best over categories; -1 for a
+        unit whose IoU is 0 for every label (it has no label: shown as
+        ``"-"``)."""
+        cat = self.best_category
+        lab = np.take_along_axis(self.category_best_label, np.maximum(cat, 0)[:, None], axis=1)[:, 0] \
+            if self.categories else np.full(self.num_units, -1, np.int64)
+        return np.where(cat >= 0, lab, -1)
 
     @property
     def best_iou(self) -> np.ndarray:
-        """(K,) float64: the IoU of :attr:`best_label`."""
-        return np.take_along_axis(self.category_best_iou, self.best_category[:, None], axis=1)[:, 0]
+        """(K,) float64: the IoU of :attr:`best_label` (0 without a label)."""
+        if not self.categories:
+            return np.zeros(self.num_units, np.float64)
+        cat = self.best_category
+        vals = np.take_along_axis(self.category_best_iou, np.maximum(cat, 0)[:, None], axis=1)[:, 0]
+        return np.where(cat >= 0, vals, 0.0)
 
     @property
     def detectors(self) -> np.ndarray:
-        """(K,) bool: units whose best IoU is >= ``iou_threshold``."""
-        return self.best_iou >= self.iou_threshold
+        """(K,) bool: units with a label whose IoU is >= ``iou_threshold``."""
+        return (self.best_iou >= self.iou_threshold) & (self.best_label >= 0)
+
+    def label_name(self, label: int) -> str:
+        """The name of a label number; ``"-"`` for -1 (no label)."""
+        return "-" if int(label) < 0 else self.label_names[int(label)]
 
     def unit_order(self) -> np.ndarray:
         """Units sorted by best IoU, descending (ties: lower unit first)."""
@@ -146,7 +167,8 @@ class LayerResult:
 
     def summary(self) -> Dict[str, Any]:
         """Counts of detectors and unique detectors (distinct labels among
-        detectors), overall and per category, as in the paper's figures."""
+        detectors), overall and per category, as in the paper's figures.
+        Units without a label (IoU 0 for every label) are never detectors."""
         det = self.detectors
         cat = self.best_category
         lab = self.best_label
@@ -160,30 +182,32 @@ class LayerResult:
             per_label[name] = per_label.get(name, 0) + 1
         return {"layer": self.layer, "basis": self.basis, "units": self.num_units,
                 "detectors": int(det.sum()), "unique_detectors": int(np.unique(lab[det]).size),
-                "per_category": per_cat,
+                "unlabelled": int((lab < 0).sum()), "per_category": per_cat,
                 "per_label": dict(sorted(per_label.items(), key=lambda kv: (-kv[1], kv[0])))}
 
     def table(self) -> List[Dict[str, Any]]:
-        """One row (dict) per unit, sorted by IoU: unit (0-based), label,
-        category, iou, threshold, detector, then ``<category>-label`` and
-        ``<category>-iou`` per category.  Pandas-free; ``pandas.DataFrame(rows)``
-        makes a frame."""
+        """One row (dict) per unit, sorted by IoU: unit (0-based: the channel
+        index), label, category, iou, threshold, detector, then
+        ``<category>-label`` and ``<category>-iou`` per category.  A unit or
+        category without a label has label ``"-"`` and category ``"-"``.
+        Pandas-free; ``pandas.DataFrame(rows)`` makes a frame."""
         best, cbest, ciou = self.best_label, self.category_best_label, self.category_best_iou
         bcat, biou, det = self.best_category, self.best_iou, self.detectors
         rows = []
         for u in self.unit_order():
-            row: Dict[str, Any] = {"unit": int(u), "label": self.label_names[int(best[u])],
-                                   "category": self.categories[int(bcat[u])] if self.categories else "",
+            row: Dict[str, Any] = {"unit": int(u), "label": self.label_name(best[u]),
+                                   "category": self.categories[int(bcat[u])] if bcat[u] >= 0 else "-",
                                    "iou": float(biou[u]), "threshold": float(self.thresholds[u]),
                                    "detector": bool(det[u])}
             for c, name in enumerate(self.categories):
-                row[f"{name}-label"] = self.label_names[int(cbest[u, c])]
+                row[f"{name}-label"] = self.label_name(cbest[u, c])
                 row[f"{name}-iou"] = float(ciou[u, c])
             rows.append(row)
         return rows
 
     def format_table(self, max_rows: Optional[int] = 20) -> str:
-        """A plain-text table of the top units (all with ``max_rows=None``)."""
+        """A plain-text table of the top units (all with ``max_rows=None``);
+        units are numbered from 0 (the channel index)."""
         rows = self.table()
         if max_rows is not None:
             rows = rows[:max_rows]
@@ -194,11 +218,14 @@ class LayerResult:
         return "\n".join(lines)
 
     def to_csv(self, path: Union[str, os.PathLike]) -> Path:
-        """Write NetDissect-Lite's ``tally.csv``: columns ``unit`` (1-based),
+        """Write NetDissect-Lite's ``tally.csv``: columns ``unit`` (1-based,
+        as in Lite: unit u of this result is row ``unit = u + 1``),
         ``category``, ``label``, ``score``, then per category
         ``<cat>-label, <cat>-truth, <cat>-activation, <cat>-intersect, <cat>-iou``
         (truth = label pixels L, activation = the unit's pixels A in that
-        category, intersect = I), rows sorted by score descending."""
+        category, intersect = I), rows sorted by score descending.  Where a
+        unit (or a category) has no label (IoU 0 for every label), its label
+        and category are ``"-"``, truth and intersect 0."""
         import csv
 
         path = Path(path)
@@ -211,17 +238,17 @@ class LayerResult:
             w = csv.DictWriter(f, fields)
             w.writeheader()
             for u in self.unit_order():
-                c0 = int(bcat[u]) if self.categories else 0
+                c0 = int(bcat[u])
                 row: Dict[str, Any] = {"unit": int(u) + 1,
-                                       "category": self.categories[c0] if self.categories else "",
-                                       "label": self.label_names[int(cbest[u, c0])] if self.categories else "-",
-                                       "score": repr(float(ciou[u, c0])) if self.categories else "0.0"}
+                                       "category": self.categories[c0] if c0 >= 0 else "-",
+                                       "label": self.label_name(cbest[u, c0]) if c0 >= 0 else "-",
+                                       "score": repr(float(ciou[u, c0])) if c0 >= 0 else "0.0"}
                 for c, name in enumerate(self.categories):
                     lab = int(cbest[u, c])
-                    row.update({f"{name}-label": self.label_names[lab],
-                                f"{name}-truth": int(self.label_pixels[lab]),
+                    row.update({f"{name}-label": self.label_name(lab),
+                                f"{name}-truth": int(self.label_pixels[lab]) if lab >= 0 else 0,
                                 f"{name}-activation": int(self.unit_pixels[u, c]),
-                                f"{name}-intersect": int(self.intersection[u, lab]),
+                                f"{name}-intersect": int(self.intersection[u, lab]) if lab >= 0 else 0,
                                 f"{name}-iou": repr(float(ciou[u, c]))})
                 w.writerow(row)
         return path
@@ -264,8 +291,9 @@ class DissectionResult:
         for name, lr in self.layers.items():
             s = lr.summary()
             per = ", ".join(f"{c} {v['detectors']}/{v['unique']}" for c, v in s["per_category"].items())
+            none = f", {s['unlabelled']} without a label (IoU 0 for every label)" if s["unlabelled"] else ""
             lines.append(f"{name}: {s['detectors']} of {s['units']} units are detectors (IoU >= "
-                         f"{lr.iou_threshold}), {s['unique_detectors']} unique labels; per category "
+                         f"{lr.iou_threshold}), {s['unique_detectors']} unique labels{none}; per category "
                          f"detectors/unique: {per}")
         return "\n".join(lines)
 
@@ -388,6 +416,40 @@ def _as_dataset(dataset: Any, categories: Optional[Sequence[str]], transform: An
     return dataset
 
 
+def _dataset_fingerprint(ds) -> Dict[str, Any]:
+    """The data part of the checkpoint key: ``ds.fingerprint()`` when the
+    dataset has one (a BrodenDataset: its selected rows, labels, sizes and
+    transform), else its class, size, label tables and a digest of three
+    items (the first, the middle and the last: a deterministic sample, not
+    every item)."""
+    import torch
+
+    from .._fingerprint import Digest, callable_name
+
+    fp = getattr(ds, "fingerprint", None)
+    if callable(fp):
+        out = fp()
+        if not isinstance(out, Mapping):
+            raise TypeError(f"dataset.fingerprint() must return a dict; got {type(out).__name__}")
+        return dict(_jsonable(dict(out)))
+    d = Digest()
+    d.json([list(ds.label_names), list(ds.categories), list(ds.pixel_size)]).array(np.asarray(ds.label_category))
+    n = len(ds)
+    for i in sorted({0, n // 2, n - 1}):
+        item = ds[i]
+        for k in sorted(item):
+            v = item[k]
+            d.text(k)
+            if isinstance(v, torch.Tensor):
+                d.tensor(v)
+            elif isinstance(v, np.ndarray):
+                d.array(v)
+            else:
+                d.text(repr(v))
+    return {"class": callable_name(ds), "num_images": n, "items": d.hexdigest(),
+            "sampled": "items 0, n // 2 and n - 1"}
+
+
 def _label_category(ds) -> Tuple[np.ndarray, np.ndarray]:
     """(label_category with -1 for labels of no selected category, the same
     mapped into [0, C) for the tally)."""
@@ -460,7 +522,12 @@ class Dissection:
         activation_cache: cache the activations as float16 on disk so that the
             model runs once; ``cache_dir`` is where (default: a temporary
             directory removed after the run).
-        checkpoint_dir, checkpoint_every: save and resume (see module docs).
+        checkpoint_dir, checkpoint_every, checkpoint_interval: save and
+            resume (see module docs): a checkpoint is written every
+            ``checkpoint_every`` batches (50) and whenever
+            ``checkpoint_interval`` seconds (60; 0: after every batch) have
+            passed since the last one, at the end of every pass, and when
+            the run stops on an exception or Ctrl-C between batches.
         progress: show progress bars (tqdm when installed).
         seed: seed of the quantile sketches.
         num_threads: threads of the core (None: all cores).
@@ -473,7 +540,7 @@ class Dissection:
                  rotations: Sequence[int] = (), activation_cache: bool = False,
                  cache_dir: Optional[Union[str, os.PathLike]] = None,
                  checkpoint_dir: Optional[Union[str, os.PathLike]] = None, checkpoint_every: int = 50,
-                 progress: bool = True, seed: int = 0, num_threads: Optional[int] = None,
+                 checkpoint_interval: float = 60.0, progress: bool = True, seed: int = 0, num_threads: Optional[int] = None,
                  adapter: Any = "auto") -> None:
         import torch
 
@@ -501,6 +568,11 @@ class Dissection:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise ValueError(f"top_k must be an integer >= 0; got {top_k!r}")
         self.checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+        if isinstance(checkpoint_interval, bool) or not isinstance(checkpoint_interval, (int, float)) \
+                or not math.isfinite(checkpoint_interval) or checkpoint_interval < 0:
+            raise ValueError(f"checkpoint_interval must be a number of seconds >= 0 (0: after every batch); "
+                             f"got {checkpoint_interval!r}")
+        self.checkpoint_interval = float(checkpoint_interval)
         rotations = list(rotations)
         for r in rotations:
             if isinstance(r, bool) or not isinstance(r, int) or r < 0:
@@ -532,15 +604,35 @@ class Dissection:
             [_Layer(f"{n}@rotation{r}", n, r) for n in layers for r in rotations]
         #: test hook: called with (pass name, batch number) after each batch
         self._after_batch: Optional[Callable[[str, int], None]] = None
+        #: how the model and data were named (e.g. by the command line): stored in checkpoints and
+        #: shown when one is refused; not part of the checkpoint key
+        self.provenance: Dict[str, Any] = {}
+        #: after :meth:`run` returns or raises: None (no checkpoint written by this run) or
+        #: {"path", "pass", "next_batch", "batches", "finished"}: where progress was saved
+        self.last_checkpoint: Optional[Dict[str, Any]] = None
+        #: after :meth:`run`: None, or {"path", "finished", "position"} of the checkpoint it resumed from
+        self.resumed: Optional[Dict[str, Any]] = None
 
     # ------------------------------------------------------------------ helpers
     def _config(self, ds) -> Dict[str, Any]:
-        return {"layers": self.layer_names, "quantile": self.quantile, "iou_threshold": self.iou_threshold,
-                "thresholds": self.thresholds, "unit_rule": self.unit_rule, "batch_size": self.batch_size,
-                "top_k": self.top_k, "rotations": self.rotations, "seed": self.seed,
-                "activation_cache": self.activation_cache, "num_images": len(ds),
-                "num_labels": len(ds.label_names), "categories": list(ds.categories),
-                "dataset": str(getattr(ds, "root", type(ds).__name__))}
+        config = {"layers": self.layer_names, "quantile": self.quantile, "iou_threshold": self.iou_threshold,
+                  "thresholds": self.thresholds, "unit_rule": self.unit_rule, "batch_size": self.batch_size,
+                  "top_k": self.top_k, "rotations": self.rotations, "seed": self.seed,
+                  "activation_cache": self.activation_cache, "num_images": len(ds),
+                  "num_labels": len(ds.label_names), "categories": list(ds.categories),
+                  "dataset": str(getattr(ds, "root", type(ds).__name__))}
+        config.update(self._fingerprints(ds))
+        return config
+
+    def _fingerprints(self, ds) -> Dict[str, Any]:
+        """The model, adapter and data parts of the checkpoint key (see
+        :func:`interp_engine._fingerprint.model_fingerprint` and
+        :meth:`interp_engine.data.BrodenDataset.fingerprint`)."""
+        from .._fingerprint import callable_name, model_fingerprint
+
+        adapter = self.adapter if isinstance(self.adapter, str) or self.adapter is None \
+            else callable_name(self.adapter)
+        return {"model": model_fingerprint(self.model), "adapter": adapter, "data": _dataset_fingerprint(ds)}
 
     def _loader(self, ds, start_batch: int, *, image: bool = True, pixel_labels: bool = True):
         import torch
@@ -589,6 +681,7 @@ class Dissection:
         t_start = time.perf_counter()
 
         state = _RunState(self, config, ds)
+        self.last_checkpoint = self.resumed = None
         state.maybe_resume()
         cache_tmp = None
         try:
@@ -596,13 +689,17 @@ class Dissection:
             if device != home:
                 model.to(device)
             with Capture(model, self.layer_names, adapter=self.adapter, stop_early=True) as cap:
-                if self.activation_cache and state.cache_root is None and self.checkpoint_dir is not None:
-                    state.cache_root = self.checkpoint_dir / "activations"
-                elif self.activation_cache and state.cache_root is None:
-                    import tempfile
+                if self.activation_cache and state.cache_root is None:
+                    base = self.cache_dir if self.cache_dir is not None else \
+                        (self.checkpoint_dir / "activations" if self.checkpoint_dir is not None else None)
+                    if base is not None:
+                        # one subdirectory per run key: runs of other models or data never share files
+                        state.cache_root = base / f"run-{state.key[:16]}"
+                    else:
+                        import tempfile
 
-                    cache_tmp = tempfile.TemporaryDirectory(prefix="interp_engine_cache_")
-                    state.cache_root = Path(cache_tmp.name)
+                        cache_tmp = tempfile.TemporaryDirectory(prefix="interp_engine_cache_")
+                        state.cache_root = Path(cache_tmp.name)
 
                 def source(pass_name: str, start: int):
                     """Yield (batch number, batch dict, {layer: acts}) from the model or the cache."""
@@ -640,18 +737,41 @@ class Dissection:
                     start = state.start_batch(pass_name)
                     state.begin(pass_name)
                     bar = self._bar(n_batches, start, pass_name)
-                    for b, batch, acts in source(pass_name, start):
-                        state.consume(pass_name, batch, views(acts))
+                    done, dirty = start, False  # batches consumed; True while a batch is half-added
+                    last_ck = time.monotonic()
+                    try:
+                        for b, batch, acts in source(pass_name, start):
+                            v = views(acts)
+                            with _DeferSigint():  # Ctrl-C waits until the batch is added (or never half-added)
+                                dirty = True
+                                state.consume(pass_name, batch, v)
+                                dirty, done = False, b + 1
+                            if bar is not None:
+                                bar.update(1)
+                            if self._after_batch is not None:
+                                self._after_batch(pass_name, b)
+                            if pass_name != "exact" and done < n_batches and (
+                                    done % self.checkpoint_every == 0
+                                    or time.monotonic() - last_ck >= self.checkpoint_interval):
+                                with _DeferSigint():
+                                    state.checkpoint(pass_name, done)
+                                last_ck = time.monotonic()
+                    except (Exception, KeyboardInterrupt):
+                        # progress up to the last whole batch is consistent: keep it (not in the exact pass,
+                        # which has no intermediate state)
+                        if pass_name != "exact" and not dirty and done > state.start_batch(pass_name):
+                            try:
+                                with _DeferSigint():
+                                    state.checkpoint(pass_name, done)
+                            except Exception:  # noqa: BLE001 - the original error is the one to report
+                                pass
+                        raise
+                    finally:
                         if bar is not None:
-                            bar.update(1)
-                        if self._after_batch is not None:
-                            self._after_batch(pass_name, b)
-                        if pass_name != "exact" and (b + 1) % self.checkpoint_every == 0 and b + 1 < n_batches:
-                            state.checkpoint(pass_name, b + 1)
-                    if bar is not None:
-                        bar.close()
+                            bar.close()
                     state.finish(pass_name)
-                    state.checkpoint(pass_name, n_batches, finished=True)
+                    with _DeferSigint():
+                        state.checkpoint(pass_name, n_batches, finished=True)
         finally:
             if device != home:
                 model.to(home)
@@ -668,12 +788,55 @@ class Dissection:
         return PASSES if self.thresholds == "exact" else ("quantiles", "iou")
 
 
+class _DeferSigint:
+    """Within the block, Ctrl-C (SIGINT) is held back and raised as
+    KeyboardInterrupt when the block ends, so that an accumulator never keeps
+    half a batch and a checkpoint file is never half written.  Only in the
+    main thread and only while Python's default SIGINT handler is installed
+    (elsewhere the block runs unchanged; the run then checks that no batch
+    was half added before it saves progress)."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.old: Any = None
+
+    def _handler(self, signum, frame) -> None:
+        self.pending = True
+
+    def __enter__(self) -> "_DeferSigint":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, et, ev, tb) -> None:
+        import signal
+
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+            self.old = None
+        if self.pending and et is None:
+            raise KeyboardInterrupt
+
+
+_INFORMATIONAL = ("dataset", "data.root")  # config entries recorded but not compared
+
+
 class _RunState:
     """Accumulators of a run, their checkpoints and the activation cache."""
 
     def __init__(self, d: Dissection, config: Dict[str, Any], ds) -> None:
+        from .._fingerprint import digest_of
+
         self.d = d
         self.config = config
+        comparable = {k: v for k, v in _jsonable(config).items() if k != "dataset"}
+        comparable["data"] = {k: v for k, v in comparable.get("data", {}).items() if k != "root"}
+        #: digest of everything that changes the result (the checkpoint and activation cache key)
+        self.key = digest_of(comparable)
         self.ds = ds
         self.sketch: Dict[str, ChannelQuantiles] = {}
         self.topk: Dict[str, _TopK] = {}
@@ -749,23 +912,61 @@ class _RunState:
         self.position[pass_name] = 0
 
     # ----- activation cache
+    _CACHE_KEY = "cache_key.json"
+
     def write_cache(self, acts: Mapping[str, Any], offset: int, total: int) -> None:
+        import json
+
         assert self.cache_root is not None
         for name, a in acts.items():
             if name not in self.cache:
                 self.cache_root.mkdir(parents=True, exist_ok=True)
+                # the key file goes first: files of a cache directory always belong to its key
+                key_file = self.cache_root / self._CACHE_KEY
+                tmp = key_file.with_name(key_file.name + f".tmp{os.getpid()}")
+                tmp.write_text(json.dumps({"format": "interp_engine.activation_cache", "key": self.key,
+                                           "num_images": int(total)}))
+                os.replace(tmp, key_file)
                 shape = (total,) + tuple(a.shape[1:])
                 fn = self.cache_root / f"{safe_name(name)}.npy"
                 self.cache[name] = np.lib.format.open_memmap(fn, mode="w+", dtype=np.float16, shape=shape)
             self.cache[name][offset:offset + a.shape[0]] = a.to("cpu").numpy()
 
     def _open_cache(self) -> None:
+        """Open the activation cache a checkpoint refers to, after checking
+        that it was written for this run's key and has its shape."""
+        import json
+
         assert self.cache_root is not None
+        key_file = self.cache_root / self._CACHE_KEY
+        try:
+            key = json.loads(key_file.read_text()).get("key")
+        except (OSError, ValueError, AttributeError):
+            key = None
+        if key != self.key:
+            raise ValueError(f"activation cache {self.cache_root} does not belong to this run (its "
+                             f"{self._CACHE_KEY} is {'missing or unreadable' if key is None else 'for another key'}); "
+                             f"the checkpoint in {self.d.checkpoint_dir} needs it to resume: delete the checkpoint "
+                             f"to start over")
+        n = len(self.ds)
         for name in self.d.layer_names:
             fn = self.cache_root / f"{safe_name(name)}.npy"
             if not fn.is_file():
-                raise FileNotFoundError(f"activation cache {fn} is missing; the checkpoint needs it to resume")
-            self.cache[name] = np.load(fn, mmap_mode="r+")
+                raise FileNotFoundError(f"activation cache {fn} is missing; the checkpoint in "
+                                        f"{self.d.checkpoint_dir} needs it to resume: delete the checkpoint to "
+                                        f"start over")
+            try:
+                m = np.load(fn, mmap_mode="r+")
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"activation cache {fn} is unreadable ({exc}); delete the checkpoint in "
+                                 f"{self.d.checkpoint_dir} to start over") from exc
+            want = self._shapes.get(name)
+            if m.dtype != np.float16 or m.ndim != 4 or m.shape[0] != n or \
+                    (want is not None and tuple(m.shape[1:]) != tuple(want)):
+                raise ValueError(f"activation cache {fn} has dtype {m.dtype} and shape {m.shape}; this run "
+                                 f"needs float16 ({n}, {', '.join(map(str, want or ('C', 'H', 'W')))}); delete "
+                                 f"the checkpoint in {self.d.checkpoint_dir} to start over")
+            self.cache[name] = m
 
     # ----- checkpoints
     def _ckpt_path(self) -> Optional[Path]:
@@ -780,7 +981,8 @@ class _RunState:
             self.position[pass_name] = next_batch
         arrays: Dict[str, np.ndarray] = {}
         meta: Dict[str, Any] = {"format": _CHECKPOINT_FORMAT, "version": _CHECKPOINT_VERSION,
-                                "config": _jsonable(self.config),
+                                "config": _jsonable(self.config), "key": self.key,
+                                "provenance": _jsonable(self.d.provenance),
                                 "finished": self.finished, "position": self.position,
                                 "cache_root": None if self.cache_root is None else str(self.cache_root),
                                 "sketch": {}, "topk": {}, "tally": {}, "thresholds": {}}
@@ -797,7 +999,10 @@ class _RunState:
         path.parent.mkdir(parents=True, exist_ok=True)
         for m in self.cache.values():
             m.flush()
-        save_npz(path, arrays, meta, compress=False)
+        save_npz(path, arrays, meta, compress=False)  # atomic: a temporary file, then os.replace
+        self.d.last_checkpoint = {"path": str(path), "pass": pass_name,
+                                  "next_batch": int(next_batch), "finished": list(self.finished),
+                                  "batches": -(-len(self.ds) // self.d.batch_size)}
 
     def maybe_resume(self) -> None:
         path = self._ckpt_path()
@@ -805,11 +1010,15 @@ class _RunState:
             return
         with np.load(path, allow_pickle=False) as z:
             meta = read_header(z, path, _CHECKPOINT_FORMAT, _CHECKPOINT_VERSION, "dissection checkpoint")
-            if meta["config"] != _jsonable(self.config):
-                diff = sorted(k for k in set(meta["config"]) | set(self.config)
-                              if meta["config"].get(k) != _jsonable(self.config).get(k))
-                raise ValueError(f"checkpoint {path} was written by a run with other arguments (differing: "
-                                 f"{diff}); use another checkpoint_dir or delete the file")
+            if meta.get("key") != self.key:
+                from .._fingerprint import differences
+
+                diff = differences(meta["config"], _jsonable(self.config), ignore=_INFORMATIONAL)
+                prov = meta.get("provenance") or {}
+                by = f"; it was written for {', '.join(f'{k} {v}' for k, v in prov.items())}" if prov else ""
+                raise ValueError(f"checkpoint {path} was written by a run with other arguments or inputs "
+                                 f"(differing: {'; '.join(diff) or 'the run key'}){by}; use another "
+                                 f"checkpoint_dir or delete the file")
             d = self.d
             for k, st in meta["sketch"].items():
                 self.sketch[k] = ChannelQuantiles.from_state_dict(_join_state(st, z), num_threads=d.num_threads)
@@ -825,6 +1034,7 @@ class _RunState:
             if d.activation_cache and meta.get("cache_root"):
                 self.cache_root = Path(meta["cache_root"])
                 self._open_cache()
+            d.resumed = {"path": str(path), "finished": list(self.finished), "position": dict(self.position)}
 
     # ----- results
     def layer_result(self, L: _Layer) -> LayerResult:

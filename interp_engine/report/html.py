@@ -19,7 +19,15 @@ import numpy as np
 
 from .._npz import safe_name
 
-__all__ = ["write_report", "overlay_mask", "unit_strip"]
+__all__ = ["write_report", "overlay_mask", "unit_strip", "UNIT_NUMBERING", "NEURON_NUMBERING"]
+
+#: how units are numbered, stated on every page and console output that shows unit numbers
+UNIT_NUMBERING = ("Units are numbered from 0 (the channel index, as in PyTorch); the unit column of "
+                  "tally.csv is 1-based, as in NetDissect-Lite.")
+#: the same for the pages and outputs that call them neurons
+NEURON_NUMBERING = "Neurons are numbered from 0 (the channel index, as in PyTorch)."
+#: for outputs whose unit columns are 0-based with -1 for "none" (concept_iou.csv)
+UNIT_NUMBERING_CSV = "Units are numbered from 0 (the channel index, as in PyTorch); best_unit -1 means none."
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px; color: #222; }
@@ -151,12 +159,15 @@ def write_report(result: Any, dataset: Any, out_dir: Union[str, os.PathLike], *,
                 tiles.append(overlay_mask(image(i), lr.top_maps[u, j], float(lr.thresholds[u])))
             fn = f"images/{safe_name(key)}_unit{int(u):04d}.png"
             Image.fromarray(unit_strip(tiles)).save(out / fn, optimize=False, compress_level=3)
-            cat = lr.categories[int(bcat[u])] if lr.categories else ""
             cls = "det" if det[u] else "nodet"
+            if best[u] >= 0:
+                label = (f'<b class="{cls}">{html.escape(lr.label_names[int(best[u])])}</b> '
+                         f'({html.escape(lr.categories[int(bcat[u])])})')
+            else:
+                label = '<b class="nodet">(none)</b> <span class="note">IoU 0 for every label</span>'
             units_html.append(
                 f'<div class="unit" id="unit{int(u)}"><h3>unit <b>{int(u)}</b> &nbsp; '
-                f'<b class="{cls}">{html.escape(lr.label_names[int(best[u])])}</b> '
-                f'({html.escape(cat)}) &nbsp; IoU {biou[u]:.4f}'
+                f'{label} &nbsp; IoU {biou[u]:.4f}'
                 f'{" &nbsp; detector" if det[u] else ""} &nbsp; '
                 f'<span class="note">threshold {lr.thresholds[u]:.4g}</span></h3>'
                 f'<img src="{fn}" alt="top images of unit {int(u)}" height="{thumb_size}"></div>')
@@ -166,7 +177,9 @@ def write_report(result: Any, dataset: Any, out_dir: Union[str, os.PathLike], *,
                 f'<p><a href="index.html">all layers</a> &middot; <a href="{csv_name}">tally.csv</a></p>'
                 f"<p>{s['detectors']} of {s['units']} units are detectors (IoU &ge; {lr.iou_threshold}); "
                 f"{s['unique_detectors']} unique labels. Threshold: top {lr.quantile:.2%} of each unit's "
-                f"activations. Basis: {html.escape(lr.basis)}.</p>"
+                f"activations. Basis: {html.escape(lr.basis)}."
+                + (f" {s['unlabelled']} units have no label (IoU 0 for every label)." if s.get("unlabelled") else "")
+                + f'</p><p class="note">{html.escape(UNIT_NUMBERING)}</p>'
                 f"<h2>Detectors per category</h2>{_bars(per_cat)}"
                 f"<h2>Detectors per label</h2>{_bars([(n, v, None) for n, v in per_label])}"
                 f"<h2>Units by IoU</h2>"
@@ -178,15 +191,23 @@ def write_report(result: Any, dataset: Any, out_dir: Union[str, os.PathLike], *,
                           f'<td>{s["detectors"]}</td><td>{s["unique_detectors"]}</td>'
                           f'<td>{html.escape(lr.basis)}</td></tr>')
     config = getattr(result, "config", {}) or {}
-    cfg = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+    cfg = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_config_text(v))}</td></tr>"
                   for k, v in config.items())
     body = (f"<h1>{html.escape(title)}</h1>"
             '<table class="summary"><tr><th>layer</th><th>units</th><th>detectors</th><th>unique labels</th>'
             f'<th>basis</th></tr>{"".join(index_rows)}</table>'
+            f'<p class="note">{html.escape(UNIT_NUMBERING)}</p>'
             f'<h2>Run</h2><table class="summary">{cfg}</table>')
     index = out / "index.html"
     index.write_text(_page(title, body), encoding="utf-8")
     return index
+
+
+def _config_text(v: Any) -> str:
+    """A run setting as text; nested dicts (fingerprints) as ``key: value; ...``."""
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {_config_text(x)}" for k, x in v.items())
+    return str(v)
 
 
 def _page(title: str, body: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Union
 
 import numpy as np
 
-from .html import _page
+from .html import NEURON_NUMBERING, _page
 
 __all__ = ["write_invert_report", "histogram_svg"]
 
@@ -110,6 +110,7 @@ def write_invert_report(result: Any, out_dir: Union[str, os.PathLike], *,
     body = (f"<h1>{html.escape(title)}</h1>"
             f'<p><a href="invert.csv">invert.csv</a> &middot; {len(records)} neurons, '
             f"{len(getattr(result, 'concept_names', []) or [])} concepts</p>"
+            f'<p class="note">{html.escape(NEURON_NUMBERING)}</p>'
             f'<table class="summary">{ptab}</table>' + "\n".join(rows))
     index = out / "index.html"
     index.write_text(_page(title, body), encoding="utf-8")

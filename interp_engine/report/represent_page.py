@@ -91,7 +91,8 @@ def write_represent_report(ri: Any, regions: Sequence[Any], out_dir: Union[str, 
              f'<p class="note">layer {html.escape(str(ri.layer))}; {len(preds)} reference images; '
              f"{len(regions)} regions (seeds). Each region: the seed (first tile) and its most similar members, "
              f"with the region's Grad-CAM-like map; members are the reference images on the seed's side of every "
-             f"chosen decision boundary.</p>"]
+             f"chosen decision boundary. Seeds and images (#i) are numbered from 0: their index among the "
+             f"reference images.</p>"]
     if evaluation is not None:
         rows = "".join(f"<tr><td>{html.escape(m)}</td><td>{d:.2f}</td><td>{i:.2f}</td></tr>"
                        for m, (d, i) in evaluation.scores.items())

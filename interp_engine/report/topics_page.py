@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .html import _page
+from .html import NEURON_NUMBERING, _page
 
 __all__ = ["write_topics_report"]
 
@@ -76,6 +76,7 @@ def write_topics_report(result: Any, out_dir: Union[str, "os.PathLike[str]"], *,
     body = (f"<h1>{html.escape(title)}</h1>"
             f'<p><a href="topics.csv">topics.csv</a> &middot; score = mean drop of the target\'s probability '
             "when the neuron is ablated, over the samples where it is active</p>"
+            f'<p class="note">{html.escape(NEURON_NUMBERING)}</p>'
             f'<table class="summary">{ptab}</table>' + "\n".join(rows))
     index = out / "index.html"
     index.write_text(_page(title, body), encoding="utf-8")
