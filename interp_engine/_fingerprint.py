@@ -182,19 +182,23 @@ def _short(v: Any) -> str:
     return s if len(s) <= 60 else s[:28] + "..." + s[-28:]
 
 
-def differences(old: Mapping[str, Any], new: Mapping[str, Any],
-                ignore: Iterable[str] = ()) -> List[str]:
+def differences(old: Mapping[str, Any], new: Mapping[str, Any], ignore: Iterable[str] = (),
+                labels: Optional[Mapping[str, str]] = None) -> List[str]:
     """The dotted keys whose values differ between two nested dicts, each as
-    ``"key (was X, now Y)"``; keys under a prefix in ``ignore`` are skipped."""
+    ``"key (was X, now Y)"``; keys under a prefix in ``ignore`` are skipped;
+    ``labels`` maps a key to the words that name it (``"the model's
+    parameters"``)."""
     a, b = _flatten(old), _flatten(new)
     ign = tuple(ignore)
+    labels = labels or {}
     out = []
     for k in sorted(set(a) | set(b)):
         if any(k == p or k.startswith(p + ".") for p in ign):
             continue
         va, vb = a.get(k, "(absent)"), b.get(k, "(absent)")
         if va != vb:
-            out.append(f"{k} (was {_short(va)}, now {_short(vb)})")
+            name = f"{labels[k]} [{k}]" if k in labels else k
+            out.append(f"{name} (was {_short(va)}, now {_short(vb)})")
     return out
 
 

@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--unit-rule", choices=["annotated", "lite"], default="annotated",
                      help="which images add to a unit's pixels per category (see docs/dissection.md)")
     dis.add_argument("--categories", default=None, help="comma-separated categories (default: all)")
-    dis.add_argument("--transform", choices=["netdissect", "imagenet"], default=None,
+    dis.add_argument("--transform", choices=["netdissect", "imagenet", "unit"], default=None,
                      help="image normalization (default: the bundled model's own, else netdissect)")
     dis.add_argument("--batch-size", type=_positive_int, default=64)
     dis.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0)")
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--max-fraction", type=float, default=0.5, help="maximum concept fraction (default 0.5)")
     inv.add_argument("--mode", choices=["positive", "negative"], default="positive")
     inv.add_argument("--categories", default=None, help="comma-separated categories (default: all)")
-    inv.add_argument("--transform", choices=["netdissect", "imagenet"], default=None)
+    inv.add_argument("--transform", choices=["netdissect", "imagenet", "unit"], default=None)
     inv.add_argument("--batch-size", type=_positive_int, default=64)
     inv.add_argument("--num-workers", type=int, default=0)
     inv.add_argument("--device", default=None)
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--eval-split", default="val", help="rows to score on (default val; 'all': every row)")
     cv.add_argument("--classifier", choices=["sgd", "mean_difference"], default="sgd", help="for --method cav")
     cv.add_argument("--categories", default=None, help="comma-separated categories (default: all)")
-    cv.add_argument("--transform", choices=["netdissect", "imagenet"], default=None)
+    cv.add_argument("--transform", choices=["netdissect", "imagenet", "unit"], default=None)
     cv.add_argument("--batch-size", type=_positive_int, default=64)
     cv.add_argument("--max-images", type=_positive_int, default=None)
     cv.add_argument("--seed", type=int, default=0)
@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--delta", type=int, default=0, help="other-class images allowed in a region (default 0)")
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--similar", type=_positive_int, default=5, help="similar images shown per region (default 5)")
-    rep.add_argument("--transform", choices=["netdissect", "imagenet"], default=None)
+    rep.add_argument("--transform", choices=["netdissect", "imagenet", "unit"], default=None)
     rep.add_argument("--threads", type=int, default=0, help="core threads (0 = all cores)")
 
     tp = sub.add_parser(
@@ -833,6 +833,7 @@ def _run_dissect(args: argparse.Namespace, argv: Sequence[str]) -> int:
     d.provenance = {"--model": args.model, "--weights": args.weights, "--transform": transform,
                     "--dataset": str(root)}
     args._dissection = d
+    d.check_checkpoint(ds)  # a checkpoint of another run is refused before the work
     print(f"dissecting {', '.join(layers)} of {args.model} on {root} ({len(ds)} images)", flush=True)
     result = d.run(ds)
     if d.resumed is not None:
@@ -918,7 +919,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except _user_errors() as exc:
         if os.environ.get("INTERP_ENGINE_DEBUG"):
             raise
-        text = str(exc) if isinstance(exc, (CLIError, ValueError, TypeError)) else f"{type(exc).__name__}: {exc}"
+        text = str(exc) if isinstance(exc, (CLIError, ValueError, TypeError, OSError)) and str(exc) \
+            else f"{type(exc).__name__}: {exc}"
         print(f"interp-engine: error: {_one_line(text)}", file=sys.stderr)
         return 2
     finally:

@@ -302,6 +302,22 @@ def _params(seed: int, num_images: int, image_size: int) -> Dict[str, Any]:
             "seed": int(seed), "num_images": int(num_images), "image_size": int(image_size)}
 
 
+def _files_complete(root: Path) -> bool:
+    """Whether every file of a finished dataset directory is still whole:
+    not empty, with its header and end marker (read from its first and last
+    bytes, no decoding)."""
+    from ._files import image_file_problem
+
+    try:
+        for dirpath, _, files in os.walk(root / "images"):
+            for name in files:
+                if image_file_problem(os.path.join(dirpath, name)) is not None:
+                    return False
+    except OSError:  # pragma: no cover - unreadable directory
+        return False
+    return True
+
+
 def concept_dataset(root: Union[str, "os.PathLike[str]", None] = None, *, seed: int = 0,
                     num_images: int = DEFAULT_NUM_IMAGES, image_size: int = DEFAULT_IMAGE_SIZE,
                     regenerate: bool = False) -> Path:
@@ -309,8 +325,10 @@ def concept_dataset(root: Union[str, "os.PathLike[str]", None] = None, *, seed: 
 
     ``root`` None: ``default_cache_dir() / "concepts-v{version}-seed{seed}-n{num_images}-s{image_size}"``.
     The dataset is valid only when its manifest (``interp_engine_manifest.json``)
-    is present, matches (generator version, seed, num_images, image_size) and
-    the files it lists are all there; otherwise it is written again (atomically:
+    is present, matches (generator version, seed, num_images, image_size: the
+    cache key, which determines every byte), the files it lists are all there
+    and each is whole (its header and end marker are there: a truncated or
+    emptied file is found); otherwise it is written again (atomically:
     into a temporary sibling, then renamed).  ``regenerate=True`` always writes
     it again.  An existing explicit ``root`` that holds files but no manifest is
     not ours: FileExistsError rather than deleting it.
@@ -330,7 +348,7 @@ def concept_dataset(root: Union[str, "os.PathLike[str]", None] = None, *, seed: 
         ours = False
     if not regenerate:
         manifest = read_manifest(root_path)
-        if manifest is not None and manifest.get("metadata") == params:
+        if manifest is not None and manifest.get("metadata") == params and _files_complete(root_path):
             return root_path
     if root_path.exists():
         if not root_path.is_dir():

@@ -784,6 +784,20 @@ class Dissection:
         layers = {L.key: state.layer_result(L) for L in self._layers}
         return DissectionResult(layers, config, timings)
 
+    def check_checkpoint(self, dataset: Any) -> Optional[Dict[str, Any]]:
+        """Check, without running, that the checkpoint in ``checkpoint_dir``
+        (if any) was written for this model, data and settings: returns None
+        (no checkpoint), or ``{"path", "finished", "position"}`` of the one
+        :meth:`run` will resume from; ValueError naming what differs when it
+        belongs to another run (as :meth:`run` would raise)."""
+        ds = _as_dataset(dataset, self.categories, self.transform)
+        state = _RunState(self, self._config(ds), ds)
+        meta = state.check_checkpoint()
+        if meta is None:
+            return None
+        return {"path": str(state._ckpt_path()), "finished": list(meta.get("finished", [])),
+                "position": dict(meta.get("position", {}))}
+
     def _passes(self) -> Tuple[str, ...]:
         return PASSES if self.thresholds == "exact" else ("quantiles", "iou")
 
@@ -823,6 +837,13 @@ class _DeferSigint:
 
 
 _INFORMATIONAL = ("dataset", "data.root")  # config entries recorded but not compared
+_KEY_LABELS = {"model.parameters": "the model's parameters and buffers (weights)",
+               "model.structure": "the model's module tree", "model.class": "the model class",
+               "model.tensors": "the model's number of parameters and buffers",
+               "model.bytes": "the model's size in bytes", "data.rows": "the dataset's selected rows",
+               "data.labels": "the dataset's labels", "data.transform.name": "the transform",
+               "data.transform.probe": "the transform's output", "data.sizes": "the image sizes",
+               "data.num_images": "the number of images", "layers": "the layers"}
 
 
 class _RunState:
@@ -1004,21 +1025,41 @@ class _RunState:
                                   "next_batch": int(next_batch), "finished": list(self.finished),
                                   "batches": -(-len(self.ds) // self.d.batch_size)}
 
-    def maybe_resume(self) -> None:
+    def check_checkpoint(self) -> Optional[Dict[str, Any]]:
+        """The header of the checkpoint this run would resume from (None:
+        there is none); ValueError naming what differs when it was written
+        for another run."""
         path = self._ckpt_path()
         if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = read_header(z, path, _CHECKPOINT_FORMAT, _CHECKPOINT_VERSION, "dissection checkpoint")
+        except (OSError, EOFError, KeyError) as exc:  # not a zip, truncated
+            raise ValueError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); delete it to "
+                             f"start over") from exc
+        self._check_key(meta, path)
+        return meta
+
+    def _check_key(self, meta: Mapping[str, Any], path: Path) -> None:
+        if meta.get("key") != self.key:
+            from .._fingerprint import differences
+
+            diff = differences(meta["config"], _jsonable(self.config), ignore=_INFORMATIONAL,
+                               labels=_KEY_LABELS)
+            prov = meta.get("provenance") or {}
+            by = f"; it was written for {', '.join(f'{k} {v}' for k, v in prov.items())}" if prov else ""
+            raise ValueError(f"checkpoint {path} was written by a run with other arguments or inputs "
+                             f"(differing: {'; '.join(diff) or 'the run key'}){by}; use another "
+                             f"checkpoint directory or delete the file")
+
+    def maybe_resume(self) -> None:
+        if self.check_checkpoint() is None:
             return
+        path = self._ckpt_path()
         with np.load(path, allow_pickle=False) as z:
             meta = read_header(z, path, _CHECKPOINT_FORMAT, _CHECKPOINT_VERSION, "dissection checkpoint")
-            if meta.get("key") != self.key:
-                from .._fingerprint import differences
-
-                diff = differences(meta["config"], _jsonable(self.config), ignore=_INFORMATIONAL)
-                prov = meta.get("provenance") or {}
-                by = f"; it was written for {', '.join(f'{k} {v}' for k, v in prov.items())}" if prov else ""
-                raise ValueError(f"checkpoint {path} was written by a run with other arguments or inputs "
-                                 f"(differing: {'; '.join(diff) or 'the run key'}){by}; use another "
-                                 f"checkpoint_dir or delete the file")
+            self._check_key(meta, path)  # the file may have changed since
             d = self.d
             for k, st in meta["sketch"].items():
                 self.sketch[k] = ChannelQuantiles.from_state_dict(_join_state(st, z), num_threads=d.num_threads)
