@@ -561,3 +561,89 @@ def test_with_fields_skips_reading_files(broden):
     assert set(view[1]) == {"image_labels", "image_categories", "index"}
     batch = next(iter(broden_loader(view, batch_size=2)))
     assert set(batch) == {"image_labels", "image_categories", "index"}
+
+
+# --------------------------------------------------------------------------- issue 14: "0" cells, file checks
+def test_image_level_cell_holding_only_0_does_not_annotate(broden):
+    """Label 0 means "no label": a cell "0" of an image-level category leaves
+    the category unannotated in that image (as an empty cell does); "0;7"
+    annotates it with label 7."""
+    root, _ = broden
+    _set_cell(os.path.join(root, "index.csv"), 4, "scene", "0")      # image 2
+    _set_cell(os.path.join(root, "index.csv"), 5, "texture", "0;7")  # image 3
+    ds = BrodenDataset(root, transform=None)
+    assert ds[2]["image_categories"].tolist() == [False, True, False, True]  # object, part (a PNG), scene, texture
+    assert ds[2]["image_labels"].tolist()[:2] == [0, 0]
+    assert ds[3]["image_categories"].tolist() == [False, False, False, True]
+    assert ds[3]["image_labels"].tolist()[2:] == [0, 7]
+    # the IoU tally's own derivation (image_categories=None) agrees: label 0 marks nothing
+    from interp_engine import IoUTally
+
+    cats = ds.label_category_for_tally()
+    acts = np.ones((1, 2, 2, 2), np.float32)
+    counts = []
+    for ic in (None, np.array([[False, False, False, False]])):
+        t = IoUTally(2, ds.num_labels, cats, 4, output_size=ds.pixel_size)
+        t.update(acts, np.zeros(2), pixel_labels=np.zeros((1, 3) + ds.pixel_size, np.int32),
+                 image_labels=np.array([[0, 0, 0, 0]], np.int32), image_categories=ic)
+        counts.append(t.unit_pixels.copy())
+    np.testing.assert_array_equal(counts[0], counts[1])
+    assert counts[0].sum() == 0
+
+
+def test_verify_files_finds_missing_empty_truncated_and_wrong_files(broden, tmp_path):
+    root, _ = broden
+    ds = BrodenDataset(root)
+    ds.verify_files()
+    ds.verify_files(num_threads=1)
+    img = os.path.join(root, "images", "a", "img3.png")
+    png = os.path.join(root, "images", "a", "img0_part1.png")
+    from pathlib import Path
+
+    good_img, good_png = Path(img).read_bytes(), Path(png).read_bytes()
+
+    def bad(path, data, exc, *parts):
+        with open(path, "wb") as f:
+            f.write(data)
+        with pytest.raises(exc) as e:
+            BrodenDataset(root, check_files=True)
+        _names(e, *parts)
+        with open(path, "wb") as f:
+            f.write(good_img if path == img else good_png)
+
+    bad(img, b"", ValueError, "row 5", "'image'", "img3.png", "empty")
+    bad(img, good_img[:-30], ValueError, "row 5", "img3.png", "truncated")
+    bad(img, good_img[:20], ValueError, "row 5", "no IHDR")
+    bad(img, b"GIF89a not really", ValueError, "row 5", "not an image Pillow can read")
+    bad(png, good_png[:-1], ValueError, "row 2", "'part'", "img0_part1.png", "truncated")
+    bad(png, b"\xff\xd8\xff\xe0 jpeg", ValueError, "row 2", "not a PNG")
+    # a label PNG of another size or a grayscale one: found from its header, before decoding
+    Image.fromarray(np.zeros((SH + 1, SW), np.uint8), "L").convert("RGB").save(png)
+    with pytest.raises(ValueError, match=r"has size \(h, w\) = \(%d, %d\)" % (SH + 1, SW)):
+        BrodenDataset(root, check_files=True)
+    Image.fromarray(np.zeros((SH, SW), np.uint8), "L").save(png)
+    with pytest.raises(ValueError, match="grayscale"):
+        BrodenDataset(root, check_files=True)
+    with open(png, "wb") as f:
+        f.write(good_png)
+    # JPEG images: the end-of-image marker is looked for
+    jpg = os.path.join(root, "images", "a", "img3.jpg")
+    Image.fromarray(np.zeros((IH, IW, 3), np.uint8)).save(jpg, format="JPEG")
+    _set_cell(os.path.join(root, "index.csv"), 5, "image", "a/img3.jpg")
+    BrodenDataset(root, check_files=True)
+    Path(jpg).write_bytes(Path(jpg).read_bytes()[:-2])
+    with pytest.raises(ValueError, match="end-of-image marker"):
+        BrodenDataset(root, check_files=True)
+    with pytest.raises(ValueError, match="num_threads"):
+        ds.verify_files(num_threads=0)
+
+
+def test_fingerprint_follows_what_a_run_reads(broden):
+    root, _ = broden
+    a = BrodenDataset(root).fingerprint()
+    assert a == BrodenDataset(root).fingerprint()
+    assert BrodenDataset(root, max_images=3).fingerprint()["rows"] != a["rows"]
+    assert BrodenDataset(root, categories=["object"]).fingerprint()["labels"] != a["labels"]
+    assert BrodenDataset(root, transform="imagenet").fingerprint()["transform"] == {"name": "imagenet"}
+    _set_cell(os.path.join(root, "index.csv"), 2, "scene", "6")
+    assert BrodenDataset(root).fingerprint()["rows"] != a["rows"]

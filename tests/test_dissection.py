@@ -438,3 +438,301 @@ def test_report_renders_in_headless_chromium(ds, tmp_path):
     blue = (np.abs(img - np.array([0x4a, 0x7b, 0xd0])).sum(axis=2) < 30).sum()
     dark = (img.sum(axis=2) < 200).sum()
     assert blue > 100 and dark > 500, (blue, dark)
+
+
+# ----------------------------------------------------------------------------- checkpoint keys (issue 14, item 6)
+@pytest.fixture(scope="module")
+def broden_dir(tmp_path_factory):
+    from interp_engine.data import concept_dataset
+
+    return concept_dataset(tmp_path_factory.mktemp("dis_ck") / "ds", seed=3, num_images=24)
+
+
+def _bundled(scale=1.0):
+    from interp_engine.models import load_default_model
+
+    m = load_default_model()
+    if scale != 1.0:
+        with torch.no_grad():
+            m.conv4[0].weight.mul_(scale)
+    return m
+
+
+def _refused(model, layers, dataset, ck, match, **kw):
+    kw = dict(dict(quantile=0.05, thresholds="approx", batch_size=8, progress=False, top_k=2), **kw)
+    with pytest.raises(ValueError, match=match) as exc:
+        Dissection(model, layers, checkpoint_dir=ck, **kw).run(dataset)
+    assert "\n" not in str(exc.value)
+    return str(exc.value)
+
+
+def test_checkpoint_of_another_model_data_or_setting_is_refused(broden_dir, tmp_path):
+    from interp_engine.data import BrodenDataset
+
+    ck = tmp_path / "ck"
+    kw = dict(quantile=0.05, thresholds="approx", batch_size=8, progress=False, top_k=2)
+    ds = BrodenDataset(broden_dir, transform="unit")
+    first = Dissection(_bundled(), ["conv3", "conv4"], checkpoint_dir=ck, **kw).run(ds)
+    # the same run resumes from the finished checkpoint: the model does not run again
+    again = Dissection(_bundled(), ["conv3", "conv4"], checkpoint_dir=ck, **kw)
+    res = again.run(BrodenDataset(broden_dir, transform="unit"))
+    assert res.timings["forward"] == 0.0 and again.resumed["finished"] == ["quantiles", "iou"]
+    np.testing.assert_array_equal(res["conv4"].intersection, first["conv4"].intersection)
+    # other weights (one layer scaled by 1.001), other buffers
+    _refused(_bundled(1.001), ["conv3", "conv4"], ds, ck, r"the model's parameters and buffers \(weights\)")
+    m = _bundled()
+    m.conv1[1].running_mean.add_(1e-6)
+    _refused(m, ["conv3", "conv4"], ds, ck, r"model\.parameters")
+    # another architecture with the same parameter names: its module tree differs
+    m = _bundled()
+    m.conv1[2] = torch.nn.LeakyReLU()
+    _refused(m, ["conv3", "conv4"], ds, ck, r"the model's module tree")
+    # another transform, other rows, other categories
+    _refused(_bundled(), ["conv3", "conv4"], BrodenDataset(broden_dir, transform="imagenet"), ck,
+             r"the transform \[data\.transform\.name\] \(was unit, now imagenet\)")
+    _refused(_bundled(), ["conv3", "conv4"], BrodenDataset(broden_dir, transform="unit", max_images=20), ck,
+             r"the dataset's selected rows")
+    _refused(_bundled(), ["conv3", "conv4"], BrodenDataset(broden_dir, transform="unit", split="train"), ck,
+             r"data\.split \(was null, now train\)")
+    _refused(_bundled(), ["conv3", "conv4"], BrodenDataset(broden_dir, transform="unit", categories=["color"]), ck,
+             r"categories")
+    # other layers and settings
+    _refused(_bundled(), ["conv4"], ds, ck, r"the layers \[layers\]")
+    for setting, match in ((dict(top_k=3), "top_k"), (dict(unit_rule="lite"), "unit_rule"),
+                           (dict(rotations=[1]), "rotations"), (dict(thresholds="exact"), "thresholds"),
+                           (dict(batch_size=4), "batch_size"), (dict(quantile=0.1), "quantile"),
+                           (dict(seed=1), "seed"), (dict(activation_cache=True), "activation_cache")):
+        _refused(_bundled(), ["conv3", "conv4"], ds, ck, match, **setting)
+    # what does not change the result does not refuse: where the data lives, threads, progress, workers
+    moved = tmp_path / "moved"
+    import shutil
+
+    shutil.copytree(broden_dir, moved)
+    res = Dissection(_bundled(), ["conv3", "conv4"], checkpoint_dir=ck, num_threads=1, **kw).run(
+        BrodenDataset(moved, transform="unit"))
+    np.testing.assert_array_equal(res["conv3"].unit_pixels, first["conv3"].unit_pixels)
+
+
+def _scale_transform(scale):
+    def transform(img):
+        return torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1) * scale
+    return transform
+
+
+def test_callable_transforms_are_told_apart_by_their_output(broden_dir, tmp_path):
+    from interp_engine._fingerprint import transform_fingerprint
+    from interp_engine.data import BrodenDataset
+
+    ck = tmp_path / "ck"
+    kw = dict(quantile=0.05, thresholds="approx", batch_size=8, progress=False, top_k=2)
+    ds = BrodenDataset(broden_dir, transform=_scale_transform(1 / 255))
+    Dissection(_bundled(), "conv4", checkpoint_dir=ck, **kw).run(ds)
+    # the same function rebuilt (another object, same output) resumes; other constants are refused
+    Dissection(_bundled(), "conv4", checkpoint_dir=ck, **kw).run(
+        BrodenDataset(broden_dir, transform=_scale_transform(1 / 255)))
+    msg = _refused(_bundled(), "conv4", BrodenDataset(broden_dir, transform=_scale_transform(2 / 255)), ck,
+                   r"the transform's output \[data\.transform\.probe\]")
+    assert "data.transform.name" not in msg  # one name for both: the output tells them apart
+    fp = transform_fingerprint(_scale_transform(1.0), [np.zeros((4, 4, 3), np.uint8)])
+    assert fp["name"].endswith("_scale_transform.<locals>.transform") and len(fp["probe"]) == 32
+    noisy = transform_fingerprint(lambda img: torch.rand(3, 2, 2), [np.zeros((4, 4, 3), np.uint8)])
+    assert noisy["probe"] == "nondeterministic"
+
+
+def test_model_fingerprint_covers_every_tensor_and_dtype():
+    from interp_engine._fingerprint import model_fingerprint
+
+    m = make_model()
+    a = model_fingerprint(m)
+    assert a == model_fingerprint(make_model())  # deterministic, copy-independent
+    assert a["tensors"] == len(list(m.parameters())) + len(list(m.buffers()))
+    assert a["bytes"] == sum(t.numel() * t.element_size() for t in list(m.parameters()) + list(m.buffers()))
+    for name, t in list(m.named_parameters()) + list(m.named_buffers()):
+        with torch.no_grad():
+            flat = t.view(-1)
+            old = flat[-1].clone()
+            flat[-1] = old + 1
+            assert model_fingerprint(m)["parameters"] != a["parameters"], name
+            flat[-1] = old
+    assert model_fingerprint(m) == a
+    # dtypes numpy does not have, 0-d buffers, complex, empty
+    n = torch.nn.Module()
+    n.register_buffer("b", torch.ones(3, dtype=torch.bfloat16))
+    n.register_buffer("z", torch.zeros((), dtype=torch.int64))
+    n.register_buffer("c", torch.ones(2, dtype=torch.complex64))
+    n.register_buffer("e", torch.zeros(0))
+    f1 = model_fingerprint(n)
+    n.b[1] = 2
+    assert model_fingerprint(n)["parameters"] != f1["parameters"]
+    n.b[1] = 1
+    n.z.fill_(1)
+    assert model_fingerprint(n)["parameters"] != f1["parameters"]
+
+
+def test_activation_cache_is_keyed_and_checked(ds, tmp_path):
+    """Two models share one cache_dir without sharing files; a checkpoint
+    whose cache was overwritten or damaged is refused, not used."""
+    kw = dict(quantile=0.05, batch_size=6, progress=False, activation_cache=True)
+    cache = tmp_path / "cache"
+    a = dissect(make_model(0), "4", ds, cache_dir=cache, **kw)
+    b = dissect(make_model(1), "4", ds, cache_dir=cache, **kw)
+    assert len(list(cache.glob("run-*"))) == 2
+    np.testing.assert_array_equal(a["4"].intersection, dissect(make_model(0), "4", ds, **kw)["4"].intersection)
+    assert not np.array_equal(a["4"].thresholds, b["4"].thresholds)
+    # interrupt a checkpointed run after its first pass, then damage its cache
+    ck = tmp_path / "ck"
+    d = Dissection(make_model(0), "4", checkpoint_dir=ck, **kw)
+
+    def stop(pass_name, b):
+        if pass_name != "quantiles":
+            raise _Interrupt()
+
+    d._after_batch = stop
+    with pytest.raises(_Interrupt):
+        d.run(ds)
+    (run_dir,) = list((ck / "activations").glob("run-*"))
+    key_file = run_dir / "cache_key.json"
+    good = key_file.read_text()
+    key_file.write_text(good.replace('"key": "', '"key": "0'))
+    with pytest.raises(ValueError, match="does not belong to this run"):
+        Dissection(make_model(0), "4", checkpoint_dir=ck, **kw).run(ds)
+    key_file.write_text(good)
+    arr = np.load(run_dir / "4.npy")
+    np.save(run_dir / "4.npy", arr[:-1])
+    with pytest.raises(ValueError, match="shape"):
+        Dissection(make_model(0), "4", checkpoint_dir=ck, **kw).run(ds)
+    np.save(run_dir / "4.npy", arr)
+    res = Dissection(make_model(0), "4", checkpoint_dir=ck, **kw).run(ds)
+    np.testing.assert_array_equal(res["4"].intersection, a["4"].intersection)
+
+
+# ----------------------------------------------------------------------------- interrupts (issue 14, item 15)
+@pytest.mark.parametrize("pass_name", ["quantiles", "iou"])
+def test_keyboard_interrupt_between_batches_saves_progress(ds, tmp_path, pass_name):
+    model = make_model()
+    kw = dict(quantile=0.05, batch_size=3, checkpoint_every=1000, checkpoint_interval=3600.0, progress=False)
+    full = dissect(model, ["2", "4"], ds, **kw)
+    ck = tmp_path / "ck"
+    d = Dissection(model, ["2", "4"], checkpoint_dir=ck, **kw)
+
+    def ctrl_c(p, b):
+        if (p, b) == (pass_name, 4):
+            raise KeyboardInterrupt
+
+    d._after_batch = ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        d.run(ds)
+    # neither the interval (an hour) nor the batch count (1000) was due: the interrupt saved it
+    assert d.last_checkpoint["pass"] == pass_name and d.last_checkpoint["next_batch"] == 5
+    resumed = Dissection(model, ["2", "4"], checkpoint_dir=ck, **kw)
+    seen = []
+    resumed._after_batch = lambda p, b: seen.append((p, b))
+    res = resumed.run(ds)
+    assert (pass_name, 4) not in seen and (pass_name, 5) in seen
+    for name in ("2", "4"):
+        for attr in ("thresholds", "intersection", "label_pixels", "unit_pixels", "top_images", "top_maps"):
+            np.testing.assert_array_equal(getattr(res[name], attr), getattr(full[name], attr))
+
+
+def test_interval_checkpoints(ds, tmp_path):
+    ck = tmp_path / "ck"
+    d = Dissection(make_model(), "4", quantile=0.05, batch_size=3, checkpoint_every=1000, checkpoint_interval=0,
+                   checkpoint_dir=ck, progress=False)
+    saved = []
+
+    def look(p, b):
+        ck_ = d.last_checkpoint
+        if ck_ is not None and (not saved or saved[-1] != (ck_["pass"], ck_["next_batch"])):
+            saved.append((ck_["pass"], ck_["next_batch"]))
+
+    d._after_batch = look
+    d.run(ds)
+    # interval 0: a checkpoint after every batch of the quantile and IoU passes (seen after the next batch),
+    # and at the end of each pass (8 batches of 3 images); none inside the exact pass
+    assert saved == [("quantiles", b) for b in range(1, 9)] + [("exact", 8)] + [("iou", b) for b in range(1, 8)]
+    with pytest.raises(ValueError, match="checkpoint_interval"):
+        Dissection(make_model(), "4", checkpoint_interval=-1)
+    with pytest.raises(ValueError, match="checkpoint_interval"):
+        Dissection(make_model(), "4", checkpoint_interval=float("nan"))
+
+
+def test_ctrl_c_inside_a_batch_waits_for_the_batch(ds, tmp_path, monkeypatch):
+    """SIGINT while a batch is being added: the batch is added whole, then the
+    run stops and saves progress including it."""
+    import signal
+
+    from interp_engine.methods import dissection as dmod
+
+    model = make_model()
+    kw = dict(quantile=0.05, batch_size=3, checkpoint_every=1000, checkpoint_interval=3600.0, progress=False)
+    full = dissect(model, "4", ds, **kw)
+    consume = dmod._RunState.consume
+    calls = []
+
+    def consume_with_signal(self, pass_name, batch, acts):
+        calls.append(pass_name)
+        if pass_name == "iou" and calls.count("iou") == 3:
+            signal.raise_signal(signal.SIGINT)  # arrives before the batch is counted
+        return consume(self, pass_name, batch, acts)
+
+    monkeypatch.setattr(dmod._RunState, "consume", consume_with_signal)
+    ck = tmp_path / "ck"
+    d = Dissection(model, "4", checkpoint_dir=ck, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        d.run(ds)
+    assert d.last_checkpoint["pass"] == "iou" and d.last_checkpoint["next_batch"] == 3
+    monkeypatch.setattr(dmod._RunState, "consume", consume)
+    res = Dissection(model, "4", checkpoint_dir=ck, **kw).run(ds)
+    np.testing.assert_array_equal(res["4"].intersection, full["4"].intersection)
+    np.testing.assert_array_equal(res["4"].unit_pixels, full["4"].unit_pixels)
+
+
+# ----------------------------------------------------------------------------- units without a label (item 10)
+def _layer_result(iou, threshold=0.04):
+    from interp_engine.methods.dissection import LayerResult
+
+    K, L = iou.shape
+    return LayerResult(layer="x", label_names=NAMES, label_category=LABEL_CAT, categories=CATS,
+                       thresholds=np.zeros(K), iou=iou, intersection=(iou > 0).astype(np.int64),
+                       label_pixels=np.arange(L, dtype=np.int64), unit_pixels=np.ones((K, 3), np.int64),
+                       top_images=np.full((K, 1), -1), top_values=np.zeros((K, 1)),
+                       top_maps=np.zeros((K, 1, 2, 2), np.float32), iou_threshold=threshold)
+
+
+def test_a_unit_with_iou_0_everywhere_has_no_label(tmp_path):
+    iou = np.zeros((3, len(NAMES)))
+    iou[1, 5] = 0.2   # unit 1: door (part)
+    iou[2, 2] = 0.01  # unit 2: green (color), below the detector threshold
+    for thr in (0.04, 0.0):  # even with iou_threshold 0, a unit without a label is no detector
+        r = _layer_result(iou, thr)
+        assert r.best_label.tolist() == [-1, 5, 2] and r.best_category.tolist() == [-1, 1, 0]
+        assert r.best_iou.tolist() == [0.0, 0.2, 0.01]
+        assert r.category_best_label.tolist() == [[-1, -1, -1], [-1, 5, -1], [2, -1, -1]]
+        assert r.detectors.tolist() == [False, True, thr == 0.0]
+        s = r.summary()
+        assert s["unlabelled"] == 1 and s["detectors"] == (2 if thr == 0.0 else 1)
+        assert "-" not in s["per_label"] and s["unique_detectors"] == s["detectors"]
+    rows = {row["unit"]: row for row in r.table()}
+    assert rows[0]["label"] == "-" and rows[0]["category"] == "-" and rows[0]["color-label"] == "-"
+    assert "red" not in r.format_table()
+    path = r.to_csv(tmp_path / "tally.csv")
+    with open(path) as f:
+        by_unit = {int(row["unit"]): row for row in csv.DictReader(f)}
+    assert by_unit[1]["label"] == "-" and by_unit[1]["category"] == "-" and by_unit[1]["color-truth"] == "0"
+    assert by_unit[2]["label"] == "door" and by_unit[2]["color-label"] == "-"
+    assert by_unit[3]["color-label"] == "green" and int(by_unit[3]["color-truth"]) == 2
+
+
+def test_report_shows_units_without_a_label(ds, tmp_path):
+    from interp_engine.methods.dissection import DissectionResult
+    from interp_engine.report import write_report
+    from interp_engine.report.html import UNIT_NUMBERING
+
+    iou = np.zeros((2, len(NAMES)))
+    iou[1, 1] = 0.5
+    res = DissectionResult({"x": _layer_result(iou)})
+    write_report(res, ds, tmp_path / "r")
+    page = (tmp_path / "r" / "x.html").read_text()
+    unit0 = page[page.index('id="unit0"'):]
+    assert "(none)" in unit0.split("</h3>")[0] and "red" not in unit0.split("</h3>")[0]
+    assert "1 units have no label" in page and UNIT_NUMBERING in page

@@ -867,7 +867,7 @@ class _RunState:
         self.finished: List[str] = []
         self.position: Dict[str, int] = {}
         self.cache: Dict[str, np.memmap] = {}
-        self.cache_root: Optional[Path] = d.cache_dir
+        self.cache_root: Optional[Path] = None  # set by run() (a keyed subdirectory) or a resumed checkpoint
         self._rot: Dict[str, Any] = {}
         self._shapes: Dict[str, Tuple[int, ...]] = {}
         self.label_cat_raw, self.label_cat_tally = _label_category(ds)
