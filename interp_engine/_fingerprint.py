@@ -2,14 +2,15 @@
 
 A checkpoint or cache is valid for another run only when every input that
 changes its content is the same.  These functions reduce each input to a
-small JSON-able dict of strings and numbers (hex digests of BLAKE2b, 128
-bits) that :func:`differences` compares field by field, so that a refusal
+small JSON-able dict of strings and numbers (hex digests: SHA-256 cut to
+128 bits; SHA-256 because CPUs with SHA extensions hash it 3-4x faster than
+BLAKE2b) that :func:`differences` compares field by field, so that a refusal
 can name what differs.
 
 - :func:`model_fingerprint`: the class (module and qualified name), the
   module tree (``repr(model)``: layer types and their settings such as
   strides), and a digest of every parameter and buffer: name, dtype, shape
-  and all bytes (nothing sampled; about 0.2 s per 100 MB on one core).
+  and all bytes (nothing sampled; tensors are hashed in parallel threads).
 - :func:`transform_fingerprint`: a built-in transform by its name; a
   callable by its qualified name and a digest of its output on probe images
   (so two callables of one name with other constants differ); a transform
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -29,10 +31,10 @@ __all__ = ["Digest", "model_fingerprint", "transform_fingerprint", "callable_nam
 
 
 class Digest:
-    """BLAKE2b-128 over a sequence of typed, length-prefixed items."""
+    """SHA-256 (first 128 bits) over a sequence of typed, length-prefixed items."""
 
     def __init__(self) -> None:
-        self._h = hashlib.blake2b(digest_size=16)
+        self._h = hashlib.sha256()
 
     def _put(self, tag: bytes, data: bytes) -> None:
         self._h.update(tag + len(data).to_bytes(8, "little"))
@@ -85,7 +87,7 @@ class Digest:
         return self
 
     def hexdigest(self) -> str:
-        return self._h.hexdigest()
+        return self._h.hexdigest()[:32]
 
 
 def callable_name(obj: Any) -> str:
@@ -103,17 +105,30 @@ def model_fingerprint(model: Any) -> Dict[str, Any]:
 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    d = Digest()
-    n = nbytes = 0
+    tensors = []
     with torch.no_grad():
         for kind, items in (("p", model.named_parameters(remove_duplicate=False)),
                             ("b", model.named_buffers(remove_duplicate=False))):
-            for name, t in items:
-                if t is None:
-                    continue
-                d.text(f"{kind}:{name}").tensor(t)
-                n += 1
-                nbytes += t.numel() * t.element_size()
+            tensors += [(f"{kind}:{name}", t) for name, t in items if t is not None]
+
+    def one(item) -> str:
+        name, t = item
+        with torch.no_grad():
+            return Digest().text(name).tensor(t).hexdigest()
+
+    nbytes = sum(t.numel() * t.element_size() for _, t in tensors)
+    if nbytes > (16 << 20) and len(tensors) > 1:
+        # hashlib releases the GIL on large buffers: tensors in parallel, combined in order
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            parts = list(pool.map(one, tensors))
+    else:
+        parts = [one(x) for x in tensors]
+    d = Digest()
+    for h in parts:
+        d.text(h)
+    n = len(tensors)
     try:
         structure = Digest().text(repr(model)).hexdigest()
     except Exception:  # noqa: BLE001 - a user module whose repr fails: its class stands for it

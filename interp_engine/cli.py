@@ -18,7 +18,7 @@ OUTPUT_MARKER = "interp_engine_output.json"
 _EPILOG = """\
 errors and interruptions:
   a user error prints one line, "interp-engine: error: ...", and exits with status 2
-  (INTERP_ENGINE_DEBUG=1 shows the traceback instead); Ctrl-C prints one line saying
+  (INTERP_ENGINE_TRACEBACK=1 shows the traceback instead); Ctrl-C prints one line saying
   where progress was saved and the command that resumes, and exits with status 130.
 output directories:
   --out is written into a temporary directory next to it and moved into place when
@@ -552,6 +552,9 @@ def _probe(model, layers: Sequence[str], ds, spec: str, transform: Any, *, maps:
         with torch.no_grad(), Capture(model, list(layers), stop_early=True) as cap:
             outs = cap(x)
     except Exception as exc:  # noqa: BLE001 - whatever the user's model raises on these images
+        if isinstance(exc, RuntimeError) and "produced no output" in str(exc):  # Capture: a layer never ran
+            raise CLIError(f"--model {spec}: {_one_line(exc, 400)}; choose layers that the forward runs "
+                           f"(`interp-engine layers --model {spec}` lists every submodule)") from None
         raise CLIError(f"--model {spec} does not accept the dataset's images: an image batch of shape "
                        f"{tuple(x.shape)} ({x.dtype}, --transform {transform}) raised {type(exc).__name__}: "
                        f"{_one_line(exc, 400)}") from None
@@ -917,7 +920,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"interp-engine: interrupted: {_interrupted(args, argv)}", file=sys.stderr)
         return 130
     except _user_errors() as exc:
-        if os.environ.get("INTERP_ENGINE_DEBUG"):
+        if os.environ.get("INTERP_ENGINE_TRACEBACK"):
             raise
         text = str(exc) if isinstance(exc, (CLIError, ValueError, TypeError, OSError)) and str(exc) \
             else f"{type(exc).__name__}: {exc}"

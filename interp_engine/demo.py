@@ -127,8 +127,9 @@ def run_demo(num_images: int = 400, *, seed: int = 0, quantile: float = 0.005,
     # 3. labels: best label per unit (label 0 = none excluded)
     best = iou[:, 1:].argmax(axis=1) + 1
     best_iou = iou[np.arange(k), best]
-    labels = [d.label_names[b] for b in best]
-    detector = best_iou >= iou_threshold
+    best[best_iou <= 0] = 0  # IoU 0 for every label: no label ("-")
+    labels = [d.label_names[b] if b else "-" for b in best]
+    detector = (best_iou >= iou_threshold) & (best > 0)
 
     # 4. fewest units whose detected concepts cover every detected concept
     t0 = time.perf_counter()
@@ -141,7 +142,7 @@ def run_demo(num_images: int = 400, *, seed: int = 0, quantile: float = 0.005,
       f"{np.max(np.abs(approx - thresholds)):.2e}\n\n")
     w(f"  {'unit':>4}  {'truth':<8} {'label':<8} {'category':<8} {'IoU':>6}  detector\n")
     for u in np.argsort(-best_iou, kind="stable"):
-        cat = d.category_names[d.label_category[best[u]]]
+        cat = d.category_names[d.label_category[best[u]]] if best[u] else "-"
         w(f"  {u:>4}  {d.truth[u]:<8} {labels[u]:<8} {cat:<8} {best_iou[u]:6.3f}  "
           f"{'yes' if detector[u] else '-'}\n")
     truth_units = [u for u in range(k) if d.truth[u] in COLOURS]
@@ -157,6 +158,7 @@ def run_demo(num_images: int = 400, *, seed: int = 0, quantile: float = 0.005,
       f"noise units labelled as detectors: {false_det}\n")
     w("  scene units respond to a whole image, so their top-0.5% region is a sliver of the scene's\n"
       "  whole-image mask: their IoU stays below the detector bar, as in Network Dissection.\n")
+    w("  units are numbered from 0 (the channel index)\n")
     w(f"  greedy cover: units {', '.join(map(str, cover.indices.tolist()))} cover all "
       f"{int(cover.covered)} detected concepts\n")
     w(f"  time: data {t_data:.2f} s, thresholds {t_thr:.3f} s, IoU {t_iou:.3f} s, cover {t_cover * 1e3:.2f} ms\n")
