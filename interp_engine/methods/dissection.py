@@ -24,10 +24,15 @@ are consistent among themselves (and differ from an uncached run only by that
 rounding).
 
 Checkpointing: with ``checkpoint_dir`` the accumulators' state is saved every
-``checkpoint_every`` batches of the quantile and IoU passes and at the end of
-every pass; a later run with the same arguments resumes there and gives the
-same result as an uninterrupted run (the exact pass has no intermediate
-state: an interruption inside it restarts that pass).
+``checkpoint_every`` batches and every ``checkpoint_interval`` seconds of the
+quantile and IoU passes, at the end of every pass, and when the run stops
+between batches (Ctrl-C or an exception); a later run with the same model,
+data and settings resumes there and gives the same result as an
+uninterrupted run (the exact pass has no intermediate state: an interruption
+inside it restarts that pass).  The checkpoint is keyed on a digest of the
+model (class, module tree, every parameter and buffer), the data (rows,
+labels, transform) and every setting that changes the result; a checkpoint
+of another key is refused with a ValueError naming what differs.
 """
 from __future__ import annotations
 
@@ -540,7 +545,8 @@ class Dissection:
                  rotations: Sequence[int] = (), activation_cache: bool = False,
                  cache_dir: Optional[Union[str, os.PathLike]] = None,
                  checkpoint_dir: Optional[Union[str, os.PathLike]] = None, checkpoint_every: int = 50,
-                 checkpoint_interval: float = 60.0, progress: bool = True, seed: int = 0, num_threads: Optional[int] = None,
+                 checkpoint_interval: float = 60.0,
+                 progress: bool = True, seed: int = 0, num_threads: Optional[int] = None,
                  adapter: Any = "auto") -> None:
         import torch
 
