@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -94,25 +95,21 @@ inline double load(const char* p) {
   }
 }
 
-// Round a double to float32, to nearest, ties to even (what numpy's
-// astype(float32) and a C cast on IEEE hardware do), without the undefined
-// behaviour of casting a finite value beyond the float range.
-inline float to_f32(double v) {
-  if (!(std::fabs(v) > static_cast<double>(FLT_MAX)) || std::isinf(v)) return static_cast<float>(v);
-  // |v| > FLT_MAX, finite: FLT_MAX unless at or beyond the midpoint to 2^128
-  // (FLT_MAX's last mantissa bit is 1, so the tie goes to infinity)
-  const double mid = static_cast<double>(FLT_MAX) + std::ldexp(1.0, 103);
-  const float big = std::fabs(v) < mid ? FLT_MAX : std::numeric_limits<float>::infinity();
-  return v < 0 ? -big : big;
-}
+// Round a double to float32, to nearest, ties to even, as numpy's
+// astype(float32) and Pillow's stores do (IEEE conversion; a finite value
+// beyond the float range lies between FLT_MAX and infinity, so the cast is
+// defined and rounds to one of them).
+static_assert(std::numeric_limits<float>::is_iec559 && std::numeric_limits<double>::is_iec559,
+              "IEEE 754 float and double are required");
+inline float to_f32(double v) { return static_cast<float>(v); }
 
 // Copies map (b, k) into a contiguous double buffer; returns whether it holds
-// a NaN and its maximum (float64, NaN-free part).
+// a NaN, its maximum and its largest magnitude (float64, NaN-free part).
 template <Dtype D>
-bool gather(const MapsView& in, std::int64_t b, std::int64_t k, double* dst, double& mx) {
+bool gather(const MapsView& in, std::int64_t b, std::int64_t k, double* dst, double& mx, double& mabs) {
   const char* base = static_cast<const char*>(in.data) + b * in.stride[0] + k * in.stride[1];
   bool nan = false;
-  double m = -std::numeric_limits<double>::infinity();
+  double m = -std::numeric_limits<double>::infinity(), a = 0.0;
   for (std::int64_t y = 0; y < in.h; ++y) {
     const char* row = base + y * in.stride[2];
     double* out = dst + y * in.w;
@@ -121,24 +118,38 @@ bool gather(const MapsView& in, std::int64_t b, std::int64_t k, double* dst, dou
       out[x] = v;
       nan |= std::isnan(v);
       m = v > m ? v : m;
+      const double av = std::fabs(v);
+      a = av > a ? av : a;
     }
   }
   mx = m;
+  mabs = a;
   return nan;
 }
 
-bool gather_any(const MapsView& in, std::int64_t b, std::int64_t k, double* dst, double& mx) {
+bool gather_any(const MapsView& in, std::int64_t b, std::int64_t k, double* dst, double& mx, double& mabs) {
   switch (in.dtype) {
-    case Dtype::F64: return gather<Dtype::F64>(in, b, k, dst, mx);
-    case Dtype::F32: return gather<Dtype::F32>(in, b, k, dst, mx);
-    case Dtype::F16: return gather<Dtype::F16>(in, b, k, dst, mx);
-    case Dtype::BF16: return gather<Dtype::BF16>(in, b, k, dst, mx);
+    case Dtype::F64: return gather<Dtype::F64>(in, b, k, dst, mx, mabs);
+    case Dtype::F32: return gather<Dtype::F32>(in, b, k, dst, mx, mabs);
+    case Dtype::F16: return gather<Dtype::F16>(in, b, k, dst, mx, mabs);
+    case Dtype::BF16: return gather<Dtype::BF16>(in, b, k, dst, mx, mabs);
   }
   fail("unknown dtype");
 }
 
 // ---------------------------------------------------------------- one map
+// The one fused multiply-add of torch's sum: the FMA instruction in the
+// AVX2+FMA variant, the C library's (correctly rounded, slower) elsewhere.
+template <bool HW>
+inline double fused(double a, double b, double c) {
+#if defined(__GNUC__)
+  if constexpr (HW) return __builtin_fma(a, b, c);
+#endif
+  return std::fma(a, b, c);
+}
+
 // torch's sum (see resize.hpp): t[j * stride], j < n.
+template <bool HW>
 inline double torch_sum(const double* t, std::int64_t stride, const double* w, std::int64_t n) {
   double acc = t[0] * w[0];
   std::int64_t j = 1;
@@ -146,7 +157,7 @@ inline double torch_sum(const double* t, std::int64_t stride, const double* w, s
     acc = acc + t[j * stride] * w[j];
     acc = acc + t[(j + 1) * stride] * w[j + 1];
   }
-  if (j < n) acc = std::fma(t[j * stride], w[j], acc);
+  if (j < n) acc = fused<HW>(t[j * stride], w[j], acc);
   return acc;
 }
 
@@ -161,6 +172,8 @@ struct Plan {
   std::int64_t h, w, oh, ow;
   Taps tx, ty;  // used when the axis changes size (Antialias, Pil)
   bool need_x, need_y;
+  bool hw;      // run the AVX2+FMA variant
+  double skip_rel;  // maps with max + skip_rel * max|value| < T cannot fire (Antialias)
 };
 
 // Work buffers of one thread.
@@ -179,7 +192,8 @@ inline void row_check(std::int64_t cells) {
   if (cells >= (1 << 16)) check_interrupt();
 }
 
-void antialias_map(const Plan& p, Work& wk, double* out) {
+template <bool HW>
+inline __attribute__((always_inline)) void antialias_map_impl(const Plan& p, Work& wk, double* out) {
   const std::int64_t h = p.h, w = p.w, oh = p.oh, ow = p.ow;
   const double* H = wk.a.data();
   if (p.need_x) {
@@ -189,7 +203,7 @@ void antialias_map(const Plan& p, Work& wk, double* out) {
       const double* src = wk.a.data() + r * w;
       double* dst = wk.H.data() + r * ow;
       for (std::int64_t i = 0; i < ow; ++i)
-        dst[i] = torch_sum(src + t.start[i], 1, t.w.data() + t.offset[i], t.count[i]);
+        dst[i] = torch_sum<HW>(src + t.start[i], 1, t.w.data() + t.offset[i], t.count[i]);
       row_check(ow * w);
     }
     H = wk.H.data();
@@ -219,13 +233,14 @@ void antialias_map(const Plan& p, Work& wk, double* out) {
     if (j < n) {
       const double* r0 = col + j * ow;
       const double w0 = wt[j];
-      for (std::int64_t x = 0; x < ow; ++x) dst[x] = std::fma(r0[x], w0, dst[x]);
+      for (std::int64_t x = 0; x < ow; ++x) dst[x] = fused<HW>(r0[x], w0, dst[x]);
     }
     row_check(ow * n * 8);
   }
 }
 
-void pil_map(const Plan& p, Work& wk, float* out) {
+template <bool HW>
+inline __attribute__((always_inline)) void pil_map_impl(const Plan& p, Work& wk, float* out) {
   const std::int64_t h = p.h, w = p.w, oh = p.oh, ow = p.ow;
   wk.a32.resize(static_cast<std::size_t>(h * w));
   for (std::int64_t i = 0; i < h * w; ++i) wk.a32[i] = to_f32(wk.a[i]);
@@ -265,9 +280,47 @@ void pil_map(const Plan& p, Work& wk, float* out) {
   }
 }
 
+// The variants: the same arithmetic, compiled for AVX2+FMA (the fused
+// multiply-add inline, the row loops vectorized) or for the baseline.  No
+// contraction either way (see the pragma above), so the results are equal.
+void antialias_map_generic(const Plan& p, Work& wk, double* out) { antialias_map_impl<false>(p, wk, out); }
+void pil_map_generic(const Plan& p, Work& wk, float* out) { pil_map_impl<false>(p, wk, out); }
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+__attribute__((target("avx2,fma"))) void antialias_map_hw(const Plan& p, Work& wk, double* out) {
+  antialias_map_impl<true>(p, wk, out);
+}
+__attribute__((target("avx2,fma"))) void pil_map_hw(const Plan& p, Work& wk, float* out) {
+  pil_map_impl<true>(p, wk, out);
+}
+// AVX2 + FMA available, and not capped by INTERP_ENGINE_RESIZE_ISA=generic
+// (read at every call; for tests).
+bool use_hw() {
+  static const bool cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const char* cap = std::getenv("INTERP_ENGINE_RESIZE_ISA");
+  return cpu && !(cap && std::string(cap) == "generic");
+}
+#else
+void antialias_map_hw(const Plan& p, Work& wk, double* out) { antialias_map_impl<false>(p, wk, out); }
+void pil_map_hw(const Plan& p, Work& wk, float* out) { pil_map_impl<false>(p, wk, out); }
+bool use_hw() { return false; }
+#endif
+
 void bilinear_map(const Plan& p, Work& wk, double* out) {
   const std::vector<double> v = iou::upsample_bilinear(wk.a.data(), p.h, p.w, p.oh, p.ow);
   std::memcpy(out, v.data(), v.size() * sizeof(double));
+}
+
+void antialias_map(const Plan& p, Work& wk, double* out) {
+  if (p.hw)
+    antialias_map_hw(p, wk, out);
+  else
+    antialias_map_generic(p, wk, out);
+}
+void pil_map(const Plan& p, Work& wk, float* out) {
+  if (p.hw)
+    pil_map_hw(p, wk, out);
+  else
+    pil_map_generic(p, wk, out);
 }
 
 Plan make_plan(const MapsView& in, std::int64_t out_h, std::int64_t out_w, Method method) {
@@ -279,15 +332,18 @@ Plan make_plan(const MapsView& in, std::int64_t out_h, std::int64_t out_w, Metho
   p.h = in.h, p.w = in.w, p.oh = out_h, p.ow = out_w;
   p.need_x = in.w != out_w;
   p.need_y = in.h != out_h;
+  p.hw = use_hw();
   if (method != Method::Bilinear) {
     const bool pil = method == Method::Pil;
     if (p.need_x) p.tx = make_taps(in.w, out_w, pil);
     if (p.need_y) p.ty = make_taps(in.h, out_h, pil);
   }
+  const double n = static_cast<double>((p.need_x ? p.tx.ksize : 0) + (p.need_y ? p.ty.ksize : 0) + 2);
+  p.skip_rel = 4.0 * n * std::ldexp(1.0, -53);
   return p;
 }
 
-// Runs fn(b, k, work) over every map on the thread pool; throws NanFound for
+// Runs fn(b, k, max, max |value|, work) over every map on the thread pool; throws NanFound for
 // the first map (in (b, k) order) holding a NaN, after all workers stopped.
 template <typename F>
 void for_each_map(const MapsView& in, const Plan& p, int num_threads, F&& fn) {
@@ -305,15 +361,15 @@ void for_each_map(const MapsView& in, const Plan& p, int num_threads, F&& fn) {
           check_interrupt();
           const std::int64_t idx = static_cast<std::int64_t>(i);
           const std::int64_t b = idx / in.K, k = idx % in.K;
-          double mx = 0.0;
-          if (gather_any(in, b, k, wk.a.data(), mx)) {
+          double mx = 0.0, mabs = 0.0;
+          if (gather_any(in, b, k, wk.a.data(), mx, mabs)) {
             std::int64_t cur = first_nan.load();
             while (idx < cur && !first_nan.compare_exchange_weak(cur, idx)) {
             }
             continue;
           }
           if (first_nan.load(std::memory_order_relaxed) < n) continue;  // the call fails anyway
-          fn(b, k, mx, wk);
+          fn(b, k, mx, mabs, wk);
         }
       },
       num_threads);
@@ -383,7 +439,7 @@ void resize_maps(const MapsView& in, std::int64_t out_h, std::int64_t out_w, Met
                  int num_threads) {
   const Plan p = make_plan(in, out_h, out_w, method);
   const std::int64_t cells = out_h * out_w;
-  for_each_map(in, p, num_threads, [&](std::int64_t b, std::int64_t k, double, Work& wk) {
+  for_each_map(in, p, num_threads, [&](std::int64_t b, std::int64_t k, double, double, Work& wk) {
     const std::int64_t at = (b * in.K + k) * cells;
     switch (method) {
       case Method::Bilinear: bilinear_map(p, wk, static_cast<double*>(out) + at); break;
@@ -394,24 +450,35 @@ void resize_maps(const MapsView& in, std::int64_t out_h, std::int64_t out_w, Met
 }
 
 void resize_above(const MapsView& in, std::int64_t out_h, std::int64_t out_w, Method method,
-                  const double* thresholds, std::uint16_t* out, int num_threads) {
+                  const double* thresholds, float* out, int num_threads) {
   const Plan p = make_plan(in, out_h, out_w, method);
   for (std::int64_t k = 0; k < in.K; ++k)
     if (std::isnan(thresholds[k])) fail("thresholds must not contain NaN");
   const std::int64_t cells = out_h * out_w;
-  constexpr std::uint16_t one = 0x3C00;  // float16 1.0
-  for_each_map(in, p, num_threads, [&](std::int64_t b, std::int64_t k, double mx, Work& wk) {
-    std::uint16_t* dst = out + (b * in.K + k) * cells;
+  constexpr float one = 1.0f;
+  for_each_map(in, p, num_threads, [&](std::int64_t b, std::int64_t k, double mx, double mabs, Work& wk) {
+    float* dst = out + (b * in.K + k) * cells;
     const double T = thresholds[k];
     if (method == Method::Pil) {
       // NetDissect-Lite: `if feature_map.max() > threshold:` resize and compare
       if (!(mx > T)) {
-        std::fill(dst, dst + cells, std::uint16_t{0});
+        std::fill(dst, dst + cells, 0.0f);
         return;
       }
       wk.out32.resize(static_cast<std::size_t>(cells));
       pil_map(p, wk, wk.out32.data());
-      for (std::int64_t i = 0; i < cells; ++i) dst[i] = static_cast<double>(wk.out32[i]) > T ? one : 0;
+      // `mask > threshold[unit_id]`: a float32 array against a float64 scalar,
+      // which NumPy 1.x (Lite's) compares in float32
+      const float T32 = to_f32(T);
+      for (std::int64_t i = 0; i < cells; ++i) dst[i] = wk.out32[i] > T32 ? one : 0.0f;
+      return;
+    }
+    if (method == Method::Antialias && std::isfinite(mabs) && mx + (mabs * p.skip_rel + 1e-300) < T) {
+      // no output can exceed T: every pass is a combination with weights >= 0
+      // summing to 1 within n ulps, so it is at most the maximum plus
+      // 2 n u max|value| (u = 2^-53), n the taps of the pass; skip_rel is
+      // twice that bound for both passes
+      std::fill(dst, dst + cells, 0.0f);
       return;
     }
     wk.out.resize(static_cast<std::size_t>(cells));
@@ -419,7 +486,7 @@ void resize_above(const MapsView& in, std::int64_t out_h, std::int64_t out_w, Me
       antialias_map(p, wk, wk.out.data());
     else
       bilinear_map(p, wk, wk.out.data());
-    for (std::int64_t i = 0; i < cells; ++i) dst[i] = wk.out[i] > T ? one : 0;
+    for (std::int64_t i = 0; i < cells; ++i) dst[i] = wk.out[i] > T ? one : 0.0f;
   });
 }
 

@@ -104,17 +104,17 @@ int main() {
   // resize_above: > T (strict); pil skips a map whose maximum is not above T
   {
     const std::vector<double> a = {1, 2, 3, 4, 0, 0, 0, 5};  // two 1x4 maps
-    std::vector<std::uint16_t> out(4);
+    std::vector<float> out(4);
     const double thr[2] = {12.0 / 7, 1.0};
     resize_above(view64(a, 1, 2, 1, 4), 1, 2, Method::Antialias, thr, out.data(), 1);
-    CHECK(out[0] == 0 || out[0] == 0x3C00);  // 12/7 vs its own rounding: either, but one of the two
-    CHECK(out[1] == 0x3C00 && out[2] == 0 && out[3] == 0x3C00);
+    CHECK(out[0] == 0.0f || out[0] == 1.0f);  // 12/7 against its own rounding: either
+    CHECK(out[1] == 1.0f && out[2] == 0.0f && out[3] == 1.0f);
     const double thr2[2] = {4.0, 5.0};  // maxima 4 and 5: neither map is above its threshold
     resize_above(view64(a, 1, 2, 1, 4), 1, 2, Method::Pil, thr2, out.data(), 1);
-    for (int i = 0; i < 4; ++i) CHECK(out[i] == 0);
+    for (int i = 0; i < 4; ++i) CHECK(out[i] == 0.0f);
     const double thr3[2] = {-std::numeric_limits<double>::infinity(), std::numeric_limits<double>::infinity()};
     resize_above(view64(a, 1, 2, 1, 4), 1, 2, Method::Pil, thr3, out.data(), 1);
-    CHECK(out[0] == 0x3C00 && out[1] == 0x3C00 && out[2] == 0 && out[3] == 0);
+    CHECK(out[0] == 1.0f && out[1] == 1.0f && out[2] == 0.0f && out[3] == 0.0f);
   }
   // NaN: the first map (in (b, k) order) is named, whatever the thread count
   {

@@ -60,7 +60,11 @@ def check_size(size: Any, name: str = "size") -> Tuple[int, int]:
         size = (int(size), int(size))
     if not isinstance(size, (tuple, list)) or len(size) != 2:
         raise ValueError(f"{name} must be a pair (sh, sw) of positive integers; got {size!r}")
-    return check_positive_int(size[0], f"{name}[0]"), check_positive_int(size[1], f"{name}[1]")
+    out = (check_positive_int(size[0], f"{name}[0]"), check_positive_int(size[1], f"{name}[1]"))
+    for i, v in enumerate(out):
+        if v >= 2**31:
+            raise ValueError(f"{name}[{i}] must be < 2**31; got {v}")
+    return out
 
 
 def resize_maps(maps: Any, size: Any, method: str = "bilinear", *,

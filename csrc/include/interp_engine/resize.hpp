@@ -88,13 +88,16 @@ void resize_maps(const MapsView& in, std::int64_t out_h, std::int64_t out_w, Met
                  int num_threads = 0);
 
 // Resizes every map and binarizes it against the thresholds (K doubles, no
-// NaN): out[b, k, y, x] = resized(b, k)[y, x] > thresholds[k] (compared in
-// float64; Pil compares the float32 value, and only for maps whose maximum,
-// in float64, exceeds the threshold, as NetDissect-Lite's tally does), as
-// float16 bit patterns 0x3C00 (1) and 0 in a C-contiguous (B, K, out_h,
-// out_w) uint16 array.  Errors as resize_maps.
+// NaN): out[b, k, y, x] = resized(b, k)[y, x] > thresholds[k], compared in
+// float64, as 1.0f / 0.0f in a C-contiguous (B, K, out_h, out_w) float32
+// array (what IoUTally tallies fastest at identity scale).  Pil does what NetDissect-Lite's tally
+// does: a map whose maximum (float64) is not above the threshold has no
+// active pixel; otherwise the float32 values are compared with the threshold
+// rounded to float32 (`mask > threshold[unit_id]` compares a float32 array
+// with a float64 scalar in float32 under NumPy 1.x, which Lite ran on).
+// Errors as resize_maps.
 void resize_above(const MapsView& in, std::int64_t out_h, std::int64_t out_w, Method method,
-                  const double* thresholds, std::uint16_t* out, int num_threads = 0);
+                  const double* thresholds, float* out, int num_threads = 0);
 
 }  // namespace resize
 }  // namespace interp_engine
