@@ -400,3 +400,21 @@ def test_maps_that_cannot_fire_are_skipped_exactly():
         for thr in (peak, np.nextafter(peak, np.inf), np.nextafter(peak, -np.inf), x.max(axis=(2, 3))[0]):
             got = _core.resize_above(x, "f64", thr, sh, sw, "antialias", 0, "x", False, 0)
             np.testing.assert_array_equal(got, (up > thr[None, :, None, None]).astype(np.float32))
+
+
+def test_cli_resize_flag(tmp_path, capsys):
+    from interp_engine import cli
+    from interp_engine.data import concept_dataset
+    from interp_engine.methods.dissection import DissectionResult
+
+    root = concept_dataset(tmp_path / "ds", seed=3, num_images=20)
+    for extra, expected in (([], "bilinear"), (["--unit-rule", "lite"], "pil"),
+                            (["--unit-rule", "lite", "--resize", "antialias"], "antialias")):
+        out = tmp_path / f"out-{expected}-{len(extra)}"
+        rc = cli.main(["dissect", "--dataset", str(root), "--out", str(out), "--layer", "conv1", "--quiet",
+                       "--top-k", "1", *extra])
+        assert rc == 0, capsys.readouterr().err
+        assert DissectionResult.load(out / "result.npz").config["resize"] == expected
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["dissect", "--resize", "nearest"])
+    assert exc.value.code == 2 and "--resize" in capsys.readouterr().err
