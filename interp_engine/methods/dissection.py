@@ -453,7 +453,7 @@ class Dissection:
             (NetDissect-Lite's rule); see :class:`IoUTally`.
         resize: how a unit's maps are brought to the label maps' size:
             ``"bilinear"`` (PyTorch's ``F.interpolate`` default, the
-            upsampling the paper and NetDissect-Lite describe),
+            bilinear upsampling the paper describes),
             ``"antialias"`` (``antialias=True``) or ``"pil"`` (Pillow's
             float32 resize, what NetDissect-Lite's code runs).  They differ
             only for layers whose maps are larger than the label maps.
