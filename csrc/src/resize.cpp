@@ -110,7 +110,9 @@ bool gather(const MapsView& in, std::int64_t b, std::int64_t k, double* dst, dou
   const char* base = static_cast<const char*>(in.data) + b * in.stride[0] + k * in.stride[1];
   bool nan = false;
   double m = -std::numeric_limits<double>::infinity(), a = 0.0;
+  const bool big = in.h * in.w >= (1 << 16);
   for (std::int64_t y = 0; y < in.h; ++y) {
+    if (big) check_interrupt();
     const char* row = base + y * in.stride[2];
     double* out = dst + y * in.w;
     for (std::int64_t x = 0; x < in.w; ++x) {
@@ -461,6 +463,8 @@ void resize_above(const MapsView& in, std::int64_t out_h, std::int64_t out_w, Me
     const double T = thresholds[k];
     if (method == Method::Pil) {
       // NetDissect-Lite: `if feature_map.max() > threshold:` resize and compare
+      // (with the float32 comparison below this never changes the result, as
+      // no resized value exceeds the float32-rounded maximum; it saves the work)
       if (!(mx > T)) {
         std::fill(dst, dst + cells, 0.0f);
         return;
