@@ -9,7 +9,9 @@ arrived.
 - :class:`ChannelQuantiles`: streaming per-channel quantiles (rank error
   1e-4), with an exact second pass.
 - :class:`IoUTally`: Network Dissection's intersection / union counts between
-  binarized, upsampled activation maps and concept masks.
+  binarized, upsampled activation maps and concept masks; :func:`resize_maps`
+  resizes maps exactly as PyTorch (with or without antialiasing) or Pillow
+  (NetDissect-Lite) does.
 - :func:`greedy_cover`, :func:`ratio_greedy_cover`: greedy weighted max
   coverage / set cover, and the submodular-cost submodular cover of Lam et al.
   (2021); :func:`ratio_greedy_cover_many` solves many such problems across
@@ -47,6 +49,7 @@ from .engine.cover import (CoverResult, PackedBits, RatioCoverResult, greedy_cov
                            ratio_greedy_cover, ratio_greedy_cover_many)
 from .engine.iou import IoUTally
 from .engine.quantiles import ChannelQuantiles, ExactQuantilePass
+from .engine.resize import resize_maps
 
 __version__ = getattr(_core, "__version__", "0.0.0")
 
@@ -57,6 +60,7 @@ __all__ = [
     "ChannelQuantiles",
     "ExactQuantilePass",
     "IoUTally",
+    "resize_maps",
     "greedy_cover",
     "ratio_greedy_cover",
     "ratio_greedy_cover_many",

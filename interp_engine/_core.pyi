@@ -183,3 +183,14 @@ def _rank_beam_search(activations: np.ndarray, index: RankConceptIndex, length: 
     -1 padded), ops (K', B, L) int8 (0 AND, 1 OR; -1 at position 0 and padding),
     n1 (K', B) int64, u2 (K', B) int64 (2U), auc (K', B) float64, pvalue (K', B) float64,
     evaluations (K',) int64 (formulas the reference would score by sorting on these beams)."""
+
+# --- resize area (csrc/python/bind_resize.cpp) --------------------------------
+def resize_maps(x: np.ndarray, kind: str, out_h: int, out_w: int, method: str, num_threads: int = 0,
+                name: str = "x", image_unit: bool = False) -> np.ndarray:
+    """(B, K, h, w) maps -> (B, K, out_h, out_w): float64 ('bilinear', 'antialias') or float32 ('pil')."""
+def resize_above(x: np.ndarray, kind: str, thresholds: np.ndarray, out_h: int, out_w: int, method: str,
+                 num_threads: int = 0, name: str = "x", image_unit: bool = False,
+                 image_offset: int = 0) -> np.ndarray:
+    """Resize and binarize against thresholds (K,): float32 (B, K, out_h, out_w) of 1.0 / 0.0."""
+def resize_taps(in_size: int, out_size: int, pil: bool = False) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The antialiased filter's (start, count, weights) for one axis."""

@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exact quantile thresholds (one more pass) or the sketch's estimate")
     dis.add_argument("--unit-rule", choices=["annotated", "lite"], default="annotated",
                      help="which images add to a unit's pixels per category (see docs/dissection.md)")
+    dis.add_argument("--resize", choices=["bilinear", "antialias", "pil"], default=None,
+                     help="how maps are resized to the label maps (differs only for maps larger than them): "
+                          "bilinear (torch's default), antialias (torch antialias=True) or pil (Pillow, as "
+                          "NetDissect-Lite); default: pil with --unit-rule lite, else bilinear")
     dis.add_argument("--categories", default=None, help="comma-separated categories (default: all)")
     dis.add_argument("--transform", choices=["netdissect", "imagenet", "unit"], default=None,
                      help="image normalization (default: the bundled model's own, else netdissect)")
@@ -828,7 +832,7 @@ def _run_dissect(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _probe(model, layers, ds, args.model, transform, maps=True)
     d = Dissection(model, layers, quantile=args.quantile, iou_threshold=args.iou_threshold,
                    thresholds=args.thresholds, unit_rule=args.unit_rule, batch_size=args.batch_size,
-                   num_workers=args.num_workers, device=args.device, top_k=args.top_k,
+                   resize=args.resize, num_workers=args.num_workers, device=args.device, top_k=args.top_k,
                    rotations=args.rotations or (), activation_cache=args.activation_cache,
                    cache_dir=args.cache_dir, checkpoint_dir=args.checkpoint_dir,
                    checkpoint_every=args.checkpoint_every, checkpoint_interval=args.checkpoint_interval,

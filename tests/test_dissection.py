@@ -107,7 +107,7 @@ def ds():
 def test_matches_slow_reference(ds, unit_rule, batch_size):
     model = make_model()
     res = dissect(model, ["2", "4"], ds, quantile=0.05, unit_rule=unit_rule, batch_size=batch_size,
-                  progress=False)
+                  resize="bilinear", progress=False)
     for name, idx in (("2", 2), ("4", 4)):
         _, thr, (I, L, A) = reference_layer(model, idx, ds, q=0.05, unit_rule=unit_rule)
         r = res[name]
@@ -736,3 +736,86 @@ def test_report_shows_units_without_a_label(ds, tmp_path):
     unit0 = page[page.index('id="unit0"'):]
     assert "(none)" in unit0.split("</h3>")[0] and "red" not in unit0.split("</h3>")[0]
     assert "1 units have no label" in page and UNIT_NUMBERING in page
+
+
+# --------------------------------------------------------------------------- resize (maps larger than the labels)
+def _reference_resized(model, layer_index, ds, q, unit_rule, resize):
+    """The slow reference for a layer whose maps are larger than the label maps:
+    "pil" binarizes as NetDissect-Lite (reference_resize.lite_masks), "antialias"
+    resizes as torch's antialias=True, then > threshold and counts."""
+    from reference_resize import antialias_formula, lite_masks, torch_antialias, torch_capability
+
+    acts, thr, _ = reference_layer(model, layer_index, ds, q=q)
+    args = (ds.pixel_labels, ds.image_labels, ds.image_categories, ds.label_category_for_tally(), len(NAMES), 3,
+            ds.pixel_size)
+    if resize == "pil":
+        masks = lite_masks(acts, thr, ds.pixel_size).astype(np.float64)
+        return thr, iou_counts(acts, np.full(len(thr), 0.5), *args, unit_rule=unit_rule,
+                               upsample=lambda a, s: masks)
+    up = torch_antialias if torch_capability() == "AVX2" else antialias_formula
+    return thr, iou_counts(acts, thr, *args, unit_rule=unit_rule, upsample=up)
+
+
+@pytest.mark.parametrize("unit_rule, resize", [("lite", None), ("lite", "antialias"), ("annotated", "antialias"),
+                                               ("annotated", "pil")])
+def test_downsampled_layer_counts_equal_a_reference_resizing_as_asked(ds, unit_rule, resize):
+    # layer "1" (ReLU of the first conv) is 16 x 16; the label maps are 8 x 8.
+    # The Lite mode (unit_rule="lite") resizes as NetDissect-Lite (Pillow) unless told otherwise.
+    model = make_model()
+    d = Dissection(model, "1", quantile=0.05, unit_rule=unit_rule, resize=resize, batch_size=7, progress=False)
+    expected = resize or ("pil" if unit_rule == "lite" else "bilinear")
+    assert d.resize == expected
+    r = d.run(ds)["1"]
+    thr, (I, L, A) = _reference_resized(model, 1, ds, 0.05, unit_rule, expected)
+    np.testing.assert_array_equal(r.thresholds, thr)
+    np.testing.assert_array_equal(r.intersection, I)
+    np.testing.assert_array_equal(r.label_pixels, L)
+    np.testing.assert_array_equal(r.unit_pixels, A)
+    # and the resize matters here: the default bilinear resize gives other counts
+    b = dissect(model, "1", ds, quantile=0.05, unit_rule=unit_rule, resize="bilinear", progress=False)["1"]
+    assert not np.array_equal(b.intersection, r.intersection)
+
+
+def test_resize_is_checked_and_part_of_the_checkpoint(ds, tmp_path):
+    with pytest.raises(ValueError, match="resize must be one of"):
+        Dissection(make_model(), "1", resize="nearest")
+    dissect(make_model(), "1", ds, quantile=0.05, resize="pil", checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="resize"):
+        dissect(make_model(), "1", ds, quantile=0.05, resize="antialias", checkpoint_dir=tmp_path, progress=False)
+
+
+def test_bundled_conv1_in_lite_mode_equals_a_pillow_reference(tmp_path):
+    """The bundled model's conv1 (16 x 64 x 64) against label maps of 32 x 32:
+    the Lite mode's counts equal NetDissect-Lite's binarization (Pillow)."""
+    from reference_resize import lite_masks
+
+    from interp_engine.data import BrodenDataset
+    from interp_engine.data.concepts import concept_dataset
+    from interp_engine.models import load_default_model
+
+    root = concept_dataset(tmp_path / "ds", seed=1, num_images=120)
+    bds = BrodenDataset(root, transform="unit")
+    model = load_default_model()
+    r = dissect(model, "conv1", bds, unit_rule="lite", batch_size=40, progress=False)["conv1"]
+    items = [bds[i] for i in range(len(bds))]
+    feats = []
+    hook = model.conv1.register_forward_hook(lambda m, i, o: feats.append(o.detach()))
+    try:
+        with torch.no_grad():
+            model(torch.stack([it["image"] for it in items]))
+    finally:
+        hook.remove()
+    acts = feats[0].numpy().astype(np.float64)
+    assert acts.shape[2:] == (64, 64) and tuple(bds.pixel_size) == (32, 32)
+    K = acts.shape[1]
+    thr = np.array([np.quantile(acts[:, k].ravel(), 1 - 0.005) for k in range(K)])
+    np.testing.assert_array_equal(r.thresholds, thr)
+    masks = lite_masks(acts, thr, bds.pixel_size).astype(np.float64)
+    pl = np.stack([it["pixel_labels"].numpy() for it in items])
+    il = np.stack([it["image_labels"].numpy() for it in items])
+    I, L, A = iou_counts(acts, np.full(K, 0.5), pl, il, None, bds.label_category_for_tally(),
+                         len(bds.label_names), bds.num_categories, bds.pixel_size, unit_rule="lite",
+                         upsample=lambda a, s: masks)
+    np.testing.assert_array_equal(r.intersection, I)
+    np.testing.assert_array_equal(r.label_pixels, L)
+    np.testing.assert_array_equal(r.unit_pixels, A)

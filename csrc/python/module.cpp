@@ -12,6 +12,7 @@ void init_quantile(py::module_& m);
 void init_iou(py::module_& m);
 void init_cover(py::module_& m);
 void init_rank(py::module_& m);
+void init_resize(py::module_& m);
 }  // namespace interp_engine
 
 PYBIND11_MODULE(_core, m) {
@@ -21,4 +22,5 @@ PYBIND11_MODULE(_core, m) {
   interp_engine::init_iou(m);
   interp_engine::init_cover(m);
   interp_engine::init_rank(m);
+  interp_engine::init_resize(m);
 }

@@ -27,6 +27,17 @@ align_corners=False)`` on an FMA-capable CPU, bit for bit, whenever
 ``sh + sw > 128``; for smaller outputs torch switches to another kernel whose
 results can differ in the last bit), and compared ``> threshold`` in float64.
 The upsampled maps are never materialized.
+
+``resize`` chooses how maps are brought to ``output_size``: ``"bilinear"``
+(the default, above), ``"antialias"`` (PyTorch's ``antialias=True``) or
+``"pil"`` (Pillow's float32 resize, NetDissect-Lite's); they differ only when
+a layer's maps are larger than the label maps (see
+:mod:`interp_engine.engine.resize`).  With ``"antialias"`` and ``"pil"`` each
+batch is resized and binarized by the core (``resize_maps``' arithmetic, then
+``> threshold`` in float64; ``"pil"`` compares the float32 value and, as Lite,
+only in maps whose maximum exceeds the threshold), a few images at a time,
+and the binary maps are tallied at identity scale (exact: the interpolation
+at scale 1 returns its input).
 """
 from __future__ import annotations
 
@@ -37,12 +48,15 @@ import numpy as np
 from .._loader import core as _core
 from ._arrays import (bool_array, check_num_threads, check_positive_int, describe, float_array,
                       int_array, to_numpy)
+from .resize import check_method
 
 __all__ = ["IoUTally", "UNIT_RULES"]
 
 UNIT_RULES = ("annotated", "lite")
 _STATE_FORMAT = "interp_engine.IoUTally"
 _STATE_VERSION = 1
+# the binary maps of the "antialias" / "pil" resizes are made this many bytes at a time
+_RESIZE_CHUNK_BYTES = 1 << 25
 
 
 def _float64(arr: np.ndarray, kind: str) -> np.ndarray:
@@ -75,7 +89,7 @@ class IoUTally:
     """
 
     def __init__(self, num_units: int, num_labels: int, label_category: Any, num_categories: int, *,
-                 output_size: Tuple[int, int], unit_rule: str = "annotated",
+                 output_size: Tuple[int, int], unit_rule: str = "annotated", resize: str = "bilinear",
                  num_threads: Optional[int] = None) -> None:
         num_units = check_positive_int(num_units, "num_units")
         num_labels = check_positive_int(num_labels, "num_labels")
@@ -88,6 +102,7 @@ class IoUTally:
         sw = check_positive_int(output_size[1], "output_size[1]")
         if unit_rule not in UNIT_RULES:
             raise ValueError(f"unit_rule must be one of {UNIT_RULES}; got {unit_rule!r}")
+        self._resize = check_method(resize, "resize")
         cat = int_array(label_category, "label_category", ndim=1, dtype=None, shape_hint="(num_labels,)", what="label numbers")
         if cat.shape[0] != num_labels:
             raise ValueError(f"label_category must have shape (num_labels,) = ({num_labels},); "
@@ -173,11 +188,36 @@ class IoUTally:
                 raise ValueError(f"image_categories must have shape (B, num_categories) = "
                                  f"({B}, {self.num_categories}); got shape {tuple(ic.shape)}")
             ic = ic.view(np.uint8)
-        self._core.update(acts, kind, thr, pl, il, ic, self._num_threads)
+        if self._resize == "bilinear":
+            self._core.update(acts, kind, thr, pl, il, ic, self._num_threads)
+        else:
+            self._update_resized(acts, kind, thr, pl, il, ic)
         if pl is not None:
             self._num_pixel_maps = int(pl.shape[1])
         if il is not None:
             self._num_image_labels = int(il.shape[1])
+
+    def _update_resized(self, acts, kind, thr, pl, il, ic) -> None:
+        """resize "antialias" / "pil": resize and binarize a few images at a
+        time, tally the binary maps at identity scale; counts change only
+        when every chunk succeeded."""
+        B, K = int(acts.shape[0]), int(acts.shape[1])
+        sh, sw = self.output_size
+        half = np.full(K, 0.5)
+        step = max(1, _RESIZE_CHUNK_BYTES // max(1, K * sh * sw * 4))
+        target = self._core
+        if B > step:  # several chunks: tally into a scratch accumulator, merge at the end
+            target = _core.IoUTallyCore(self.num_units, self.num_labels,
+                                        np.ascontiguousarray(self._core.label_category, dtype=np.int32),
+                                        self.num_categories, sh, sw, self._unit_rule == "lite")
+        for b0 in range(0, max(B, 1), step):
+            sl = slice(b0, b0 + step)
+            binary = _core.resize_above(acts[sl], kind, thr, sh, sw, self._resize, self._num_threads,
+                                        "activations", True, b0)
+            target.update(binary, "f32", half, None if pl is None else pl[sl], None if il is None else il[sl],
+                          None if ic is None else ic[sl], self._num_threads)
+        if target is not self._core:
+            self._core.merge(target)
 
     def _thresholds(self, thresholds: Any) -> np.ndarray:
         arr, kind = to_numpy(thresholds, "thresholds")
@@ -244,13 +284,22 @@ class IoUTally:
     def unit_rule(self) -> str:
         return self._unit_rule
 
+    @property
+    def resize(self) -> str:
+        """How maps are brought to ``output_size`` (one of
+        :data:`~interp_engine.engine.resize.RESIZE_METHODS`)."""
+        return self._resize
+
     # ------------------------------------------------------------------ merge / state
     def merge(self, other: "IoUTally") -> "IoUTally":
         """Add the counts of ``other`` (same num_units, num_labels,
-        label_category, num_categories, output_size and unit_rule).  Returns
-        self."""
+        label_category, num_categories, output_size, unit_rule and resize).
+        Returns self."""
         if not isinstance(other, IoUTally):
             raise TypeError(f"other must be an IoUTally; got {type(other).__name__}")
+        if other._resize != self._resize:
+            raise ValueError(f"other must use the same resize; got resize={other._resize!r} for a tally "
+                             f"with resize={self._resize!r}")
         if not self._core.compatible(other._core):
             raise ValueError("other must have the same configuration (num_units, num_labels, label_category, "
                              f"num_categories, output_size, unit_rule); got {other!r} for {self!r}")
@@ -277,6 +326,7 @@ class IoUTally:
             "num_categories": self.num_categories,
             "output_size": self.output_size,
             "unit_rule": self.unit_rule,
+            "resize": self.resize,
             "num_pixel_maps": self._num_pixel_maps,
             "num_image_labels": self._num_image_labels,
             "intersection": self.intersection,
@@ -302,7 +352,7 @@ class IoUTally:
             raise ValueError(f"state is missing keys {missing}")
         out = cls(state["num_units"], state["num_labels"], state["label_category"], state["num_categories"],
                   output_size=tuple(state["output_size"]), unit_rule=state["unit_rule"],
-                  num_threads=num_threads)
+                  resize=state.get("resize", "bilinear"), num_threads=num_threads)
         K, NL, NC = out.num_units, out.num_labels, out.num_categories
         arrays = {}
         for key, shape in (("intersection", (K, NL)), ("label_pixels", (NL,)), ("unit_pixels", (K, NC))):
@@ -336,7 +386,7 @@ class IoUTally:
     def __repr__(self) -> str:
         return (f"IoUTally(num_units={self.num_units}, num_labels={self.num_labels}, "
                 f"num_categories={self.num_categories}, output_size={self.output_size}, "
-                f"unit_rule={self.unit_rule!r}, images={self.images})")
+                f"unit_rule={self.unit_rule!r}, resize={self.resize!r}, images={self.images})")
 
 
 def _from_state(state: Dict[str, Any], num_threads: Optional[int]) -> IoUTally:

@@ -49,6 +49,7 @@ from .._npz import read_header, safe_name, save_npz
 from ..engine._arrays import check_positive_int
 from ..engine.iou import UNIT_RULES, IoUTally
 from ..engine.quantiles import ChannelQuantiles
+from ..engine.resize import check_method
 
 __all__ = ["Dissection", "DissectionResult", "LayerResult", "dissect", "random_rotation",
            "rotation_experiment"]
@@ -517,6 +518,14 @@ class Dissection:
             pass) or ``"approx"`` (the sketch's estimate, rank error 1e-4).
         unit_rule: ``"annotated"`` (original NetDissect) or ``"lite"``
             (NetDissect-Lite's rule); see :class:`IoUTally`.
+        resize: how a unit's maps are brought to the label maps' size:
+            ``"bilinear"`` (PyTorch's ``F.interpolate`` default, the
+            bilinear upsampling the paper describes),
+            ``"antialias"`` (``antialias=True``) or ``"pil"`` (Pillow's
+            float32 resize, what NetDissect-Lite's code runs).  They differ
+            only for layers whose maps are larger than the label maps.
+            Default (None): ``"pil"`` with ``unit_rule="lite"`` (the Lite
+            compatibility mode), else ``"bilinear"``.
         categories, transform: used when ``dataset`` is a path (see
             :class:`interp_engine.data.BrodenDataset`).
         batch_size, num_workers: of the DataLoader.
@@ -540,6 +549,7 @@ class Dissection:
 
     def __init__(self, model, layers: Union[str, Sequence[str]], *, quantile: float = 0.005,
                  iou_threshold: float = 0.04, thresholds: str = "exact", unit_rule: str = "annotated",
+                 resize: Optional[str] = None,
                  categories: Optional[Sequence[str]] = None, transform: Any = "netdissect",
                  batch_size: int = 64, num_workers: int = 0, device: Any = None, top_k: int = 10,
                  rotations: Sequence[int] = (), activation_cache: bool = False,
@@ -568,6 +578,9 @@ class Dissection:
             raise ValueError(f"thresholds must be 'exact' or 'approx'; got {thresholds!r}")
         if unit_rule not in UNIT_RULES:
             raise ValueError(f"unit_rule must be one of {UNIT_RULES}; got {unit_rule!r}")
+        if resize is None:
+            resize = "pil" if unit_rule == "lite" else "bilinear"
+        check_method(resize, "resize")
         self.batch_size = check_positive_int(batch_size, "batch_size")
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers must be an integer >= 0; got {num_workers!r}")
@@ -593,6 +606,7 @@ class Dissection:
         self.iou_threshold = float(iou_threshold)
         self.thresholds = thresholds
         self.unit_rule = unit_rule
+        self.resize = resize
         self.categories = None if categories is None else list(categories)
         self.transform = transform
         self.num_workers = num_workers
@@ -623,7 +637,7 @@ class Dissection:
     def _config(self, ds) -> Dict[str, Any]:
         config = {"layers": self.layer_names, "quantile": self.quantile, "iou_threshold": self.iou_threshold,
                   "thresholds": self.thresholds, "unit_rule": self.unit_rule, "batch_size": self.batch_size,
-                  "top_k": self.top_k, "rotations": self.rotations, "seed": self.seed,
+                  "resize": self.resize, "top_k": self.top_k, "rotations": self.rotations, "seed": self.seed,
                   "activation_cache": self.activation_cache, "num_images": len(ds),
                   "num_labels": len(ds.label_names), "categories": list(ds.categories),
                   "dataset": str(getattr(ds, "root", type(ds).__name__))}
@@ -922,7 +936,7 @@ class _RunState:
                 if key not in self.tally:
                     self.tally[key] = IoUTally(a.shape[1], len(self.ds.label_names), self.label_cat_tally,
                                                int(self.ds.num_categories), output_size=tuple(self.ds.pixel_size),
-                                               unit_rule=d.unit_rule, num_threads=d.num_threads)
+                                               unit_rule=d.unit_rule, resize=d.resize, num_threads=d.num_threads)
                 self.tally[key].update(a_cpu, self.thresholds[key], pixel_labels=batch.get("pixel_labels"),
                                        image_labels=batch.get("image_labels"),
                                        image_categories=batch.get("image_categories"))
