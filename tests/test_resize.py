@@ -446,3 +446,12 @@ except KeyboardInterrupt:
     word, elapsed, *rest = res.stdout.split()
     assert word == "interrupted" and rest == ["0", "0"], res.stdout
     assert float(elapsed) < 5.0, res.stdout
+
+
+def test_the_tally_interpolation_is_the_identity_at_scale_one():
+    # why tallying the binary maps at identity scale is exact: the on-the-fly
+    # interpolation returns its finite input unchanged when in == out
+    rng = np.random.default_rng(12)
+    for h, w in [(1, 1), (1, 7), (9, 1), (32, 32), (112, 96)]:
+        for a in (rng.standard_normal((h, w)) * 1e3, (rng.random((h, w)) > 0.7).astype(np.float64)):
+            np.testing.assert_array_equal(_core.iou_upsample_bilinear(a, h, w), a)
