@@ -145,10 +145,11 @@ void init_iou(py::module_& m) {
            [](IoUTally& self, const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& I,
               const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& L,
               const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& A,
-              std::int64_t images) {
-             self.set_counts(from_numpy(I), from_numpy(L), from_numpy(A), images);
+              std::int64_t images, std::int64_t maps_per_image) {
+             self.set_counts(from_numpy(I), from_numpy(L), from_numpy(A), images, maps_per_image);
            },
-           py::arg("intersection"), py::arg("label_pixels"), py::arg("unit_pixels"), py::arg("images"))
+           py::arg("intersection"), py::arg("label_pixels"), py::arg("unit_pixels"), py::arg("images"),
+           py::arg("maps_per_image") = -1)
       .def_property_readonly("intersection",
                              [](const IoUTally& s) {
                                return to_numpy(s.intersection(), {s.num_units(), s.num_labels()});
