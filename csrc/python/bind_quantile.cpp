@@ -47,9 +47,12 @@ py::array_t<T> vec_array(const std::vector<T>& v) {
   return a;
 }
 
-using DArr = py::array_t<double, py::array::c_style | py::array::forcecast>;
-using IArr = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
-using UArr = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>;
+// Arrays the core reads through typed pointers: C order, converted to the
+// type, and aligned (numpy copies a view that starts at an odd address).
+constexpr int kIn = py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+using DArr = py::array_t<double, kIn>;
+using IArr = py::array_t<std::int64_t, kIn>;
+using UArr = py::array_t<std::uint64_t, kIn>;
 
 }  // namespace
 
@@ -238,9 +241,9 @@ void init_quantile(py::module_& m) {
                 level_sizes.shape(1) > KllSketch::kMaxLevels)
               throw std::invalid_argument("'level_sizes' must have shape (" + std::to_string(C) +
                                           ", levels) with 1 <= levels <= " + std::to_string(KllSketch::kMaxLevels));
-            py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast> cks;
+            py::array_t<std::uint64_t, kIn> cks;
             if (!checksum.is_none()) {
-              cks = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>::ensure(checksum);
+              cks = py::array_t<std::uint64_t, kIn>::ensure(checksum);
               if (!cks || cks.ndim() != 2 || cks.shape(0) != C || cks.shape(1) != 2)
                 throw std::invalid_argument("'checksum' must have shape (" + std::to_string(C) + ", 2)");
             }

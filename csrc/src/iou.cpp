@@ -174,7 +174,8 @@ double map_max(const ActivationView& a, std::int64_t b, std::int64_t k, bool& na
   using Native = typename std::conditional<KIND == FloatKind::F64, double, float>::type;
   if constexpr (KIND == FloatKind::F32 || KIND == FloatKind::F64) {
     if (a.stride[3] == static_cast<std::int64_t>(sizeof(Native)) &&
-        a.stride[2] == a.w * static_cast<std::int64_t>(sizeof(Native))) {
+        a.stride[2] == a.w * static_cast<std::int64_t>(sizeof(Native)) &&
+        reinterpret_cast<std::uintptr_t>(base) % alignof(Native) == 0) {  // (else the memcpy loop below)
       double mxd;
 #ifdef IE_IOU_X86_DISPATCH
       if constexpr (KIND == FloatKind::F32) {

@@ -270,7 +270,11 @@ void gather_typed(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uin
   // long contiguous rows already of the output type go straight to fn (no
   // copy; the sketch does not depend on how the stream is chunked)
   constexpr bool same_type = std::is_same<typename Kernel::type, OutT>::value;
-  const bool direct = same_type && contiguous && !skip_nan && b.size_b >= 1024;
+  // (the rows of a numpy view may sit at any byte address: the direct path
+  // needs aligned rows, the copy reads through memcpy)
+  const bool aligned = (reinterpret_cast<std::uintptr_t>(base) % alignof(OutT)) == 0 &&
+                       b.stride_a % static_cast<std::int64_t>(alignof(OutT)) == 0;
+  const bool direct = same_type && contiguous && aligned && !skip_nan && b.size_b >= 1024;
   for (std::int64_t a = 0; a < b.size_a; ++a) {
     const unsigned char* row = base + a * b.stride_a;
     if (direct) {
@@ -285,8 +289,13 @@ void gather_typed(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uin
       const std::int64_t take = std::min<std::int64_t>(b.size_b - j, static_cast<std::int64_t>(kBlock - fill));
       OutT* dst = buf + fill;
       if (contiguous) {
-        const auto* src = reinterpret_cast<const typename Kernel::type*>(row) + j;
-        for (std::int64_t t = 0; t < take; ++t) dst[t] = static_cast<OutT>(Kernel::conv(src[t]));
+        using In = typename Kernel::type;
+        const unsigned char* src = row + j * static_cast<std::int64_t>(sizeof(In));
+        for (std::int64_t t = 0; t < take; ++t) {
+          In x;
+          std::memcpy(&x, src + t * static_cast<std::int64_t>(sizeof(In)), sizeof(In));
+          dst[t] = static_cast<OutT>(Kernel::conv(x));
+        }
       } else {
         const unsigned char* p = row + j * b.stride_b;
         for (std::int64_t t = 0; t < take; ++t, p += b.stride_b) dst[t] = static_cast<OutT>(load(p, b.kind));
@@ -1070,9 +1079,10 @@ bool channel_has_nan(const StridedBatch& b, std::int64_t c) {
     const unsigned char* row = base + a * b.stride_a;
     U mx = 0;
     if (b.stride_b == static_cast<std::int64_t>(sizeof(U))) {
-      const U* p = reinterpret_cast<const U*>(row);
       for (std::int64_t j = 0; j < b.size_b; ++j) {
-        const U u = static_cast<U>(p[j] & K::kAbs);
+        U u;  // memcpy: the row may be misaligned (compiles to a plain load)
+        std::memcpy(&u, row + j * static_cast<std::int64_t>(sizeof(U)), sizeof(U));
+        u = static_cast<U>(u & K::kAbs);
         mx = u > mx ? u : mx;
       }
     } else {
@@ -1093,10 +1103,11 @@ namespace {
 template <typename K>
 bool span_has_nan(const unsigned char* data, std::size_t n) {
   using U = typename K::U;
-  const U* p = reinterpret_cast<const U*>(data);
   U mx = 0;
   for (std::size_t j = 0; j < n; ++j) {
-    const U u = static_cast<U>(p[j] & K::kAbs);
+    U u;  // memcpy: the data may be misaligned (compiles to a plain load)
+    std::memcpy(&u, data + j * sizeof(U), sizeof(U));
+    u = static_cast<U>(u & K::kAbs);
     mx = u > mx ? u : mx;
   }
   return mx > K::kInf;

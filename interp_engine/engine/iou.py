@@ -37,6 +37,7 @@ import numpy as np
 from .._loader import core as _core
 from ._arrays import (bool_array, check_num_threads, check_positive_int, describe, float_array,
                       int_array, to_numpy)
+from ._state import check_digest, state_digest
 
 __all__ = ["IoUTally", "UNIT_RULES"]
 
@@ -271,8 +272,9 @@ class IoUTally:
         return self
 
     def state_dict(self) -> Dict[str, Any]:
-        """Plain dict of numpy arrays and Python scalars (for torch.save, np.savez, pickle)."""
-        return {
+        """Plain dict of numpy arrays and Python scalars (for torch.save, np.savez, pickle), with
+        a digest of them all (see :meth:`from_state_dict`)."""
+        d = {
             "format": _STATE_FORMAT,
             "version": _STATE_VERSION,
             "num_units": self.num_units,
@@ -288,6 +290,8 @@ class IoUTally:
             "unit_pixels": self.unit_pixels,
             "images": self.images,
         }
+        d["digest"] = state_digest(_tally_fields(d, d["output_size"]))
+        return d
 
     @classmethod
     def from_state_dict(cls, state: Dict[str, Any], *, num_threads: Optional[int] = None) -> "IoUTally":
@@ -301,7 +305,11 @@ class IoUTally:
         map counts known ``label_pixels`` (and their sum) ``<= images * (P +
         S) * sh * sw``, and under ``unit_rule="lite"`` ``intersection[k, c]
         <= (P + S) * unit_pixels[k, cat(c)]``.  A violation raises ValueError
-        (TypeError for a wrong type) naming ``state[<field>]``.
+        (TypeError for a wrong type) naming ``state[<field>]``.  Finally
+        ``state["digest"]`` (written by :meth:`state_dict`) must be the digest
+        of all the other fields, so that a state edited or corrupted within
+        those bounds is refused too; a state without a digest is checked by
+        its fields alone.
         """
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict from IoUTally.state_dict(); got {type(state).__name__}")
@@ -353,6 +361,9 @@ class IoUTally:
             raise ValueError(f"state[{field!r}]: {rest}") from None
         out._num_pixel_maps = maps["num_pixel_maps"]
         out._num_image_labels = maps["num_image_labels"]
+        conv = dict(state, label_category=out.label_category, num_units=K, num_labels=NL, num_categories=NC,
+                    unit_rule=rule, images=images, **arrays, **maps)
+        check_digest(state, _tally_fields(conv, out.output_size))
         return out
 
     def __reduce__(self):
@@ -423,3 +434,15 @@ def _state_counts(state: Dict[str, Any], key: str, shape: Tuple[int, ...]) -> np
         if hi > _INT64_MAX:
             raise ValueError(f"state[{key!r}] must hold counts <= 2**63 - 1; got {hi}")
     return np.ascontiguousarray(v, dtype=np.int64)
+
+
+_TALLY_FIELDS = ("format", "version", "num_units", "num_labels", "label_category", "num_categories", "unit_rule",
+                 "num_pixel_maps", "num_image_labels", "intersection", "label_pixels", "unit_pixels", "images")
+
+
+def _tally_fields(d: Dict[str, Any], output_size: Tuple[int, int]):
+    """The fields of an IoUTally state that its digest covers, in order (arrays as int64)."""
+    out = [(key, np.asarray(d[key], dtype=np.int64) if key in ("label_category", "intersection", "label_pixels",
+                                                                "unit_pixels") else d.get(key))
+           for key in _TALLY_FIELDS]
+    return out + [("output_size", int(output_size[0])), ("output_size", int(output_size[1]))]

@@ -17,6 +17,7 @@ import numpy as np
 
 from .._loader import core as _core
 from ._arrays import check_num_threads, check_positive_int, describe, float_array
+from ._state import check_digest, state_digest
 
 __all__ = ["ChannelQuantiles", "ExactQuantilePass", "DEFAULT_K", "RANK_ERROR_BOUND"]
 
@@ -366,6 +367,7 @@ class ChannelQuantiles:
             "skip_nan": int(self._skip_nan),
         }
         d.update({key: (int(v) if key == "checksum_known" else np.asarray(v)) for key, v in st.items()})
+        d["digest"] = state_digest(_quantile_fields(d))
         return d
 
     @classmethod
@@ -382,8 +384,12 @@ class ChannelQuantiles:
         they are fewer than the capacity of their levels for this ``k``, and
         a sketch with L >= 2 levels has seen at least ``k * 2**(L-2)`` values
         (what every k-sketch satisfies; a changed ``k`` usually breaks one of
-        them).  Version 1 states (without the checksum of the values) load;
-        the exact pass of such a sketch can then compare only counts.
+        them).  Finally ``digest`` (added by :meth:`state_dict`) must be the
+        digest of all the other fields: a state changed after it was written
+        (a ``k`` raised within what the levels allow, an edited item) is
+        refused; a state without ``digest`` is checked by its fields alone.
+        Version 1 states (without the checksum of the values) load; the exact
+        pass of such a sketch can then compare only counts.
         """
         if not isinstance(d, dict):
             raise ValueError(f"state_dict must be a dict; got {type(d).__name__}")
@@ -437,17 +443,27 @@ class ChannelQuantiles:
                 if checksum.dtype != np.uint64 or checksum.shape != (C, 2):
                     raise ValueError(f"state_dict['checksum'] must be a uint64 array of shape ({C}, 2); "
                                      f"got {describe(checksum)}")
+        conv: Dict[str, Any] = {
+            "version": version, "num_channels": C, "k": k, "seed": seed, "skip_nan": skip,
+            "items": items.astype(np.float64), "level_sizes": ints("level_sizes"), "count": ints("count"),
+            "min": arr("min", "f").astype(np.float64), "max": arr("max", "f").astype(np.float64),
+            "rng_state": arr("rng_state", "iu").astype(np.uint64), "nan_count": ints("nan_count"),
+            "wide": ints("wide")}
+        if version >= 2:
+            conv["checksum"] = arr("checksum", "iu").astype(np.uint64)
+            conv["checksum_known"] = as_int("checksum_known", 0, 1)
         obj = cls.__new__(cls)
         obj._C, obj._k, obj._seed, obj._skip_nan = C, k, seed, bool(skip)
         obj._threads = check_num_threads(num_threads)
         obj._lock = threading.RLock()
         try:
             obj._sk = _core.QuantileSketch.from_state(
-                C, k, obj._seed, items.astype(np.float64), ints("level_sizes"), ints("count"),
-                arr("min", "f").astype(np.float64), arr("max", "f").astype(np.float64),
-                arr("rng_state", "iu").astype(np.uint64), ints("nan_count"), ints("wide"), checksum)
+                C, k, obj._seed, conv["items"], conv["level_sizes"], conv["count"], conv["min"], conv["max"],
+                conv["rng_state"], conv["nan_count"], conv["wide"], checksum)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"malformed state_dict: {exc}") from exc
+        # the fields agree with each other; the digest tells whether they are the ones written
+        check_digest(d, _quantile_fields(conv), "state_dict")
         return obj
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -465,6 +481,15 @@ class ChannelQuantiles:
         cnt = self._sk.counts()
         return (f"ChannelQuantiles(num_channels={self._C}, k={self._k}, seed={self._seed}, nan={self.nan!r}, "
                 f"count={int(cnt.min()) if cnt.size else 0}..{int(cnt.max()) if cnt.size else 0})")
+
+
+_QUANTILE_FIELDS = ("version", "num_channels", "k", "seed", "skip_nan", "items", "level_sizes", "count", "min",
+                    "max", "rng_state", "nan_count", "wide", "checksum", "checksum_known")
+
+
+def _quantile_fields(d: Dict[str, Any]):
+    """The fields of a ChannelQuantiles state that its digest covers, in order."""
+    return [(key, d[key]) for key in _QUANTILE_FIELDS if key in d]
 
 
 class ExactQuantilePass:
