@@ -11,17 +11,21 @@
 
 #include "common.hpp"
 #include "interp_engine/bitset.hpp"
+#include "interp_engine/checked.hpp"
 #include "interp_engine/cover.hpp"
 
 namespace interp_engine {
 namespace py = pybind11;
 
 namespace {
-using I64 = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
-using I32 = py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>;
-using U64 = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>;
-using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
-using U8 = py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>;
+// Arrays the core reads through typed pointers: C order, converted to the
+// type, and aligned (numpy copies a view that starts at an odd address).
+constexpr int kIn = py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+using I64 = py::array_t<std::int64_t, kIn>;
+using I32 = py::array_t<std::int32_t, kIn>;
+using U64 = py::array_t<std::uint64_t, kIn>;
+using F64 = py::array_t<double, kIn>;
+using U8 = py::array_t<std::uint8_t, kIn>;
 
 // Keeps the buffers of one family alive while the GIL is released.
 struct FamilyArg {
@@ -189,6 +193,8 @@ py::array_t<bool> unpack_bits_py(const U64& words, std::int64_t n_bits) {
   const auto rows = static_cast<std::size_t>(words.shape(0));
   const auto nb = static_cast<std::size_t>(n_bits);
   const std::size_t wpr = bits::words_for(nb);
+  require_memory(checked_mul(static_cast<std::int64_t>(rows), n_bits, "unpack_bits: rows x n_bits"), 1,
+                 "unpack_bits");
   py::array_t<bool> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(nb)});
   auto* dst = reinterpret_cast<std::uint8_t*>(out.mutable_data());
   const std::uint64_t* src = words.data();

@@ -16,6 +16,9 @@ namespace interp_engine {
 namespace py = pybind11;
 
 namespace {
+// Arrays the core reads through typed pointers: C order, converted to the
+// type, and aligned (numpy copies a view that starts at an odd address).
+constexpr int kIn = py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
 using iou::IoUTally;
 
 iou::FloatKind float_kind(const std::string& k) {
@@ -56,7 +59,7 @@ py::array_t<T> to_numpy(const std::vector<T>& v, std::vector<py::ssize_t> shape)
 }
 
 template <typename T>
-std::vector<T> from_numpy(const py::array_t<T, py::array::c_style | py::array::forcecast>& a) {
+std::vector<T> from_numpy(const py::array_t<T, kIn>& a) {
   return std::vector<T>(a.data(), a.data() + a.size());
 }
 
@@ -67,7 +70,7 @@ void init_iou(py::module_& m) {
                        "Network Dissection count accumulator (core; use "
                        "interp_engine.engine.iou.IoUTally).")
       .def(py::init([](std::int64_t num_units, std::int64_t num_labels,
-                       py::array_t<std::int32_t, py::array::c_style | py::array::forcecast> label_category,
+                       py::array_t<std::int32_t, kIn> label_category,
                        std::int64_t num_categories, std::int64_t out_h, std::int64_t out_w, bool lite) {
              return IoUTally(num_units, num_labels, from_numpy(label_category), num_categories,
                              out_h, out_w, lite ? iou::UnitRule::Lite : iou::UnitRule::Annotated);
@@ -77,7 +80,7 @@ void init_iou(py::module_& m) {
       .def(
           "update",
           [](IoUTally& self, const py::array& acts, const std::string& kind,
-             const py::array_t<double, py::array::c_style | py::array::forcecast>& thresholds,
+             const py::array_t<double, kIn>& thresholds,
              const py::object& pixel_labels, const py::object& image_labels,
              const py::object& image_categories, int num_threads) {
             if (acts.ndim() != 4) throw py::value_error("activations must be 4-dimensional");
@@ -96,7 +99,7 @@ void init_iou(py::module_& m) {
             iou::LabelView lv;
             py::array pl;
             if (!pixel_labels.is_none()) {
-              pl = py::array::ensure(pixel_labels, py::array::c_style);
+              pl = py::array::ensure(pixel_labels, py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_);
               if (!pl || pl.ndim() != 4) throw py::value_error("pixel_labels must be a 4-dimensional array");
               lv.kind = int_kind(pl, "pixel_labels");
               lv.data = pl.data();
@@ -105,17 +108,17 @@ void init_iou(py::module_& m) {
               lv.sh = pl.shape(2);
               lv.sw = pl.shape(3);
             }
-            py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> il;
+            py::array_t<std::int64_t, kIn> il;
             std::int64_t S = 0;
             if (!image_labels.is_none()) {
-              il = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(image_labels);
+              il = py::array_t<std::int64_t, kIn>::ensure(image_labels);
               if (!il || il.ndim() != 2 || il.shape(0) != av.B)
                 throw py::value_error("image_labels must have shape (B, S)");
               S = il.shape(1);
             }
-            py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast> ic;
+            py::array_t<std::uint8_t, kIn> ic;
             if (!image_categories.is_none()) {
-              ic = py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>::ensure(image_categories);
+              ic = py::array_t<std::uint8_t, kIn>::ensure(image_categories);
               if (!ic || ic.ndim() != 2 || ic.shape(0) != av.B || ic.shape(1) != self.num_categories())
                 throw py::value_error("image_categories must have shape (B, num_categories)");
             }
@@ -142,13 +145,14 @@ void init_iou(py::module_& m) {
              return to_numpy(v, {self.num_units(), self.num_labels()});
            })
       .def("set_counts",
-           [](IoUTally& self, const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& I,
-              const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& L,
-              const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& A,
-              std::int64_t images) {
-             self.set_counts(from_numpy(I), from_numpy(L), from_numpy(A), images);
+           [](IoUTally& self, const py::array_t<std::int64_t, kIn>& I,
+              const py::array_t<std::int64_t, kIn>& L,
+              const py::array_t<std::int64_t, kIn>& A,
+              std::int64_t images, std::int64_t maps_per_image) {
+             self.set_counts(from_numpy(I), from_numpy(L), from_numpy(A), images, maps_per_image);
            },
-           py::arg("intersection"), py::arg("label_pixels"), py::arg("unit_pixels"), py::arg("images"))
+           py::arg("intersection"), py::arg("label_pixels"), py::arg("unit_pixels"), py::arg("images"),
+           py::arg("maps_per_image") = -1)
       .def_property_readonly("intersection",
                              [](const IoUTally& s) {
                                return to_numpy(s.intersection(), {s.num_units(), s.num_labels()});
@@ -175,7 +179,7 @@ void init_iou(py::module_& m) {
 
   m.def(
       "iou_upsample_bilinear",
-      [](const py::array_t<double, py::array::c_style | py::array::forcecast>& a, std::int64_t out_h,
+      [](const py::array_t<double, kIn>& a, std::int64_t out_h,
          std::int64_t out_w) {
         if (a.ndim() != 2) throw py::value_error("a must be 2-dimensional (h, w)");
         if (a.shape(0) < 1 || a.shape(1) < 1 || out_h < 1 || out_w < 1)

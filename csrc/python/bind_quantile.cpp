@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "interp_engine/checked.hpp"
 #include "interp_engine/quantile.hpp"
 
 namespace interp_engine {
@@ -46,9 +47,12 @@ py::array_t<T> vec_array(const std::vector<T>& v) {
   return a;
 }
 
-using DArr = py::array_t<double, py::array::c_style | py::array::forcecast>;
-using IArr = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
-using UArr = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>;
+// Arrays the core reads through typed pointers: C order, converted to the
+// type, and aligned (numpy copies a view that starts at an odd address).
+constexpr int kIn = py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+using DArr = py::array_t<double, kIn>;
+using IArr = py::array_t<std::int64_t, kIn>;
+using UArr = py::array_t<std::uint64_t, kIn>;
 
 }  // namespace
 
@@ -96,7 +100,6 @@ void init_quantile(py::module_& m) {
       .def(
           "merge",
           [](ChannelSketch& s, const ChannelSketch& other, int num_threads) {
-            if (&s == &other) throw std::invalid_argument("cannot merge a sketch with itself");
             without_gil([&] { s.merge(other, num_threads); });
           },
           "other"_a, "num_threads"_a = 0)
@@ -106,6 +109,19 @@ void init_quantile(py::module_& m) {
              for (std::int64_t c = 0; c < s.channels(); ++c) v.push_back(static_cast<std::int64_t>(s.sketch(c).n()));
              return vec_array(v);
            })
+      .def("checksums",
+           [](const ChannelSketch& s) {
+             py::array_t<std::uint64_t> out({static_cast<py::ssize_t>(s.channels()), static_cast<py::ssize_t>(2)});
+             auto o = out.mutable_unchecked<2>();
+             for (std::int64_t c = 0; c < s.channels(); ++c) {
+               o(c, 0) = s.checksums()[static_cast<std::size_t>(c)].sum;
+               o(c, 1) = s.checksums()[static_cast<std::size_t>(c)].xr;
+             }
+             return out;
+           },
+           "(channels, 2) uint64: order-independent checksum (sum, xor of a 64-bit mix of each value's "
+           "float64 bits) of the values added.")
+      .def_property_readonly("checksum_known", &ChannelSketch::checksum_known)
       .def("nan_counts",
            [](const ChannelSketch& s) {
              std::vector<std::int64_t> v(s.nan_count().begin(), s.nan_count().end());
@@ -169,7 +185,15 @@ void init_quantile(py::module_& m) {
                wide.push_back(k.wide() ? 1 : 0);
              }
              std::vector<std::int64_t> nan(s.nan_count().begin(), s.nan_count().end());
+             py::array_t<std::uint64_t> cks({static_cast<py::ssize_t>(C), static_cast<py::ssize_t>(2)});
+             auto ck = cks.mutable_unchecked<2>();
+             for (std::int64_t c = 0; c < C; ++c) {
+               ck(c, 0) = s.checksums()[static_cast<std::size_t>(c)].sum;
+               ck(c, 1) = s.checksums()[static_cast<std::size_t>(c)].xr;
+             }
              py::dict d;
+             d["checksum"] = cks;
+             d["checksum_known"] = s.checksum_known() ? 1 : 0;
              d["items"] = vec_array(items);
              d["level_sizes"] = sizes;
              d["count"] = vec_array(n);
@@ -183,13 +207,17 @@ void init_quantile(py::module_& m) {
       .def_static(
           "from_state",
           [](std::int64_t num_channels, int k, std::uint64_t seed, const DArr& items, const IArr& level_sizes,
-             const IArr& count, const DArr& mn, const DArr& mx, const UArr& rng, const IArr& nan, const IArr& wide) {
+             const IArr& count, const DArr& mn, const DArr& mx, const UArr& rng, const IArr& nan, const IArr& wide,
+             const py::object& checksum) {
+            // Every field is checked against the others (the Python layer has
+            // checked types and that no integer wrapped in its conversion to
+            // int64); errors start with the field's name in quotes.
             const std::int64_t C = num_channels;
-            if (C < 1) throw std::invalid_argument("state_dict: num_channels must be >= 1");
+            if (C < 1) throw std::invalid_argument("'num_channels' must be >= 1");
             auto check1 = [&](const py::array& a, const char* name) {
               if (a.ndim() != 1 || a.shape(0) != C)
-                throw std::invalid_argument(std::string("state_dict: '") + name + "' must have shape (" +
-                                            std::to_string(C) + ",)");
+                throw std::invalid_argument(std::string("'") + name + "' must have shape (" + std::to_string(C) +
+                                            ",); got ndim " + std::to_string(a.ndim()));
             };
             check1(count, "count");
             check1(mn, "min");
@@ -197,26 +225,45 @@ void init_quantile(py::module_& m) {
             check1(rng, "rng_state");
             check1(nan, "nan_count");
             check1(wide, "wide");
-            if (items.ndim() != 1) throw std::invalid_argument("state_dict: 'items' must be 1-D");
+            for (std::int64_t c = 0; c < C; ++c) {
+              if (count.data()[c] < 0)
+                throw std::invalid_argument("'count' must be >= 0; got " + std::to_string(count.data()[c]) +
+                                            " for channel " + std::to_string(c));
+              if (nan.data()[c] < 0)
+                throw std::invalid_argument("'nan_count' must be >= 0; got " + std::to_string(nan.data()[c]) +
+                                            " for channel " + std::to_string(c));
+              if (wide.data()[c] != 0 && wide.data()[c] != 1)
+                throw std::invalid_argument("'wide' must be 0 or 1; got " + std::to_string(wide.data()[c]) +
+                                            " for channel " + std::to_string(c));
+            }
+            if (items.ndim() != 1) throw std::invalid_argument("'items' must be 1-D");
             if (level_sizes.ndim() != 2 || level_sizes.shape(0) != C || level_sizes.shape(1) < 1 ||
                 level_sizes.shape(1) > KllSketch::kMaxLevels)
-              throw std::invalid_argument("state_dict: 'level_sizes' must have shape (" + std::to_string(C) +
+              throw std::invalid_argument("'level_sizes' must have shape (" + std::to_string(C) +
                                           ", levels) with 1 <= levels <= " + std::to_string(KllSketch::kMaxLevels));
+            py::array_t<std::uint64_t, kIn> cks;
+            if (!checksum.is_none()) {
+              cks = py::array_t<std::uint64_t, kIn>::ensure(checksum);
+              if (!cks || cks.ndim() != 2 || cks.shape(0) != C || cks.shape(1) != 2)
+                throw std::invalid_argument("'checksum' must have shape (" + std::to_string(C) + ", 2)");
+            }
             auto ls = level_sizes.unchecked<2>();
             std::int64_t total = 0;
             for (std::int64_t c = 0; c < C; ++c)
               for (py::ssize_t h = 0; h < level_sizes.shape(1); ++h) {
-                if (ls(c, h) < 0) throw std::invalid_argument("state_dict: negative level size");
-                total += ls(c, h);
+                if (ls(c, h) < 0)
+                  throw std::invalid_argument("'level_sizes' must be >= 0; got " + std::to_string(ls(c, h)) +
+                                              " at [" + std::to_string(c) + ", " + std::to_string(h) + "]");
+                if (add_overflows(total, ls(c, h), &total) || total > items.shape(0))
+                  throw std::invalid_argument("'level_sizes' add up to more than the " +
+                                              std::to_string(items.shape(0)) + " values of 'items'");
               }
             if (total != items.shape(0))
-              throw std::invalid_argument("state_dict: level sizes add up to " + std::to_string(total) +
-                                          " but 'items' holds " + std::to_string(items.shape(0)));
+              throw std::invalid_argument("'level_sizes' add up to " + std::to_string(total) + " but 'items' holds " +
+                                          std::to_string(items.shape(0)));
             ChannelSketch s(C, k, seed);
             const double* it = items.data();
             for (std::int64_t c = 0; c < C; ++c) {
-              if (count.data()[c] < 0 || nan.data()[c] < 0)
-                throw std::invalid_argument("state_dict: negative count");
               int L = static_cast<int>(level_sizes.shape(1));
               while (L > 1 && ls(c, L - 1) == 0) --L;
               std::vector<std::vector<double>> levels(static_cast<std::size_t>(L));
@@ -230,14 +277,19 @@ void init_quantile(py::module_& m) {
                                                     mn.data()[c], mx.data()[c], std::move(levels),
                                                     wide.data()[c] != 0);
               } catch (const std::invalid_argument& e) {
-                throw std::invalid_argument("state_dict: channel " + std::to_string(c) + ": " + e.what());
+                throw std::invalid_argument("channel " + std::to_string(c) + ": " + e.what());
               }
               s.nan_count()[static_cast<std::size_t>(c)] = static_cast<std::uint64_t>(nan.data()[c]);
+              if (!checksum.is_none()) {
+                auto ck = cks.unchecked<2>();
+                s.checksums()[static_cast<std::size_t>(c)] = quantile::Checksum{ck(c, 0), ck(c, 1)};
+              }
             }
+            s.set_checksum_known(!checksum.is_none());
             return s;
           },
           "num_channels"_a, "k"_a, "seed"_a, "items"_a, "level_sizes"_a, "count"_a, "min"_a, "max"_a,
-          "rng_state"_a, "nan_count"_a, "wide"_a);
+          "rng_state"_a, "nan_count"_a, "wide"_a, "checksum"_a = py::none());
 
   m.def(
       "quantile_memory_bound_bytes", [](int k) { return static_cast<std::int64_t>(KllSketch::memory_bound_bytes(k)); },
@@ -280,6 +332,22 @@ void init_quantile(py::module_& m) {
              std::vector<std::int64_t> v;
              for (std::int64_t c = 0; c < p.channels(); ++c) v.push_back(static_cast<std::int64_t>(p.count(c)));
              return vec_array(v);
+           })
+      .def("nan_counts",
+           [](const ExactPass& p) {
+             std::vector<std::int64_t> v;
+             for (std::int64_t c = 0; c < p.channels(); ++c) v.push_back(static_cast<std::int64_t>(p.nan_count(c)));
+             return vec_array(v);
+           })
+      .def("checksums",
+           [](const ExactPass& p) {
+             py::array_t<std::uint64_t> out({static_cast<py::ssize_t>(p.channels()), static_cast<py::ssize_t>(2)});
+             auto o = out.mutable_unchecked<2>();
+             for (std::int64_t c = 0; c < p.channels(); ++c) {
+               o(c, 0) = p.checksum(c).sum;
+               o(c, 1) = p.checksum(c).xr;
+             }
+             return out;
            })
       .def("memory_bytes", [](const ExactPass& p) { return static_cast<std::int64_t>(p.memory_bytes()); });
 }

@@ -13,14 +13,18 @@
 
 #include "common.hpp"
 #include "interp_engine/bitset.hpp"
+#include "interp_engine/checked.hpp"
 #include "interp_engine/rank.hpp"
 
 namespace interp_engine {
 namespace py = pybind11;
 
 namespace {
-using I64 = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
-using U64 = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>;
+// Arrays the core reads through typed pointers: C order, converted to the
+// type, and aligned (numpy copies a view that starts at an odd address).
+constexpr int kIn = py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+using I64 = py::array_t<std::int64_t, kIn>;
+using U64 = py::array_t<std::uint64_t, kIn>;
 
 // (N, K) float32/float64 array of any strides -> view (the array must outlive it)
 rank::ActivationsView activations_view(const py::array& x) {
@@ -62,6 +66,9 @@ struct IndexHolder {
 
 py::array_t<double> midranks_py(const py::array& acts, int num_threads) {
   rank::ActivationsView v = activations_view(acts);
+  // (a broadcast view can be far larger than its memory)
+  require_memory(checked_mul(static_cast<std::int64_t>(v.n), static_cast<std::int64_t>(v.k), "midranks: N x K"),
+                 sizeof(double), "midranks");
   py::array_t<double> out({static_cast<py::ssize_t>(v.n), static_cast<py::ssize_t>(v.k)});
   double* dst = out.mutable_data();
   without_gil([&] {
@@ -75,6 +82,7 @@ py::tuple auc_py(const py::array& acts, const U64& words, std::int64_t n_bits, b
   rank::ActivationsView v = activations_view(acts);
   bits::BitMatrixView s = bits_view(words, n_bits, "sets");
   const auto K = static_cast<py::ssize_t>(v.k), M = static_cast<py::ssize_t>(s.rows);
+  require_memory(checked_mul(K, M, "auc: neurons x sets"), pvalues ? 2 * sizeof(double) : sizeof(double), "auc");
   py::array_t<double> auc({K, M});
   double* pa = auc.mutable_data();
   py::object p = py::none();

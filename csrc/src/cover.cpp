@@ -45,6 +45,7 @@
 #define COVER_T(name)
 #endif
 
+#include "interp_engine/checked.hpp"
 #include "interp_engine/parallel.hpp"
 
 namespace interp_engine {
@@ -706,11 +707,30 @@ RatioResult ratio_with_cost(CS& cs, const SetFamily& gain, double target, double
   return run_ratio(cs, gs, target, ec, eg, t, nt);
 }
 
+// The work memory of a cover over `f` (beyond the family itself, which the
+// caller holds): per candidate a gain, a heap entry, a stamp and a copy of
+// its CSR row length; per element the column counts of every thread, the
+// column pointers, a covered flag and bit, the newly covered list; per
+// stored element the transpose and its staging.  Sizes follow from the
+// shape (n_elements, n_candidates), which may be far larger than the data
+// (a sparse matrix of shape (1, 2**31 - 1) holds one entry): refused with
+// TooLarge (MemoryError) when it cannot fit, before anything is allocated.
+void require_work_memory(const SetFamily& f, int num_threads, const char* what) {
+  const auto n = static_cast<std::int64_t>(f.n_candidates), m = static_cast<std::int64_t>(f.n_elements);
+  const std::int64_t nnz = (f.kind == SetFamily::Kind::Csr && n > 0) ? f.indptr[n] : 0;
+  const std::int64_t t = std::max(1, num_threads > 0 ? num_threads : get_num_threads());
+  Bytes need(what);
+  need.add(n + 1, 48).add(m + 1, 8).add(m + 1, 8 * t + 8 + 1 + 4).add(nnz, 24);
+  if (f.kind == SetFamily::Kind::Bits) need.add(n + 1, 8).add(static_cast<std::int64_t>(bits::words_for(f.n_elements)), 8);
+  need.require();
+}
+
 }  // namespace
 
 GreedyResult greedy_cover(const SetFamily& sets, const Weights& weights, std::int64_t budget,
                           double target, int num_threads) {
   if (target != target) throw std::invalid_argument("target must not be NaN");
+  require_work_memory(sets, num_threads, "greedy_cover");
   if (weights.integer != nullptr) return greedy_with(sets, IntW{weights.integer}, budget, target, num_threads);
   if (weights.real != nullptr) return greedy_with(sets, RealW{weights.real}, budget, target, num_threads);
   return greedy_with(sets, UnitW{}, budget, target, num_threads);
@@ -723,6 +743,8 @@ RatioResult ratio_greedy_cover(const SetFamily& cost, const SetFamily& gain, dou
                                 std::to_string(cost.n_candidates) + " and " +
                                 std::to_string(gain.n_candidates));
   if (target != target) throw std::invalid_argument("target must not be NaN");
+  require_work_memory(cost, 1, "ratio_greedy_cover (cost_sets)");
+  require_work_memory(gain, 1, "ratio_greedy_cover (gain_sets)");
   if (cost.kind == SetFamily::Kind::Csr) {
     CsrState<UnitW> cs(cost, UnitW{});
     return ratio_with_cost(cs, gain, target, eps_cost, eps_gain, tighten, num_threads);
@@ -752,6 +774,9 @@ CsrArrays csr_from_colmajor(std::size_t n_rows, std::size_t n_cols, const std::i
     throw std::invalid_argument("sets: at most 2**31 - 1 rows and columns are supported");
   const std::int64_t nnz = n_cols ? colptr[n_cols] : 0;
   if (n_cols && colptr[0] != 0) throw std::invalid_argument("sets: column pointers must start at 0");
+  Bytes need("sparse matrix to CSR");
+  need.add(static_cast<std::int64_t>(n_rows) + 1, 3 * sizeof(std::int64_t)).add(nnz, sizeof(std::int32_t));
+  need.require();
   for (std::size_t j = 0; j < n_cols; ++j)
     if (colptr[j + 1] < colptr[j]) throw std::invalid_argument("sets: column pointers must be non-decreasing");
   CsrArrays out;
@@ -795,7 +820,14 @@ CsrArrays csr_from_coo(std::size_t n_rows, std::size_t n_cols, std::size_t nnz, 
                        const std::int32_t* col) {
   if (n_cols > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
     throw std::invalid_argument("sets: at most 2**31 - 1 columns are supported");
+  if (n_rows > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
+    throw std::invalid_argument("sets: at most 2**31 - 1 rows are supported");
   // counting sort by column (stable), then csr_from_colmajor
+  Bytes need("sparse matrix to CSR");
+  need.add(static_cast<std::int64_t>(n_cols) + 1, 2 * sizeof(std::int64_t));
+  need.add(static_cast<std::int64_t>(n_rows) + 1, 3 * sizeof(std::int64_t));
+  need.add(static_cast<std::int64_t>(nnz), 2 * sizeof(std::int32_t));
+  need.require();
   std::vector<std::int64_t> colptr(n_cols + 1, 0);
   const auto nc = static_cast<std::uint32_t>(n_cols);
   for (std::size_t p = 0; p < nnz; ++p) {

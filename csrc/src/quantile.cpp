@@ -13,6 +13,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "interp_engine/checked.hpp"
 #include "interp_engine/parallel.hpp"
 
 namespace interp_engine {
@@ -269,7 +270,11 @@ void gather_typed(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uin
   // long contiguous rows already of the output type go straight to fn (no
   // copy; the sketch does not depend on how the stream is chunked)
   constexpr bool same_type = std::is_same<typename Kernel::type, OutT>::value;
-  const bool direct = same_type && contiguous && !skip_nan && b.size_b >= 1024;
+  // (the rows of a numpy view may sit at any byte address: the direct path
+  // needs aligned rows, the copy reads through memcpy)
+  const bool aligned = (reinterpret_cast<std::uintptr_t>(base) % alignof(OutT)) == 0 &&
+                       b.stride_a % static_cast<std::int64_t>(alignof(OutT)) == 0;
+  const bool direct = same_type && contiguous && aligned && !skip_nan && b.size_b >= 1024;
   for (std::int64_t a = 0; a < b.size_a; ++a) {
     const unsigned char* row = base + a * b.stride_a;
     if (direct) {
@@ -284,8 +289,13 @@ void gather_typed(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uin
       const std::int64_t take = std::min<std::int64_t>(b.size_b - j, static_cast<std::int64_t>(kBlock - fill));
       OutT* dst = buf + fill;
       if (contiguous) {
-        const auto* src = reinterpret_cast<const typename Kernel::type*>(row) + j;
-        for (std::int64_t t = 0; t < take; ++t) dst[t] = static_cast<OutT>(Kernel::conv(src[t]));
+        using In = typename Kernel::type;
+        const unsigned char* src = row + j * static_cast<std::int64_t>(sizeof(In));
+        for (std::int64_t t = 0; t < take; ++t) {
+          In x;
+          std::memcpy(&x, src + t * static_cast<std::int64_t>(sizeof(In)), sizeof(In));
+          dst[t] = static_cast<OutT>(Kernel::conv(x));
+        }
       } else {
         const unsigned char* p = row + j * b.stride_b;
         for (std::int64_t t = 0; t < take; ++t, p += b.stride_b) dst[t] = static_cast<OutT>(load(p, b.kind));
@@ -388,10 +398,79 @@ void check_batch(const StridedBatch& b, std::int64_t channels) {
 
 }  // namespace
 
+// ---------------------------------------------------------------- Checksum
+
+namespace {
+inline std::uint64_t mix64(std::uint64_t z) {  // splitmix64's finalizer: a bijection
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+// sum and xor of mix64(bits of (double)v); written so that the compiler
+// vectorizes it (4 independent accumulators, no loop-carried branch)
+template <typename T>
+inline void checksum_body(const T* v, std::size_t n, std::uint64_t& sum_out, std::uint64_t& xr_out) {
+  std::uint64_t s = 0, x = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(v[i]);
+    std::uint64_t b;
+    std::memcpy(&b, &d, 8);
+    const std::uint64_t h = mix64(b);
+    s += h;
+    x ^= h;
+  }
+  sum_out += s;
+  xr_out ^= x;
+}
+
+template <typename T>
+void checksum_generic(const T* v, std::size_t n, std::uint64_t& s, std::uint64_t& x) {
+  checksum_body(v, n, s, x);
+}
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define IE_QUANTILE_X86_DISPATCH 1
+template <typename T>
+__attribute__((target("avx2"))) void checksum_avx2(const T* v, std::size_t n, std::uint64_t& s, std::uint64_t& x) {
+  checksum_body(v, n, s, x);
+}
+template <typename T>
+__attribute__((target("avx512f,avx512dq,avx512vl"))) void checksum_avx512(const T* v, std::size_t n,
+                                                                         std::uint64_t& s, std::uint64_t& x) {
+  checksum_body(v, n, s, x);
+}
+#endif
+
+template <typename T>
+using ChecksumFn = void (*)(const T*, std::size_t, std::uint64_t&, std::uint64_t&);
+
+template <typename T>
+ChecksumFn<T> checksum_fn() {
+#ifdef IE_QUANTILE_X86_DISPATCH
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    return &checksum_avx512<T>;
+  if (__builtin_cpu_supports("avx2")) return &checksum_avx2<T>;
+#endif
+  return &checksum_generic<T>;
+}
+}  // namespace
+
+void Checksum::add(const float* values, std::size_t count) {
+  static const ChecksumFn<float> fn = checksum_fn<float>();
+  fn(values, count, sum, xr);
+}
+
+void Checksum::add(const double* values, std::size_t count) {
+  static const ChecksumFn<double> fn = checksum_fn<double>();
+  fn(values, count, sum, xr);
+}
+
 // ---------------------------------------------------------------- KllSketch
 
 KllSketch::KllSketch(int k, std::uint64_t rng_state) : k_(k), rng_(rng_state) {
   if (k < kMinCap) throw std::invalid_argument("k must be >= " + std::to_string(kMinCap));
+  if (k > kMaxK) throw std::invalid_argument("k must be <= 2^30; got " + std::to_string(k));
   f_.add_level();
 }
 
@@ -926,7 +1005,13 @@ KllSketch KllSketch::from_parts(int k, std::uint64_t rng_state, std::uint64_t n,
       if (!wide && static_cast<double>(static_cast<float>(v)) != v)
         throw std::invalid_argument("state holds a non-float32 item in a float32 channel");
     }
-    weight += static_cast<std::uint64_t>(l.size()) << h;
+    // in checked arithmetic: sizes << h must not wrap at 2^64
+    const std::uint64_t sz = static_cast<std::uint64_t>(l.size());
+    const std::uint64_t room = std::numeric_limits<std::uint64_t>::max() - weight;
+    if (sz > (room >> h))
+      throw std::invalid_argument("state items weigh more than 2^64 (level " + std::to_string(h) + " holds " +
+                                  std::to_string(sz) + " items of weight 2^" + std::to_string(h) + ")");
+    weight += sz << h;
   }
   if (weight != n)
     throw std::invalid_argument("state items weigh " + std::to_string(weight) + " but count is " + std::to_string(n));
@@ -947,8 +1032,19 @@ KllSketch KllSketch::from_parts(int k, std::uint64_t rng_state, std::uint64_t n,
     for (const auto& l : levels) s.f_.levels.emplace_back(l.begin(), l.end());
     s.f_.bounds.assign(s.f_.levels.size(), {});
   }
-  if (s.retained() > capacity_bound(k, s.num_levels()) + 1)
-    throw std::invalid_argument("state holds more items than its capacity");
+  // what every sketch with this k keeps: fewer items than the total
+  // capacity of its levels, and a top level created only when the level
+  // below held k items (so n >= k 2^(L-2) with L >= 2 levels)
+  const int L = s.num_levels();
+  if (s.retained() >= capacity_bound(k, L))
+    throw std::invalid_argument("state holds " + std::to_string(s.retained()) + " items, not fewer than the " +
+                                std::to_string(capacity_bound(k, L)) + " that " + std::to_string(L) +
+                                " levels of a k=" + std::to_string(k) + " sketch hold (a changed k?)");
+  if (L >= 2 && (L - 2 >= 63 || n < (static_cast<std::uint64_t>(k) << (L - 2)) ||
+                 (static_cast<std::uint64_t>(k) << (L - 2)) >> (L - 2) != static_cast<std::uint64_t>(k)))
+    throw std::invalid_argument("state has " + std::to_string(L) + " levels for " + std::to_string(n) +
+                                " observations: a k=" + std::to_string(k) + " sketch needs at least k x 2^" +
+                                std::to_string(L - 2) + " for that (a changed k?)");
   return s;
 }
 
@@ -983,9 +1079,10 @@ bool channel_has_nan(const StridedBatch& b, std::int64_t c) {
     const unsigned char* row = base + a * b.stride_a;
     U mx = 0;
     if (b.stride_b == static_cast<std::int64_t>(sizeof(U))) {
-      const U* p = reinterpret_cast<const U*>(row);
       for (std::int64_t j = 0; j < b.size_b; ++j) {
-        const U u = static_cast<U>(p[j] & K::kAbs);
+        U u;  // memcpy: the row may be misaligned (compiles to a plain load)
+        std::memcpy(&u, row + j * static_cast<std::int64_t>(sizeof(U)), sizeof(U));
+        u = static_cast<U>(u & K::kAbs);
         mx = u > mx ? u : mx;
       }
     } else {
@@ -1006,10 +1103,11 @@ namespace {
 template <typename K>
 bool span_has_nan(const unsigned char* data, std::size_t n) {
   using U = typename K::U;
-  const U* p = reinterpret_cast<const U*>(data);
   U mx = 0;
   for (std::size_t j = 0; j < n; ++j) {
-    const U u = static_cast<U>(p[j] & K::kAbs);
+    U u;  // memcpy: the data may be misaligned (compiles to a plain load)
+    std::memcpy(&u, data + j * sizeof(U), sizeof(U));
+    u = static_cast<U>(u & K::kAbs);
     mx = u > mx ? u : mx;
   }
   return mx > K::kInf;
@@ -1102,10 +1200,18 @@ bool batch_has_nan(const StridedBatch& b, int num_threads) {
 
 ChannelSketch::ChannelSketch(std::int64_t channels, int k, std::uint64_t seed) : k_(k), seed_(seed) {
   if (channels < 1) throw std::invalid_argument("num_channels must be >= 1");
+  if (k < KllSketch::kMinCap || k > KllSketch::kMaxK)
+    throw std::invalid_argument("k must be in [" + std::to_string(KllSketch::kMinCap) + ", 2^30]; got " +
+                                std::to_string(k));
+  // the sketch objects and their first level-0 buffers (level0_min items)
+  Bytes need("ChannelQuantiles");
+  need.add(channels, sizeof(KllSketch) + sizeof(std::uint64_t) + sizeof(Checksum) + 2 * sizeof(std::vector<float>));
+  need.require();
   sketches_.reserve(static_cast<std::size_t>(channels));
   for (std::int64_t c = 0; c < channels; ++c)
     sketches_.emplace_back(k, channel_rng_seed(seed, static_cast<std::uint64_t>(c)));
   nan_count_.assign(static_cast<std::size_t>(channels), 0);
+  checksums_.assign(static_cast<std::size_t>(channels), Checksum{});
 }
 
 void ChannelSketch::update(const StridedBatch& b, bool skip_nan, int num_threads) {
@@ -1130,8 +1236,12 @@ void ChannelSketch::update(const StridedBatch& b, bool skip_nan, int num_threads
         thread_local std::vector<float> fbuf(kBlock);
         for (std::size_t c = g * group; c < std::min(C, (g + 1) * group); ++c) {
           KllSketch& s = sketches_[c];
+          Checksum& cs = checksums_[c];
           gather_native(b, static_cast<std::int64_t>(c), skip_nan, nan_count_[c], fbuf.data(), dbuf.data(),
-                        [&](const auto* p, std::size_t n) { s.update(p, n); });
+                        [&](const auto* p, std::size_t n) {
+                          s.update(p, n);
+                          cs.add(p, n);
+                        });
         }
       },
       t);
@@ -1160,16 +1270,29 @@ void require_observations(const std::vector<KllSketch>& sketches) {
 }  // namespace
 
 void ChannelSketch::merge(const ChannelSketch& other, int num_threads) {
+  if (&other == this)
+    throw std::invalid_argument("cannot merge a sketch with itself (that would count the same data twice)");
   if (other.channels() != channels())
     throw std::invalid_argument("cannot merge sketches of " + std::to_string(other.channels()) + " and " +
                                 std::to_string(channels()) + " channels");
   if (other.k_ != k_)
     throw std::invalid_argument("cannot merge sketches with k=" + std::to_string(other.k_) + " and k=" +
                                 std::to_string(k_));
+  // counts are checked before anything changes (n and nan counts: uint64)
+  constexpr std::uint64_t kMaxCount = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  for (std::size_t c = 0; c < sketches_.size(); ++c) {
+    const std::uint64_t a = sketches_[c].n(), b = other.sketches_[c].n();
+    const std::uint64_t na = nan_count_[c], nb = other.nan_count_[c];
+    if (a > kMaxCount - std::min(b, kMaxCount) || na > kMaxCount - std::min(nb, kMaxCount))
+      throw std::invalid_argument("cannot merge: the count of channel " + std::to_string(c) +
+                                  " would exceed 2^63 - 1; neither sketch was changed");
+  }
   for_each_channel(sketches_.size(), num_threads, [&](std::size_t c) {
     sketches_[c].merge(other.sketches_[c]);
     nan_count_[c] += other.nan_count_[c];
+    checksums_[c].merge(other.checksums_[c]);
   });
+  checksum_known_ = checksum_known_ && other.checksum_known_;
 }
 
 void ChannelSketch::quantiles(const double* ps, std::size_t m, double* out, int num_threads) const {
@@ -1190,7 +1313,15 @@ ExactPass::ExactPass(std::int64_t channels, std::int64_t m, std::vector<double> 
                      std::int64_t cap)
     : channels_(channels), m_(m), cap_(cap) {
   if (channels < 1 || m < 1) throw std::invalid_argument("exact pass needs >= 1 channel and >= 1 request");
-  const std::size_t total = static_cast<std::size_t>(channels * m);
+  if (cap < 0) throw std::invalid_argument("exact pass: cap must be >= 0");
+  const std::int64_t nb = checked_mul(channels, m, "exact pass: channels x quantiles");
+  // the brackets, and the values they may keep (at most cap each, as
+  // doubles; vector growth may double that)
+  Bytes need("exact pass");
+  need.add(nb, sizeof(Bracket)).add(channels, 2 * sizeof(std::uint64_t) + sizeof(Checksum));
+  need.add(checked_mul(nb, cap, "exact pass: brackets x cap"), sizeof(double));
+  need.require();
+  const std::size_t total = static_cast<std::size_t>(nb);
   if (lower.size() != total || upper.size() != total)
     throw std::invalid_argument("exact pass: bracket arrays must have channels*m entries");
   brackets_.resize(total);
@@ -1200,6 +1331,8 @@ ExactPass::ExactPass(std::int64_t channels, std::int64_t m, std::vector<double> 
     brackets_[i].hi = upper[i];
   }
   count_.assign(static_cast<std::size_t>(channels), 0);
+  nan_count_.assign(static_cast<std::size_t>(channels), 0);
+  checksums_.assign(static_cast<std::size_t>(channels), Checksum{});
 }
 
 void ExactPass::update(const StridedBatch& b, bool skip_nan, int num_threads) {
@@ -1214,9 +1347,10 @@ void ExactPass::update(const StridedBatch& b, bool skip_nan, int num_threads) {
         std::vector<double> buf(kBlock);
         for (std::size_t c = c0; c < c1; ++c) {
           Bracket* br = brackets_.data() + c * static_cast<std::size_t>(m_);
-          std::uint64_t nan = 0;
-          gather(b, static_cast<std::int64_t>(c), skip_nan, nan, buf.data(), [&](const double* p, std::size_t n) {
+          Checksum& cs = checksums_[c];
+          gather(b, static_cast<std::int64_t>(c), skip_nan, nan_count_[c], buf.data(), [&](const double* p, std::size_t n) {
             count_[c] += n;
+            cs.add(p, n);
             for (std::int64_t j = 0; j < m_; ++j) {
               Bracket& B = br[j];
               const double lo = B.lo, hi = B.hi;

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "interp_engine/checked.hpp"
 #include "interp_engine/parallel.hpp"
 
 namespace interp_engine {
@@ -14,6 +15,12 @@ namespace rank {
 
 namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+void check_samples(std::size_t n, const char* what) {
+  if (n > kMaxSamples)
+    throw std::invalid_argument(std::string(what) + ": at most 2**31 - 1 samples are supported; got " +
+                                std::to_string(n));
+}
 
 #if defined(__SIZEOF_INT128__)
 using wide_t = __int128;
@@ -25,6 +32,7 @@ using wide_t = long double;  // exact up to 2^64: enough for N up to ~ 2^16
 void neuron_ranks(const ActivationsView& a, std::size_t neuron, Ranks& out,
                   std::vector<std::pair<double, std::uint32_t>>& scratch) {
   const std::size_t n = a.n;
+  check_samples(n, "activations");
   scratch.resize(n);
   for (std::size_t i = 0; i < n; ++i) {
     const double v = a.at(i, neuron);
@@ -55,6 +63,7 @@ void neuron_ranks(const ActivationsView& a, std::size_t neuron, Ranks& out,
 }
 
 void midranks(const ActivationsView& a, double* out, int num_threads) {
+  check_samples(a.n, "activations");
   const std::size_t k = a.k;
   parallel_for_dynamic(k, [&](std::size_t j, int) {
     thread_local std::vector<std::pair<double, std::uint32_t>> scratch;
@@ -128,6 +137,7 @@ void auc_pvalues(const ActivationsView& a, const bits::BitMatrixView& sets, doub
   if (sets.n_bits != a.n)
     throw std::invalid_argument("sets: expected rows of " + std::to_string(a.n) + " bits; got " +
                                 std::to_string(sets.n_bits));
+  check_samples(a.n, "activations");
   const std::size_t m = sets.rows;
   const std::size_t nw = bits::words_for(a.n);
   std::vector<std::int64_t> counts(m);
@@ -153,6 +163,8 @@ ConceptIndex::ConceptIndex(const bits::BitMatrixView& labels, int num_threads)
     : labels_(labels), c_(labels.rows), n_(labels.n_bits) {
   if (c_ > std::numeric_limits<std::uint32_t>::max())
     throw std::invalid_argument("labels: too many concepts");
+  check_samples(n_, "labels");
+  require_memory(static_cast<std::int64_t>(n_) + 1, 2 * sizeof(std::int64_t), "concept index");
   const std::size_t nw = bits::words_for(n_);
   counts_.assign(c_, 0);
   complemented_.assign(c_, 0);
@@ -176,6 +188,7 @@ ConceptIndex::ConceptIndex(const bits::BitMatrixView& labels, int num_threads)
   rowptr_.assign(n_ + 1, 0);
   for (std::size_t c = 0; c < c_; ++c) for_stored(c, [&](std::size_t j) { ++rowptr_[j + 1]; });
   for (std::size_t j = 0; j < n_; ++j) rowptr_[j + 1] += rowptr_[j];
+  require_memory(rowptr_[n_], sizeof(std::uint32_t), "concept index");
   idx_.resize(static_cast<std::size_t>(rowptr_[n_]));
   std::vector<std::int64_t> fill(rowptr_.begin(), rowptr_.end() - 1);
   for (std::size_t c = 0; c < c_; ++c) {
@@ -479,7 +492,7 @@ BeamOutput beam_search(const ActivationsView& a, const ConceptIndex& index, cons
   if (index.num_samples() != a.n)
     throw std::invalid_argument("labels: expected " + std::to_string(a.n) + " samples; got " +
                                 std::to_string(index.num_samples()));
-  if (a.n >= (std::size_t{1} << 31)) throw std::invalid_argument("activations: at most 2**31 - 1 samples");
+  check_samples(a.n, "activations");
   for (std::int64_t j : neurons)
     if (j < 0 || static_cast<std::size_t>(j) >= a.k)
       throw std::invalid_argument("neurons: index " + std::to_string(j) + " out of range [0, " +
@@ -487,6 +500,14 @@ BeamOutput beam_search(const ActivationsView& a, const ConceptIndex& index, cons
   BeamOutput out;
   const std::size_t K = neurons.size(), B = static_cast<std::size_t>(prm.beam),
                     L = static_cast<std::size_t>(prm.length);
+  {
+    const auto k = static_cast<std::int64_t>(K), b = static_cast<std::int64_t>(B), l = static_cast<std::int64_t>(L);
+    const std::int64_t kb = checked_mul(k, b, "beam_search: neurons x beam");
+    const std::int64_t kbl = checked_mul(kb, l, "beam_search: neurons x beam x length");
+    Bytes need("beam_search");
+    need.add(kb, 4 + 8 + 8 + 8 + 8).add(kbl, 4 + 1).add(k, 1 + 4 + 8);
+    need.require();
+  }
   out.num_neurons = K;
   out.beam = B;
   out.length = L;

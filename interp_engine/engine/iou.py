@@ -49,6 +49,7 @@ from .._loader import core as _core
 from ._arrays import (bool_array, check_num_threads, check_positive_int, describe, float_array,
                       int_array, to_numpy)
 from .resize import check_method
+from ._state import check_digest, state_digest
 
 __all__ = ["IoUTally", "UNIT_RULES"]
 
@@ -111,6 +112,7 @@ class IoUTally:
             bad = int(np.flatnonzero((cat < 0) | (cat >= num_categories))[0])
             raise ValueError(f"label_category values must lie in [0, num_categories) = [0, {num_categories}); "
                              f"got {int(cat[bad])} for label {bad}")
+        _check_sizes(num_units, num_labels, num_categories, sh, sw)
         self._num_threads = check_num_threads(num_threads)
         self._core = _core.IoUTallyCore(num_units, num_labels, np.ascontiguousarray(cat, dtype=np.int32),
                                         num_categories, sh, sw, unit_rule == "lite")
@@ -297,6 +299,9 @@ class IoUTally:
         Returns self."""
         if not isinstance(other, IoUTally):
             raise TypeError(f"other must be an IoUTally; got {type(other).__name__}")
+        if other is self or other._core is self._core:
+            raise ValueError("other must be another tally: merging a tally with itself would count the "
+                             "same images twice")
         if other._resize != self._resize:
             raise ValueError(f"other must use the same resize; got resize={other._resize!r} for a tally "
                              f"with resize={self._resize!r}")
@@ -316,8 +321,9 @@ class IoUTally:
         return self
 
     def state_dict(self) -> Dict[str, Any]:
-        """Plain dict of numpy arrays and Python scalars (for torch.save, np.savez, pickle)."""
-        return {
+        """Plain dict of numpy arrays and Python scalars (for torch.save, np.savez, pickle), with
+        a digest of them all (see :meth:`from_state_dict`)."""
+        d = {
             "format": _STATE_FORMAT,
             "version": _STATE_VERSION,
             "num_units": self.num_units,
@@ -334,50 +340,81 @@ class IoUTally:
             "unit_pixels": self.unit_pixels,
             "images": self.images,
         }
+        d["digest"] = state_digest(_tally_fields(d, d["output_size"]))
+        return d
 
     @classmethod
     def from_state_dict(cls, state: Dict[str, Any], *, num_threads: Optional[int] = None) -> "IoUTally":
-        """Rebuild a tally from :meth:`state_dict` (validated: keys, shapes,
-        dtypes, non-negative counts)."""
+        """Rebuild a tally from :meth:`state_dict`.
+
+        Every field is validated against the others before anything is
+        built: keys, types, shapes and integer dtypes (a uint64 count above
+        2**63 - 1 is refused, not wrapped), and the invariants every tally
+        keeps: counts >= 0, label 0 never tallied, ``intersection[k, c] <=
+        label_pixels[c]``, ``unit_pixels <= images * sh * sw``, with the label
+        map counts known ``label_pixels`` (and their sum) ``<= images * (P +
+        S) * sh * sw``, and under ``unit_rule="lite"`` ``intersection[k, c]
+        <= (P + S) * unit_pixels[k, cat(c)]``.  A violation raises ValueError
+        (TypeError for a wrong type) naming ``state[<field>]``.  Finally
+        ``state["digest"]`` (written by :meth:`state_dict`) must be the digest
+        of all the other fields, so that a state edited or corrupted within
+        those bounds is refused too; a state without a digest is checked by
+        its fields alone.
+        """
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict from IoUTally.state_dict(); got {type(state).__name__}")
         if state.get("format") != _STATE_FORMAT:
             raise ValueError(f"state['format'] must be {_STATE_FORMAT!r}; got {state.get('format')!r}")
-        if state.get("version") != _STATE_VERSION:
+        if _state_int(state, "version", 0) != _STATE_VERSION:
             raise ValueError(f"state['version'] must be {_STATE_VERSION}; got {state.get('version')!r}")
         keys = ("num_units", "num_labels", "label_category", "num_categories", "output_size", "unit_rule",
                 "intersection", "label_pixels", "unit_pixels", "images")
         missing = [k for k in keys if k not in state]
         if missing:
             raise ValueError(f"state is missing keys {missing}")
-        out = cls(state["num_units"], state["num_labels"], state["label_category"], state["num_categories"],
-                  output_size=tuple(state["output_size"]), unit_rule=state["unit_rule"],
-                  resize=state.get("resize", "bilinear"), num_threads=num_threads)
+        size = state["output_size"]
+        if isinstance(size, np.ndarray):
+            size = size.tolist()
+        if not isinstance(size, (tuple, list)) or len(size) != 2:
+            raise ValueError(f"state['output_size'] must be a pair (sh, sw); got {size!r}")
+        rule = state["unit_rule"]
+        if isinstance(rule, np.ndarray) and rule.ndim == 0:
+            rule = rule.item()
+        if rule not in UNIT_RULES:
+            raise ValueError(f"state['unit_rule'] must be one of {UNIT_RULES}; got {rule!r}")
+        try:
+            out = cls(_state_int(state, "num_units", 1), _state_int(state, "num_labels", 1),
+                      state["label_category"], _state_int(state, "num_categories", 1),
+                      output_size=(_state_int(size, 0, 1, "output_size"), _state_int(size, 1, 1, "output_size")),
+                      unit_rule=rule, resize=state.get("resize", "bilinear"),
+                      num_threads=num_threads)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"state: {exc}") from None
         K, NL, NC = out.num_units, out.num_labels, out.num_categories
         arrays = {}
         for key, shape in (("intersection", (K, NL)), ("label_pixels", (NL,)), ("unit_pixels", (K, NC))):
-            arr = np.asarray(state[key])
-            if arr.dtype.kind not in "iu":
-                raise TypeError(f"state[{key!r}] must be an integer array; got dtype {arr.dtype}")
-            if arr.shape != shape:
-                raise ValueError(f"state[{key!r}] must have shape {shape}; got {arr.shape}")
-            if arr.size and int(arr.min()) < 0:
-                raise ValueError(f"state[{key!r}] must hold non-negative counts")
-            arrays[key] = np.ascontiguousarray(arr, dtype=np.int64)
-        images = state["images"]
-        if isinstance(images, bool) or not isinstance(images, (int, np.integer)) or images < 0:
-            raise ValueError(f"state['images'] must be a non-negative integer; got {images!r}")
-        if int(arrays["label_pixels"][0]) != 0 or np.any(arrays["intersection"][:, 0] != 0):
-            raise ValueError("state: label 0 (none) must have zero counts")
-        if np.any(arrays["intersection"] > arrays["label_pixels"][None, :]):
-            raise ValueError("state: intersection must not exceed label_pixels")
+            arrays[key] = _state_counts(state, key, shape)
+        images = _state_int(state, "images", 0)
+        maps = {}
         for key in ("num_pixel_maps", "num_image_labels"):
             v = state.get(key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
-                raise ValueError(f"state[{key!r}] must be None or a non-negative integer; got {v!r}")
-        out._core.set_counts(arrays["intersection"], arrays["label_pixels"], arrays["unit_pixels"], int(images))
-        out._num_pixel_maps = None if state.get("num_pixel_maps") is None else int(state["num_pixel_maps"])
-        out._num_image_labels = None if state.get("num_image_labels") is None else int(state["num_image_labels"])
+            maps[key] = None if v is None else _state_int(state, key, 0)
+        # P + S label maps per image bound the pixel counts (None: never fed, so 0);
+        # a state without these keys (written by hand) is checked without them
+        known = "num_pixel_maps" in state and "num_image_labels" in state
+        per_image = sum(v or 0 for v in maps.values()) if known else -1
+        try:
+            out._core.set_counts(arrays["intersection"], arrays["label_pixels"], arrays["unit_pixels"],
+                                 images, per_image)
+        except ValueError as exc:  # names the field: "IoUTally state: <field>: ..."
+            msg = str(exc).replace("IoUTally state: ", "", 1)
+            field, _, rest = msg.partition(": ")
+            raise ValueError(f"state[{field!r}]: {rest}") from None
+        out._num_pixel_maps = maps["num_pixel_maps"]
+        out._num_image_labels = maps["num_image_labels"]
+        conv = dict(state, label_category=out.label_category, num_units=K, num_labels=NL, num_categories=NC,
+                    unit_rule=rule, images=images, **arrays, **maps)
+        check_digest(state, _tally_fields(conv, out.output_size))
         return out
 
     def __reduce__(self):
@@ -391,3 +428,72 @@ class IoUTally:
 
 def _from_state(state: Dict[str, Any], num_threads: Optional[int]) -> IoUTally:
     return IoUTally.from_state_dict(state, num_threads=num_threads)
+
+
+_INT64_MAX = np.iinfo(np.int64).max
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def _check_sizes(num_units: int, num_labels: int, num_categories: int, sh: int, sw: int) -> None:
+    """Size limits of the core (int32 label, category and pixel indices);
+    products and memory are checked by the core before it allocates."""
+    for name, v in (("num_labels", num_labels), ("num_categories", num_categories),
+                    ("output_size[0]", sh), ("output_size[1]", sw)):
+        if v > _INT32_MAX:
+            raise ValueError(f"{name} must be < 2**31; got {v}")
+    if sh * sw > _INT32_MAX:
+        raise ValueError(f"output_size must have sh * sw < 2**31 pixels; got {(sh, sw)} "
+                         f"({sh * sw} pixels)")
+    if num_units > _INT64_MAX:
+        raise ValueError(f"num_units must be < 2**63; got {num_units}")
+
+
+def _state_int(state: Any, key: Any, minimum: int, name: Optional[str] = None) -> int:
+    """state[key] as a Python int >= minimum (numpy integers and 0-d arrays
+    accepted; bool, floats and out-of-range values refused)."""
+    label = f"state[{key!r}]" if name is None else f"state[{name!r}][{key}]"
+    v = state[key]
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        v = v.item()
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{label} must be an integer; got {type(v).__name__} {v!r}")
+    v = int(v)
+    if v < minimum or v > _INT64_MAX:
+        raise ValueError(f"{label} must be an integer in [{minimum}, 2**63 - 1]; got {v}")
+    return v
+
+
+def _state_counts(state: Dict[str, Any], key: str, shape: Tuple[int, ...]) -> np.ndarray:
+    """state[key] as a C-contiguous int64 array of the given shape: integer
+    dtype, no value outside [0, 2**63 - 1] (uint64 above int64 is refused, not
+    wrapped)."""
+    v = state[key]
+    if not isinstance(v, np.ndarray):
+        try:
+            v = np.asarray(v)
+        except Exception:
+            raise TypeError(f"state[{key!r}] must be an integer array of shape {shape}; "
+                            f"got {type(state[key]).__name__}") from None
+    if v.dtype.kind not in "iu":
+        raise TypeError(f"state[{key!r}] must be an integer array of shape {shape}; got dtype {v.dtype}")
+    if v.shape != shape:
+        raise ValueError(f"state[{key!r}] must have shape {shape}; got {v.shape}")
+    if v.size:
+        lo, hi = int(v.min()), int(v.max())
+        if lo < 0:
+            raise ValueError(f"state[{key!r}] must hold counts >= 0; got {lo}")
+        if hi > _INT64_MAX:
+            raise ValueError(f"state[{key!r}] must hold counts <= 2**63 - 1; got {hi}")
+    return np.ascontiguousarray(v, dtype=np.int64)
+
+
+_TALLY_FIELDS = ("format", "version", "num_units", "num_labels", "label_category", "num_categories", "unit_rule", "resize",
+                 "num_pixel_maps", "num_image_labels", "intersection", "label_pixels", "unit_pixels", "images")
+
+
+def _tally_fields(d: Dict[str, Any], output_size: Tuple[int, int]):
+    """The fields of an IoUTally state that its digest covers, in order (arrays as int64)."""
+    out = [(key, np.asarray(d[key], dtype=np.int64) if key in ("label_category", "intersection", "label_pixels",
+                                                                "unit_pixels") else d.get(key))
+           for key in _TALLY_FIELDS]
+    return out + [("output_size", int(output_size[0])), ("output_size", int(output_size[1]))]

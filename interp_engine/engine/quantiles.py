@@ -17,6 +17,7 @@ import numpy as np
 
 from .._loader import core as _core
 from ._arrays import check_num_threads, check_positive_int, describe, float_array
+from ._state import check_digest, state_digest
 
 __all__ = ["ChannelQuantiles", "ExactQuantilePass", "DEFAULT_K", "RANK_ERROR_BOUND"]
 
@@ -26,8 +27,10 @@ DEFAULT_K = 25000
 #: docs/quantiles.md for its derivation and measurements).
 RANK_ERROR_BOUND = 1e-4
 _MIN_K = 64
+_MAX_K = 1 << 30  # the core's limit (capacities stay far inside 32-bit ints)
 _MAX_LEVELS = 61
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: adds the per-channel checksum of the values (version 1 states load without it)
+_INT64_MAX = (1 << 63) - 1
 
 QLike = Union[float, Sequence[float], np.ndarray]
 
@@ -173,6 +176,8 @@ class ChannelQuantiles:
                  num_threads: Optional[int] = None) -> None:
         self._C = check_positive_int(num_channels, "num_channels")
         self._k = check_positive_int(k, "k", minimum=_MIN_K)
+        if self._k > _MAX_K:
+            raise ValueError(f"k must be <= 2**30; got {k}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an integer; got {type(seed).__name__}")
         self._seed = int(seed) % (1 << 64)
@@ -361,12 +366,31 @@ class ChannelQuantiles:
             "seed": self._seed,
             "skip_nan": int(self._skip_nan),
         }
-        d.update({key: np.asarray(v) for key, v in st.items()})
+        d.update({key: (int(v) if key == "checksum_known" else np.asarray(v)) for key, v in st.items()})
+        d["digest"] = state_digest(_quantile_fields(d))
         return d
 
     @classmethod
     def from_state_dict(cls, d: Dict[str, Any], *, num_threads: Optional[int] = None) -> "ChannelQuantiles":
-        """Rebuild a sketch from :meth:`state_dict`; malformed input -> ValueError."""
+        """Rebuild a sketch from :meth:`state_dict`; malformed input -> ValueError.
+
+        Every field is checked against the others before the sketch is built:
+        types, shapes and ranges (integers in [0, 2**63 - 1]: a uint64 above
+        that is refused, not wrapped; ``wide`` and ``skip_nan`` 0 or 1; ``k``
+        in [64, 2**30]); per channel, the level sizes add up to ``items`` (in
+        checked arithmetic), the items weigh exactly ``count`` (an item of
+        level h weighs 2**h, without wrapping at 2**64), lie in [min, max],
+        are sorted above level 0 and are float32 values where ``wide`` is 0;
+        they are fewer than the capacity of their levels for this ``k``, and
+        a sketch with L >= 2 levels has seen at least ``k * 2**(L-2)`` values
+        (what every k-sketch satisfies; a changed ``k`` usually breaks one of
+        them).  Finally ``digest`` (added by :meth:`state_dict`) must be the
+        digest of all the other fields: a state changed after it was written
+        (a ``k`` raised within what the levels allow, an edited item) is
+        refused; a state without ``digest`` is checked by its fields alone.
+        Version 1 states (without the checksum of the values) load; the exact
+        pass of such a sketch can then compare only counts.
+        """
         if not isinstance(d, dict):
             raise ValueError(f"state_dict must be a dict; got {type(d).__name__}")
         need = ("version", "num_channels", "k", "seed", "skip_nan", "items", "level_sizes", "count", "min",
@@ -375,20 +399,22 @@ class ChannelQuantiles:
         if missing:
             raise ValueError(f"state_dict is missing keys {missing}")
 
-        def as_int(key: str, minimum: int = 0) -> int:
+        def as_int(key: str, minimum: int = 0, maximum: int = _INT64_MAX) -> int:
             v = d[key]
             if isinstance(v, np.ndarray) and v.ndim == 0:
                 v = v.item()
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < minimum:
-                raise ValueError(f"state_dict[{key!r}] must be an integer >= {minimum}; got {v!r}")
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or \
+                    not minimum <= int(v) <= maximum:
+                raise ValueError(f"state_dict[{key!r}] must be an integer in [{minimum}, {maximum}]; got {v!r}")
             return int(v)
 
-        if as_int("version") != _STATE_VERSION:
-            raise ValueError(f"state_dict version {d['version']!r} is not supported (expected {_STATE_VERSION})")
-        C, k, seed = as_int("num_channels", 1), as_int("k", _MIN_K), as_int("seed")
-        skip = as_int("skip_nan")
-        if skip not in (0, 1):
-            raise ValueError(f"state_dict['skip_nan'] must be 0 or 1; got {skip}")
+        version = as_int("version")
+        if version not in (1, _STATE_VERSION):
+            raise ValueError(f"state_dict version {d['version']!r} is not supported (expected 1 or "
+                             f"{_STATE_VERSION})")
+        C, k = as_int("num_channels", 1), as_int("k", _MIN_K, _MAX_K)
+        seed = as_int("seed", 0, (1 << 64) - 1)
+        skip = as_int("skip_nan", 0, 1)
 
         def arr(key: str, kind: str) -> np.ndarray:
             v = d[key]
@@ -396,21 +422,48 @@ class ChannelQuantiles:
                 raise ValueError(f"state_dict[{key!r}] must be a numpy array of kind {kind!r}; got {describe(v)}")
             return v
 
+        def ints(key: str) -> np.ndarray:
+            """Integer array with every value in [0, 2**63 - 1], as int64 (the
+            sign and shape are checked by the core with the field's name)."""
+            v = arr(key, "iu")
+            if v.dtype.kind == "u" and v.size and int(v.max()) > _INT64_MAX:
+                raise ValueError(f"state_dict[{key!r}] must hold integers <= 2**63 - 1; got {int(v.max())}")
+            return v.astype(np.int64)
+
         items = arr("items", "f")
         if np.isnan(items).any():
             raise ValueError("state_dict['items'] must not contain NaN")
+        checksum = None
+        if version >= 2:
+            for key in ("checksum", "checksum_known"):
+                if key not in d:
+                    raise ValueError(f"state_dict is missing keys [{key!r}] (version {version})")
+            if as_int("checksum_known", 0, 1):
+                checksum = arr("checksum", "u")
+                if checksum.dtype != np.uint64 or checksum.shape != (C, 2):
+                    raise ValueError(f"state_dict['checksum'] must be a uint64 array of shape ({C}, 2); "
+                                     f"got {describe(checksum)}")
+        conv: Dict[str, Any] = {
+            "version": version, "num_channels": C, "k": k, "seed": seed, "skip_nan": skip,
+            "items": items.astype(np.float64), "level_sizes": ints("level_sizes"), "count": ints("count"),
+            "min": arr("min", "f").astype(np.float64), "max": arr("max", "f").astype(np.float64),
+            "rng_state": arr("rng_state", "iu").astype(np.uint64), "nan_count": ints("nan_count"),
+            "wide": ints("wide")}
+        if version >= 2:
+            conv["checksum"] = arr("checksum", "iu").astype(np.uint64)
+            conv["checksum_known"] = as_int("checksum_known", 0, 1)
         obj = cls.__new__(cls)
-        obj._C, obj._k, obj._seed, obj._skip_nan = C, k, seed % (1 << 64), bool(skip)
+        obj._C, obj._k, obj._seed, obj._skip_nan = C, k, seed, bool(skip)
         obj._threads = check_num_threads(num_threads)
         obj._lock = threading.RLock()
         try:
             obj._sk = _core.QuantileSketch.from_state(
-                C, k, obj._seed, items.astype(np.float64), arr("level_sizes", "iu").astype(np.int64),
-                arr("count", "iu").astype(np.int64), arr("min", "f").astype(np.float64),
-                arr("max", "f").astype(np.float64), arr("rng_state", "iu").astype(np.uint64),
-                arr("nan_count", "iu").astype(np.int64), arr("wide", "iu").astype(np.int64))
+                C, k, obj._seed, conv["items"], conv["level_sizes"], conv["count"], conv["min"], conv["max"],
+                conv["rng_state"], conv["nan_count"], conv["wide"], checksum)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"malformed state_dict: {exc}") from exc
+        # the fields agree with each other; the digest tells whether they are the ones written
+        check_digest(d, _quantile_fields(conv), "state_dict")
         return obj
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -430,6 +483,15 @@ class ChannelQuantiles:
                 f"count={int(cnt.min()) if cnt.size else 0}..{int(cnt.max()) if cnt.size else 0})")
 
 
+_QUANTILE_FIELDS = ("version", "num_channels", "k", "seed", "skip_nan", "items", "level_sizes", "count", "min",
+                    "max", "rng_state", "nan_count", "wide", "checksum", "checksum_known")
+
+
+def _quantile_fields(d: Dict[str, Any]):
+    """The fields of a ChannelQuantiles state that its digest covers, in order."""
+    return [(key, d[key]) for key in _QUANTILE_FIELDS if key in d]
+
+
 class ExactQuantilePass:
     """Second pass of the exact mode (made by :meth:`ChannelQuantiles.exact_pass`).
 
@@ -438,9 +500,19 @@ class ExactQuantilePass:
     equal to ``np.quantile(values_c, q)`` per channel (numpy's 'linear'
     method; where numpy would give NaN from ``inf * 0`` because the wanted
     order statistic is exact (gamma == 0) or both neighbours are equal, the
-    order statistic itself is returned).  If the data of the two passes
-    differ, ``result()`` raises ValueError (count mismatch) or RuntimeError
-    (a bracket missed).
+    order statistic itself is returned).
+
+    Both passes must see the same multiset of values per channel (any order
+    and batching, any float dtype holding the same values).  ``result()``
+    checks it: the counts of values and of skipped NaN, and an
+    order-independent checksum of the values' float64 bit patterns (sum and
+    xor of a 64-bit mix of each value) kept by both passes.  A change of one
+    value is always detected; any other change of the multiset (values
+    changed, swapped between channels, replaced, dropped and added) except
+    with probability about 2**-64.  -0.0 and +0.0 count as different values;
+    NaN skipped with ``nan="skip"`` are not in the checksum (only counted).
+    On a mismatch ``result()`` raises ValueError; if the second pass's data
+    leave a bracket, ``update()`` or ``result()`` raise RuntimeError.
     """
 
     def __init__(self, sketch: ChannelQuantiles, q: np.ndarray, scalar: bool, margin: float, bound: float) -> None:
@@ -451,6 +523,10 @@ class ExactQuantilePass:
         self._threads = sketch._threads
         n = sketch.count.astype(np.int64)
         self._n = n
+        # what the first pass saw, to compare with this pass at result()
+        with sketch._lock:
+            self._nan_n = sketch._sk.nan_counts()
+            self._checksum = sketch._sk.checksums() if sketch._sk.checksum_known else None
         m = q.size
         # numpy's linear method: virtual index (n-1)*q, neighbours floor/floor+1
         nf = (n - 1).astype(np.float64)[:, None]
@@ -487,6 +563,29 @@ class ExactQuantilePass:
         return self._q.copy()
 
     @property
+    def verifies_values(self) -> bool:
+        """Whether :meth:`result` compares the values of both passes (their
+        checksums), not only their counts: False only for a sketch restored
+        from a version 1 state (written before the checksum existed) or
+        merged with one."""
+        return self._checksum is not None
+
+    def _check_same_data(self) -> None:
+        with self._lock:
+            seen, nan_seen = self._pass.counts(), self._pass.nan_counts()
+            sums = self._pass.checksums()
+        for what, a, b in (("values", seen, self._n), ("NaN", nan_seen, self._nan_n)):
+            if not np.array_equal(a, b):
+                c = int(np.flatnonzero(a != b)[0])
+                raise ValueError(f"the exact pass saw {int(a[c])} {what} of channel {c} but the sketch saw "
+                                 f"{int(b[c])}: feed exactly the same data to both passes")
+        if self._checksum is not None and not np.array_equal(sums, self._checksum):
+            c = int(np.flatnonzero((sums != self._checksum).any(axis=1))[0])
+            raise ValueError(f"the exact pass saw other values than the sketch in channel {c} (the same "
+                             f"number, {int(seen[c])}, but the checksums of the values differ): feed exactly "
+                             f"the same data to both passes")
+
+    @property
     def count(self) -> np.ndarray:
         """(C,) int64: observations seen by this pass so far."""
         return self._pass.counts()
@@ -506,12 +605,13 @@ class ExactQuantilePass:
         return self
 
     def result(self) -> np.ndarray:
-        """Exact quantiles: float64 (C,) for a float q, (C, len(q)) otherwise."""
-        seen = self._pass.counts()
-        if not np.array_equal(seen, self._n):
-            c = int(np.flatnonzero(seen != self._n)[0])
-            raise ValueError(f"the exact pass saw {int(seen[c])} values of channel {c} but the sketch saw "
-                             f"{int(self._n[c])}: feed exactly the same data to both passes")
+        """Exact quantiles: float64 (C,) for a float q, (C, len(q)) otherwise.
+
+        Raises ValueError when this pass did not see the same data as the
+        sketch: another number of values (or of NaN skipped) in a channel, or
+        another multiset of values (the per-channel checksums differ; see
+        :class:`ExactQuantilePass`)."""
+        self._check_same_data()
         with self._lock:
             stats = self._pass.select(self._ranks, self._threads)  # (C, m, 2)
         out = _numpy_lerp(stats[..., 0], stats[..., 1], self._gamma)

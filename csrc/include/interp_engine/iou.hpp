@@ -100,16 +100,20 @@ class IoUTally {
               const std::int64_t* image_labels, std::int64_t S,
               const std::uint8_t* image_categories, int num_threads = 0);
 
-  // Adds the counts of `other` (same configuration, else invalid_argument).
+  // Adds the counts of `other` (same configuration, not this tally itself,
+  // and no sum overflowing int64; else invalid_argument and nothing changes).
   void merge(const IoUTally& other);
   bool compatible(const IoUTally& other) const;
 
   // (K, num_labels) row-major IoU.
   std::vector<double> iou() const;
 
-  // Replace all counts (from a saved state); sizes are checked.
+  // Replace all counts (from a saved state).  Sizes and the invariants that
+  // update() keeps are checked (invalid_argument naming the field; see
+  // iou.cpp); maps_per_image = P + S (pixel label maps plus image-level
+  // columns) when known, else -1.
   void set_counts(std::vector<std::int64_t> intersection, std::vector<std::int64_t> label_pixels,
-                  std::vector<std::int64_t> unit_pixels, std::int64_t images);
+                  std::vector<std::int64_t> unit_pixels, std::int64_t images, std::int64_t maps_per_image = -1);
 
   std::int64_t num_units() const { return K_; }
   std::int64_t num_labels() const { return NL_; }

@@ -75,10 +75,14 @@ class KllSketch {
  public:
   static constexpr int kMinCap = 8;
   static constexpr int kMaxLevels = 61;
+  // Largest k: capacities and their sums stay far inside int / size_t.
+  static constexpr int kMaxK = 1 << 30;
   // Level 0 holds at least level0_min(k) = clamp(2k/3, 2048, 16384) items so
   // that it is radix-sorted in big batches and promotes long sorted runs
   // (its compactions carry weight 1 only); small k keep a small level 0.
-  static int level0_min(int k) { return std::min(16384, std::max(2048, (2 * k) / 3)); }
+  static int level0_min(int k) {
+    return static_cast<int>(std::min<std::int64_t>(16384, std::max<std::int64_t>(2048, (2 * std::int64_t{k}) / 3)));
+  }
 
   KllSketch() = default;
   KllSketch(int k, std::uint64_t rng_state);
@@ -143,6 +147,25 @@ class KllSketch {
   KllLevels<double> d_;
 };
 
+// Order-independent checksum of a multiset of values: over the values'
+// float64 bit patterns b, the sum (mod 2^64) and the xor of mix(b), mix a
+// bijection of 64-bit words (the splitmix64 finalizer).  Two streams with
+// the same multiset of values have the same checksum whatever their order,
+// batching or element type (float16/bfloat16/float32 values widen exactly);
+// changing one value always changes the sum (mix is a bijection), and other
+// changes go unseen only when both words collide (~2^-64 for unrelated
+// data).  Merging adds the sums and xors the xors: exact.
+struct Checksum {
+  std::uint64_t sum = 0, xr = 0;
+  void add(const float* values, std::size_t count);
+  void add(const double* values, std::size_t count);
+  void merge(const Checksum& o) {
+    sum += o.sum;
+    xr ^= o.xr;
+  }
+  bool operator==(const Checksum& o) const { return sum == o.sum && xr == o.xr; }
+};
+
 // All channels.
 class ChannelSketch {
  public:
@@ -166,12 +189,21 @@ class ChannelSketch {
   KllSketch& sketch(std::int64_t c) { return sketches_[static_cast<std::size_t>(c)]; }
   std::vector<std::uint64_t>& nan_count() { return nan_count_; }
   const std::vector<std::uint64_t>& nan_count() const { return nan_count_; }
+  // per channel, of the values added (NaN skipped are not in it); merged
+  // with the sketches.  checksum_known() is false for a sketch restored
+  // from a state that had none (or merged with one).
+  std::vector<Checksum>& checksums() { return checksums_; }
+  const std::vector<Checksum>& checksums() const { return checksums_; }
+  bool checksum_known() const { return checksum_known_; }
+  void set_checksum_known(bool v) { checksum_known_ = v; }
 
  private:
   int k_;
   std::uint64_t seed_;
   std::vector<KllSketch> sketches_;
   std::vector<std::uint64_t> nan_count_;
+  std::vector<Checksum> checksums_;
+  bool checksum_known_ = true;
 };
 
 // Second, exact pass over the same data.  For each channel c and request j
@@ -188,6 +220,10 @@ class ExactPass {
   // std::runtime_error naming the channel when a rank falls outside.
   void select(const std::int64_t* ranks, double* out, int num_threads);
   std::uint64_t count(std::int64_t c) const { return count_[static_cast<std::size_t>(c)]; }
+  std::uint64_t nan_count(std::int64_t c) const { return nan_count_[static_cast<std::size_t>(c)]; }
+  // of the values seen (as ChannelSketch::checksums): compared with the
+  // first pass's to tell whether both passes saw the same data
+  const Checksum& checksum(std::int64_t c) const { return checksums_[static_cast<std::size_t>(c)]; }
   std::int64_t channels() const { return channels_; }
   std::int64_t requests() const { return m_; }
   std::size_t memory_bytes() const;
@@ -201,7 +237,8 @@ class ExactPass {
   };
   std::int64_t channels_, m_, cap_;
   std::vector<Bracket> brackets_;  // channels x m
-  std::vector<std::uint64_t> count_;
+  std::vector<std::uint64_t> count_, nan_count_;
+  std::vector<Checksum> checksums_;
 };
 
 // True when the batch holds a NaN (parallel scan).

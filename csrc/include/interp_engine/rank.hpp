@@ -24,6 +24,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -43,12 +44,25 @@ struct ActivationsView {
   std::ptrdiff_t stride_n = 0;
   std::ptrdiff_t stride_k = 0;
 
+  // the data may sit at any byte address (a numpy view at an odd offset):
+  // read through memcpy, never through a misaligned pointer
   double at(std::size_t i, std::size_t j) const {
     const std::ptrdiff_t off = static_cast<std::ptrdiff_t>(i) * stride_n + static_cast<std::ptrdiff_t>(j) * stride_k;
-    return dtype == Dtype::F64 ? static_cast<const double*>(data)[off]
-                               : static_cast<double>(static_cast<const float*>(data)[off]);
+    const char* base = static_cast<const char*>(data);
+    if (dtype == Dtype::F64) {
+      double v;
+      std::memcpy(&v, base + off * static_cast<std::ptrdiff_t>(sizeof(double)), sizeof v);
+      return v;
+    }
+    float v;
+    std::memcpy(&v, base + off * static_cast<std::ptrdiff_t>(sizeof(float)), sizeof v);
+    return static_cast<double>(v);
   }
 };
+
+// Largest number of samples N: sample indices are 32-bit and doubled rank
+// sums (<= N (N + 1)) stay exact int64.
+constexpr std::size_t kMaxSamples = (std::size_t{1} << 31) - 1;
 
 // Ranks of one neuron's N activations.
 struct Ranks {

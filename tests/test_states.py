@@ -1,0 +1,457 @@
+"""Accumulator states, pickling and merges (issue 14, item 8) and the exact
+pass's check that it saw the same data as the sketch (item 9).
+
+One rule for every accumulator: merging an object with itself is refused
+(it would count the same data twice); a merge whose sums would overflow is
+refused without changing either object; a state is validated field by field
+against the others (ValueError naming the field), and its digest catches any
+other change made after state_dict()."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from interp_engine import ChannelQuantiles, ExactQuantilePass, IoUTally
+
+torch = pytest.importorskip("torch")
+
+
+# --------------------------------------------------------------------------- helpers
+def tally_case(rule="annotated", seed=0, B=4, K=3, NL=7, NC=3, size=(9, 8), P=2, S=1, ic=False):
+    rng = np.random.default_rng(seed)
+    acts = np.maximum(rng.standard_normal((B, K, 4, 5)), 0)
+    thr = np.full(K, 0.5)
+    pl = rng.integers(0, NL, size=(B, P, *size))
+    il = rng.integers(0, NL, size=(B, S))
+    cat = np.random.default_rng(99).integers(0, NC, size=NL)  # one configuration for every seed
+    t = IoUTally(K, NL, cat, NC, output_size=size, unit_rule=rule)
+    cats = rng.integers(0, 2, size=(B, NC)).astype(bool) if ic else None
+    t.update(acts, thr, pl, il, cats)
+    return t
+
+
+def counts_of(t):
+    return t.intersection.copy(), t.label_pixels.copy(), t.unit_pixels.copy(), t.images
+
+
+def same_counts(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a[:3], b[:3])) and a[3] == b[3]
+
+
+def without_digest(state):
+    d = dict(state)
+    d.pop("digest")
+    return d
+
+
+def big_tally_state(value, images, rule="annotated"):
+    """A valid state of a (1 unit, 2 labels, 1 category, 1x1 output) tally whose
+    counts are `value` (label 1), fed `images` images with one pixel map."""
+    t = IoUTally(1, 2, [0, 0], 1, output_size=(1, 1), unit_rule=rule)
+    t.update(np.ones((1, 1, 1, 1)), [0.0], pixel_labels=np.ones((1, 1, 1, 1), np.int64))
+    st = without_digest(t.state_dict())
+    st["intersection"] = np.array([[0, value]], np.int64)
+    st["label_pixels"] = np.array([0, value], np.int64)
+    st["unit_pixels"] = np.array([[value]], np.int64)
+    st["images"] = images
+    return st
+
+
+# --------------------------------------------------------------------------- IoUTally
+def test_tally_self_merge_is_refused_and_changes_nothing():
+    t = tally_case()
+    before = counts_of(t)
+    with pytest.raises(ValueError, match="merging a tally with itself"):
+        t.merge(t)
+    assert same_counts(counts_of(t), before)
+    # the core refuses too (it is the object that would double its counts)
+    with pytest.raises(ValueError, match="itself"):
+        t._core.merge(t._core)
+    assert same_counts(counts_of(t), before)
+
+
+def test_tally_merge_overflow_is_refused_and_changes_neither():
+    big = 1 << 62
+    a = IoUTally.from_state_dict(big_tally_state(big, big))
+    b = IoUTally.from_state_dict(big_tally_state(big, big))
+    ca, cb = counts_of(a), counts_of(b)
+    with pytest.raises(ValueError, match="overflow int64"):
+        a.merge(b)
+    assert same_counts(counts_of(a), ca) and same_counts(counts_of(b), cb)
+    # just below the limit it merges exactly
+    c = IoUTally.from_state_dict(big_tally_state(big - 1, big - 1))
+    a.merge(c)
+    assert a.intersection[0, 1] == a.label_pixels[1] == a.unit_pixels[0, 0] == (1 << 63) - 1
+
+
+def test_tally_iou_exact_when_unit_plus_label_pixels_exceed_int64():
+    # A = L = 3 * 2**61 (A + L > 2**63), I = 2**61: IoU = 1 / 5 exactly
+    v, i = 3 << 61, 1 << 61
+    st = big_tally_state(v, v)
+    st["intersection"] = np.array([[0, i]], np.int64)
+    t = IoUTally.from_state_dict(st)
+    assert t.iou()[0, 1] == 0.2
+
+
+@pytest.mark.parametrize("rule", ["annotated", "lite"])
+@pytest.mark.parametrize("ic", [False, True])
+def test_tally_real_states_pass_validation_and_round_trip(rule, ic):
+    for seed in range(3):
+        t = tally_case(rule, seed, ic=ic)
+        for u in (IoUTally.from_state_dict(t.state_dict()), pickle.loads(pickle.dumps(t)),
+                  IoUTally.from_state_dict(without_digest(t.state_dict()))):
+            assert same_counts(counts_of(u), counts_of(t))
+        m = tally_case(rule, seed + 10, ic=ic)
+        m.merge(t)
+        IoUTally.from_state_dict(m.state_dict())
+
+
+def _bad(state, **changes):
+    d = without_digest(state)
+    d.update(changes)
+    return d
+
+
+@pytest.mark.parametrize("field,change,exc,match", [
+    ("intersection", lambda s: np.array(s["intersection"], np.uint64) + np.uint64(1 << 63), ValueError,
+     r"state\['intersection'\] must hold counts <= 2\*\*63 - 1"),
+    ("unit_pixels", lambda s: np.full_like(s["unit_pixels"], 9 * 8 * 4 + 1), ValueError,
+     r"state\['unit_pixels'\].*exceeds images x sh x sw = 288"),
+    ("label_pixels", lambda s: np.where(np.arange(7) == 3, 4 * 3 * 72 + 1, s["label_pixels"]), ValueError,
+     r"state\['label_pixels'\].*more pixels than images x label maps x sh x sw = 864"),
+    ("intersection", lambda s: np.where(np.arange(7) == 2, s["label_pixels"][2] + 1, s["intersection"]), ValueError,
+     r"state\['intersection'\].*exceeds label_pixels\[2\]"),
+    ("intersection", lambda s: np.where(np.arange(7) == 0, 1, s["intersection"]), ValueError,
+     r"state\['intersection'\]: label 0 \(none\) is never tallied"),
+    ("images", lambda s: 2.0, TypeError, r"state\['images'\] must be an integer"),
+    ("images", lambda s: True, TypeError, r"state\['images'\] must be an integer"),
+    ("images", lambda s: 1 << 64, ValueError, r"state\['images'\] must be an integer in \[0, 2\*\*63 - 1\]"),
+    ("num_pixel_maps", lambda s: -1, ValueError, r"state\['num_pixel_maps'\]"),
+    ("output_size", lambda s: 7, ValueError, r"state\['output_size'\] must be a pair"),
+    ("num_units", lambda s: "3", TypeError, r"state\['num_units'\] must be an integer"),
+    ("unit_pixels", lambda s: s["unit_pixels"].astype(np.float64), TypeError, r"state\['unit_pixels'\] must be an "),
+])
+def test_tally_state_field_checks(field, change, exc, match):
+    st = tally_case().state_dict()  # 4 images of 9 x 8, P + S = 3
+    with pytest.raises(exc, match=match):
+        IoUTally.from_state_dict(_bad(st, **{field: change(st)}))
+
+
+def test_tally_lite_intersection_bounded_by_unit_pixels():
+    st = tally_case("lite").state_dict()
+    d = _bad(st, unit_pixels=np.zeros_like(st["unit_pixels"]))
+    if not st["intersection"].any():
+        pytest.skip("no intersection in this case")
+    with pytest.raises(ValueError, match=r"state\['intersection'\].*unit_rule 'lite'"):
+        IoUTally.from_state_dict(d)
+    # the annotated rule with explicit categories can legitimately have I > A
+    t = tally_case("annotated", ic=True)
+    IoUTally.from_state_dict(t.state_dict())
+
+
+def test_tally_digest_catches_changes_within_bounds():
+    t = tally_case()
+    st = t.state_dict()
+    for key, val in (("images", st["images"] + 1), ("unit_pixels", np.maximum(st["unit_pixels"] - 1, 0)),
+                     ("num_image_labels", 2)):
+        d = dict(st)
+        d[key] = val
+        with pytest.raises(ValueError, match=r"state\['digest'\] does not match"):
+            IoUTally.from_state_dict(d)
+        IoUTally.from_state_dict(without_digest(d))  # without the digest: the field checks alone
+    d = dict(st, digest=5)
+    with pytest.raises(ValueError, match="digest"):
+        IoUTally.from_state_dict(d)
+
+
+def test_tally_state_through_npz_keeps_its_digest(tmp_path):
+    t = tally_case()
+    st = t.state_dict()
+    arrays = {k: v for k, v in st.items() if isinstance(v, np.ndarray)}
+    np.savez(tmp_path / "s.npz", **arrays)
+    back = dict(st)
+    with np.load(tmp_path / "s.npz") as z:
+        back.update({k: z[k] for k in arrays})
+    back["output_size"] = list(st["output_size"])  # e.g. after JSON
+    assert same_counts(counts_of(IoUTally.from_state_dict(back)), counts_of(t))
+
+
+# --------------------------------------------------------------------------- ChannelQuantiles
+def sketch(k=100, n=5000, C=2, seed=0, nan="raise"):
+    cq = ChannelQuantiles(C, k=k, nan=nan)
+    cq.update(np.random.default_rng(seed).standard_normal((n, C)))
+    return cq
+
+
+def one_level_state(C=1, k=64, L=58, top=32):
+    """A valid state holding `top` items on level L-1 (count top * 2**(L-1))."""
+    st = without_digest(ChannelQuantiles(C, k=k).state_dict())
+    sizes = np.zeros((C, L), np.int64)
+    sizes[:, L - 1] = top
+    st.update(level_sizes=sizes, items=np.tile(np.arange(top, dtype=np.float64), C),
+              count=np.full(C, min(top << (L - 1), (1 << 63) - 1), np.int64), min=np.zeros(C),
+              max=np.full(C, top - 1.0),
+              wide=np.ones(C, np.int64))
+    return st
+
+
+def test_sketch_self_merge_refused_by_core_too():
+    cq = sketch()
+    with pytest.raises(ValueError, match="itself"):
+        cq.merge(cq)
+    with pytest.raises(ValueError, match="itself"):
+        cq._sk.merge(cq._sk)
+
+
+def test_sketch_merge_count_overflow_refused_and_changes_neither():
+    a = ChannelQuantiles.from_state_dict(one_level_state())  # count 2**62
+    b = ChannelQuantiles.from_state_dict(one_level_state())
+    assert a.count[0] == 1 << 62
+    sa, sb = a.state_dict(), b.state_dict()
+    with pytest.raises(ValueError, match="would exceed 2\\^63 - 1; neither sketch was changed"):
+        a.merge(b)
+    assert a.state_dict()["digest"] == sa["digest"] and b.state_dict()["digest"] == sb["digest"]
+
+
+def test_sketch_state_weights_wrapping_at_2_64_refused():
+    st = one_level_state(L=61, top=16)  # 16 items of weight 2**60: 2**64 wraps to 0
+    st["count"] = np.zeros(1, np.int64)
+    with pytest.raises(ValueError, match="weigh more than 2\\^64"):
+        ChannelQuantiles.from_state_dict(st)
+
+
+def test_sketch_state_level_sizes_overflowing_refused():
+    st = without_digest(sketch().state_dict())
+    sizes = np.zeros((2, 4), np.int64)
+    sizes[0] = [1 << 62, 1 << 62, 1 << 62, (1 << 62) + 3]  # sums to 2**64 + 3: wraps to 3
+    st.update(level_sizes=sizes, items=np.zeros(3))
+    with pytest.raises(ValueError, match="'level_sizes' add up to more than the 3 values"):
+        ChannelQuantiles.from_state_dict(st)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("wide", lambda s: np.array([2, 0]), "'wide' must be 0 or 1"),
+    ("count", lambda s: s["count"].astype(np.uint64) + np.uint64(1 << 63), r"'count'\] must hold integers <= 2\*\*63"),
+    ("count", lambda s: s["count"] - 10**6, "'count' must be >= 0"),
+    ("nan_count", lambda s: np.array([-1, 0]), "'nan_count' must be >= 0"),
+    ("k", lambda s: 1 << 31, r"'k'\] must be an integer in \[64, 1073741824\]"),
+    ("k", lambda s: True, "'k'"),
+    ("skip_nan", lambda s: 2, "'skip_nan'"),
+    ("seed", lambda s: -1, "'seed'"),
+    ("checksum", lambda s: s["checksum"][:1], r"'checksum'\] must be a uint64 array of shape \(2, 2\)"),
+    ("checksum_known", lambda s: 3, "'checksum_known'"),
+    ("level_sizes", lambda s: -s["level_sizes"], "'level_sizes' must be >= 0"),
+])
+def test_sketch_state_field_checks(key, value, match):
+    st = without_digest(sketch().state_dict())
+    st[key] = value(st)
+    with pytest.raises(ValueError, match=match):
+        ChannelQuantiles.from_state_dict(st)
+
+
+def test_sketch_changed_k_refused():
+    st = sketch(k=100, n=50_000).state_dict()
+    # without the digest the level invariants catch a k far from the real one
+    for k in (400, 1000):
+        d = without_digest(st)
+        d["k"] = k
+        with pytest.raises(ValueError, match="changed k"):
+            ChannelQuantiles.from_state_dict(d)
+    # with it, any change of k
+    for k in (101, 150, 200):
+        d = dict(st, k=k)
+        with pytest.raises(ValueError, match="digest"):
+            ChannelQuantiles.from_state_dict(d)
+
+
+def test_sketch_digest_catches_edited_items_and_rng():
+    st = sketch().state_dict()
+    for key in ("items", "rng_state", "min"):
+        d = dict(st)
+        v = st[key].copy()
+        if key == "items":
+            v[5] = np.nextafter(v[5], v[6] if v[6] > v[5] else np.inf)
+        elif key == "min":
+            v[0] = v[0] - 1.0
+        else:
+            v[0] ^= np.uint64(1)
+        d[key] = v
+        with pytest.raises(ValueError, match="digest"):
+            ChannelQuantiles.from_state_dict(d)
+
+
+def test_sketch_large_k_arithmetic():
+    # level0_min(k) = 2k/3 overflowed int for k > 2**30 / 3 * 3 (UBSan); k up to 2**30 works
+    cq = ChannelQuantiles(1, k=1 << 30)
+    cq.update(np.arange(1000.0)[:, None])
+    assert cq.quantile(1.0)[0] == 999.0
+    with pytest.raises(ValueError, match="k must be <= 2\\*\\*30"):
+        ChannelQuantiles(1, k=(1 << 30) + 1)
+
+
+def test_sketch_version_1_state_loads_without_checksum():
+    cq = sketch()
+    st = without_digest(cq.state_dict())
+    st.pop("checksum")
+    st.pop("checksum_known")
+    st["version"] = 1
+    old = ChannelQuantiles.from_state_dict(st)
+    np.testing.assert_array_equal(old.quantile(0.5), cq.quantile(0.5))
+    assert old.state_dict()["checksum_known"] == 0
+    assert not old.exact_pass(0.5).verifies_values
+    assert cq.exact_pass(0.5).verifies_values
+    # merged with a sketch that has one: unknown
+    cq.merge(old)
+    assert not cq.exact_pass(0.5).verifies_values
+    v2 = dict(without_digest(cq.state_dict()), version=2)
+    v2.pop("checksum")
+    with pytest.raises(ValueError, match="missing keys \\['checksum'\\]"):
+        ChannelQuantiles.from_state_dict(v2)
+
+
+# --------------------------------------------------------------------------- the exact pass's check (item 9)
+def stream(C=3, n=20_000, seed=1):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, C)) + np.arange(C) * 10).astype(np.float32)
+
+
+def planned(x, q=(0.1, 0.5, 0.99), nan="raise", batches=4):
+    cq = ChannelQuantiles(x.shape[1], k=200, nan=nan)
+    for part in np.array_split(x, batches):
+        cq.update(part)
+    return cq, cq.exact_pass(list(q))
+
+
+def expected(x, q):
+    return np.stack([np.quantile(x[:, c][~np.isnan(x[:, c])].astype(np.float64), q) for c in range(x.shape[1])])
+
+
+def test_exact_pass_detects_one_changed_value():
+    x = stream()
+    for where in ((0, 0), (12_345, 1), (19_999, 2)):
+        _, plan = planned(x)
+        y = x.copy()
+        y[where] = np.nextafter(y[where], np.float32(np.inf))  # one ulp, same count
+        plan.update(y)
+        with pytest.raises(ValueError, match=f"other values than the sketch in channel {where[1]}"):
+            plan.result()
+
+
+def test_exact_pass_detects_values_swapped_between_channels_and_permuted_pairs():
+    x = stream()
+    _, plan = planned(x)
+    y = x.copy()
+    y[7, 0], y[7, 1] = x[7, 1], x[7, 0]  # same counts per channel, other values
+    plan.update(y)
+    with pytest.raises(ValueError, match="other values"):
+        plan.result()
+    # two values moved by one ulp in opposite directions (a sum of the raw bits would not see it)
+    _, plan = planned(x)
+    y = x.copy()
+    y[3, 0] = np.nextafter(y[3, 0], np.float32(np.inf))
+    y[4, 0] = np.nextafter(y[4, 0], np.float32(-np.inf))
+    plan.update(y)
+    with pytest.raises(ValueError, match="other values"):
+        plan.result()
+
+
+def test_exact_pass_same_data_any_order_batching_and_dtype():
+    x = stream()
+    q = [0.1, 0.5, 0.99]
+    want = expected(x, q)
+    rng = np.random.default_rng(3)
+    for feed in ("same", "permuted", "float64", "torch", "channels_last"):
+        _, plan = planned(x, q)
+        if feed == "same":
+            plan.update(x)
+        elif feed == "permuted":
+            perm = rng.permutation(x.shape[0])
+            for part in np.array_split(x[perm], 7):
+                plan.update(part)
+        elif feed == "float64":
+            plan.update(x.astype(np.float64))
+        elif feed == "torch":
+            plan.update(torch.from_numpy(x))
+        else:
+            plan.update(np.ascontiguousarray(x.T), channel_axis=0)
+        np.testing.assert_array_equal(plan.result(), want)
+
+
+def test_exact_pass_after_merged_sketches():
+    x = stream()
+    a = ChannelQuantiles(3, k=200)
+    b = ChannelQuantiles(3, k=200)
+    a.update(x[:7000])
+    b.update(x[7000:])
+    a.merge(b)
+    plan = a.exact_pass(0.5)
+    plan.update(x[::-1])
+    np.testing.assert_array_equal(plan.result(), expected(x, 0.5))
+
+
+def test_exact_pass_half_precision_and_bfloat16_widen_like_the_sketch():
+    x = stream().astype(np.float16)
+    cq, plan = planned(x)
+    plan.update(torch.from_numpy(x).float())  # the same values as float32
+    np.testing.assert_array_equal(plan.result(), expected(x.astype(np.float32), (0.1, 0.5, 0.99)))
+    t = torch.from_numpy(stream()).to(torch.bfloat16)
+    cq = ChannelQuantiles(3, k=200)
+    cq.update(t)
+    plan = cq.exact_pass(0.5)
+    plan.update(t.double())
+    plan.result()
+    plan = cq.exact_pass(0.5)
+    t2 = t.clone()
+    t2[0, 0] = t2[0, 0] * 2
+    plan.update(t2)
+    with pytest.raises(ValueError, match="other values"):
+        plan.result()
+
+
+def test_exact_pass_nan_skip_consistent_in_both_passes():
+    x = stream()
+    x[::50, 0] = np.nan
+    q = (0.1, 0.5, 0.99)
+    cq, plan = planned(x, q, nan="skip")
+    # NaN elsewhere, the same values otherwise (the multiset of non-NaN values is what counts)
+    y = x.copy()
+    col = y[:, 0].copy()
+    keep = col[~np.isnan(col)]
+    col[:] = np.nan
+    col[1::50] = np.nan
+    col[~np.isnan(x[:, 0])] = keep[::-1]
+    y[:, 0] = col
+    plan.update(y)
+    np.testing.assert_array_equal(plan.result(), expected(x, q))
+    # one value became NaN: the counts differ
+    cq, plan = planned(x, q, nan="skip")
+    y = x.copy()
+    y[1, 0] = np.nan
+    plan.update(y)
+    with pytest.raises(ValueError, match="values of channel 0"):
+        plan.result()
+
+
+def test_exact_pass_nan_count_compared():
+    x = stream()
+    x[5, 1] = np.nan
+    cq, plan = planned(x, nan="skip")
+    y = np.concatenate([x, np.full((1, 3), np.nan, np.float32)])  # one more NaN per channel
+    plan.update(y)
+    with pytest.raises(ValueError, match="NaN of channel 0"):
+        plan.result()
+
+
+def test_exact_pass_from_version_1_state_compares_counts_only():
+    x = stream()
+    cq, _ = planned(x)
+    st = without_digest(cq.state_dict())
+    for key in ("checksum", "checksum_known"):
+        st.pop(key)
+    st["version"] = 1
+    plan = ChannelQuantiles.from_state_dict(st).exact_pass(0.5)
+    assert isinstance(plan, ExactQuantilePass) and not plan.verifies_values
+    plan.update(x)
+    np.testing.assert_array_equal(plan.result(), expected(x, 0.5))
