@@ -23,6 +23,7 @@
 // threads.  So no thread takes the GIL inside the core during finalization,
 // and no worker thread is left running.  The exiting thread itself (later
 // atexit hooks, __del__) keeps using the core normally.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <chrono>
@@ -188,6 +189,12 @@ void PyCall::reacquire() {
 }  // namespace detail
 
 void init_common(py::module_& m) {
+  // pybind11 looks up numpy's C API (and its PEP 3118 parser) on first use,
+  // releasing and re-taking the GIL in a destructor around a std::call_once:
+  // a daemon thread making the process's first numpy call at exit would be
+  // ended there by pthread_exit and abort.  Look them up now, at import.
+  py::detail::npy_api::get();
+  py::dtype(py::buffer_info(nullptr, sizeof(double), "d", 0));
   g_main_thread.store(py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>());
 #if !defined(_WIN32)
   pthread_atfork(nullptr, nullptr, &after_fork_child);

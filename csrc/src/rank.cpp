@@ -61,7 +61,10 @@ void midranks(const ActivationsView& a, double* out, int num_threads) {
     Ranks r;
     check_interrupt();
     neuron_ranks(a, j, r, scratch);
-    for (std::size_t i = 0; i < a.n; ++i) out[i * k + j] = 0.5 * static_cast<double>(r.r2[i]);
+    for (std::size_t i = 0; i < a.n; ++i) {
+      if ((i & 0xFFFF) == 0) check_interrupt();  // the first column written faults in the whole output
+      out[i * k + j] = 0.5 * static_cast<double>(r.r2[i]);
+    }
   }, num_threads);
 }
 

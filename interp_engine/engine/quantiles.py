@@ -10,13 +10,13 @@ See ``docs/quantiles.md`` for the error bounds and memory.
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .._loader import core as _core
 from ._arrays import check_num_threads, check_positive_int, describe, float_array
+from ._sync import Synchronized, synchronized, synchronized_pair
 
 __all__ = ["ChannelQuantiles", "ExactQuantilePass", "DEFAULT_K", "RANK_ERROR_BOUND"]
 
@@ -130,7 +130,7 @@ def _numpy_lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.where((t == 0) | (a == b), a, r)
 
 
-class ChannelQuantiles:
+class ChannelQuantiles(Synchronized):
     """Streaming quantiles of every channel of a stream of activations.
 
     Every value of channel ``c`` (over the batch axis and all spatial axes)
@@ -179,9 +179,7 @@ class ChannelQuantiles:
         self._skip_nan = _check_nan_policy(nan)
         self._threads = check_num_threads(num_threads)
         self._sk = _core.QuantileSketch(self._C, self._k, self._seed)
-        # the core runs without the GIL: serialize calls on one sketch from
-        # several Python threads (concurrent mutation would be a data race)
-        self._lock = threading.RLock()
+        self._init_lock()  # calls from several threads run one at a time (see _sync.py)
 
     # ------------------------------------------------------------ properties
     @property
@@ -214,33 +212,39 @@ class ChannelQuantiles:
         return rank_error_bound(self._k)
 
     @property
+    @synchronized
     def count(self) -> np.ndarray:
         """(C,) int64: observations per channel (NaN skipped are not counted)."""
         return self._sk.counts()
 
     @property
+    @synchronized
     def nan_count(self) -> np.ndarray:
         """(C,) int64: NaN skipped per channel (always 0 with nan='raise')."""
         return self._sk.nan_counts()
 
     @property
+    @synchronized
     def min(self) -> np.ndarray:
         """(C,) float64 exact minimum per channel; ValueError if a channel is empty."""
         self._check_nonempty("min")
         return self._sk.mins()
 
     @property
+    @synchronized
     def max(self) -> np.ndarray:
         """(C,) float64 exact maximum per channel; ValueError if a channel is empty."""
         self._check_nonempty("max")
         return self._sk.maxs()
 
     @property
+    @synchronized
     def memory_bytes(self) -> np.ndarray:
         """(C,) int64: bytes held by each channel's sketch (allocated)."""
         return self._sk.memory_bytes()
 
     @property
+    @synchronized
     def nbytes(self) -> int:
         """Total bytes held by the sketches of all channels."""
         return int(self._sk.memory_bytes().sum())
@@ -258,6 +262,7 @@ class ChannelQuantiles:
                              f"(call update() with data first)")
 
     # ---------------------------------------------------------------- update
+    @synchronized
     def update(self, x: Any, channel_axis: int = 1) -> "ChannelQuantiles":
         """Add a batch.
 
@@ -271,11 +276,11 @@ class ChannelQuantiles:
         view, kind = _batch_view(x, self._C, channel_axis)
         if view.size == 0:
             return self
-        with self._lock:
-            self._sk.update(view, kind, self._skip_nan, self._threads)
+        self._sk.update(view, kind, self._skip_nan, self._threads)
         return self
 
     # --------------------------------------------------------------- queries
+    @synchronized
     def quantile(self, q: QLike) -> np.ndarray:
         """Approximate quantiles per channel.
 
@@ -287,10 +292,10 @@ class ChannelQuantiles:
         """
         qa, scalar = _check_q(q)
         self._check_nonempty("quantile")
-        with self._lock:
-            out = self._sk.quantiles(qa, self._threads)
+        out = self._sk.quantiles(qa, self._threads)
         return out[:, 0] if scalar else out
 
+    @synchronized
     def rank(self, values: Any) -> np.ndarray:
         """Estimated fraction of observations <= value, per channel.
 
@@ -307,11 +312,11 @@ class ChannelQuantiles:
             raise ValueError("values must not contain NaN")
         self._check_nonempty("rank")
         two = arr if arr.ndim == 2 else arr[:, None]
-        with self._lock:
-            out = self._sk.ranks(np.ascontiguousarray(two), self._threads)
+        out = self._sk.ranks(np.ascontiguousarray(two), self._threads)
         return out if arr.ndim == 2 else out[:, 0]
 
     # ----------------------------------------------------------------- merge
+    @synchronized_pair
     def merge(self, other: "ChannelQuantiles") -> "ChannelQuantiles":
         """Fold ``other`` (fed other data) into this sketch; returns self.
         Needs the same num_channels and k (ValueError otherwise)."""
@@ -323,12 +328,11 @@ class ChannelQuantiles:
             raise ValueError(f"cannot merge: other has k={other._k}, this sketch has k={self._k}")
         if other is self:
             raise ValueError("cannot merge a sketch with itself")
-        first, second = sorted((self, other), key=id)  # fixed order: no deadlock
-        with first._lock, second._lock:
-            self._sk.merge(other._sk, self._threads)
+        self._sk.merge(other._sk, self._threads)
         return self
 
     # ------------------------------------------------------------ exact mode
+    @synchronized
     def exact_pass(self, q: QLike, *, margin: Optional[float] = None) -> "ExactQuantilePass":
         """Plan the exact computation of quantiles ``q`` with one more pass.
 
@@ -350,10 +354,10 @@ class ChannelQuantiles:
         return ExactQuantilePass(self, qa, scalar, float(margin), bound)
 
     # ------------------------------------------------------------- state/IO
+    @synchronized
     def state_dict(self) -> Dict[str, Any]:
         """Plain dict of numpy arrays and ints (no pickled objects)."""
-        with self._lock:
-            st = self._sk.get_state()
+        st = self._sk.get_state()
         d: Dict[str, Any] = {
             "version": _STATE_VERSION,
             "num_channels": self._C,
@@ -402,7 +406,7 @@ class ChannelQuantiles:
         obj = cls.__new__(cls)
         obj._C, obj._k, obj._seed, obj._skip_nan = C, k, seed % (1 << 64), bool(skip)
         obj._threads = check_num_threads(num_threads)
-        obj._lock = threading.RLock()
+        obj._init_lock()
         try:
             obj._sk = _core.QuantileSketch.from_state(
                 C, k, obj._seed, items.astype(np.float64), arr("level_sizes", "iu").astype(np.int64),
@@ -413,6 +417,7 @@ class ChannelQuantiles:
             raise ValueError(f"malformed state_dict: {exc}") from exc
         return obj
 
+    @synchronized
     def __getstate__(self) -> Dict[str, Any]:
         d = self.state_dict()
         d["num_threads"] = self._threads
@@ -424,13 +429,14 @@ class ChannelQuantiles:
         other = ChannelQuantiles.from_state_dict(d, num_threads=threads or None)
         self.__dict__.update(other.__dict__)
 
+    @synchronized
     def __repr__(self) -> str:
         cnt = self._sk.counts()
         return (f"ChannelQuantiles(num_channels={self._C}, k={self._k}, seed={self._seed}, nan={self.nan!r}, "
                 f"count={int(cnt.min()) if cnt.size else 0}..{int(cnt.max()) if cnt.size else 0})")
 
 
-class ExactQuantilePass:
+class ExactQuantilePass(Synchronized):
     """Second pass of the exact mode (made by :meth:`ChannelQuantiles.exact_pass`).
 
     ``update(x, channel_axis=1)`` with every batch of the first pass again
@@ -480,31 +486,34 @@ class ExactQuantilePass:
         self._pass = _core.ExactPassCore(self._C, m, np.ascontiguousarray(lower.ravel()),
                                          np.ascontiguousarray(upper.ravel()), cap)
         self._lower, self._upper = lower, upper
-        self._lock = threading.Lock()
+        self._init_lock()
 
     @property
     def q(self) -> np.ndarray:
         return self._q.copy()
 
     @property
+    @synchronized
     def count(self) -> np.ndarray:
         """(C,) int64: observations seen by this pass so far."""
         return self._pass.counts()
 
     @property
+    @synchronized
     def memory_bytes(self) -> int:
         return int(self._pass.memory_bytes())
 
+    @synchronized
     def update(self, x: Any, channel_axis: int = 1) -> "ExactQuantilePass":
         """Feed a batch of the same stream again (same rules as
         :meth:`ChannelQuantiles.update`).  Returns self."""
         view, kind = _batch_view(x, self._C, channel_axis)
         if view.size == 0:
             return self
-        with self._lock:
-            self._pass.update(view, kind, self._skip_nan, self._threads)
+        self._pass.update(view, kind, self._skip_nan, self._threads)
         return self
 
+    @synchronized
     def result(self) -> np.ndarray:
         """Exact quantiles: float64 (C,) for a float q, (C, len(q)) otherwise."""
         seen = self._pass.counts()
@@ -512,7 +521,6 @@ class ExactQuantilePass:
             c = int(np.flatnonzero(seen != self._n)[0])
             raise ValueError(f"the exact pass saw {int(seen[c])} values of channel {c} but the sketch saw "
                              f"{int(self._n[c])}: feed exactly the same data to both passes")
-        with self._lock:
-            stats = self._pass.select(self._ranks, self._threads)  # (C, m, 2)
+        stats = self._pass.select(self._ranks, self._threads)  # (C, m, 2)
         out = _numpy_lerp(stats[..., 0], stats[..., 1], self._gamma)
         return out[:, 0] if self._scalar else out
