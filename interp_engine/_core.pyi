@@ -115,6 +115,8 @@ def iou_hot_bound(threshold: float) -> float: ...
 # word j // 64; padding bits past n_bits are zero.
 def pack_bits(dense: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dtype[np.uint64]]:
     """Pack a 2-d bool/uint8 array (rows, n_bits) into uint64 words (rows, ceil(n_bits/64))."""
+def pack_bits_columns(dense: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    """pack_bits(dense.T) without the transposed copy: (n_bits, rows) -> (rows, ceil(n_bits/64))."""
 def unpack_bits(words: np.ndarray[Any, np.dtype[np.uint64]], n_bits: int) -> np.ndarray[Any, np.dtype[np.bool_]]:
     """Inverse of pack_bits: bool array (rows, n_bits)."""
 def popcount_rows(words: np.ndarray[Any, np.dtype[np.uint64]]) -> np.ndarray[Any, np.dtype[np.int64]]:

@@ -179,7 +179,10 @@ U64 pack_bits_py(const U8& dense) {
   std::uint64_t* dst = out.mutable_data();
   without_gil([&] {
     parallel_for(rows, 64, [&](std::size_t b, std::size_t e, int) {
-      bits::pack_rows(src + b * n_bits, e - b, n_bits, n_bits, dst + b * wpr);
+      for (std::size_t r = b; r < e; r += 64) {  // Ctrl-C checked every 64 rows
+        check_interrupt();
+        bits::pack_rows(src + r * n_bits, std::min<std::size_t>(64, e - r), n_bits, n_bits, dst + r * wpr);
+      }
     });
     return 0;
   });
@@ -200,7 +203,10 @@ py::array_t<bool> unpack_bits_py(const U64& words, std::int64_t n_bits) {
   const std::uint64_t* src = words.data();
   without_gil([&] {
     parallel_for(rows, 64, [&](std::size_t b, std::size_t e, int) {
-      bits::unpack_rows(src + b * wpr, e - b, nb, wpr, dst + b * nb);
+      for (std::size_t r = b; r < e; r += 64) {  // Ctrl-C checked every 64 rows
+        check_interrupt();
+        bits::unpack_rows(src + r * wpr, std::min<std::size_t>(64, e - r), nb, wpr, dst + r * nb);
+      }
     });
     return 0;
   });
@@ -214,7 +220,43 @@ I64 popcount_rows_py(const U64& words) {
   I64 out(static_cast<py::ssize_t>(rows));
   std::int64_t* dst = out.mutable_data();
   const std::uint64_t* src = words.data();
-  for (std::size_t i = 0; i < rows; ++i) dst[i] = bits::count(src + i * wpr, wpr);
+  without_gil([&] {
+    for (std::size_t i = 0; i < rows; ++i) {
+      if ((i & 255) == 0) check_interrupt();
+      dst[i] = bits::count(src + i * wpr, wpr);
+    }
+  });
+  return out;
+}
+
+// dense: (n_bits, rows) uint8 (C-contiguous, 0 = false) -> the packed rows of
+// its transpose, (rows, ceil(n_bits/64)) words: bit j of row i is dense[j, i]
+// != 0.  Reads the columns in place (no transposed copy), in parallel over
+// blocks of 64 bits.
+U64 pack_bits_columns_py(const U8& dense) {
+  if (dense.ndim() != 2) throw std::invalid_argument("pack_bits_columns expects a 2-d array");
+  const auto n_bits = static_cast<std::size_t>(dense.shape(0));
+  const auto rows = static_cast<std::size_t>(dense.shape(1));
+  const std::size_t wpr = bits::words_for(n_bits);
+  U64 out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(wpr)});
+  const std::uint8_t* src = dense.data();
+  std::uint64_t* dst = out.mutable_data();
+  without_gil([&] {
+    parallel_for(wpr, 4, [&](std::size_t w0, std::size_t w1, int) {
+      std::vector<std::uint64_t> acc(rows);
+      for (std::size_t w = w0; w < w1; ++w) {
+        if (((w - w0) & 15) == 0) check_interrupt();
+        std::fill(acc.begin(), acc.end(), 0);
+        const std::size_t j1 = std::min(n_bits, (w + 1) * 64);
+        for (std::size_t j = w * 64; j < j1; ++j) {
+          const std::uint8_t* line = src + j * rows;
+          const unsigned shift = static_cast<unsigned>(j & 63);
+          for (std::size_t i = 0; i < rows; ++i) acc[i] |= static_cast<std::uint64_t>(line[i] != 0) << shift;
+        }
+        for (std::size_t i = 0; i < rows; ++i) dst[i * wpr + w] = acc[i];
+      }
+    });
+  });
   return out;
 }
 }  // namespace
@@ -240,6 +282,9 @@ void init_cover(py::module_& m) {
   m.def("pack_bits", &pack_bits_py, py::arg("dense"),
         "Pack a 2-d bool/uint8 array (rows, n_bits) into uint64 words (rows, ceil(n_bits/64)); "
         "bit j of a row is bit j % 64 (LSB first) of word j // 64; padding bits are zero.");
+  m.def("pack_bits_columns", &pack_bits_columns_py, py::arg("dense"),
+        "Pack the columns of a 2-d bool/uint8 array (n_bits, rows) into uint64 words (rows, "
+        "ceil(n_bits/64)): pack_bits(dense.T) without the transposed copy.");
   m.def("unpack_bits", &unpack_bits_py, py::arg("words"), py::arg("n_bits"),
         "Inverse of pack_bits: a bool array of shape (rows, n_bits).");
   m.def("popcount_rows", &popcount_rows_py, py::arg("words"),

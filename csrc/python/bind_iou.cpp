@@ -137,11 +137,7 @@ void init_iou(py::module_& m) {
       .def("compatible", &IoUTally::compatible, py::arg("other"))
       .def("iou",
            [](const IoUTally& self) {
-             std::vector<double> v;
-             {
-               py::gil_scoped_release release;
-               v = self.iou();
-             }
+             std::vector<double> v = without_gil([&] { return self.iou(); });
              return to_numpy(v, {self.num_units(), self.num_labels()});
            })
       .def("set_counts",
@@ -184,11 +180,8 @@ void init_iou(py::module_& m) {
         if (a.ndim() != 2) throw py::value_error("a must be 2-dimensional (h, w)");
         if (a.shape(0) < 1 || a.shape(1) < 1 || out_h < 1 || out_w < 1)
           throw py::value_error("sizes must be positive");
-        std::vector<double> v;
-        {
-          py::gil_scoped_release release;
-          v = iou::upsample_bilinear(a.data(), a.shape(0), a.shape(1), out_h, out_w);
-        }
+        std::vector<double> v =
+            without_gil([&] { return iou::upsample_bilinear(a.data(), a.shape(0), a.shape(1), out_h, out_w); });
         return to_numpy(v, {out_h, out_w});
       },
       py::arg("a"), py::arg("out_h"), py::arg("out_w"),

@@ -343,7 +343,7 @@ GreedyResult run_celf(State& st, std::int64_t budget, double target, int num_thr
   while (!heap.empty()) {
     if (budget >= 0 && step >= budget) break;
     if (static_cast<double>(covered) >= target) break;
-    if ((++iter & 63) == 0) check_interrupt();
+    if ((++iter & 15) == 0) check_interrupt();
     std::pop_heap(heap.begin(), heap.end(), less);
     Entry top = heap.back();
     heap.pop_back();
@@ -427,7 +427,10 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
           }
           std::vector<std::int64_t>& bk = bcnt[k];
           bk.assign(n_buckets + 1, 0);
-          for (std::size_t el = 0; el < m; ++el) bk[(el >> kShift) + 1] += ck[el];
+          for (std::size_t el = 0; el < m; ++el) {
+            if ((el & 0xFFFFF) == 0) check_interrupt();
+            bk[(el >> kShift) + 1] += ck[el];
+          }
         }
       },
       t);
@@ -437,6 +440,7 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
   {
     std::int64_t run = 0;
     for (std::size_t el = 0; el < m; ++el) {
+      if ((el & 0xFFFF) == 0) check_interrupt();
       colptr[el] = run;
       for (int k = 0; k < t; ++k) {
         const std::int64_t c = static_cast<std::int64_t>(cnt[static_cast<std::size_t>(k)][el]);
@@ -473,6 +477,7 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
             }
           }
           for (std::size_t q = 0; q < n_buckets; ++q) {
+            if ((q & 63) == 0) check_interrupt();
             const std::size_t hi = q << kShift;
             for (std::int64_t p = bstart[q]; p < bstart[q + 1]; ++p) {
               const Pair pr = stage[static_cast<std::size_t>(p)];
@@ -487,8 +492,10 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
   COVER_T(T3);
   std::vector<std::uint8_t> covered(m, 0);
   if constexpr (!W::unit) {
-    for (std::size_t el = 0; el < m; ++el)
+    for (std::size_t el = 0; el < m; ++el) {
+      if ((el & 0xFFFFF) == 0) check_interrupt();
       if (w(el) == 0) covered[el] = 1;
+    }
   }
   std::int64_t total = 0;
   std::int64_t step = 0;
@@ -561,11 +568,16 @@ GreedyResult greedy_with(const SetFamily& sets, W w, std::int64_t budget, double
     if constexpr (!std::is_same_v<W, RealW>) {
       // narrowest exact gain type: a row's gain is at most max row length x max weight
       std::int64_t max_len = 0, max_w = 1;
-      for (std::size_t c = 0; c < sets.n_candidates; ++c)
+      for (std::size_t c = 0; c < sets.n_candidates; ++c) {
+        if ((c & 0xFFFFF) == 0) check_interrupt();
         max_len = std::max(max_len, sets.indptr[c + 1] - sets.indptr[c]);
+      }
       if constexpr (!W::unit) {
         max_w = 0;
-        for (std::size_t e = 0; e < sets.n_elements; ++e) max_w = std::max(max_w, w(e));
+        for (std::size_t e = 0; e < sets.n_elements; ++e) {
+          if ((e & 0xFFFFF) == 0) check_interrupt();
+          max_w = std::max(max_w, w(e));
+        }
       }
       const bool small_gain = static_cast<double>(max_len) * static_cast<double>(max_w) < 65535.0;
       const bool small_ids = sets.n_candidates <= 65536;
@@ -584,7 +596,10 @@ GreedyResult greedy_with(const SetFamily& sets, W w, std::int64_t budget, double
     // path instead (same choices: both are exact).
     const std::size_t n = sets.n_candidates, wpr = bits::words_for(sets.n_elements);
     std::vector<std::int64_t> indptr(n + 1, 0);
-    for (std::size_t c = 0; c < n; ++c) indptr[c + 1] = indptr[c] + bits::count(sets.bits.row(c), wpr);
+    for (std::size_t c = 0; c < n; ++c) {
+      if ((c & 255) == 0) check_interrupt();
+      indptr[c + 1] = indptr[c] + bits::count(sets.bits.row(c), wpr);
+    }
     if (n > 0 && static_cast<double>(indptr[n]) * 16.0 < static_cast<double>(n) * static_cast<double>(sets.n_elements) &&
         sets.n_elements <= static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {
       std::vector<std::int32_t> indices(static_cast<std::size_t>(indptr[n]));
@@ -592,6 +607,7 @@ GreedyResult greedy_with(const SetFamily& sets, W w, std::int64_t budget, double
           n, 64,
           [&](std::size_t b, std::size_t e, int) {
             for (std::size_t c = b; c < e; ++c) {
+              if (((c - b) & 63) == 0) check_interrupt();
               std::int32_t* out = indices.data() + indptr[c];
               bits::for_each_bit(sets.bits.row(c), wpr,
                                  [&](std::size_t j) { *out++ = static_cast<std::int32_t>(j); });
@@ -687,6 +703,7 @@ RatioResult run_ratio(CS& cs, GS& gs, double target, double eps_cost, double eps
         },
         pass_threads(n, cs.avg_cost(), num_threads));
     for (std::size_t c = 0; c < n; ++c) {
+      if ((c & 255) == 0) check_interrupt();
       if (!free_cand[c]) continue;
       res.covered_gain += gs.eval(c);
       gs.take(c);
@@ -785,6 +802,7 @@ CsrArrays csr_from_colmajor(std::size_t n_rows, std::size_t n_cols, const std::i
   std::vector<std::int64_t> cur(n_rows + 1, 0);
   const auto nr = static_cast<std::uint32_t>(n_rows);
   for (std::int64_t p = 0; p < nnz; ++p) {
+    if ((p & 0xFFFFF) == 0) check_interrupt();
     const std::int32_t r = rowidx[p];
     if (static_cast<std::uint32_t>(r) >= nr)
       throw std::invalid_argument("sets: row index " + std::to_string(r) + " is outside [0, " +
@@ -803,6 +821,7 @@ CsrArrays csr_from_colmajor(std::size_t n_rows, std::size_t n_cols, const std::i
   out.indptr.assign(n_rows + 1, 0);
   std::int64_t k = 0;
   for (std::size_t i = 0; i < n_rows; ++i) {
+    if ((i & 4095) == 0) check_interrupt();
     std::int32_t prev = -1;
     for (std::int64_t p = start[i]; p < start[i + 1]; ++p) {
       const std::int32_t c = idx[static_cast<std::size_t>(p)];
@@ -831,6 +850,7 @@ CsrArrays csr_from_coo(std::size_t n_rows, std::size_t n_cols, std::size_t nnz, 
   std::vector<std::int64_t> colptr(n_cols + 1, 0);
   const auto nc = static_cast<std::uint32_t>(n_cols);
   for (std::size_t p = 0; p < nnz; ++p) {
+    if ((p & 0xFFFFF) == 0) check_interrupt();
     const std::int32_t c = col[p];
     if (static_cast<std::uint32_t>(c) >= nc)
       throw std::invalid_argument("sets: column index " + std::to_string(c) + " is outside [0, " +

@@ -1360,6 +1360,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
             }
 #endif
             for (std::int64_t k = k0; k < k1; ++k) {
+              if (((k - k0) & 15) == 15) check_interrupt();  // a block of many units on large maps
               const double thr = thresholds[k];
               const double tl = hot_bound(thr);
               if (hotb) {

@@ -15,6 +15,7 @@
 
 #include "interp_engine/checked.hpp"
 #include "interp_engine/parallel.hpp"
+#include "interp_engine/sort.hpp"
 
 namespace interp_engine {
 namespace quantile {
@@ -280,8 +281,12 @@ void gather_typed(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uin
     if (direct) {
       if (fill > 0) fn(static_cast<const OutT*>(buf), fill);
       fill = 0;
-      fn(reinterpret_cast<const OutT*>(row), static_cast<std::size_t>(b.size_b));
-      check_interrupt();
+      const auto* r = reinterpret_cast<const OutT*>(row);
+      constexpr std::int64_t kPiece = std::int64_t{1} << 20;  // a long row in pieces, Ctrl-C checked between
+      for (std::int64_t j = 0; j < b.size_b; j += kPiece) {
+        fn(r + j, static_cast<std::size_t>(std::min(kPiece, b.size_b - j)));
+        check_interrupt();
+      }
       continue;
     }
     std::int64_t j = 0;
@@ -1113,6 +1118,26 @@ bool span_has_nan(const unsigned char* data, std::size_t n) {
   return mx > K::kInf;
 }
 
+// Calls fn(piece) on the pieces of channel c of b (one-channel views of at
+// most about 64 Ki values: groups of whole rows, or parts of one long row),
+// checking for Ctrl-C before each, until fn returns true.
+template <typename Fn>
+void for_each_piece(const StridedBatch& b, std::int64_t c, Fn&& fn) {
+  constexpr std::int64_t kPiece = 65536;
+  const std::int64_t rows = std::max<std::int64_t>(1, kPiece / std::max<std::int64_t>(1, b.size_b));
+  const std::int64_t cols = std::min<std::int64_t>(b.size_b, kPiece);
+  StridedBatch p = b;
+  p.channels = 1;
+  for (std::int64_t a = 0; a < b.size_a; a += rows)
+    for (std::int64_t j = 0; j < b.size_b; j += cols) {
+      check_interrupt();
+      p.data = b.data + c * b.stride_c + a * b.stride_a + j * b.stride_b;
+      p.size_a = std::min(rows, b.size_a - a);
+      p.size_b = std::min(cols, b.size_b - j);
+      if (fn(static_cast<const StridedBatch&>(p))) return;
+    }
+}
+
 // When the batch's elements tile one dense block of memory (axes in any
 // order, strides of any sign), its lowest address and element count: the
 // NaN scan then reads memory in order instead of channel by channel (for a
@@ -1163,6 +1188,7 @@ bool batch_has_nan(const StridedBatch& b, int num_threads) {
         (total + kChunk - 1) / kChunk, 4,
         [&](std::size_t i0, std::size_t i1, int) {
           for (std::size_t i = i0; i < i1 && !found.load(std::memory_order_relaxed); ++i) {
+            check_interrupt();
             const unsigned char* p = lo + i * kChunk * esz;
             const std::size_t n = std::min(kChunk, total - i * kChunk);
             bool r = false;
@@ -1185,12 +1211,15 @@ bool batch_has_nan(const StridedBatch& b, int num_threads) {
         for (std::size_t c = c0; c < c1 && !found.load(std::memory_order_relaxed); ++c) {
           const auto ci = static_cast<std::int64_t>(c);
           bool r = false;
-          switch (b.kind) {
-            case Kind::F16: r = channel_has_nan<NanF16>(b, ci); break;
-            case Kind::BF16: r = channel_has_nan<NanBF16>(b, ci); break;
-            case Kind::F32: r = channel_has_nan<NanF32>(b, ci); break;
-            case Kind::F64: r = channel_has_nan<NanF64>(b, ci); break;
-          }
+          for_each_piece(b, ci, [&](const StridedBatch& piece) {
+            switch (b.kind) {
+              case Kind::F16: r = channel_has_nan<NanF16>(piece, 0); break;
+              case Kind::BF16: r = channel_has_nan<NanBF16>(piece, 0); break;
+              case Kind::F32: r = channel_has_nan<NanF32>(piece, 0); break;
+              case Kind::F64: r = channel_has_nan<NanF64>(piece, 0); break;
+            }
+            return r;
+          });
           if (r) found.store(true);
         }
       },
@@ -1385,7 +1414,7 @@ void ExactPass::select(const std::int64_t* ranks, double* out, int num_threads) 
           for (std::int64_t j = 0; j < m_; ++j) {
             Bracket& B = brackets_[c * static_cast<std::size_t>(m_) + static_cast<std::size_t>(j)];
             if (!B.sorted) {
-              std::sort(B.inside.begin(), B.inside.end());
+              sort_checked(B.inside);  // up to `cap` values
               B.sorted = true;
             }
             for (int t = 0; t < 2; ++t) {

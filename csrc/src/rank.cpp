@@ -9,6 +9,7 @@
 
 #include "interp_engine/checked.hpp"
 #include "interp_engine/parallel.hpp"
+#include "interp_engine/sort.hpp"
 
 namespace interp_engine {
 namespace rank {
@@ -41,10 +42,9 @@ void neuron_ranks(const ActivationsView& a, std::size_t neuron, Ranks& out,
                                   std::to_string(neuron) + " (NaN has no rank)");
     scratch[i] = {v, static_cast<std::uint32_t>(i)};
   }
-  std::sort(scratch.begin(), scratch.end(),
-            [](const std::pair<double, std::uint32_t>& x, const std::pair<double, std::uint32_t>& y) {
-              return x.first < y.first;
-            });
+  sort_checked(scratch, [](const std::pair<double, std::uint32_t>& x, const std::pair<double, std::uint32_t>& y) {
+    return x.first < y.first;
+  });
   out.r2.resize(n);
   out.tie_term = 0;
   out.total = static_cast<std::int64_t>(n) * static_cast<std::int64_t>(n + 1);
@@ -70,7 +70,10 @@ void midranks(const ActivationsView& a, double* out, int num_threads) {
     Ranks r;
     check_interrupt();
     neuron_ranks(a, j, r, scratch);
-    for (std::size_t i = 0; i < a.n; ++i) out[i * k + j] = 0.5 * static_cast<double>(r.r2[i]);
+    for (std::size_t i = 0; i < a.n; ++i) {
+      if ((i & 0xFFFF) == 0) check_interrupt();  // the first column written faults in the whole output
+      out[i * k + j] = 0.5 * static_cast<double>(r.r2[i]);
+    }
   }, num_threads);
 }
 
@@ -141,7 +144,10 @@ void auc_pvalues(const ActivationsView& a, const bits::BitMatrixView& sets, doub
   const std::size_t m = sets.rows;
   const std::size_t nw = bits::words_for(a.n);
   std::vector<std::int64_t> counts(m);
-  for (std::size_t j = 0; j < m; ++j) counts[j] = bits::count(sets.row(j), nw);
+  for (std::size_t j = 0; j < m; ++j) {
+    if ((j & 255) == 0) check_interrupt();
+    counts[j] = bits::count(sets.row(j), nw);
+  }
   const auto n = static_cast<std::int64_t>(a.n);
   parallel_for_dynamic(a.k, [&](std::size_t k, int) {
     thread_local std::vector<std::pair<double, std::uint32_t>> scratch;
@@ -149,6 +155,7 @@ void auc_pvalues(const ActivationsView& a, const bits::BitMatrixView& sets, doub
     check_interrupt();
     neuron_ranks(a, k, r, scratch);
     for (std::size_t j = 0; j < m; ++j) {
+      if ((j & 15) == 0) check_interrupt();
       const std::int64_t n1 = counts[j];
       const std::int64_t s = rank_sum(r.r2.data(), sets.row(j), nw);
       const std::int64_t u2 = s - n1 * (n1 + 1);
@@ -186,12 +193,16 @@ ConceptIndex::ConceptIndex(const bits::BitMatrixView& labels, int num_threads)
     }
   };
   rowptr_.assign(n_ + 1, 0);
-  for (std::size_t c = 0; c < c_; ++c) for_stored(c, [&](std::size_t j) { ++rowptr_[j + 1]; });
+  for (std::size_t c = 0; c < c_; ++c) {
+    check_interrupt();
+    for_stored(c, [&](std::size_t j) { ++rowptr_[j + 1]; });
+  }
   for (std::size_t j = 0; j < n_; ++j) rowptr_[j + 1] += rowptr_[j];
   require_memory(rowptr_[n_], sizeof(std::uint32_t), "concept index");
   idx_.resize(static_cast<std::size_t>(rowptr_[n_]));
   std::vector<std::int64_t> fill(rowptr_.begin(), rowptr_.end() - 1);
   for (std::size_t c = 0; c < c_; ++c) {
+    check_interrupt();
     const auto cc = static_cast<std::uint32_t>(c);
     for_stored(c, [&](std::size_t j) { idx_[static_cast<std::size_t>(fill[j]++)] = cc; });
   }
@@ -453,6 +464,7 @@ struct Search {
         const std::int64_t np = phi.n1, rp = phi.r;
         const std::int32_t plen = phi.len() + 1;
         const auto pi = static_cast<std::int32_t>(i);
+        check_interrupt();
         index.and_sums(rk.r2.data(), phi.bits.data(), np, rp, cnt.data(), sum.data(), acc);
         for (std::size_t q = 0; q < c; ++q) {
           const std::int64_t k = cnt[q], s = sum[q];

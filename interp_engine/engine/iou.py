@@ -50,6 +50,7 @@ from ._arrays import (bool_array, check_num_threads, check_positive_int, describ
                       int_array, to_numpy)
 from .resize import check_method
 from ._state import check_digest, state_digest
+from ._sync import Synchronized, synchronized, synchronized_pair
 
 __all__ = ["IoUTally", "UNIT_RULES"]
 
@@ -67,7 +68,7 @@ def _float64(arr: np.ndarray, kind: str) -> np.ndarray:
     return np.asarray(arr, dtype=np.float64)
 
 
-class IoUTally:
+class IoUTally(Synchronized):
     """Streaming Network Dissection counts for ``num_units`` units and
     ``num_labels`` labels (label 0 = none).
 
@@ -87,6 +88,7 @@ class IoUTally:
 
     The protocol of every accumulator: :meth:`update`, :meth:`merge`,
     :meth:`iou`, :meth:`state_dict` / :meth:`from_state_dict`, pickling.
+    Safe to share between threads: calls on one tally run one at a time.
     """
 
     def __init__(self, num_units: int, num_labels: int, label_category: Any, num_categories: int, *,
@@ -114,6 +116,7 @@ class IoUTally:
                              f"got {int(cat[bad])} for label {bad}")
         _check_sizes(num_units, num_labels, num_categories, sh, sw)
         self._num_threads = check_num_threads(num_threads)
+        self._init_lock()  # calls from several threads run one at a time (see _sync.py)
         self._core = _core.IoUTallyCore(num_units, num_labels, np.ascontiguousarray(cat, dtype=np.int32),
                                         num_categories, sh, sw, unit_rule == "lite")
         self._unit_rule = unit_rule
@@ -121,6 +124,7 @@ class IoUTally:
         self._num_image_labels: Optional[int] = None
 
     # ------------------------------------------------------------------ update
+    @synchronized
     def update(self, activations: Any, thresholds: Any, pixel_labels: Any = None,
                image_labels: Any = None, image_categories: Any = None) -> None:
         """Add a batch of B images.
@@ -237,27 +241,32 @@ class IoUTally:
         return np.ascontiguousarray(thr)
 
     # ------------------------------------------------------------------ query
+    @synchronized
     def iou(self) -> np.ndarray:
         """(K, num_labels) float64: ``I / (A[k, cat(c)] + L[c] - I)``, 0 where
         the denominator is 0 (column 0, label "none", is always 0)."""
         return self._core.iou()
 
     @property
+    @synchronized
     def intersection(self) -> np.ndarray:
         """(K, num_labels) int64 copy of I."""
         return self._core.intersection
 
     @property
+    @synchronized
     def label_pixels(self) -> np.ndarray:
         """(num_labels,) int64 copy of L."""
         return self._core.label_pixels
 
     @property
+    @synchronized
     def unit_pixels(self) -> np.ndarray:
         """(K, num_categories) int64 copy of A."""
         return self._core.unit_pixels
 
     @property
+    @synchronized
     def images(self) -> int:
         """Number of images added (merged tallies add up)."""
         return int(self._core.images)
@@ -293,6 +302,7 @@ class IoUTally:
         return self._resize
 
     # ------------------------------------------------------------------ merge / state
+    @synchronized_pair
     def merge(self, other: "IoUTally") -> "IoUTally":
         """Add the counts of ``other`` (same num_units, num_labels,
         label_category, num_categories, output_size, unit_rule and resize).
@@ -320,6 +330,7 @@ class IoUTally:
             self._num_image_labels = other._num_image_labels
         return self
 
+    @synchronized
     def state_dict(self) -> Dict[str, Any]:
         """Plain dict of numpy arrays and Python scalars (for torch.save, np.savez, pickle), with
         a digest of them all (see :meth:`from_state_dict`)."""
@@ -420,6 +431,7 @@ class IoUTally:
     def __reduce__(self):
         return (_from_state, (self.state_dict(), self._num_threads or None))
 
+    @synchronized
     def __repr__(self) -> str:
         return (f"IoUTally(num_units={self.num_units}, num_labels={self.num_labels}, "
                 f"num_categories={self.num_categories}, output_size={self.output_size}, "

@@ -10,7 +10,6 @@ See ``docs/quantiles.md`` for the error bounds and memory.
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 from .._loader import core as _core
 from ._arrays import check_num_threads, check_positive_int, describe, float_array
 from ._state import check_digest, state_digest
+from ._sync import Synchronized, synchronized, synchronized_pair
 
 __all__ = ["ChannelQuantiles", "ExactQuantilePass", "DEFAULT_K", "RANK_ERROR_BOUND"]
 
@@ -133,7 +133,7 @@ def _numpy_lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.where((t == 0) | (a == b), a, r)
 
 
-class ChannelQuantiles:
+class ChannelQuantiles(Synchronized):
     """Streaming quantiles of every channel of a stream of activations.
 
     Every value of channel ``c`` (over the batch axis and all spatial axes)
@@ -184,9 +184,7 @@ class ChannelQuantiles:
         self._skip_nan = _check_nan_policy(nan)
         self._threads = check_num_threads(num_threads)
         self._sk = _core.QuantileSketch(self._C, self._k, self._seed)
-        # the core runs without the GIL: serialize calls on one sketch from
-        # several Python threads (concurrent mutation would be a data race)
-        self._lock = threading.RLock()
+        self._init_lock()  # calls from several threads run one at a time (see _sync.py)
 
     # ------------------------------------------------------------ properties
     @property
@@ -219,33 +217,39 @@ class ChannelQuantiles:
         return rank_error_bound(self._k)
 
     @property
+    @synchronized
     def count(self) -> np.ndarray:
         """(C,) int64: observations per channel (NaN skipped are not counted)."""
         return self._sk.counts()
 
     @property
+    @synchronized
     def nan_count(self) -> np.ndarray:
         """(C,) int64: NaN skipped per channel (always 0 with nan='raise')."""
         return self._sk.nan_counts()
 
     @property
+    @synchronized
     def min(self) -> np.ndarray:
         """(C,) float64 exact minimum per channel; ValueError if a channel is empty."""
         self._check_nonempty("min")
         return self._sk.mins()
 
     @property
+    @synchronized
     def max(self) -> np.ndarray:
         """(C,) float64 exact maximum per channel; ValueError if a channel is empty."""
         self._check_nonempty("max")
         return self._sk.maxs()
 
     @property
+    @synchronized
     def memory_bytes(self) -> np.ndarray:
         """(C,) int64: bytes held by each channel's sketch (allocated)."""
         return self._sk.memory_bytes()
 
     @property
+    @synchronized
     def nbytes(self) -> int:
         """Total bytes held by the sketches of all channels."""
         return int(self._sk.memory_bytes().sum())
@@ -263,6 +267,7 @@ class ChannelQuantiles:
                              f"(call update() with data first)")
 
     # ---------------------------------------------------------------- update
+    @synchronized
     def update(self, x: Any, channel_axis: int = 1) -> "ChannelQuantiles":
         """Add a batch.
 
@@ -276,11 +281,11 @@ class ChannelQuantiles:
         view, kind = _batch_view(x, self._C, channel_axis)
         if view.size == 0:
             return self
-        with self._lock:
-            self._sk.update(view, kind, self._skip_nan, self._threads)
+        self._sk.update(view, kind, self._skip_nan, self._threads)
         return self
 
     # --------------------------------------------------------------- queries
+    @synchronized
     def quantile(self, q: QLike) -> np.ndarray:
         """Approximate quantiles per channel.
 
@@ -292,10 +297,10 @@ class ChannelQuantiles:
         """
         qa, scalar = _check_q(q)
         self._check_nonempty("quantile")
-        with self._lock:
-            out = self._sk.quantiles(qa, self._threads)
+        out = self._sk.quantiles(qa, self._threads)
         return out[:, 0] if scalar else out
 
+    @synchronized
     def rank(self, values: Any) -> np.ndarray:
         """Estimated fraction of observations <= value, per channel.
 
@@ -312,11 +317,11 @@ class ChannelQuantiles:
             raise ValueError("values must not contain NaN")
         self._check_nonempty("rank")
         two = arr if arr.ndim == 2 else arr[:, None]
-        with self._lock:
-            out = self._sk.ranks(np.ascontiguousarray(two), self._threads)
+        out = self._sk.ranks(np.ascontiguousarray(two), self._threads)
         return out if arr.ndim == 2 else out[:, 0]
 
     # ----------------------------------------------------------------- merge
+    @synchronized_pair
     def merge(self, other: "ChannelQuantiles") -> "ChannelQuantiles":
         """Fold ``other`` (fed other data) into this sketch; returns self.
         Needs the same num_channels and k (ValueError otherwise)."""
@@ -328,12 +333,11 @@ class ChannelQuantiles:
             raise ValueError(f"cannot merge: other has k={other._k}, this sketch has k={self._k}")
         if other is self:
             raise ValueError("cannot merge a sketch with itself")
-        first, second = sorted((self, other), key=id)  # fixed order: no deadlock
-        with first._lock, second._lock:
-            self._sk.merge(other._sk, self._threads)
+        self._sk.merge(other._sk, self._threads)
         return self
 
     # ------------------------------------------------------------ exact mode
+    @synchronized
     def exact_pass(self, q: QLike, *, margin: Optional[float] = None) -> "ExactQuantilePass":
         """Plan the exact computation of quantiles ``q`` with one more pass.
 
@@ -355,10 +359,10 @@ class ChannelQuantiles:
         return ExactQuantilePass(self, qa, scalar, float(margin), bound)
 
     # ------------------------------------------------------------- state/IO
+    @synchronized
     def state_dict(self) -> Dict[str, Any]:
         """Plain dict of numpy arrays and ints (no pickled objects)."""
-        with self._lock:
-            st = self._sk.get_state()
+        st = self._sk.get_state()
         d: Dict[str, Any] = {
             "version": _STATE_VERSION,
             "num_channels": self._C,
@@ -455,7 +459,7 @@ class ChannelQuantiles:
         obj = cls.__new__(cls)
         obj._C, obj._k, obj._seed, obj._skip_nan = C, k, seed, bool(skip)
         obj._threads = check_num_threads(num_threads)
-        obj._lock = threading.RLock()
+        obj._init_lock()
         try:
             obj._sk = _core.QuantileSketch.from_state(
                 C, k, obj._seed, conv["items"], conv["level_sizes"], conv["count"], conv["min"], conv["max"],
@@ -466,6 +470,7 @@ class ChannelQuantiles:
         check_digest(d, _quantile_fields(conv), "state_dict")
         return obj
 
+    @synchronized
     def __getstate__(self) -> Dict[str, Any]:
         d = self.state_dict()
         d["num_threads"] = self._threads
@@ -477,6 +482,7 @@ class ChannelQuantiles:
         other = ChannelQuantiles.from_state_dict(d, num_threads=threads or None)
         self.__dict__.update(other.__dict__)
 
+    @synchronized
     def __repr__(self) -> str:
         cnt = self._sk.counts()
         return (f"ChannelQuantiles(num_channels={self._C}, k={self._k}, seed={self._seed}, nan={self.nan!r}, "
@@ -492,7 +498,7 @@ def _quantile_fields(d: Dict[str, Any]):
     return [(key, d[key]) for key in _QUANTILE_FIELDS if key in d]
 
 
-class ExactQuantilePass:
+class ExactQuantilePass(Synchronized):
     """Second pass of the exact mode (made by :meth:`ChannelQuantiles.exact_pass`).
 
     ``update(x, channel_axis=1)`` with every batch of the first pass again
@@ -556,7 +562,7 @@ class ExactQuantilePass:
         self._pass = _core.ExactPassCore(self._C, m, np.ascontiguousarray(lower.ravel()),
                                          np.ascontiguousarray(upper.ravel()), cap)
         self._lower, self._upper = lower, upper
-        self._lock = threading.Lock()
+        self._init_lock()
 
     @property
     def q(self) -> np.ndarray:
@@ -571,9 +577,8 @@ class ExactQuantilePass:
         return self._checksum is not None
 
     def _check_same_data(self) -> None:
-        with self._lock:
-            seen, nan_seen = self._pass.counts(), self._pass.nan_counts()
-            sums = self._pass.checksums()
+        seen, nan_seen = self._pass.counts(), self._pass.nan_counts()
+        sums = self._pass.checksums()
         for what, a, b in (("values", seen, self._n), ("NaN", nan_seen, self._nan_n)):
             if not np.array_equal(a, b):
                 c = int(np.flatnonzero(a != b)[0])
@@ -586,24 +591,27 @@ class ExactQuantilePass:
                              f"the same data to both passes")
 
     @property
+    @synchronized
     def count(self) -> np.ndarray:
         """(C,) int64: observations seen by this pass so far."""
         return self._pass.counts()
 
     @property
+    @synchronized
     def memory_bytes(self) -> int:
         return int(self._pass.memory_bytes())
 
+    @synchronized
     def update(self, x: Any, channel_axis: int = 1) -> "ExactQuantilePass":
         """Feed a batch of the same stream again (same rules as
         :meth:`ChannelQuantiles.update`).  Returns self."""
         view, kind = _batch_view(x, self._C, channel_axis)
         if view.size == 0:
             return self
-        with self._lock:
-            self._pass.update(view, kind, self._skip_nan, self._threads)
+        self._pass.update(view, kind, self._skip_nan, self._threads)
         return self
 
+    @synchronized
     def result(self) -> np.ndarray:
         """Exact quantiles: float64 (C,) for a float q, (C, len(q)) otherwise.
 
@@ -612,7 +620,6 @@ class ExactQuantilePass:
         another multiset of values (the per-channel checksums differ; see
         :class:`ExactQuantilePass`)."""
         self._check_same_data()
-        with self._lock:
-            stats = self._pass.select(self._ranks, self._threads)  # (C, m, 2)
+        stats = self._pass.select(self._ranks, self._threads)  # (C, m, 2)
         out = _numpy_lerp(stats[..., 0], stats[..., 1], self._gamma)
         return out[:, 0] if self._scalar else out

@@ -63,7 +63,7 @@ def packed_labels(labels: Any, n: int, name: str = "labels") -> PackedBits:
     if dense.shape[0] != n:
         raise ValueError(f"{name} must have one row per sample: expected {n} rows (N of the "
                          f"activations); got shape {tuple(dense.shape)}")
-    words = _core.pack_bits(np.ascontiguousarray(dense.T).view(np.uint8))
+    words = _core.pack_bits_columns(dense.view(np.uint8))  # no transposed copy; Ctrl-C stops it
     return PackedBits(words, n)
 
 
