@@ -310,3 +310,46 @@ def check_num_threads(num_threads: Any) -> int:
         return 0
     return check_int(num_threads, "num_threads", minimum=0, maximum=INT32_MAX,
                      what="an integer or None")
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """True or False (numpy bools too); anything else -> TypeError (a string
+    such as ``"False"`` or the integer 2 is not silently truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {describe(value)}")
+    return bool(value)
+
+
+def check_device(device: Any, name: str = "device") -> Any:
+    """``None`` or a ``torch.device`` that exists on this machine: a string
+    torch does not know, a CUDA/MPS device without CUDA/MPS, or a CUDA index
+    past the device count -> ValueError naming ``name`` (before any work)."""
+    if device is None:
+        return None
+    import torch
+
+    if not isinstance(device, (str, torch.device)) or isinstance(device, bool):
+        if isinstance(device, int) and not isinstance(device, bool):  # torch's shorthand for cuda:<n>
+            device = f"cuda:{device}" if device >= 0 else device
+        if not isinstance(device, str):
+            raise TypeError(f"{name} must be None, a string such as 'cpu' or 'cuda:0', or a torch.device; "
+                            f"got {describe(device)}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ValueError(f"{name} must be a device torch knows, such as 'cpu' or 'cuda:0'; got {device!r} "
+                         f"({exc})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={device!r} needs CUDA, which this torch build or machine does not "
+                             f"have (torch.cuda.is_available() is False); use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}={device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                             f"device(s) (indices 0..{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"{name}={device!r} needs the MPS backend, which is not available here")
+    elif dev.type == "meta":
+        raise ValueError(f"{name}={device!r}: a meta device holds no data to compute on")
+    return dev

@@ -159,7 +159,10 @@ def _is_scipy_sparse(x: Any) -> bool:
 def _family(x: Any, name: str) -> Tuple[tuple, int, int]:
     """Convert a candidate family to the core's tuple; returns (tuple, n_candidates, n_elements)."""
     if isinstance(x, PackedBits):
-        x = PackedBits(x.words, x.n_bits)  # re-check (words may have been reassigned); no copy
+        try:  # re-check (words may have been reassigned); no copy
+            x = PackedBits(x.words, x.n_bits)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{name}: a PackedBits whose {exc}") from None
         return (x.words, x.n_bits), len(x), x.n_bits
     if _is_scipy_sparse(x):
         return _sparse_family(x, name)
