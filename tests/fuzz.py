@@ -1307,6 +1307,11 @@ def gen_invert(rng) -> Case:
             b = Invert(**{param: base}).explain(acts, labels, top=None)
             check_equal(_explain_summary(a), _explain_summary(b), f"{param} as {desc}")
         return Case("Invert", f"{param}={desc}({base})", fn, "ok")
+    if rng.random() < 0.1:  # sizes the search cannot allocate (issue 14 item 1)
+        desc, kw = _pick(rng, [("length=2**31-1", dict(length=2 ** 31 - 1)), ("beam=2**31-1", dict(beam=2 ** 31 - 1)),
+                               ("beam=2**30, length=3", dict(beam=2 ** 30, length=3))])
+        return Case("Invert.explain", desc, lambda: Invert(**kw).explain(acts, labels), "error",
+                    ["length", "beam", "size"], area="sizes", memory_ok=True)
     param = _pick(rng, ["length", "beam", "min_fraction", "max_fraction", "mode", "num_threads"])
     if param in ("length", "beam"):
         desc, make, exp = _pick(rng, [v for v in bad_ints(1) if v[2] == "error"])
@@ -1409,6 +1414,11 @@ def _use_tally(t):
     pickle.loads(pickle.dumps(t)).iou()
 
 
+#: other words a message may use for a state field
+_STATE_ALIASES = {"level_sizes": ["level sizes", "level size"], "label_pixels": ["label 0"],
+                  "rng_state": ["rng state", "random state"], "nan_count": ["NaN count"]}
+
+
 def gen_cq_state(rng) -> Case:
     ie = _ie()
     cq = _cq_fitted(rng, n=int(rng.integers(200, 900)))
@@ -1472,7 +1482,7 @@ def gen_cq_state(rng) -> Case:
             obj = ie.ChannelQuantiles.__new__(ie.ChannelQuantiles)
             obj.__setstate__(payload)
         _use_cq(obj)
-    names = [field] if how == "from_state_dict" or desc != "not a dict" else ["state"]
+    names = ([field] + _STATE_ALIASES.get(field, [])) if desc != "not a dict" else ["state"]
     return Case(f"ChannelQuantiles.{how}", f"state with {desc}", fn, exp, names, area="states")
 
 
@@ -1527,7 +1537,7 @@ def gen_iou_state(rng) -> Case:
             obj = pickle.loads(pickle.dumps(_Pickled((_from_state, (payload, None)))))
         _use_tally(obj)
     area = "sizes" if "2**" in desc else "states"
-    return Case(f"IoUTally.{how}", f"state with {desc}", fn, exp, [field], area=area,
+    return Case(f"IoUTally.{how}", f"state with {desc}", fn, exp, [field] + _STATE_ALIASES.get(field, []), area=area,
                 memory_ok="2**" in desc)
 
 
@@ -1958,10 +1968,10 @@ def _method_targets():
          {"layers": ("layer",), "quantile": ("real", 0.0, 1.0, 0.005), "iou_threshold": ("real", 0.0, 1.0, 0.04),
           "thresholds": ("choice", ("exact", "approx")), "unit_rule": ("choice", ("annotated", "lite")),
           "batch_size": ("int", 1, 64), "num_workers": ("int", 0, 0), "top_k": ("int", 0, 10),
-          "checkpoint_every": ("int", 1, 50), "seed": ("seed",), "num_threads": ("int", 0, 1),
+          "checkpoint_every": ("int", 1, 50), "seed": ("seed", None), "num_threads": ("int", 0, 1),
           "device": ("device",), "rotations": ("seeds",), "progress": ("bool",), "activation_cache": ("bool",)}),
         ("TCAV", lambda **kw: TCAV(model(), kw.pop("layer", "0"), **kw),
-         {"layer": ("layer",), "num_random": ("int", 2, 10), "seed": ("seed",), "features": ("choice", ("flatten", "mean")),
+         {"layer": ("layer",), "num_random": ("int", 2, 10), "seed": ("seed", 0), "features": ("choice", ("flatten", "mean")),
           "alpha": ("real", 0.0, 1.0, 0.05), "test_split": ("real", 0.0, 1.0, 0.33), "batch_size": ("int", 1, 64),
           "classifier": ("choice", ("sgd", "mean_difference"))}),
         ("ConceptVectors", lambda **kw: ConceptVectors(model(), kw.pop("layer", "0"), **kw),
@@ -1969,7 +1979,7 @@ def _method_targets():
           "tol": ("real", 0.0, None, 1e-9), "max_iter": ("int", 1, 100), "max_positives": ("int", 1, 20000),
           "max_negatives": ("int", 1, 50000), "epochs": ("int", 1, 30), "lr": ("real", 0.0, None, 0.01),
           "quantile": ("real", 0.0, 1.0, 0.005), "batch_size": ("int", 1, 64),
-          "seed": ("seed",), "binarize": ("bool",), "activation_cache": ("bool",)}),
+          "seed": ("seed", 0), "binarize": ("bool",), "activation_cache": ("bool",)}),
         ("RepresentativeInterpretation", lambda **kw: RepresentativeInterpretation(model(), kw.pop("layer", "2"), **kw),
          {"layer": ("layer",), "batch_size": ("int", 1, 64), "pairs_per_batch": ("int", 1, 2048),
           "tol": ("real", 0.0, None, 1e-5), "max_steps": ("int", 1, 500), "check_head": ("bool",),
@@ -1993,8 +2003,9 @@ def gen_method_ctor(rng) -> Case:
         return Case(name, f"{param}={desc}({kind[-1]})", lambda: build(**{param: make()}), "ok", area=area)
     if kind[0] == "int":
         desc, make, _ = _pick(rng, [v for v in bad_ints(kind[1], allow_none=param == "num_threads")])
-    elif kind[0] == "seed":
-        desc, make, _ = _pick(rng, [v for v in bad_ints(None) if v[2] == "error"])
+    elif kind[0] == "seed":  # any integer >= minimum (None: any integer)
+        vals = bad_ints(kind[1]) if kind[1] is not None else [v for v in bad_ints(None) if not v[0].startswith("-")]
+        desc, make, _ = _pick(rng, [v for v in vals if v[2] == "error" or kind[1] is not None and v[0].startswith("-")])
     elif kind[0] == "real":
         lo, hi = kind[1], kind[2]
         desc, make, _ = _pick(rng, bad_reals(lo, hi))
@@ -2145,9 +2156,18 @@ def _limit_memory(extra_bytes: int) -> None:
         pass
 
 
-def _child(seed: int, idx: int, wfd: int, log_path: str, mem_bytes: int) -> None:
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _worker(seed: int, ids: Sequence[int], wfd: int, log_path: str, mem_bytes: int, timeout: float) -> None:
+    """A forked child: run ``ids`` one after the other, announcing each case
+    before it starts ("S <id>") and reporting its outcome after ("R <json>"),
+    so that the parent knows which case a crash or a hang belongs to."""
     try:
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
@@ -2156,12 +2176,14 @@ def _child(seed: int, idx: int, wfd: int, log_path: str, mem_bytes: int) -> None
         faulthandler.enable(file=sys.stderr, all_threads=True)
         _limit_memory(mem_bytes)
         _TMP["dir"] = os.path.dirname(log_path)
-        res = execute(seed, idx)
-        data = (json.dumps(res) + "\n").encode()
-        view = memoryview(data)
-        while view:
-            n = os.write(wfd, view)
-            view = view[n:]
+        for idx in ids:
+            print(f"=== case {idx}", flush=True)
+            # a hang leaves its Python stacks in the log, for the report
+            faulthandler.dump_traceback_later(max(1.0, timeout - 1.0), exit=False, file=sys.stderr)
+            _write_all(wfd, f"S {idx}\n".encode())
+            res = execute(seed, idx)
+            _write_all(wfd, ("R " + json.dumps(res) + "\n").encode())
+            faulthandler.cancel_dump_traceback_later()
     finally:
         os._exit(0)
 
@@ -2186,10 +2208,21 @@ def warm_up() -> None:
     import reference  # noqa: F401
 
     try:
-        import PIL.Image  # noqa: F401
-        import torch  # noqa: F401
+        import PIL.Image
+
+        PIL.Image.init()  # every image plugin, as identifying a damaged file would load them
     except ImportError:
         pass
+    try:
+        import torch
+    except ImportError:
+        return
+    # The first jagged nested tensor imports seconds of modules (torch._dynamo).
+    # Not a strided nested tensor: after one, a forked child hangs in
+    # torch.quantize_per_tensor (torch 2.13).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.nested.nested_tensor([torch.ones(2, 3), torch.ones(4, 3)], layout=torch.jagged)
 
 
 class Report:
@@ -2243,68 +2276,143 @@ class Report:
 
 
 def run(seed: int = 0, cases: int = 1000, *, start: int = 0, jobs: Optional[int] = None, timeout: float = 60.0,
-        mem_bytes: int = 6 << 30, progress: Optional[Callable[[int, int], None]] = None,
+        batch: int = 8, mem_bytes: int = 6 << 30, progress: Optional[Callable[[int, int], None]] = None,
         only: Optional[Sequence[int]] = None) -> Report:
-    """Run cases ``start .. start + cases - 1`` (or the ids in ``only``), each in
-    its own forked child, ``jobs`` at a time."""
+    """Run cases ``start .. start + cases - 1`` (or the ids in ``only``) in
+    forked children, ``jobs`` children at a time, each child running up to
+    ``batch`` cases in turn (forking costs more than most cases).
+
+    Attribution: a child announces every case before running it, so a crash
+    (signal) or a hang (``timeout`` seconds without a result) is known to
+    belong to the case in flight; that case and the rest of its batch are then
+    run again, each in a child of its own.  A case that crashes alone is a
+    crash; one that crashes only after others in the same process is reported
+    as a crash too, with the cases that ran before it."""
     if not hasattr(os, "fork"):
         raise RuntimeError("the fuzz runner needs os.fork (Linux, macOS)")
+    import gc
+    import shutil
+
     warm_up()
+    gc.collect()
+    gc.freeze()  # children share the parent's objects without copying their pages
     jobs = jobs or max(1, min(2, os.cpu_count() or 1))
     ids = list(only) if only is not None else list(range(start, start + cases))
-    todo = list(reversed(ids))
-    running: Dict[int, Tuple[int, int, float, str, bytearray]] = {}  # fd -> (pid, idx, t0, log, buf)
+    batch = max(1, int(batch))
+    queue: List[Tuple[List[int], bool]] = [(ids[i:i + batch], False) for i in range(0, len(ids), batch)]
+    queue.reverse()  # pop() from the end
     results: Dict[int, Dict[str, Any]] = {}
     workdir = tempfile.mkdtemp(prefix="ie-fuzz-")
     t_start = time.perf_counter()
     sys.stdout.flush()
     sys.stderr.flush()
+
+    class W:  # one running child
+        def __init__(self, pid: int, ids: List[int], alone: bool, log: str) -> None:
+            self.pid, self.ids, self.alone, self.log = pid, ids, alone, log
+            self.buf = bytearray()
+            self.current: Optional[int] = None
+            self.t0 = time.perf_counter()
+            self.done: List[int] = []
+
+    running: Dict[int, W] = {}
+
+    def spawn(batch_ids: List[int], alone: bool) -> None:
+        r, w = os.pipe()
+        log = os.path.join(workdir, f"worker{batch_ids[0]}-{len(results)}.log")
+        pid = os.fork()
+        if pid == 0:  # child
+            os.close(r)
+            _worker(seed, batch_ids, w, log, mem_bytes, timeout)
+        os.close(w)
+        running[r] = W(pid, batch_ids, alone, log)
+
+    def lines(wk: W) -> None:
+        while b"\n" in wk.buf:
+            line, _, rest = bytes(wk.buf).partition(b"\n")
+            wk.buf = bytearray(rest)
+            text = line.decode(errors="replace")
+            if text.startswith("S "):
+                wk.current = int(text[2:])
+                wk.t0 = time.perf_counter()
+            elif text.startswith("R "):
+                res = json.loads(text[2:])
+                results[res["case"]] = res
+                wk.done.append(res["case"])
+                wk.current = None
+                if progress:
+                    progress(len(results), len(ids))
+
+    def failed(wk: W, outcome: str, why: str) -> None:
+        """The child died (or was killed) while running wk.current."""
+        idx = wk.current
+        rest = [i for i in wk.ids if i not in wk.done and i != idx]
+        if idx is None:  # died between cases: run what is left again
+            if rest:
+                queue.append((rest, True))
+            return
+        if wk.alone:
+            res = _describe_only(seed, idx)
+            res.update(outcome=outcome, message=why + _log_tail(wk.log, 12), seconds=round(time.perf_counter() - wk.t0, 2))
+            results[idx] = res
+            if progress:
+                progress(len(results), len(ids))
+        else:  # attribute it: the case again, alone, and then the rest of the batch
+            before[idx] = (list(wk.done), outcome, why + _log_tail(wk.log, 12))
+            queue.append(([idx], True))
+        for i in reversed(rest):
+            queue.append(([i], True))
+
+    before: Dict[int, Tuple[List[int], str, str]] = {}
     try:
-        while todo or running:
-            while todo and len(running) < jobs:
-                idx = todo.pop()
-                r, w = os.pipe()
-                log = os.path.join(workdir, f"case{idx}.log")
-                pid = os.fork()
-                if pid == 0:  # child
-                    os.close(r)
-                    _child(seed, idx, w, log, mem_bytes)
-                os.close(w)
-                running[r] = (pid, idx, time.perf_counter(), log, bytearray())
+        while queue or running:
+            while queue and len(running) < jobs:
+                b, alone = queue.pop()
+                spawn(b, alone)
             ready, _, _ = select.select(list(running), [], [], 0.05)
             for fd in ready:
-                pid, idx, t0, log, buf = running[fd]
+                wk = running[fd]
                 chunk = os.read(fd, 1 << 16)
                 if chunk:
-                    buf.extend(chunk)
+                    wk.buf.extend(chunk)
+                    lines(wk)
                     continue
                 os.close(fd)
                 del running[fd]
-                _, status = os.waitpid(pid, 0)
-                results[idx] = _finish(seed, idx, status, buf, log, time.perf_counter() - t0)
-                if progress:
-                    progress(len(results), len(ids))
+                _, status = os.waitpid(wk.pid, 0)
+                lines(wk)
+                if wk.current is not None or len(wk.done) < len(wk.ids):
+                    if os.WIFSIGNALED(status):
+                        why = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+                    else:
+                        why = f"exited with status {os.WEXITSTATUS(status)} before reporting"
+                    failed(wk, "crash", why)
             now = time.perf_counter()
-            for fd, (pid, idx, t0, log, buf) in list(running.items()):
-                if now - t0 > timeout:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
+            for fd, wk in list(running.items()):
+                if wk.current is not None and now - wk.t0 > timeout:
+                    os.kill(wk.pid, signal.SIGKILL)
+                    os.waitpid(wk.pid, 0)
                     os.close(fd)
                     del running[fd]
-                    res = _describe_only(seed, idx)
-                    res.update(outcome="hang", message=f"no result after {timeout:.0f} s (killed)" + _log_tail(log),
-                               seconds=round(now - t0, 2))
-                    results[idx] = res
+                    failed(wk, "hang", f"no result after {timeout:.0f} s (killed)")
     finally:
-        for fd, (pid, *_rest) in running.items():
+        for fd, wk in running.items():
             try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+                os.kill(wk.pid, signal.SIGKILL)
+                os.waitpid(wk.pid, 0)
             except OSError:
                 pass
-        import shutil
-
+        gc.unfreeze()
         shutil.rmtree(workdir, ignore_errors=True)
+    # a case that failed in a batch but not alone: the failure needs the cases before it
+    for idx, (prev, outcome, why) in before.items():
+        res = results[idx]
+        if res["outcome"] in ("crash", "hang"):
+            continue
+        alone = f"{res['outcome']}" + (f" ({res['message']})" if res.get("message") else "")
+        results[idx] = dict(res, outcome=outcome,
+                            message=f"{why}; only after cases {prev} in the same process (alone: {alone}); "
+                                    f"reproduce with --case for each of {prev + [idx]} --batch {len(prev) + 1}")
     return Report(seed, [results[i] for i in ids], time.perf_counter() - t_start, jobs)
 
 
@@ -2315,23 +2423,6 @@ def _log_tail(log: str, n: int = 6) -> str:
     except OSError:
         return ""
     return ("; output: " + " | ".join(lines[-n:])) if lines else ""
-
-
-def _finish(seed: int, idx: int, status: int, buf: bytearray, log: str, seconds: float) -> Dict[str, Any]:
-    text = buf.decode(errors="replace").strip()
-    if text:
-        try:
-            return json.loads(text.splitlines()[-1])
-        except ValueError:
-            pass
-    res = _describe_only(seed, idx)
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        why = f"killed by {signal.Signals(sig).name}"
-    else:
-        why = f"exited with status {os.WEXITSTATUS(status)} before reporting"
-    res.update(outcome="crash", message=why + _log_tail(log), seconds=round(seconds, 2))
-    return res
 
 
 def replay(seed: int, idx: int) -> str:
@@ -2360,6 +2451,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--replay", action="store_true", help="run --case in this process with a traceback")
     p.add_argument("--jobs", type=int, default=None, help="children at a time (default min(2, cores))")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds before a case counts as a hang")
+    p.add_argument("--batch", type=int, default=8, help="cases per child (1: a child per case)")
     p.add_argument("--list-targets", action="store_true")
     p.add_argument("--all", action="store_true", help="list every case, not only the bad ones")
     a = p.parse_args(argv)
@@ -2372,7 +2464,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             p.error("--replay needs --case")
         outs = [replay(a.seed, c) for c in a.case]
         return 0 if all(o in GOOD for o in outs) else 1
-    rep = run(a.seed, a.cases, start=a.start, jobs=a.jobs, timeout=a.timeout, only=a.case)
+    rep = run(a.seed, a.cases, start=a.start, jobs=a.jobs, timeout=a.timeout, batch=a.batch, only=a.case)
     print(rep.table())
     if a.all:
         for r in rep.results:

@@ -91,17 +91,15 @@ def _gen_clean(rng):
     return fuzz.Case("clean", "a clean error", fn, "error", ["x"])
 
 
-def test_runner_classifies_and_attributes(monkeypatch):
+@pytest.mark.parametrize("batch", [1, 4])
+def test_runner_classifies_and_attributes(monkeypatch, batch):
     gens = [_gen_crash, _gen_abort, _gen_hang, _gen_silent, _gen_unnamed, _gen_wrong_type, _gen_wrong_result,
             _gen_clean]
-    # case i uses generator i (make_case picks by weight: give all weight to one)
-    outcomes = {}
-    for i, g in enumerate(gens):
-        monkeypatch.setattr(fuzz, "GENERATORS", [(1.0, g, g.__name__)])
-        rep = fuzz.run(0, 1, start=i, jobs=1, timeout=3.0)
-        (r,) = rep.results
-        assert r["case"] == i
-        outcomes[g.__name__] = (r["outcome"], r["message"])
+    # case i uses generator i
+    monkeypatch.setattr(fuzz, "GENERATORS", [(1.0, _by_index(gens), "by index")])
+    rep = fuzz.run(0, len(gens), jobs=2, timeout=3.0, batch=batch)
+    outcomes = {gens[r["case"]].__name__: (r["outcome"], r["message"]) for r in rep.results}
+    assert [r["case"] for r in rep.results] == list(range(len(gens)))
     assert outcomes["_gen_crash"][0] == "crash" and "SIGSEGV" in outcomes["_gen_crash"][1]
     assert outcomes["_gen_abort"][0] == "crash" and "SIGABRT" in outcomes["_gen_abort"][1]
     assert outcomes["_gen_hang"][0] == "hang"
@@ -110,6 +108,43 @@ def test_runner_classifies_and_attributes(monkeypatch):
     assert outcomes["_gen_wrong_type"][0] == "wrong exception type"
     assert outcomes["_gen_wrong_result"][0] == "wrong result"
     assert outcomes["_gen_clean"][0] == "clean error"
+    for name in ("_gen_crash", "_gen_abort", "_gen_hang"):
+        assert "only after" not in outcomes[name][1]  # each crashed alone too
+
+
+def _by_index(gens):
+    """A generator that dispatches on the case id (make_case's rng is seeded
+    with [seed, id]; the id is recovered from the seed sequence)."""
+    def gen(rng):
+        idx = int(rng.bit_generator.seed_seq.entropy[1])
+        return gens[idx](rng)
+    return gen
+
+
+_POISONED = []
+
+
+def _gen_poison(rng):
+    return fuzz.Case("poison", "leaves state behind", lambda: _POISONED.append(1), "ok")
+
+
+def _gen_needs_poison(rng):
+    def fn():
+        if _POISONED:
+            os.kill(os.getpid(), signal.SIGSEGV)
+    return fuzz.Case("victim", "crashes only after the poison", fn, "ok")
+
+
+def test_runner_reports_crash_that_needs_earlier_cases(monkeypatch):
+    """A crash caused by an earlier case of the same child is still a crash,
+    reported with the cases that ran before it."""
+    monkeypatch.setattr(fuzz, "GENERATORS", [(1.0, _by_index([_gen_poison, _gen_needs_poison]), "pair")])
+    rep = fuzz.run(0, 2, jobs=1, timeout=10.0, batch=2)
+    assert rep.results[0]["outcome"] == "right result"
+    assert rep.results[1]["outcome"] == "crash"
+    assert "only after cases [0]" in rep.results[1]["message"]
+    alone = fuzz.run(0, 1, start=1, jobs=1, timeout=10.0, batch=1)
+    assert alone.results[0]["outcome"] == "right result"
 
 
 def test_runner_parallel_children_keep_ids(monkeypatch):
@@ -119,7 +154,7 @@ def test_runner_parallel_children_keep_ids(monkeypatch):
             return _gen_crash(rng)
         return _gen_clean(rng)
     monkeypatch.setattr(fuzz, "GENERATORS", [(1.0, gen, "mixed")])
-    rep = fuzz.run(3, 12, jobs=3, timeout=10.0)
+    rep = fuzz.run(3, 24, jobs=3, timeout=10.0, batch=5)
     for r in rep.results:
         expected = "crash" if fuzz.make_case(3, r["case"]).target == "crash" else "clean error"
         assert r["outcome"] == expected, r

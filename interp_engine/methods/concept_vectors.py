@@ -290,7 +290,7 @@ class ConceptVectors:
         self.quantile = float(quantile)
         self.transform = transform
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.seed = check_int(seed, "seed", maximum=None)
+        self.seed = check_int(seed, "seed", minimum=0, maximum=None)
         if calibrate_bias is not None and not isinstance(calibrate_bias, bool):
             raise TypeError(f"calibrate_bias must be None, True or False; got {calibrate_bias!r}")
         self.calibrate_bias = calibrate_bias

@@ -42,7 +42,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from .._loader import core as _core
-from ..engine._arrays import bool_array, check_num_threads, check_positive_int, check_real, describe
+from ..engine._arrays import INT32_MAX, bool_array, check_num_threads, check_positive_int, check_real, describe
 from ..engine.rank import activations_array, packed_labels
 
 __all__ = ["Invert", "Explanation", "NeuronExplanation", "InvertResult", "format_formula"]
@@ -220,8 +220,8 @@ class Invert:
     def __init__(self, length: int = 3, beam: int = 10, min_fraction: float = 0.0,
                  max_fraction: float = 0.5, mode: str = "positive",
                  num_threads: Optional[int] = None):
-        self.length = check_positive_int(length, "length", minimum=1)
-        self.beam = check_positive_int(beam, "beam", minimum=1)
+        self.length = check_positive_int(length, "length", minimum=1, maximum=INT32_MAX)
+        self.beam = check_positive_int(beam, "beam", minimum=1, maximum=INT32_MAX)
         self.min_fraction = _check_fraction(min_fraction, "min_fraction")
         self.max_fraction = _check_fraction(max_fraction, "max_fraction")
         if self.min_fraction > self.max_fraction:

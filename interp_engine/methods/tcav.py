@@ -295,7 +295,7 @@ class TCAV:
         find_module(model, layer)  # TypeError/ValueError naming the layer and close matches
         self.classifier = _make_classifier(classifier)
         self.num_random = check_positive_int(num_random, "num_random", minimum=2)
-        seed = check_int(seed, "seed", maximum=None)
+        seed = check_int(seed, "seed", minimum=0, maximum=None)  # numpy seeds are non-negative
         if not isinstance(features, str) or features not in FEATURES:
             raise (ValueError if isinstance(features, str) else TypeError)(
                 f"features must be one of {list(FEATURES)}, got {describe(features)}")
