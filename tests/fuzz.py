@@ -2031,6 +2031,88 @@ def gen_method_ctor(rng) -> Case:
     return Case(name, f"{param}={desc}", fn, "error", names, area=area)
 
 
+def _entry_cases():
+    """(target, param, description, call) for entry points of the methods
+    that take arrays, tensors, devices and class indices; each call must be
+    refused with an error naming ``param``."""
+    import torch
+
+    ie = _ie()
+    m = _tiny_model
+    imgs = lambda: torch.rand(2, 3, 5, 5)  # noqa: E731
+    meta = lambda *s: torch.empty(*s, device="meta")  # noqa: E731
+    nested = lambda: torch.nested.nested_tensor([torch.rand(3, 5, 5), torch.rand(3, 4, 4)])  # noqa: E731
+    labels = lambda: np.zeros((2, 3), bool)  # noqa: E731
+    vec = lambda: np.ones((2, 4))  # noqa: E731
+    out = [
+        ("grad_cam", "images", "a meta tensor", lambda: ie.grad_cam(m(), "0", meta(2, 3, 5, 5))),
+        ("grad_cam", "images", "a nested tensor", lambda: ie.grad_cam(m(), "0", nested())),
+        ("grad_cam", "images", "a numpy array", lambda: ie.grad_cam(m(), "0", imgs().numpy())),
+        ("grad_cam", "images", "3-d", lambda: ie.grad_cam(m(), "0", imgs()[0])),
+        ("grad_cam", "class_idx", "7 (3 classes)", lambda: ie.grad_cam(m(), "0", imgs(), class_idx=7)),
+        ("grad_cam", "class_idx", "'1'", lambda: ie.grad_cam(m(), "0", imgs(), class_idx="1")),
+        ("grad_cam", "class_idx", "1.5", lambda: ie.grad_cam(m(), "0", imgs(), class_idx=1.5)),
+        ("grad_cam", "batch_size", "0", lambda: ie.grad_cam(m(), "0", imgs(), batch_size=0)),
+        ("grad_cam", "layer", "'nope'", lambda: ie.grad_cam(m(), "nope", imgs())),
+        ("iter_activations", "device", "'nope'", lambda: list(ie.iter_activations(m(), "0", [imgs()], device="nope"))),
+        ("iter_activations", "dtype", "'float'", lambda: list(ie.iter_activations(m(), "0", [imgs()], dtype="float"))),
+        ("pooled_activations", "pooling", "'median'", lambda: ie.pooled_activations(m(), "0", [imgs()], pooling="median")),
+        ("Capture", "on_repeat", "np.array(['error'])", lambda: ie.Capture(m(), "0", on_repeat=np.array(["error"]))),
+        ("Capture", "layers", "5", lambda: ie.Capture(m(), 5)),
+        ("Capture", "stop_early", "'no'", lambda: ie.Capture(m(), "0", stop_early="no")),
+        ("Invert.from_model", "pooling", "'x'", lambda: ie.Invert().from_model(m(), "0", [imgs()], labels=labels(), pooling="x")),
+        ("Invert.from_model", "batch_size", "0", lambda: ie.Invert().from_model(m(), "0", [imgs()], labels=labels(), batch_size=0)),
+        ("Invert.from_model", "labels", "3 rows for 2 images", lambda: ie.Invert().from_model(m(), "0", [imgs()], labels=np.zeros((3, 3), bool))),
+        ("Invert.from_model", "layer", "5", lambda: ie.Invert().from_model(m(), 5, [imgs()], labels=labels())),
+        ("Invert.from_model", "device", "'nope'", lambda: ie.Invert().from_model(m(), "0", [imgs()], labels=labels(), device="nope")),
+        ("linear_head_relevance", "weight", "a str", lambda: ie.linear_head_relevance("x", vec())),
+        ("linear_head_relevance", "weight", "a meta tensor", lambda: ie.linear_head_relevance(meta(3, 4), vec())),
+        ("linear_head_relevance", "vectors", "other width", lambda: ie.linear_head_relevance(np.ones((3, 4)), np.ones((2, 5)))),
+        ("concept_maps", "image", "a meta tensor", lambda: ie.concept_maps(m(), "0", vec(), meta(3, 5, 5))),
+        ("concept_maps", "image", "4-d", lambda: ie.concept_maps(m(), "0", vec(), imgs())),
+        ("concept_contributions", "target_class", "7", lambda: ie.concept_contributions(m(), "0", vec(), imgs()[0], target_class=7)),
+        ("concept_contributions", "target_class", "'1'", lambda: ie.concept_contributions(m(), "0", vec(), imgs()[0], target_class="1")),
+        ("concept_class_relevance", "classes", "[5]", lambda: ie.concept_class_relevance(m(), "0", vec(), imgs(), classes=[5])),
+        ("concept_class_relevance", "batch_size", "0", lambda: ie.concept_class_relevance(m(), "0", vec(), imgs(), batch_size=0)),
+        ("validate_topic_matrix", "atol", "'x'", lambda: ie.validate_topic_matrix(np.full((3, 2), 0.5), atol="x")),
+        ("validate_topic_matrix", "topics", "NaN", lambda: ie.validate_topic_matrix(np.full((3, 2), np.nan))),
+        ("validate_topic_matrix", "topics", "a meta tensor", lambda: ie.validate_topic_matrix(meta(3, 2))),
+        ("validate_topic_matrix", "topics", "rows not summing to 1", lambda: ie.validate_topic_matrix(np.ones((3, 2)))),
+        ("InterpretiveLoss", "hidden", "0", lambda: ie.InterpretiveLoss(8, 3, 0)),
+        ("InterpretiveLoss", "features_dim", "8.0", lambda: ie.InterpretiveLoss(8.0, 3, 4)),
+        ("InterpretiveLoss", "weight", "'x'", lambda: ie.InterpretiveLoss(8, 3, 4, weight="x")),
+        ("InterpretiveLoss", "pooling", "'x'", lambda: ie.InterpretiveLoss(8, 3, 4, pooling="x")),
+        ("edit_neurons", "edits", "{'a': 1.0}", lambda: ie.edit_neurons(m(), "0", {"a": 1.0})),
+        ("edit_neurons", "edits", "{0: 'x'}", lambda: ie.edit_neurons(m(), "0", {0: "x"})),
+        ("edit_neurons", "edits", "[1, 2]", lambda: ie.edit_neurons(m(), "0", [1, 2])),
+        ("edit_neurons", "edits", "{0: nan}", lambda: ie.edit_neurons(m(), "0", {0: float("nan")})),
+        ("average_drop_increase", "keep", "2.0", lambda: ie.average_drop_increase(m(), imgs(), np.zeros((2, 5, 5)), [0, 1], keep=2.0)),
+        ("average_drop_increase", "classes", "[0, 9]", lambda: ie.average_drop_increase(m(), imgs(), np.zeros((2, 5, 5)), [0, 9])),
+        ("prediction_difference", "ablation", "'x'", lambda: ie.prediction_difference(m(), "0", imgs(), ablation="x")),
+        ("prediction_difference", "top_k", "0", lambda: ie.prediction_difference(m(), "0", imgs(), top_k=0)),
+        ("prediction_difference", "device", "'nope'", lambda: ie.prediction_difference(m(), "0", imgs(), device="nope")),
+        ("extract_topics", "n_topics", "0", lambda: ie.extract_topics(["a b", "c d"], n_topics=0)),
+        ("extract_topics", "descriptions", "a single str", lambda: ie.extract_topics("a b c")),
+        ("rotation_experiment", "seed", "'x'", lambda: ie.rotation_experiment(m(), "0", "/nonexistent", seed="x")),
+        ("TCAV.fit_cavs_from_activations", "concept_examples", "a meta tensor",
+         lambda: ie.TCAV(m(), "0", num_random=2).fit_cavs_from_activations({"c": meta(4, 4)}, [np.ones((4, 4))] * 3)),
+        ("TCAV.fit_cavs_from_activations", "random_examples", "a str",
+         lambda: ie.TCAV(m(), "0", num_random=2).fit_cavs_from_activations({"c": np.ones((4, 4))}, "abc")),
+    ]
+    if not torch.cuda.is_available():
+        out += [("iter_activations", "device", "'cuda' without CUDA", lambda: list(ie.iter_activations(m(), "0", [imgs()], device="cuda"))),
+                ("Dissection", "device", "'cuda' without CUDA", lambda: ie.Dissection(m(), "0", device="cuda")),
+                ("Invert.from_model", "device", "'cuda' without CUDA",
+                 lambda: ie.Invert().from_model(m(), "0", [imgs()], labels=labels(), device="cuda"))]
+    return out
+
+
+def gen_method_entry(rng) -> Case:
+    target, param, desc, call = _pick(rng, _entry_cases())
+    names = [param] + (["layer"] if param == "layers" else [])
+    return Case(target, f"{param}={desc}", call, "error", names, area="methods")
+
+
 # ============================================================================ registry and runner
 
 GENERATORS: List[Tuple[float, Callable[[np.random.Generator], Case], str]] = [
@@ -2055,6 +2137,7 @@ GENERATORS: List[Tuple[float, Callable[[np.random.Generator], Case], str]] = [
     (1, gen_file_missing, "missing files"),
     (3, gen_broden, "BrodenDataset"),
     (5, gen_method_ctor, "methods' constructors"),
+    (4, gen_method_entry, "methods' entry points"),
 ]
 
 

@@ -90,7 +90,11 @@ def _canonical(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _torch_to_numpy(x: Any, name: str) -> Tuple[np.ndarray, Optional[str]]:
+def check_dense_tensor(x: Any, name: str) -> Any:
+    """``x`` itself if it is a torch tensor with data in the ordinary (strided)
+    layout; nested, sparse, quantized and meta tensors -> TypeError/ValueError
+    naming ``name`` (torch's own NotImplementedError/RuntimeError otherwise
+    surface later, far from the argument)."""
     import torch  # only reached when a tensor was passed, so torch is installed
 
     if getattr(x, "is_nested", False):
@@ -102,10 +106,17 @@ def _torch_to_numpy(x: Any, name: str) -> Tuple[np.ndarray, Optional[str]]:
     if getattr(x, "is_quantized", False):
         raise TypeError(f"{name} must be a floating-point, integer or bool tensor; got a quantized "
                         f"{describe(x)} (call .dequantize() first)")
-    t = x.detach()
-    if t.device.type == "meta":
+    if x.device.type == "meta":
         raise ValueError(f"{name} must hold data; got a meta tensor ({describe(x)}), which has "
                          f"only a shape and a dtype")
+    return x
+
+
+def _torch_to_numpy(x: Any, name: str) -> Tuple[np.ndarray, Optional[str]]:
+    import torch  # only reached when a tensor was passed, so torch is installed
+
+    check_dense_tensor(x, name)
+    t = x.detach()
     if t.device.type != "cpu":
         try:
             t = t.cpu()

@@ -859,6 +859,7 @@ def rotation_experiment(model, layer: str, dataset: Any, *, seed: int = 0, **kwa
     unique detectors of each.  Returns ``{"units": LayerResult, "rotated":
     LayerResult, "unique_units": int, "unique_rotated": int, "detectors_units":
     int, "detectors_rotated": int}``."""
+    seed = check_int(seed, "seed", minimum=0)
     res = dissect(model, [layer], dataset, rotations=[seed], **kwargs)
     a, b = res[layer], res[f"{layer}@rotation{seed}"]
     sa, sb = a.summary(), b.summary()
