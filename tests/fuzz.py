@@ -9,7 +9,8 @@ Run from the repository root::
     python -m tests.fuzz --list-targets
 
 ``tests/test_fuzz.py`` runs ``INTERP_ENGINE_FUZZ_CASES`` cases (default
-1000) with ``INTERP_ENGINE_FUZZ_SEED`` (default 0).
+2000) with ``INTERP_ENGINE_FUZZ_SEED`` (default 0); ``INTERP_ENGINE_FUZZ_MEMORY_GB``
+is the address space a child may add (default 6; 0: no limit, e.g. under ASan).
 
 A case is regenerated from ``(seed, case)`` alone (``numpy.random.default_rng([seed,
 case])``), so the pair is its reproducer.  Every case states what it
@@ -77,7 +78,7 @@ class Case:
     """One generated input: ``fn()`` makes the call (and, for ``expect='ok'``,
     the comparison with the reference, raising WrongResult)."""
 
-    __slots__ = ("target", "desc", "fn", "expect", "names", "area", "memory_ok", "cleanup")
+    __slots__ = ("target", "desc", "fn", "expect", "names", "area", "memory_ok", "also")
 
     def __init__(self, target: str, desc: str, fn: Callable[[], Any], expect: str,
                  names: Sequence[str] = (), area: str = "boundary", memory_ok: bool = False) -> None:
@@ -86,6 +87,7 @@ class Case:
         self.names = tuple(names)
         self.area = area
         self.memory_ok = memory_ok
+        self.also: Tuple[str, ...] = ()  # words the message must hold as well (a file's field)
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -158,8 +160,12 @@ def bad_ints(minimum: Optional[int], allow_none: bool = False) -> List[Tuple[str
 
 def alt_ints(v: int) -> List[Tuple[str, Callable[[], Any]]]:
     """Other spellings of the integer v (each must behave as v)."""
-    out = [("np.int64", lambda: np.int64(v)), ("np.int32", lambda: np.int32(v)), ("0-d array", lambda: np.array(v)),
-           ("0-d torch tensor", lambda: _torch().tensor(v)), ("np.int16", lambda: np.int16(v))]
+    out = [("np.int64", lambda: np.int64(v)), ("0-d array", lambda: np.array(v)),
+           ("0-d torch tensor", lambda: _torch().tensor(v))]
+    if abs(v) < 2 ** 31:
+        out.append(("np.int32", lambda: np.int32(v)))
+    if abs(v) < 2 ** 15:
+        out.append(("np.int16", lambda: np.int16(v)))
     if 0 <= v < 256:
         out.append(("np.uint8", lambda: np.uint8(v)))
     return out
@@ -1726,53 +1732,128 @@ def _rewrite_npz(src, dst, fn):
     np.savez(dst, **arrays)
 
 
+def _set(key, f):
+    """An edit of the npz arrays: ``arrays[key] = f(arrays[key])``."""
+    def g(a, h):
+        a[key] = f(a[key])
+        return a, h
+    return g
+
+
+def _drop(key):
+    def g(a, h):
+        a.pop(key)
+        return a, h
+    return g
+
+
+def _hset(path, value):
+    """An edit of the JSON header: the value at ``path`` (keys/indices) replaced."""
+    def g(a, h):
+        d = h
+        for k in path[:-1]:
+            d = d[k]
+        if value is _DELETE:
+            del d[path[-1]]
+        else:
+            d[path[-1]] = value(d[path[-1]]) if callable(value) else value
+        return a, h
+    return g
+
+
+_DELETE = object()
+
+
+def _file_edits(target):
+    """(description, edit, field the message should name, expect) per loader;
+    each edit makes a file its loader must refuse (expect "error"), or one
+    whose validity is a matter of taste ("any": no crash, clean errors)."""
+    deep = lambda n: "[" * n + "]" * n  # noqa: E731
+    common = [
+        ("header not JSON", lambda a, h: (a, "{not json"), "header", "error"),
+        ("header a JSON list", lambda a, h: (a, "[1, 2]"), "header", "error"),
+        ("header a JSON string", lambda a, h: (a, '"x"'), "header", "error"),
+        ("header nested 100000 deep", lambda a, h: (a, deep(100000)), "header", "error"),
+        ("header without format", _hset(("format",), _DELETE), "format", "error"),
+        ("header version 99", _hset(("version",), 99), "version", "error"),
+        ("header version '1'", _hset(("version",), "1"), "version", "error"),
+        ("no header array", lambda a, h: (a, None), "header", "error"),
+        ("an extra array", lambda a, h: (dict(a, extra=np.zeros(3)), h), "extra", "any"),
+    ]
+    if target == "DissectionResult.load":
+        L = "l0."
+        return common + [
+            ("layers not a list", _hset(("layers",), 12345), "layers", "error"),
+            ("layers entries None", _hset(("layers",), [None]), "layers", "error"),
+            ("a layer without 'label_names'", _hset(("layers", 0, "label_names"), _DELETE), "label_names", "error"),
+            ("label_names shortened", _hset(("layers", 0, "label_names"), lambda v: v[:-1]), "label_names", "error"),
+            ("label_names not strings", _hset(("layers", 0, "label_names"), [1, 2, 3, 4]), "label_names", "error"),
+            ("categories shortened", _hset(("layers", 0, "categories"), lambda v: v[:1]), "categories", "error"),
+            ("quantile a str", _hset(("layers", 0, "quantile"), "x"), "quantile", "error"),
+            ("quantile 2", _hset(("layers", 0, "quantile"), 2), "quantile", "error"),
+            ("two layers, arrays for one", _hset(("layers",), lambda v: v + [dict(v[0], key="1")]), "l1.", "error"),
+            ("iou missing", _drop(L + "iou"), "iou", "error"),
+            ("iou flattened", _set(L + "iou", lambda v: v.reshape(-1)), "iou", "error"),
+            ("iou transposed", _set(L + "iou", lambda v: v.T.copy()), "iou", "error"),
+            ("iou as str", _set(L + "iou", lambda v: v.astype(str)), "iou", "error"),
+            ("iou as complex", _set(L + "iou", lambda v: v.astype(complex)), "iou", "error"),
+            ("iou NaN", _set(L + "iou", lambda v: np.full_like(v, np.nan)), "iou", "error"),
+            ("iou 1.5", _set(L + "iou", lambda v: np.full_like(v, 1.5)), "iou", "error"),
+            ("intersection negative", _set(L + "intersection", lambda v: v - 10), "intersection", "error"),
+            ("intersection as float", _set(L + "intersection", lambda v: v + 0.5), "intersection", "error"),
+            ("intersection above label_pixels", _set(L + "intersection", lambda v: v + 10 ** 6), "intersection", "error"),
+            ("label_category >= len(categories)", _set(L + "label_category", lambda v: v + 5), "label_category", "error"),
+            ("label_category 2-d", _set(L + "label_category", lambda v: v[None]), "label_category", "error"),
+            ("thresholds one less", _set(L + "thresholds", lambda v: v[:-1]), "thresholds", "error"),
+            ("top_images as float", _set(L + "top_images", lambda v: v + 0.5), "top_images", "error"),
+            ("top_maps 3-d", _set(L + "top_maps", lambda v: v[..., 0]), "top_maps", "error"),
+            ("unit_pixels other K", _set(L + "unit_pixels", lambda v: v[:-1]), "unit_pixels", "error"),
+            ("a 0-d iou", _set(L + "iou", lambda v: np.array(0.5)), "iou", "error"),
+        ]
+    if target == "TCAV.load_cavs":
+        return common + [
+            ("concepts shortened", _hset(("concepts",), lambda v: v[:-1]), "concepts", "error"),
+            ("concepts not strings", _hset(("concepts",), lambda v: [1] * len(v)), "concepts", "error"),
+            ("counterparts a number", _hset(("counterparts",), 12345), "counterparts", "error"),
+            ("concepts None", _hset(("concepts",), None), "concepts", "error"),
+            ("num_random a str", _hset(("num_random",), "2"), "num_random", "error"),
+            ("vectors missing", _drop("vectors"), "vectors", "error"),
+            ("vectors 3-d", _set("vectors", lambda v: v[None]), "vectors", "error"),
+            ("vectors 1-d", _set("vectors", lambda v: v.reshape(-1)), "vectors", "error"),
+            ("vectors as str", _set("vectors", lambda v: v.astype(str)), "vectors", "error"),
+            ("vectors NaN", _set("vectors", lambda v: np.full_like(v, np.nan)), "vectors", "error"),
+            ("vectors one row less", _set("vectors", lambda v: v[:-1]), "vectors", "error"),
+            ("vectors 0-d", _set("vectors", lambda v: np.array(1.0)), "vectors", "error"),
+            ("accuracies 2.0", _set("accuracies", lambda v: np.full_like(v, 2.0)), "accuracies", "error"),
+            ("accuracies one less", _set("accuracies", lambda v: v[:-1]), "accuracies", "error"),
+            ("accuracies missing", _drop("accuracies"), "accuracies", "error"),
+            ("vectors float16", _set("vectors", lambda v: v.astype(np.float16)), "vectors", "any"),
+        ]
+    return common + [  # ConceptVectors.load
+        ("concepts shortened", _hset(("concepts",), lambda v: v[:-1]), "concepts", "error"),
+        ("concepts None", _hset(("concepts",), None), "concepts", "error"),
+        ("labels not integers", _hset(("labels",), ["a", "b"]), "labels", "error"),
+        ("labels shortened", _hset(("labels",), lambda v: v[:-1]), "labels", "error"),
+        ("categories a number", _hset(("categories",), 5), "categories", "error"),
+        ("vectors missing", _drop("vectors"), "vectors", "error"),
+        ("vectors 1-d", _set("vectors", lambda v: v.reshape(-1)), "vectors", "error"),
+        ("vectors other K", _set("vectors", lambda v: v[:, :-1]), "vectors", "error"),
+        ("vectors as str", _set("vectors", lambda v: v.astype(str)), "vectors", "error"),
+        ("vectors NaN", _set("vectors", lambda v: np.full_like(v, np.nan)), "vectors", "error"),
+        ("vectors 0-d", _set("vectors", lambda v: np.array(1.0)), "vectors", "error"),
+        ("scales one less", _set("scales", lambda v: v[:-1]), "scales", "error"),
+        ("biases 2-d", _set("biases", lambda v: v[None]), "biases", "error"),
+        ("thresholds NaN", _set("thresholds", lambda v: np.full_like(v, np.nan)), "thresholds", "error"),
+        ("best_units negative", _set("best_units", lambda v: v - 10), "best_units", "error"),
+        ("best_units >= K", _set("best_units", lambda v: v + 10 ** 6), "best_units", "error"),
+        ("best_units as float", _set("best_units", lambda v: v + 0.5), "best_units", "error"),
+        ("train_unit_iou missing", _drop("train_unit_iou"), "train_unit_iou", "error"),
+    ]
+
+
 def gen_file_loader(rng) -> Case:
     target = _pick(rng, sorted(_LOADERS))
     make_file, load = _LOADERS[target]
-
-    def deep(n):
-        return "[" * n + "]" * n
-
-    def hdr(f):
-        return lambda a, h: (a, f(h))
-
-    def arr(f):
-        return lambda a, h: (f(a) or a, h)
-
-    def first(a, pred):
-        return next(k for k in sorted(a) if pred(k))
-
-    def setarr(pred, f):
-        def g(a):
-            k = first(a, pred)
-            a[k] = f(a[k])
-        return arr(g)
-
-    is_float = lambda k: k.endswith(("iou", "vectors", "thresholds", "scales", "accuracies"))  # noqa: E731
-    is_int = lambda k: k.endswith(("intersection", "best_units", "label_category", "top_images"))  # noqa: E731
-    edits = [
-        ("header not JSON", "header", lambda a, h: (a, "{not json")),
-        ("header a JSON list", "header", lambda a, h: (a, "[1, 2]")),
-        ("header a JSON string", "header", lambda a, h: (a, '"x"')),
-        ("header nested 100000 deep", "header", lambda a, h: (a, deep(100000))),
-        ("header without format", "format", hdr(lambda h: {k: v for k, v in h.items() if k != "format"})),
-        ("header version 99", "version", hdr(lambda h: dict(h, version=99))),
-        ("header without a key", "", hdr(lambda h: {k: v for i, (k, v) in enumerate(h.items()) if i != len(h) - 1})),
-        ("a header value of another type", "", hdr(lambda h: {k: (v if k in ("format", "version") else 12345) for k, v in h.items()})),
-        ("a header list shortened", "", hdr(lambda h: {k: (v[:-1] if isinstance(v, list) and v and k not in ("format",) else v) for k, v in h.items()})),
-        ("a header value None", "", hdr(lambda h: {k: (None if k not in ("format", "version") else v) for k, v in h.items()})),
-        ("no header array", "header", lambda a, h: (a, None)),
-        ("an array missing", "", arr(lambda a: a.pop(sorted(a)[0]) is None)),
-        ("a float array transposed / reshaped", "", setarr(is_float, lambda v: v.reshape(-1))),
-        ("a float array as str", "", setarr(is_float, lambda v: v.astype(str))),
-        ("a float array as complex", "", setarr(is_float, lambda v: v.astype(complex))),
-        ("a float array with NaN", "", setarr(is_float, lambda v: np.full_like(v, np.nan))),
-        ("a float array with one row less", "", setarr(is_float, lambda v: v[:-1])),
-        ("an int array out of range", "", setarr(is_int, lambda v: v + 10 ** 6) if target != "TCAV.load_cavs" else setarr(is_float, lambda v: v[:, :1])),
-        ("an int array as float", "", setarr(is_int, lambda v: v.astype(float) + 0.5) if target != "TCAV.load_cavs" else setarr(is_float, lambda v: v[None])),
-        ("an int array negative", "", setarr(is_int, lambda v: v - 10 ** 6) if target != "TCAV.load_cavs" else setarr(is_float, lambda v: v.astype(np.float16))),
-        ("a 0-d array", "", setarr(is_float, lambda v: np.array(1.0))),
-    ]
     raw = [("empty file", lambda p: open(p, "wb").close()),
            ("truncated file", lambda p: _truncate(p)),
            ("random bytes", lambda p: open(p, "wb").write(rng.bytes(300))),
@@ -1780,13 +1861,12 @@ def gen_file_loader(rng) -> Case:
            ("a zip without arrays", lambda p: zipfile.ZipFile(p, "w").writestr("x.txt", "hello")),
            ("an object array (pickle)", lambda p: np.savez(p, header=np.array([{"a": 1}], dtype=object))),
            ("a directory", lambda p: (os.remove(p), os.mkdir(p)))]
-    use_raw = rng.random() < 0.35
-
+    use_raw = rng.random() < 0.3
     if use_raw:
         desc, damage = _pick(rng, raw)
-        field = ""
+        field, expect = "", "error"
     else:
-        desc, field, edit = _pick(rng, edits)
+        desc, edit, field, expect = _pick(rng, _file_edits(target))
 
     def fn():
         d = _tmpdir()
@@ -1800,10 +1880,10 @@ def gen_file_loader(rng) -> Case:
             damage(bad)
         else:
             _rewrite_npz(good, bad, edit)
-            os.replace(bad, bad)  # np.savez keeps the name as given (it ends in .npz)
         load(bad)
-    names = ["broken_file.npz"]
-    return Case(target, f"file with {desc}", fn, "error", names, area="files")
+    case = Case(target, f"file with {desc}", fn, expect, ["broken_file.npz"], area="files")
+    case.also = (field,) if field else ()
+    return case
 
 
 def _truncate(p):
@@ -2169,7 +2249,7 @@ def classify(case: Case, exc: Optional[BaseException]) -> Tuple[str, str]:
     if case.memory_ok:
         clean_types += (MemoryError,)
     if case.area in ("files", "broden"):
-        clean_types += (FileNotFoundError,)
+        clean_types += (FileNotFoundError, IsADirectoryError)
     if not isinstance(exc, clean_types):
         return "wrong exception type", msg
     if "incompatible function arguments" in text or "incompatible constructor arguments" in text:
@@ -2180,6 +2260,9 @@ def classify(case: Case, exc: Optional[BaseException]) -> Tuple[str, str]:
         return "clean error", msg
     if case.names and not any(_names(text, n) for n in case.names):
         return "error not naming the argument", msg
+    missing = [w for w in case.also if w not in text]
+    if missing:
+        return "error not naming the argument", f"(does not name {missing}) {msg}"
     return "clean error", msg
 
 
@@ -2228,6 +2311,10 @@ def _describe_only(seed: int, idx: int) -> Dict[str, Any]:
 
 
 def _limit_memory(extra_bytes: int) -> None:
+    """Cap the child's address space at its current size + ``extra_bytes``, so
+    that an impossible size gives MemoryError instead of the OOM killer."""
+    if extra_bytes <= 0:
+        return
     try:
         import resource
 
@@ -2251,9 +2338,11 @@ def _worker(seed: int, ids: Sequence[int], wfd: int, log_path: str, mem_bytes: i
     so that the parent knows which case a crash or a hang belongs to."""
     try:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(fd, 1)
+        os.dup2(fd, 1)  # the core's and torch's own output
         os.dup2(fd, 2)
         os.close(fd)
+        # Python's too (under pytest, sys.stdout/stderr are capture objects)
+        sys.stdout = sys.stderr = open(log_path, "a", buffering=1)
         import faulthandler
 
         faulthandler.enable(file=sys.stderr, all_threads=True)
@@ -2359,7 +2448,7 @@ class Report:
 
 
 def run(seed: int = 0, cases: int = 1000, *, start: int = 0, jobs: Optional[int] = None, timeout: float = 60.0,
-        batch: int = 8, mem_bytes: int = 6 << 30, progress: Optional[Callable[[int, int], None]] = None,
+        batch: int = 8, mem_bytes: Optional[int] = None, progress: Optional[Callable[[int, int], None]] = None,
         only: Optional[Sequence[int]] = None) -> Report:
     """Run cases ``start .. start + cases - 1`` (or the ids in ``only``) in
     forked children, ``jobs`` children at a time, each child running up to
@@ -2376,6 +2465,8 @@ def run(seed: int = 0, cases: int = 1000, *, start: int = 0, jobs: Optional[int]
     import gc
     import shutil
 
+    if mem_bytes is None:
+        mem_bytes = int(float(os.environ.get("INTERP_ENGINE_FUZZ_MEMORY_GB", "6")) * (1 << 30))
     warm_up()
     gc.collect()
     gc.freeze()  # children share the parent's objects without copying their pages

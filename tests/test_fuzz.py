@@ -19,7 +19,7 @@ import fuzz
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the fuzz runner forks a child per case")
 
-CASES = int(os.environ.get("INTERP_ENGINE_FUZZ_CASES", "1000"))
+CASES = int(os.environ.get("INTERP_ENGINE_FUZZ_CASES", "2000"))
 SEED = int(os.environ.get("INTERP_ENGINE_FUZZ_SEED", "0"))
 TIMEOUT = float(os.environ.get("INTERP_ENGINE_FUZZ_TIMEOUT", "60"))
 
