@@ -1488,7 +1488,7 @@ def gen_cq_state(rng) -> Case:
             obj = ie.ChannelQuantiles.__new__(ie.ChannelQuantiles)
             obj.__setstate__(payload)
         _use_cq(obj)
-    names = ([field] + _STATE_ALIASES.get(field, [])) if desc != "not a dict" else ["state"]
+    names = ([field] + _STATE_ALIASES.get(field, [])) if desc != "not a dict" else ["state", "state_dict"]
     return Case(f"ChannelQuantiles.{how}", f"state with {desc}", fn, exp, names, area="states")
 
 
@@ -1530,6 +1530,8 @@ def gen_iou_state(rng) -> Case:
     ]
     desc, field, mut, exp = _pick(rng, muts)
     how = _pick(rng, ["from_state_dict", "pickle"])
+    if desc == "not a dict":
+        field = "state"
 
     def fn():
         st = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
