@@ -571,7 +571,30 @@ def gen_exact_pass(rng) -> Case:
             got = cq.exact_pass(q).update(make()).result()
             check_equal(got, _quantile_reference(x.T, [q])[:, 0], "exact quantile")
         return Case("ExactQuantilePass.update", f"second pass: {how} input", fn, "ok")
+    return _exact_second_pass(rng, mode, x, q, C, n)
+
+
+def gen_exact_pass_changed(rng) -> Case:
+    C, n = 1, 300
+    x = np.round(rng.standard_normal((n, C)) * 10, 2)
+    return _exact_second_pass(rng, "changed value", x, 0.5, C, n, force=True)
+
+
+def _exact_second_pass(rng, mode, x, q, C, n, force=False) -> Case:
+    ie = _ie()
     y = x.copy()
+    if mode == "changed value" and force:  # a change that moves the median
+        i = int(np.argsort(x[:, 0])[n // 2])
+        y[i, 0] = y[i, 0] + 0.001
+
+        def fn():
+            cq = ie.ChannelQuantiles(C, k=64).update(x)
+            res = cq.exact_pass(q).update(y).result()
+            raise WrongResult(f"a second pass with one value changed returned {res} (first pass: "
+                              f"{_quantile_reference(x.T, [q])[:, 0]}, second: {_quantile_reference(y.T, [q])[:, 0]}) "
+                              f"without an error")
+        return Case("ExactQuantilePass.result", "[issue 14] second pass with the median value changed", fn,
+                    "error", ["exact pass", "second pass", "values", "data"], area="exact-pass")
     if mode == "changed value":
         i = int(rng.integers(n))
         y[i, 0] = y[i, 0] + float(_pick(rng, [1e-6, 1.0, 1000.0]))
@@ -725,24 +748,36 @@ def gen_iou_ctor(rng) -> Case:
                            output_size=a["output_size"], unit_rule=a["unit_rule"], num_threads=a["num_threads"])
 
     if param == "sizes":  # products that overflow or cannot be allocated (issue 14 item 1)
-        opts = [("num_categories=2**62, then iou()", dict(num_units=4, num_labels=2, label_category=[0, 0], num_categories=2 ** 62, output_size=(2, 2))),
+        opts = [("num_categories=2**62", dict(num_units=4, num_labels=2, label_category=[0, 0], num_categories=2 ** 62, output_size=(2, 2))),
                 ("num_units=2**62", dict(num_units=2 ** 62)), ("num_labels=2**40", dict(num_labels=2 ** 40, label_category=None)),
+                ("num_units=2**32, num_labels=2**32", dict(num_units=2 ** 32, num_labels=2 ** 32, label_category=None)),
                 ("output_size=(2**32, 2**32)", dict(output_size=(2 ** 32, 2 ** 32))),
                 ("output_size=(1, 2**31 - 1)", dict(output_size=(1, 2 ** 31 - 1))),
                 ("num_units=2**33, num_categories=2**31", dict(num_units=2 ** 33, num_categories=2 ** 31)),
                 ("output_size=(2**62, 4)", dict(output_size=(2 ** 62, 4)))]
         desc, kw = _pick(rng, opts)
+        step = _pick(rng, ["iou()", "update()", "intersection", "unit_pixels", "state_dict()", "merge()"])
 
         def fn():
             kw2 = dict(kw)
             if kw2.get("label_category", 1) is None:
                 kw2["label_category"] = np.zeros(kw2["num_labels"], np.int8)
             t = build(**kw2)
-            t.update(np.zeros((1, t.num_units, 1, 1)), np.zeros(t.num_units)) if t.num_units < 100 else None
-            t.iou()
-            t.intersection
-        return Case("IoUTally", desc, fn, "error", ["num_units", "num_labels", "num_categories", "output_size", "size"],
-                    area="sizes", memory_ok=True)
+            if step == "iou()":
+                t.iou()
+            elif step == "update()":
+                t.update(np.zeros((1, t.num_units, 1, 1)) if t.num_units < 100 else np.zeros((1, 1, 1, 1)),
+                         np.zeros(min(t.num_units, 100)))
+            elif step == "intersection":
+                t.intersection
+            elif step == "unit_pixels":
+                t.unit_pixels
+            elif step == "state_dict()":
+                t.state_dict()
+            else:
+                t.merge(build(**kw2))
+        return Case("IoUTally", f"IoUTally({desc}).{step}", fn, "error",
+                    ["num_units", "num_labels", "num_categories", "output_size", "size"], area="sizes", memory_ok=True)
     if param == "label_category":
         opts = [("float", lambda: [0.0, 0.0, 1.0]), ("too short", lambda: [0, 0]), ("value == num_categories", lambda: [0, 0, 2]),
                 ("negative", lambda: [0, -1, 0]), ("2-d", lambda: [[0, 0, 1]]), ("None", lambda: None), ("str", lambda: "001"),
@@ -1584,8 +1619,11 @@ def gen_corrupt_pickle(rng) -> Case:
 
 
 def gen_merge_states(rng) -> Case:
+    return _merge_case(_pick(rng, ["self", "iou overflow", "cq overflow", "state then merge"]), rng)
+
+
+def _merge_case(what: str, rng) -> Case:
     ie = _ie()
-    what = _pick(rng, ["self", "iou overflow", "cq overflow", "state then merge"])
     if what == "self":
         def fn():
             t = _iou_fitted(rng)
@@ -2221,11 +2259,82 @@ GENERATORS: List[Tuple[float, Callable[[np.random.Generator], Case], str]] = [
     (5, gen_method_ctor, "methods' constructors"),
     (4, gen_method_entry, "methods' entry points"),
 ]
+_DEFAULT_GENERATORS = GENERATORS
+
+
+def _fixed_cases() -> List[Callable[[np.random.Generator], Case]]:
+    """The reproducers of issue 14, run first in every run (cases 0 .. n-1),
+    so that none depends on the draw."""
+    import scipy.sparse as sp
+
+    def ie():
+        return _ie()
+
+    def short_indptr():
+        m = sp.csr_matrix(np.ones((3, 4), bool))
+        m.indptr = m.indptr[:2].copy()
+        return ie().greedy_cover(m)
+
+    def big_endian_iou():
+        rng = np.random.default_rng(0)
+        acts = rng.standard_normal((2, 2, 3, 3))
+        pl = rng.integers(0, 3, (2, 1, 6, 6))
+        want = ie().IoUTally(2, 3, [0, 0, 1], 2, output_size=(6, 6))
+        want.update(acts, np.zeros(2), pl)
+        got = ie().IoUTally(2, 3, [0, 0, 1], 2, output_size=(6, 6))
+        got.update(acts.astype(">f8"), np.zeros(2), pl.astype(">i4"))
+        check_equal(_iou_counts(got), _iou_counts(want), "big-endian counts")
+
+    def big_endian_rank():
+        from interp_engine.engine import rank
+        from interp_engine.methods.invert import Invert
+
+        rng = np.random.default_rng(0)
+        a, lab = rng.standard_normal((30, 2)), rng.random((30, 3)) < 0.5
+        check_equal(rank.auc(a.astype(">f4"), lab), rank.auc(a.astype(np.float32), lab), "auc")
+        check_equal(_explain_summary(Invert(length=2, beam=2).explain(a.astype(">f8"), lab)),
+                    _explain_summary(Invert(length=2, beam=2).explain(a, lab)), "explain")
+
+    def changed_value(rng):
+        return gen_exact_pass_changed(rng)
+
+    fixed = [
+        ("IoUTally", "IoUTally(4, 2, [0, 0], 2**62, output_size=(2, 2)).iou()", "sizes", "error",
+         lambda: ie().IoUTally(4, 2, [0, 0], 2 ** 62, output_size=(2, 2)).iou(), ["num_categories", "size"]),
+        ("IoUTally", "IoUTally(2, 2, [0, 0], 1, output_size=(2**32, 2**32))", "sizes", "error",
+         lambda: ie().IoUTally(2, 2, [0, 0], 1, output_size=(2 ** 32, 2 ** 32)), ["output_size"]),
+        ("IoUTally", "IoUTally(2, 2, [0, 0], 1, output_size=(1, 2**31 - 1)).update(...)", "sizes", "error",
+         lambda: ie().IoUTally(2, 2, [0, 0], 1, output_size=(1, 2 ** 31 - 1)).update(np.zeros((1, 2, 1, 1)), np.zeros(2)),
+         ["output_size"]),
+        ("ChannelQuantiles.quantile", "quantile('0.5')", "boundary", "error",
+         lambda: ie().ChannelQuantiles(1, k=64).update(np.zeros((3, 1))).quantile("0.5"), ["q"]),
+        ("greedy_cover", "sets: a CSR whose indptr is too short", "boundary", "error", short_indptr, ["sets"]),
+        ("greedy_cover", "target=10**400", "boundary", "error", lambda: ie().greedy_cover(np.eye(3, dtype=bool), target=10 ** 400),
+         ["target"]),
+        ("ChannelQuantiles.update", "x: a meta tensor", "boundary", "error",
+         lambda: ie().ChannelQuantiles(2, k=64).update(_torch().empty(3, 2, device="meta")), ["x"]),
+        ("set_num_threads", "set_num_threads('2')", "boundary", "error", lambda: ie().set_num_threads("2"), ["num_threads"]),
+        ("IoUTally.update", "big-endian activations and pixel labels", "boundary", "ok", big_endian_iou, []),
+        ("rank.auc", "big-endian activations (rank.auc, Invert.explain)", "boundary", "ok", big_endian_rank, []),
+    ]
+    out: List[Callable[[np.random.Generator], Case]] = []
+    for target, desc, area, expect, fn, names in fixed:
+        out.append(lambda rng, t=target, d=desc, a=area, e=expect, f=fn, n=names:
+                   Case(t, f"[issue 14] {d}", f, e, n, area=a, memory_ok=a == "sizes"))
+    out += [lambda rng: _merge_case("self", rng), lambda rng: _merge_case("iou overflow", rng),
+            gen_exact_pass_changed]
+    return out
 
 
 def make_case(seed: int, idx: int) -> Case:
-    """The case ``idx`` of the run with ``seed`` (deterministic)."""
+    """The case ``idx`` of the run with ``seed`` (deterministic); the first
+    ``len(_fixed_cases())`` ids are issue 14's reproducers."""
     rng = np.random.default_rng([seed, idx])
+    fixed = _fixed_cases()
+    if 0 <= idx < len(fixed) and GENERATORS is _DEFAULT_GENERATORS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fixed[idx](rng)
     w = np.array([g[0] for g in GENERATORS], dtype=np.float64)
     gen = GENERATORS[int(rng.choice(len(GENERATORS), p=w / w.sum()))][1]
     with warnings.catch_warnings():

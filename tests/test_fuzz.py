@@ -40,7 +40,9 @@ def test_fuzz_boundary(capsys):
                      "PackedBits", "pack_bits", "rank", "Invert", "DissectionResult", "TCAV", "ConceptVectors",
                      "BrodenDataset", "pickle", "set_num_threads", "Dissection"):
             assert name in targets, (name, sorted(targets))
-    assert not report.bad, f"{len(report.bad)} bad outcomes:\n" + report.failures(limit=50)
+    if report.bad:
+        pytest.fail(f"{len(report.bad)} bad outcomes (table and reproducers above):\n" + report.failures(limit=50),
+                    pytrace=False)
 
 
 def test_cases_are_deterministic():
