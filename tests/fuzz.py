@@ -34,7 +34,6 @@ case, its reproducer.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -42,7 +41,6 @@ import pickle
 import re
 import select
 import signal
-import struct
 import sys
 import tempfile
 import time

@@ -30,7 +30,6 @@ shape (candidates, elements) in any of these formats:
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, List, NamedTuple, Optional, Tuple
 
 import numpy as np

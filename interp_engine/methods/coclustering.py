@@ -55,7 +55,6 @@ Importing this module does not import torch; using it does.
 """
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import dataclass, field

@@ -61,7 +61,6 @@ Semantics (shared/ALGORITHMS.md section 4; docs/concept_vectors.md):
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
