@@ -62,7 +62,7 @@ BAD = ("wrong exception type", "error not naming the argument", "raw pybind11 er
 OUTCOMES = GOOD + BAD
 
 #: which helper of issue 14 owns the behaviour a case checks (for the report)
-AREAS = ("boundary", "sizes", "states", "threads", "files", "broden", "exact-pass", "methods")
+AREAS = ("boundary", "sizes", "states", "threads", "files", "checkpoints", "broden", "exact-pass", "methods")
 
 
 _SAME = object()  # "the setup's value" (None is an input of its own)
@@ -1939,6 +1939,88 @@ def gen_file_missing(rng) -> Case:
     return Case(target, "a file that does not exist", fn, "error", ["no_such_file.npz"], area="files")
 
 
+# ---------------------------------------------------------------------------- checkpoints
+
+def _dissection_run(root, ck, model=None, **kw):
+    from interp_engine.methods.dissection import Dissection
+
+    return Dissection(model if model is not None else _tiny_model(), "0", checkpoint_dir=ck, progress=False,
+                      batch_size=2, checkpoint_every=1, **kw).run(root)
+
+
+def gen_checkpoint(rng) -> Case:
+    """A dissection checkpoint damaged, edited, or written by another run:
+    resuming from it must refuse it with an error naming the file (and what
+    is wrong), never resume a wrong state."""
+    name = "dissection_checkpoint.npz"
+
+    def other_model():
+        import torch
+
+        m = _tiny_model()
+        with torch.no_grad():
+            m[0].weight.mul_(-1.0)  # the same architecture, other weights
+        return m
+
+    raw = [("empty file", lambda p: open(p, "wb").close()), ("truncated file", _truncate),
+           ("random bytes", lambda p: open(p, "wb").write(np.random.default_rng(1).bytes(300))),
+           ("a directory", lambda p: (os.remove(p), os.mkdir(p)))]
+    edits = [
+        ("header not JSON", lambda a, h: (a, "{not json"), "header", "error"),
+        ("format changed", _hset(("format",), "x"), "format", "error"),
+        ("version 99", _hset(("version",), 99), "version", "error"),
+        ("position negative", _hset(("position", "iou"), -5), "position", "error"),
+        ("finished a str", _hset(("finished",), "iou"), "finished", "error"),
+        ("finished naming an unknown pass", _hset(("finished",), ["quantiles", "warp"]), "finished", "error"),
+        ("sketch count changed", _set("sketch.0.count", lambda v: v + 7), "count", "error"),
+        ("sketch wide = 2", _set("sketch.0.wide", lambda v: v * 0 + 2), "wide", "error"),
+        ("tally intersection negative", _set("tally.0.intersection", lambda v: v - 1), "intersection", "error"),
+        ("tally unit_pixels zero", _set("tally.0.unit_pixels", lambda v: v * 0), "unit_pixels", "any"),
+        ("thresholds one short", _set("thr.0", lambda v: v[:-1]), ("thr.0", "thresholds"), "error"),
+        ("thresholds NaN", _set("thr.0", lambda v: np.full_like(v, np.nan)), ("thr.0", "thresholds"), "error"),
+        ("top-k index past the dataset", _set("topk.0.index", lambda v: v + 1000), ("topk", "index"), "error"),
+        ("top-k values 1-d", _set("topk.0.values", lambda v: v.reshape(-1)), ("topk", "values"), "error"),
+        ("an array missing", _drop("sketch.0.items"), "items", "error"),
+    ]
+    kind = _pick(rng, ["raw", "edit", "edit", "other run"])
+    if kind == "raw":
+        desc, damage = _pick(rng, raw)
+        field, expect = "", "error"
+    elif kind == "edit":
+        desc, edit, field, expect = _pick(rng, edits)
+    else:
+        desc, field, expect = _pick(rng, [("another model's weights", ("model", "weights", "parameters"), "error"),
+                                          ("another transform", "transform", "error"),
+                                          ("another quantile", "quantile", "error")])
+
+    def fn():
+        from interp_engine.data import BrodenDataset  # noqa: F401 (warm)
+
+        d = _tmpdir()
+        root, ck = os.path.join(d, "broden"), os.path.join(d, "ck")
+        _write_tiny_broden(root, np.random.default_rng(0))
+        _dissection_run(root, ck)
+        p = os.path.join(ck, name)
+        if kind == "raw":
+            damage(p)
+        elif kind == "edit":
+            tmp = os.path.join(ck, "edited.npz")
+            _rewrite_npz(p, tmp, edit)
+            os.replace(tmp, p)
+        if kind == "other run" and desc == "another model's weights":
+            _dissection_run(root, ck, model=other_model())
+        elif kind == "other run" and desc == "another transform":
+            _dissection_run(root, ck, transform="imagenet")
+        elif kind == "other run":
+            _dissection_run(root, ck, quantile=0.01)
+        else:
+            _dissection_run(root, ck)
+    case = Case("Dissection.run(checkpoint_dir)", f"checkpoint with {desc}", fn, expect, [name, "checkpoint"],
+                area="checkpoints")
+    case.also = (field,) if field else ()
+    return case
+
+
 # ---------------------------------------------------------------------------- Broden
 
 def _write_tiny_broden(root, rng):
@@ -2254,6 +2336,7 @@ GENERATORS: List[Tuple[float, Callable[[np.random.Generator], Case], str]] = [
     (5, gen_file_loader, "file loaders"),
     (1, gen_file_missing, "missing files"),
     (3, gen_broden, "BrodenDataset"),
+    (2, gen_checkpoint, "dissection checkpoints"),
     (5, gen_method_ctor, "methods' constructors"),
     (4, gen_method_entry, "methods' entry points"),
 ]
@@ -2357,7 +2440,7 @@ def classify(case: Case, exc: Optional[BaseException]) -> Tuple[str, str]:
     clean_types: Tuple[type, ...] = (ValueError, TypeError)
     if case.memory_ok:
         clean_types += (MemoryError,)
-    if case.area in ("files", "broden"):
+    if case.area in ("files", "broden", "checkpoints"):
         clean_types += (FileNotFoundError, IsADirectoryError)
     if not isinstance(exc, clean_types):
         return "wrong exception type", msg
@@ -2369,7 +2452,7 @@ def classify(case: Case, exc: Optional[BaseException]) -> Tuple[str, str]:
         return "clean error", msg
     if case.names and not any(_names(text, n) for n in case.names):
         return "error not naming the argument", msg
-    missing = [w for w in case.also if w not in text]
+    missing = [w for w in case.also if not (any(x in text for x in w) if isinstance(w, tuple) else w in text)]
     if missing:
         return "error not naming the argument", f"(does not name {missing}) {msg}"
     return "clean error", msg
@@ -2710,9 +2793,12 @@ def _log_tail(log: str, n: int = 6) -> str:
 
 def replay(seed: int, idx: int) -> str:
     """Run one case in this process, printing its traceback; returns the outcome."""
+    import shutil
+
     case = make_case(seed, idx)
     print(f"case {idx} (seed {seed}): {case.target}: {case.desc} [expect {case.expect}, area {case.area}]")
     exc = None
+    _TMP["dir"] = tempfile.mkdtemp(prefix="ie-fuzz-replay-")
     with warnings.catch_warnings():
         _filter_warnings()
         try:
@@ -2720,6 +2806,8 @@ def replay(seed: int, idx: int) -> str:
         except BaseException as e:  # noqa: B902
             exc = e
             traceback.print_exc()
+        finally:
+            shutil.rmtree(_TMP.pop("dir"), ignore_errors=True)
     outcome, message = classify(case, exc)
     print(f"outcome: {outcome}" + (f" ({message})" if message else ""))
     return outcome
