@@ -54,7 +54,15 @@ from .engine.resize import resize_maps
 __version__ = getattr(_core, "__version__", "0.0.0")
 
 get_num_threads = _core.get_num_threads
-set_num_threads = _core.set_num_threads
+
+
+def set_num_threads(n: int) -> None:
+    """Set the default number of threads of the core (an integer >= 0; 0 =
+    all cores).  Not a bool, a float or a string (TypeError); out of range:
+    ValueError."""
+    from .engine._arrays import INT32_MAX, check_int
+
+    _core.set_num_threads(check_int(n, "num_threads", minimum=0, maximum=INT32_MAX))
 
 __all__ = [
     "ChannelQuantiles",

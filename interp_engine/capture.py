@@ -31,6 +31,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         f"Import failed with: {exc}"
     ) from exc
 
+from .engine._arrays import check_device
+
 __all__ = ["find_module", "to_bchw", "Capture", "capture", "iter_activations",
            "pooled_activations"]
 
@@ -322,7 +324,7 @@ class Capture:
         for argname, val in (("stop_early", stop_early), ("detach", detach), ("clone", clone)):
             if not isinstance(val, bool):
                 raise TypeError(f"{argname} must be a bool, got {type(val).__name__}")
-        if on_repeat not in _REPEAT_RULES:
+        if not isinstance(on_repeat, str) or on_repeat not in _REPEAT_RULES:
             raise ValueError(f"on_repeat must be one of {list(_REPEAT_RULES)}, got {on_repeat!r}")
         if stop_early and on_repeat == "last":
             raise ValueError('on_repeat="last" cannot be combined with stop_early=True: the '
@@ -526,7 +528,7 @@ def iter_activations(model: nn.Module, layers: Union[str, Sequence[str]], batche
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
     mdev, mdtype = _model_device_dtype(model)
-    dev = torch.device(device) if device is not None else mdev
+    dev = check_device(device) if device is not None else mdev
     cast = dtype if dtype is not None else mdtype
 
     def gen() -> Iterator[Tuple[Any, Dict[str, torch.Tensor]]]:

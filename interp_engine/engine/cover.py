@@ -30,13 +30,12 @@ shape (candidates, elements) in any of these formats:
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from .._loader import core as _core
-from ._arrays import bool_array, check_num_threads, check_positive_int, describe, to_numpy
+from ._arrays import bool_array, check_num_threads, check_positive_int, check_real, describe, to_numpy
 
 __all__ = ["CoverResult", "RatioCoverResult", "PackedBits", "pack_bits", "greedy_cover",
            "ratio_greedy_cover", "ratio_greedy_cover_many"]
@@ -159,7 +158,10 @@ def _is_scipy_sparse(x: Any) -> bool:
 def _family(x: Any, name: str) -> Tuple[tuple, int, int]:
     """Convert a candidate family to the core's tuple; returns (tuple, n_candidates, n_elements)."""
     if isinstance(x, PackedBits):
-        x = PackedBits(x.words, x.n_bits)  # re-check (words may have been reassigned); no copy
+        try:  # re-check (words may have been reassigned); no copy
+            x = PackedBits(x.words, x.n_bits)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{name}: a PackedBits whose {exc}") from None
         return (x.words, x.n_bits), len(x), x.n_bits
     if _is_scipy_sparse(x):
         return _sparse_family(x, name)
@@ -201,7 +203,11 @@ def _sparse_family(x: Any, name: str) -> Tuple[tuple, int, int]:
         raise ValueError(f"{name}: at most 2**31 - 1 candidates and elements are supported; got shape {x.shape}")
     fmt = x.format
     if fmt not in ("csr", "csc", "coo"):
-        x, fmt = x.tocoo(), "coo"
+        try:
+            x, fmt = x.tocoo(), "coo"
+        except Exception as exc:  # a corrupted matrix of another format
+            raise ValueError(f"{name}: cannot read the {fmt.upper()} matrix of shape {x.shape} ({exc})") from None
+    _check_sparse_arrays(x, fmt, n_cand, n_el, name)
     if np.count_nonzero(x.data) != x.data.size:
         x = x.copy()
         x.eliminate_zeros()
@@ -222,6 +228,55 @@ def _sparse_family(x: Any, name: str) -> Tuple[tuple, int, int]:
     return (indptr, indices, n_el), n_cand, n_el
 
 
+def _index_array(v: Any, name: str, what: str) -> np.ndarray:
+    arr = np.asarray(v)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise ValueError(f"{name}: {what} must be a 1-d integer array; got {describe(arr)}")
+    return arr
+
+
+def _check_sparse_arrays(x: Any, fmt: str, n_cand: int, n_el: int, name: str) -> None:
+    """The arrays of a scipy COO, CSR or CSC matrix must describe its shape:
+    scipy checks them when it builds a matrix, not when its attributes are
+    assigned later; the core must never read past them."""
+    data = np.asarray(x.data)
+    if data.ndim != 1:
+        raise ValueError(f"{name}: data must be 1-d; got shape {data.shape}")
+    if data.dtype.kind not in "biufc":
+        raise TypeError(f"{name}: the stored values must be numbers or bools; got dtype {data.dtype}")
+    if fmt == "coo":
+        coords = getattr(x, "coords", None)
+        row, col = (coords if coords is not None else (x.row, x.col))[:2]
+        row = _index_array(row, name, "row")
+        col = _index_array(col, name, "col")
+        if not (row.shape == col.shape == data.shape):
+            raise ValueError(f"{name}: COO row, col and data must have the same length; got "
+                             f"{row.shape[0]}, {col.shape[0]} and {data.shape[0]}")
+        for arr, what, n in ((row, "row", n_cand), (col, "col", n_el)):
+            if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= n):
+                bad = int(arr.min()) if int(arr.min()) < 0 else int(arr.max())
+                raise ValueError(f"{name}: COO {what} indices must lie in [0, {n}) for shape {x.shape}; got {bad}")
+        return
+    n_major, n_minor = (n_cand, n_el) if fmt == "csr" else (n_el, n_cand)
+    indptr = _index_array(x.indptr, name, "indptr")
+    indices = _index_array(x.indices, name, "indices")
+    label = fmt.upper()
+    if indptr.shape[0] != n_major + 1:
+        raise ValueError(f"{name}: a {label} matrix of shape {x.shape} needs indptr of length {n_major + 1}; "
+                         f"got length {indptr.shape[0]}")
+    if int(indptr[0]) != 0:
+        raise ValueError(f"{name}: {label} indptr must start at 0; got {int(indptr[0])}")
+    if n_major and np.any(np.diff(indptr) < 0):
+        raise ValueError(f"{name}: {label} indptr must be non-decreasing; it decreases after position "
+                         f"{int(np.flatnonzero(np.diff(indptr) < 0)[0])}")
+    if int(indptr[-1]) != indices.shape[0] or indices.shape != data.shape:
+        raise ValueError(f"{name}: {label} indptr[-1], len(indices) and len(data) must agree; got "
+                         f"{int(indptr[-1])}, {indices.shape[0]} and {data.shape[0]}")
+    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= n_minor):
+        bad = int(indices.min()) if int(indices.min()) < 0 else int(indices.max())
+        raise ValueError(f"{name}: {label} indices must lie in [0, {n_minor}) for shape {x.shape}; got {bad}")
+
+
 def _weights(weights: Any, n_elements: int):
     """Returns (weights_int, weights_real): at most one is not None."""
     if weights is None:
@@ -235,11 +290,12 @@ def _weights(weights: Any, n_elements: int):
         raise ValueError(f"weights must have shape ({n_elements},) (one per element); got shape {tuple(w.shape)}")
     if w.dtype.kind == "f":
         if np.isnan(w).any():
-            raise ValueError("weights must not contain NaN")
+            raise ValueError(f"weights must not contain NaN; got NaN at index {int(np.flatnonzero(np.isnan(w))[0])}")
         if np.isinf(w).any():
-            raise ValueError("weights must be finite; got inf")
+            i = int(np.flatnonzero(np.isinf(w))[0])
+            raise ValueError(f"weights must be finite; got {w[i]} at index {i}")
     if w.size and w.min() < 0:
-        raise ValueError(f"weights must be non-negative; got a minimum of {w.min()}")
+        raise ValueError(f"weights must be non-negative; got a minimum of {w.min()} at index {int(np.argmin(w))}")
     wf = np.asarray(w, dtype=np.float64)
     total = float(wf.sum()) if wf.size else 0.0
     if total < _INT_EXACT_LIMIT and (w.dtype.kind in "iu" or bool(np.all(wf == np.floor(wf)))):
@@ -248,16 +304,7 @@ def _weights(weights: Any, n_elements: int):
 
 
 def _real_scalar(value: Any, name: str, *, allow_none: bool = False) -> Optional[float]:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
-    v = float(value)
-    if math.isnan(v):
-        raise ValueError(f"{name} must not be NaN")
-    if v < 0:
-        raise ValueError(f"{name} must be >= 0; got {value}")
-    return v
+    return check_real(value, name, minimum=0, allow_none=allow_none)
 
 
 # ----------------------------------------------------------------------------- kernels

@@ -46,8 +46,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from .._loader import core as _core
-from ._arrays import (bool_array, check_num_threads, check_positive_int, describe, float_array,
-                      int_array, to_numpy)
+from ._arrays import (bool_array, check_choice, check_num_threads, check_positive_int, describe,
+                      float_array, int_array, to_numpy)
 from .resize import check_method
 from ._state import check_digest, state_digest
 from ._sync import Synchronized, synchronized, synchronized_pair
@@ -97,14 +97,17 @@ class IoUTally(Synchronized):
         num_units = check_positive_int(num_units, "num_units")
         num_labels = check_positive_int(num_labels, "num_labels")
         num_categories = check_positive_int(num_categories, "num_categories")
-        if isinstance(output_size, (int, np.integer)) and not isinstance(output_size, bool):
-            output_size = (int(output_size), int(output_size))
-        if not isinstance(output_size, (tuple, list)) or len(output_size) != 2:
+        if isinstance(output_size, (int, np.integer)) and not isinstance(output_size, (bool, np.bool_)):
+            output_size = (output_size, output_size)
+        if isinstance(output_size, np.ndarray) and output_size.ndim == 1:
+            output_size = tuple(output_size)
+        if not isinstance(output_size, (tuple, list)):
+            raise TypeError(f"output_size must be a pair (sh, sw) of positive integers; got {describe(output_size)}")
+        if len(output_size) != 2:
             raise ValueError(f"output_size must be a pair (sh, sw) of positive integers; got {output_size!r}")
         sh = check_positive_int(output_size[0], "output_size[0]")
         sw = check_positive_int(output_size[1], "output_size[1]")
-        if unit_rule not in UNIT_RULES:
-            raise ValueError(f"unit_rule must be one of {UNIT_RULES}; got {unit_rule!r}")
+        check_choice(unit_rule, "unit_rule", UNIT_RULES)
         self._resize = check_method(resize, "resize")
         cat = int_array(label_category, "label_category", ndim=1, dtype=None, shape_hint="(num_labels,)", what="label numbers")
         if cat.shape[0] != num_labels:

@@ -15,7 +15,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .._loader import core as _core
-from ._arrays import check_num_threads, check_positive_int, describe, float_array
+from ._arrays import (INT32_MAX, check_int, check_num_threads, check_positive_int, check_real, describe,
+                      float_array, to_numpy)
 from ._state import check_digest, state_digest
 from ._sync import Synchronized, synchronized, synchronized_pair
 
@@ -60,9 +61,7 @@ def _batch_view(x: Any, num_channels: int, channel_axis: Any, name: str = "x") -
     """Validate a batch and return ``(view, kind)`` with view of shape
     ``(C, a, b)`` (any strides; a copy only for exotic stride patterns)."""
     arr, kind = float_array(x, name, min_ndim=2)
-    if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
-        raise TypeError(f"channel_axis must be an integer; got {type(channel_axis).__name__}")
-    ax = int(channel_axis)
+    ax = check_int(channel_axis, "channel_axis")
     if not -arr.ndim <= ax < arr.ndim:
         raise ValueError(f"channel_axis={ax} is out of range for {name} with {arr.ndim} dimensions "
                          f"(shape {tuple(arr.shape)})")
@@ -70,8 +69,6 @@ def _batch_view(x: Any, num_channels: int, channel_axis: Any, name: str = "x") -
     if arr.shape[ax] != num_channels:
         raise ValueError(f"{name} must have {num_channels} channels along axis {ax} (channel_axis="
                          f"{channel_axis}); got {describe(x)}")
-    if not arr.dtype.isnative:  # the core reads native byte order
-        arr = arr.astype(arr.dtype.newbyteorder("="))
     v = np.moveaxis(arr, ax, 0)
     if v.size == 0:
         return v, kind
@@ -99,12 +96,17 @@ def _batch_view(x: Any, num_channels: int, channel_axis: Any, name: str = "x") -
 
 def _check_q(q: Any) -> Tuple[np.ndarray, bool]:
     """Return (q as float64 1-D array, scalar?)."""
-    if isinstance(q, (bool, np.bool_)):
-        raise TypeError(f"q must be a float or a 1-D sequence of floats in [0, 1]; got {type(q).__name__}")
+    expected = "a float or a 1-D sequence of floats in [0, 1]"
+    if isinstance(q, (str, bytes)):
+        raise TypeError(f"q must be {expected}; got {describe(q)}")
     try:
-        arr = np.asarray(q, dtype=np.float64)
+        raw, kind = to_numpy(q, "q")
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"q must be a float or a 1-D sequence of floats in [0, 1]; got {q!r}") from exc
+        raise TypeError(f"q must be {expected}; got {describe(q)}") from None
+    if kind == "bf16" or raw.dtype.kind not in "iuf":
+        raise TypeError(f"q must be {expected}; got {describe(q)}"
+                        + ("" if isinstance(q, np.ndarray) else f" (numpy dtype {raw.dtype})"))
+    arr = raw.astype(np.float64)
     scalar = arr.ndim == 0
     if arr.ndim > 1:
         raise ValueError(f"q must be a float or a 1-D sequence; got an array of shape {arr.shape}")
@@ -116,8 +118,9 @@ def _check_q(q: Any) -> Tuple[np.ndarray, bool]:
 
 
 def _check_nan_policy(nan: Any) -> bool:
-    if nan not in ("raise", "skip"):
-        raise ValueError(f"nan must be 'raise' or 'skip'; got {nan!r}")
+    if not isinstance(nan, str) or nan not in ("raise", "skip"):
+        raise (ValueError if isinstance(nan, str) else TypeError)(
+            f"nan must be 'raise' or 'skip'; got {repr(nan) if isinstance(nan, str) else describe(nan)}")
     return nan == "skip"
 
 
@@ -175,12 +178,8 @@ class ChannelQuantiles(Synchronized):
     def __init__(self, num_channels: int, *, k: int = DEFAULT_K, seed: int = 0, nan: str = "raise",
                  num_threads: Optional[int] = None) -> None:
         self._C = check_positive_int(num_channels, "num_channels")
-        self._k = check_positive_int(k, "k", minimum=_MIN_K)
-        if self._k > _MAX_K:
-            raise ValueError(f"k must be <= 2**30; got {k}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an integer; got {type(seed).__name__}")
-        self._seed = int(seed) % (1 << 64)
+        self._k = check_positive_int(k, "k", minimum=_MIN_K, maximum=_MAX_K)
+        self._seed = check_int(seed, "seed", maximum=None) % (1 << 64)
         self._skip_nan = _check_nan_policy(nan)
         self._threads = check_num_threads(num_threads)
         self._sk = _core.QuantileSketch(self._C, self._k, self._seed)
@@ -307,14 +306,17 @@ class ChannelQuantiles(Synchronized):
         values : (C,) or (C, m) array of floats (not NaN).
         Returns float64 of the same shape; error <= :attr:`rank_error_bound`.
         """
-        arr = np.asarray(values)
-        if arr.dtype.kind not in "fiu" or arr.dtype == bool:
+        arr, kind = to_numpy(values, "values")
+        if kind == "bf16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        elif arr.dtype.kind not in "fiu":
             raise TypeError(f"values must be a real (float or integer) array; got {describe(values)}")
         arr = arr.astype(np.float64)
         if arr.ndim not in (1, 2) or arr.shape[0] != self._C:
             raise ValueError(f"values must have shape ({self._C},) or ({self._C}, m); got shape {arr.shape}")
         if np.isnan(arr).any():
-            raise ValueError("values must not contain NaN")
+            raise ValueError(f"values must not contain NaN; got NaN at index "
+                             f"{tuple(int(i) for i in np.argwhere(np.isnan(arr))[0])}")
         self._check_nonempty("rank")
         two = arr if arr.ndim == 2 else arr[:, None]
         out = self._sk.ranks(np.ascontiguousarray(two), self._threads)
@@ -354,9 +356,8 @@ class ChannelQuantiles(Synchronized):
         bound = self.rank_error_bound
         if margin is None:
             margin = 2.0 * bound
-        if not (isinstance(margin, (float, int, np.floating)) and 0.0 <= float(margin) <= 1.0):
-            raise ValueError(f"margin must be a float in [0, 1]; got {margin!r}")
-        return ExactQuantilePass(self, qa, scalar, float(margin), bound)
+        margin = check_real(margin, "margin", minimum=0.0, maximum=1.0, what="a float in [0, 1]")
+        return ExactQuantilePass(self, qa, scalar, margin, bound)
 
     # ------------------------------------------------------------- state/IO
     @synchronized

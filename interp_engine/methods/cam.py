@@ -35,7 +35,7 @@ from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 
-from ..engine._arrays import check_positive_int, describe
+from ..engine._arrays import check_dense_tensor, check_positive_int, describe
 
 __all__ = ["grad_cam", "average_drop_increase", "DropIncrease"]
 
@@ -58,6 +58,8 @@ class DropIncrease(NamedTuple):
 def _images(images: Any, name: str) -> Any:
     import torch
 
+    if isinstance(images, torch.Tensor):
+        check_dense_tensor(images, name)
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[0] == 0 \
             or not images.is_floating_point():
         raise ValueError(f"{name} must be a float tensor (N, C, H, W) with N >= 1, got "

@@ -55,7 +55,6 @@ Importing this module does not import torch; using it does.
 """
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -64,7 +63,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ..engine._arrays import check_positive_int, describe
+from ..engine._arrays import check_bool, check_num_threads, check_positive_int, check_real, describe
 from ..engine.cover import PackedBits, ratio_greedy_cover_many
 
 __all__ = ["RepresentativeInterpretation", "Region", "Boundaries", "SimilarImages",
@@ -456,15 +455,13 @@ class RepresentativeInterpretation:
         self.head = head
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.pairs_per_batch = check_positive_int(pairs_per_batch, "pairs_per_batch")
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (tol > 0) \
-                or not math.isfinite(tol):
+        tol = check_real(tol, "tol", allow_inf=False, what="a finite number > 0")
+        if not tol > 0:
             raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
         self.tol = float(tol)
         self.max_steps = check_positive_int(max_steps, "max_steps")
-        if not isinstance(check_head, bool):
-            raise TypeError(f"check_head must be a bool, got {type(check_head).__name__}")
-        self.check_head = check_head
-        self.num_threads = num_threads
+        self.check_head = check_bool(check_head, "check_head")
+        self.num_threads = check_num_threads(num_threads) or None
         self.pool: Optional[int] = None
         self.delta: Optional[int] = None
         self.seed: Optional[int] = None

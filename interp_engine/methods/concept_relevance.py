@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..engine._arrays import check_positive_int, describe, float_array
+from ..engine._arrays import check_dense_tensor, check_positive_int, describe, float_array
 from ._gradients import iter_layer_gradients
 
 __all__ = ["RelevanceResult", "LocalContributions", "concept_class_relevance",
@@ -106,6 +106,8 @@ def _check_model_layer(model: Any, layer: str) -> None:
 def _check_image(image: Any) -> Any:
     import torch
 
+    if isinstance(image, torch.Tensor):
+        check_dense_tensor(image, "image")
     if not isinstance(image, torch.Tensor) or image.dim() != 3:
         raise ValueError(f"image must be a torch.Tensor (C, H, W) (one model input), got "
                          f"{describe(image)}")
@@ -297,7 +299,7 @@ def linear_head_relevance(weight: Any, vectors: Any, *,
         import torch
 
         if isinstance(weight, torch.Tensor):
-            weight = weight.detach().cpu()
+            weight = check_dense_tensor(weight, "weight").detach().cpu()
     v, names = _unit_vectors(vectors, concept_names, None)
     arr, _ = float_array(weight, "weight", ndim=2, allowed=("f16", "f32", "f64"))
     w = np.asarray(arr, dtype=np.float64)

@@ -61,7 +61,6 @@ Semantics (shared/ALGORITHMS.md section 4; docs/concept_vectors.md):
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -71,7 +70,7 @@ import numpy as np
 
 from ._rows import ConceptRows
 from .._npz import read_header, save_npz
-from ..engine._arrays import check_positive_int
+from ..engine._arrays import check_bool, check_choice, check_int, check_positive_int, check_real
 from ..engine.quantiles import ChannelQuantiles
 
 __all__ = ["ConceptVectors", "ConceptVectorsEvaluation", "ConceptIoURow", "METHODS",
@@ -268,12 +267,12 @@ class ConceptVectors:
         if not isinstance(layer, str) or not layer:
             raise TypeError(f"layer must be a non-empty layer name (str); got {layer!r}")
         find_module(model, layer)  # ValueError with close matches
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+        check_choice(method, "method", METHODS)
         for name, v in (("l2", l2), ("tol", tol), ("lr", lr)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number >= 0; got {v!r}")
-        if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 < quantile < 1.0:
+            check_real(v, name, minimum=0.0, allow_inf=False, what="a finite number >= 0")
+        l2, tol, lr = float(l2), float(tol), float(lr)
+        quantile = check_real(quantile, "quantile", what="a float in (0, 1)")
+        if not 0.0 < quantile < 1.0:
             raise ValueError(f"quantile must be a float in (0, 1) (the top fraction, e.g. 0.005); "
                              f"got {quantile!r}")
         self.model = model
@@ -284,13 +283,13 @@ class ConceptVectors:
         self.max_iter = check_positive_int(max_iter, "max_iter")
         self.max_positives = check_positive_int(max_positives, "max_positives")
         self.max_negatives = check_positive_int(max_negatives, "max_negatives")
-        self.binarize = bool(binarize)
+        self.binarize = check_bool(binarize, "binarize")
         self.epochs = check_positive_int(epochs, "epochs")
         self.lr = float(lr)
         self.quantile = float(quantile)
         self.transform = transform
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.seed = int(seed)
+        self.seed = check_int(seed, "seed", minimum=0, maximum=None)
         if calibrate_bias is not None and not isinstance(calibrate_bias, bool):
             raise TypeError(f"calibrate_bias must be None, True or False; got {calibrate_bias!r}")
         self.calibrate_bias = calibrate_bias

@@ -46,7 +46,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 
 from .._npz import read_header, safe_name, save_npz
-from ..engine._arrays import check_positive_int
+from ..engine._arrays import (check_bool, check_choice, check_device, check_int, check_num_threads,
+                              check_positive_int, check_real, describe)
 from ..engine.iou import UNIT_RULES, IoUTally
 from ..engine.quantiles import ChannelQuantiles
 from ..engine.resize import check_method
@@ -564,38 +565,45 @@ class Dissection:
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         if isinstance(layers, str):
             layers = [layers]
+        if not isinstance(layers, (list, tuple)):
+            raise TypeError(f"layers must be a layer name or a list of names; got {describe(layers)}")
         layers = list(layers)
         if not layers or not all(isinstance(x, str) and x for x in layers):
             raise ValueError(f"layers must be a non-empty layer name or list of names; got {layers!r}")
         if len(set(layers)) != len(layers):
             raise ValueError(f"layers must not repeat a name; got {layers!r}")
-        if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 < quantile < 1.0:
+        quantile = check_real(quantile, "quantile", what="a float in (0, 1) (the top fraction, e.g. 0.005)")
+        if not 0.0 < quantile < 1.0:
             raise ValueError(f"quantile must be a float in (0, 1) (the top fraction, e.g. 0.005); got {quantile!r}")
-        if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float)) \
-                or not 0.0 <= iou_threshold <= 1.0:
+        iou_threshold = check_real(iou_threshold, "iou_threshold", what="a float in [0, 1]")
+        if not 0.0 <= iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be a float in [0, 1]; got {iou_threshold!r}")
-        if thresholds not in ("exact", "approx"):
-            raise ValueError(f"thresholds must be 'exact' or 'approx'; got {thresholds!r}")
-        if unit_rule not in UNIT_RULES:
-            raise ValueError(f"unit_rule must be one of {UNIT_RULES}; got {unit_rule!r}")
+        check_choice(thresholds, "thresholds", ("exact", "approx"))
+        check_choice(unit_rule, "unit_rule", UNIT_RULES)
         if resize is None:
             resize = "pil" if unit_rule == "lite" else "bilinear"
         check_method(resize, "resize")
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0; got {num_workers!r}")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-            raise ValueError(f"top_k must be an integer >= 0; got {top_k!r}")
+        num_workers = check_int(num_workers, "num_workers", minimum=0)
+        top_k = check_int(top_k, "top_k", minimum=0)
         self.checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
         if isinstance(checkpoint_interval, bool) or not isinstance(checkpoint_interval, (int, float)) \
                 or not math.isfinite(checkpoint_interval) or checkpoint_interval < 0:
             raise ValueError(f"checkpoint_interval must be a number of seconds >= 0 (0: after every batch); "
                              f"got {checkpoint_interval!r}")
         self.checkpoint_interval = float(checkpoint_interval)
+        if isinstance(rotations, (str, bytes)) or not hasattr(rotations, "__iter__"):
+            raise TypeError(f"rotations must be a sequence of integer seeds; got {describe(rotations)}")
         rotations = list(rotations)
         for r in rotations:
-            if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+            if isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, np.integer)) or r < 0:
                 raise ValueError(f"rotations must be non-negative integer seeds; got {r!r}")
+        rotations = [int(r) for r in rotations]
+        device = check_device(device)
+        seed = check_int(seed, "seed", maximum=None)
+        num_threads = check_num_threads(num_threads) or None
+        activation_cache = check_bool(activation_cache, "activation_cache")
+        progress = check_bool(progress, "progress")
         from ..capture import find_module
 
         for name in layers:
@@ -1122,6 +1130,7 @@ def rotation_experiment(model, layer: str, dataset: Any, *, seed: int = 0, **kwa
     unique detectors of each.  Returns ``{"units": LayerResult, "rotated":
     LayerResult, "unique_units": int, "unique_rotated": int, "detectors_units":
     int, "detectors_rotated": int}``."""
+    seed = check_int(seed, "seed", minimum=0)
     res = dissect(model, [layer], dataset, rotations=[seed], **kwargs)
     a, b = res[layer], res[f"{layer}@rotation{seed}"]
     sa, sb = a.summary(), b.summary()

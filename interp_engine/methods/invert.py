@@ -42,7 +42,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from .._loader import core as _core
-from ..engine._arrays import bool_array, check_num_threads, check_positive_int, describe
+from ..engine._arrays import INT32_MAX, bool_array, check_num_threads, check_positive_int, check_real, describe
 from ..engine.rank import activations_array, packed_labels
 
 __all__ = ["Invert", "Explanation", "NeuronExplanation", "InvertResult", "format_formula"]
@@ -197,9 +197,7 @@ class InvertResult:
 
 
 def _check_fraction(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number in [0, 1]; got {type(value).__name__}")
-    v = float(value)
+    v = check_real(value, name, allow_nan=True, what="a number in [0, 1]")
     if not (0.0 <= v <= 1.0):  # also rejects NaN
         raise ValueError(f"{name} must be in [0, 1]; got {value}")
     return v
@@ -222,15 +220,16 @@ class Invert:
     def __init__(self, length: int = 3, beam: int = 10, min_fraction: float = 0.0,
                  max_fraction: float = 0.5, mode: str = "positive",
                  num_threads: Optional[int] = None):
-        self.length = check_positive_int(length, "length", minimum=1)
-        self.beam = check_positive_int(beam, "beam", minimum=1)
+        self.length = check_positive_int(length, "length", minimum=1, maximum=INT32_MAX)
+        self.beam = check_positive_int(beam, "beam", minimum=1, maximum=INT32_MAX)
         self.min_fraction = _check_fraction(min_fraction, "min_fraction")
         self.max_fraction = _check_fraction(max_fraction, "max_fraction")
         if self.min_fraction > self.max_fraction:
             raise ValueError(f"min_fraction must be <= max_fraction; got min_fraction={min_fraction}, "
                              f"max_fraction={max_fraction}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be 'positive' or 'negative'; got {mode!r}")
+        if not isinstance(mode, str) or mode not in MODES:
+            raise (ValueError if isinstance(mode, str) else TypeError)(
+                f"mode must be 'positive' or 'negative'; got {repr(mode) if isinstance(mode, str) else describe(mode)}")
         self.mode = mode
         self.num_threads = check_num_threads(num_threads)
 
@@ -284,8 +283,8 @@ class Invert:
         if concept_names is None:
             names = [f"c{i}" for i in range(c)]
         else:
-            if isinstance(concept_names, str):
-                raise TypeError("concept_names must be a sequence of strings; got a single str")
+            if isinstance(concept_names, (str, bytes)) or not hasattr(concept_names, "__iter__"):
+                raise TypeError(f"concept_names must be a sequence of strings; got {describe(concept_names)}")
             names = [str(x) for x in concept_names]
             if len(names) != c:
                 raise ValueError(f"concept_names must have one name per concept column: expected {c}; "
@@ -295,10 +294,12 @@ class Invert:
         else:
             if isinstance(neurons, (int, np.integer)) and not isinstance(neurons, bool):
                 neurons = [neurons]
+            if isinstance(neurons, (str, bytes)) or not hasattr(neurons, "__iter__"):
+                raise TypeError(f"neurons must be an integer or a sequence of integers; got {describe(neurons)}")
             idx = []
             for j in neurons:
-                if isinstance(j, bool) or not isinstance(j, (int, np.integer)):
-                    raise TypeError(f"neurons must be integers; got {type(j).__name__}")
+                if isinstance(j, (bool, np.bool_)) or not isinstance(j, (int, np.integer)):
+                    raise TypeError(f"neurons must be integers; got {describe(j)}")
                 if not 0 <= j < k:
                     raise ValueError(f"neurons: index {j} out of range [0, {k}) (K = {k} neurons)")
                 idx.append(int(j))

@@ -43,7 +43,7 @@ import numpy as np
 
 from ._rows import ConceptRows
 from .._npz import read_header, save_npz
-from ..engine._arrays import check_positive_int, describe, float_array
+from ..engine._arrays import check_int, check_positive_int, check_real, describe, float_array
 from ._gradients import iter_batches as _batches
 from ._gradients import iter_layer_gradients, layer_tensor
 
@@ -135,14 +135,15 @@ class MeanDifferenceClassifier(Classifier):
 
 
 def _make_classifier(spec: Any) -> Classifier:
-    if spec == "sgd":
-        return SGDLinearClassifier()
-    if spec == "mean_difference":
-        return MeanDifferenceClassifier()
     if isinstance(spec, Classifier):
         return spec
-    raise ValueError(f"classifier must be 'sgd', 'mean_difference' or a Classifier instance, "
-                     f"got {spec!r}")
+    if isinstance(spec, str) and spec == "sgd":
+        return SGDLinearClassifier()
+    if isinstance(spec, str) and spec == "mean_difference":
+        return MeanDifferenceClassifier()
+    raise (ValueError if isinstance(spec, str) else TypeError)(
+        f"classifier must be 'sgd', 'mean_difference' or a Classifier instance, got "
+        f"{repr(spec) if isinstance(spec, str) else describe(spec)}")
 
 
 # ----------------------------------------------------------------------------- CAVs
@@ -294,13 +295,15 @@ class TCAV:
         find_module(model, layer)  # TypeError/ValueError naming the layer and close matches
         self.classifier = _make_classifier(classifier)
         self.num_random = check_positive_int(num_random, "num_random", minimum=2)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
-        if features not in FEATURES:
-            raise ValueError(f"features must be one of {list(FEATURES)}, got {features!r}")
-        if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        seed = check_int(seed, "seed", minimum=0, maximum=None)  # numpy seeds are non-negative
+        if not isinstance(features, str) or features not in FEATURES:
+            raise (ValueError if isinstance(features, str) else TypeError)(
+                f"features must be one of {list(FEATURES)}, got {describe(features)}")
+        alpha = check_real(alpha, "alpha", what="a float in (0, 1)")
+        if not 0 < alpha < 1:
             raise ValueError(f"alpha must be a float in (0, 1), got {alpha!r}")
-        if not (isinstance(test_split, (int, float)) and 0 < test_split < 1):
+        test_split = check_real(test_split, "test_split", what="a float in (0, 1)")
+        if not 0 < test_split < 1:
             raise ValueError(f"test_split must be a float in (0, 1), got {test_split!r}")
         self.model = model
         self.layer = layer

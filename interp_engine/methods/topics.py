@@ -45,7 +45,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from ..engine._arrays import describe
+from ..engine._arrays import check_dense_tensor, check_device, check_real, describe
 
 __all__ = ["Topics", "extract_topics", "validate_topic_matrix",
            "PredictionDifference", "prediction_difference", "NeuronEdit", "edit_neurons", "EditEffect",
@@ -96,7 +96,9 @@ def validate_topic_matrix(matrix: Any, *, n_rows: Optional[int] = None, n_topics
             entries, rows not summing to 1; the message names ``name``, what
             was expected and what arrived (the first offending row).
     """
+    atol = check_real(atol, "atol", minimum=0.0, allow_inf=False, what="a finite number >= 0")
     if hasattr(matrix, "detach") and hasattr(matrix, "cpu"):  # a torch tensor
+        check_dense_tensor(matrix, name)
         arr = matrix.detach().cpu().double().numpy() if matrix.is_floating_point() or \
             not matrix.dtype.is_complex and str(matrix.dtype) != "torch.bool" else None
         if arr is None:
@@ -710,7 +712,7 @@ def prediction_difference(model: Any, layer: str, data: Any, targets: Union[str,
         raise TypeError('ablation="mean" reads data twice: pass a tensor, a list of batches or a DataLoader, '
                         f"not a one-shot iterator ({type(data).__name__})")
     mdev, mdtype = _model_device_dtype(model)
-    dev = torch.device(device) if device is not None else mdev
+    dev = check_device(device) if device is not None else mdev
 
     def inputs() -> Iterable[Any]:
         for i, batch in enumerate(_batches(data, batch_size)):

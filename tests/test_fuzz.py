@@ -1,0 +1,162 @@
+"""The fuzz test of the boundary (tests/fuzz.py): seeded bad and odd inputs
+for every public kernel, accumulator state and file loader, each case in its
+own forked child.  Zero bad outcomes (wrong exception type, an error that
+does not name the argument, pybind11's raw message, silent acceptance, a
+refused valid input, a wrong result, a crash, a hang).
+
+More cases: ``INTERP_ENGINE_FUZZ_CASES=5000 pytest tests/test_fuzz.py`` or
+``python -m tests.fuzz --cases 5000 --seed 1``; one case:
+``python -m tests.fuzz --seed S --case N --replay``.
+"""
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import fuzz
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the fuzz runner forks a child per case")
+
+CASES = int(os.environ.get("INTERP_ENGINE_FUZZ_CASES", "2000"))
+SEED = int(os.environ.get("INTERP_ENGINE_FUZZ_SEED", "0"))
+TIMEOUT = float(os.environ.get("INTERP_ENGINE_FUZZ_TIMEOUT", "60"))
+
+
+def test_fuzz_boundary(capsys):
+    report = fuzz.run(SEED, CASES, timeout=TIMEOUT)
+    with capsys.disabled():
+        print("\n" + report.table())
+        if report.bad:
+            print(report.failures())
+    assert len(report.results) == CASES
+    # every generator produced cases (a generator that always fails to build would hide its target)
+    harness = [r for r in report.results if r["outcome"] == "harness error"]
+    assert not harness, harness[:3]
+    if CASES >= 1000:
+        targets = {r["target"].split(".")[0] for r in report.results}
+        for name in ("ChannelQuantiles", "ExactQuantilePass", "IoUTally", "greedy_cover", "ratio_greedy_cover",
+                     "PackedBits", "pack_bits", "rank", "Invert", "DissectionResult", "TCAV", "ConceptVectors",
+                     "BrodenDataset", "pickle", "set_num_threads", "Dissection"):
+            assert name in targets, (name, sorted(targets))
+    if report.bad:
+        pytest.fail(f"{len(report.bad)} bad outcomes (table and reproducers above):\n" + report.failures(limit=50),
+                    pytrace=False)
+
+
+def test_cases_are_deterministic():
+    for idx in (0, 7, 123, 999):
+        a, b = fuzz.make_case(SEED, idx), fuzz.make_case(SEED, idx)
+        assert (a.target, a.desc, a.expect, a.names, a.area) == (b.target, b.desc, b.expect, b.names, b.area)
+
+
+# ----------------------------------------------------------------------------- the runner itself
+# A runner that could miss a crash or a hang would make the test above
+# meaningless: these cases must be classified as such, each attributed to its id.
+
+def _gen_crash(rng):
+    return fuzz.Case("crash", "os.kill(self, SIGSEGV)", lambda: os.kill(os.getpid(), signal.SIGSEGV), "ok")
+
+
+def _gen_abort(rng):
+    return fuzz.Case("abort", "os.abort()", os.abort, "ok")
+
+
+def _gen_hang(rng):
+    return fuzz.Case("hang", "sleep", lambda: time.sleep(600), "ok")
+
+
+def _gen_silent(rng):
+    return fuzz.Case("silent", "accepts what it must refuse", lambda: None, "error", ["x"])
+
+
+def _gen_unnamed(rng):
+    def fn():
+        raise ValueError("something is wrong")
+    return fuzz.Case("unnamed", "an error that names nothing", fn, "error", ["x"])
+
+
+def _gen_wrong_type(rng):
+    def fn():
+        raise IndexError("x out of range")
+    return fuzz.Case("wrong type", "IndexError", fn, "error", ["x"])
+
+
+def _gen_wrong_result(rng):
+    return fuzz.Case("wrong", "1 != 2", lambda: fuzz.check_equal(np.array([1]), np.array([2]), "value"), "ok")
+
+
+def _gen_clean(rng):
+    def fn():
+        raise TypeError("x must be an integer; got str '3'")
+    return fuzz.Case("clean", "a clean error", fn, "error", ["x"])
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_runner_classifies_and_attributes(monkeypatch, batch):
+    gens = [_gen_crash, _gen_abort, _gen_hang, _gen_silent, _gen_unnamed, _gen_wrong_type, _gen_wrong_result,
+            _gen_clean]
+    # case i uses generator i
+    monkeypatch.setattr(fuzz, "GENERATORS", [(1.0, _by_index(gens), "by index")])
+    rep = fuzz.run(0, len(gens), jobs=2, timeout=3.0, batch=batch)
+    outcomes = {gens[r["case"]].__name__: (r["outcome"], r["message"]) for r in rep.results}
+    assert [r["case"] for r in rep.results] == list(range(len(gens)))
+    assert outcomes["_gen_crash"][0] == "crash" and "SIGSEGV" in outcomes["_gen_crash"][1]
+    assert outcomes["_gen_abort"][0] == "crash" and "SIGABRT" in outcomes["_gen_abort"][1]
+    assert outcomes["_gen_hang"][0] == "hang"
+    assert outcomes["_gen_silent"][0] == "silent acceptance"
+    assert outcomes["_gen_unnamed"][0] == "error not naming the argument"
+    assert outcomes["_gen_wrong_type"][0] == "wrong exception type"
+    assert outcomes["_gen_wrong_result"][0] == "wrong result"
+    assert outcomes["_gen_clean"][0] == "clean error"
+    for name in ("_gen_crash", "_gen_abort", "_gen_hang"):
+        assert "only after" not in outcomes[name][1]  # each crashed alone too
+
+
+def _by_index(gens):
+    """A generator that dispatches on the case id (make_case's rng is seeded
+    with [seed, id]; the id is recovered from the seed sequence)."""
+    def gen(rng):
+        idx = int(rng.bit_generator.seed_seq.entropy[1])
+        return gens[idx](rng)
+    return gen
+
+
+_POISONED = []
+
+
+def _gen_poison(rng):
+    return fuzz.Case("poison", "leaves state behind", lambda: _POISONED.append(1), "ok")
+
+
+def _gen_needs_poison(rng):
+    def fn():
+        if _POISONED:
+            os.kill(os.getpid(), signal.SIGSEGV)
+    return fuzz.Case("victim", "crashes only after the poison", fn, "ok")
+
+
+def test_runner_reports_crash_that_needs_earlier_cases(monkeypatch):
+    """A crash caused by an earlier case of the same child is still a crash,
+    reported with the cases that ran before it."""
+    monkeypatch.setattr(fuzz, "GENERATORS", [(1.0, _by_index([_gen_poison, _gen_needs_poison]), "pair")])
+    rep = fuzz.run(0, 2, jobs=1, timeout=10.0, batch=2)
+    assert rep.results[0]["outcome"] == "right result"
+    assert rep.results[1]["outcome"] == "crash"
+    assert "only after cases [0]" in rep.results[1]["message"]
+    alone = fuzz.run(0, 1, start=1, jobs=1, timeout=10.0, batch=1)
+    assert alone.results[0]["outcome"] == "right result"
+
+
+def test_runner_parallel_children_keep_ids(monkeypatch):
+    """With several children at once, a crash is attributed to its own case."""
+    def gen(rng):
+        if rng.random() < 0.5:
+            return _gen_crash(rng)
+        return _gen_clean(rng)
+    monkeypatch.setattr(fuzz, "GENERATORS", [(1.0, gen, "mixed")])
+    rep = fuzz.run(3, 24, jobs=3, timeout=10.0, batch=5)
+    for r in rep.results:
+        expected = "crash" if fuzz.make_case(3, r["case"]).target == "crash" else "clean error"
+        assert r["outcome"] == expected, r
