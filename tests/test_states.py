@@ -287,7 +287,7 @@ def test_sketch_large_k_arithmetic():
     cq = ChannelQuantiles(1, k=1 << 30)
     cq.update(np.arange(1000.0)[:, None])
     assert cq.quantile(1.0)[0] == 999.0
-    with pytest.raises(ValueError, match="k must be <= 2\\*\\*30"):
+    with pytest.raises(ValueError, match="k must be <= 1073741824"):
         ChannelQuantiles(1, k=(1 << 30) + 1)
 
 
