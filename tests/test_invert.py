@@ -62,7 +62,7 @@ def test_pvalues_equal_scipy_asymptotic():
     acts, labels = tied_data(3, n=500)
     acts[:, 3] = np.random.default_rng(0).standard_normal(500)  # a neuron without ties
     labels[:, 0] = False
-    a, p = mannwhitney_pvalues(acts, labels)
+    a, p = mannwhitney_pvalues(acts, labels, method="asymptotic")
     assert np.isnan(p[:, 0]).all()
     for k in range(acts.shape[1]):
         for c in range(1, labels.shape[1]):
@@ -74,8 +74,107 @@ def test_pvalues_equal_scipy_asymptotic():
     # strongly separated data: tiny p-values still agree relatively
     x = np.arange(400.0)
     m = x >= 300
-    _, p = mannwhitney_pvalues(x[:, None], m[:, None])
+    _, p = mannwhitney_pvalues(x[:, None], m[:, None], method="asymptotic")
     assert p[0, 0] == pytest.approx(mannwhitneyu(x[~m], x[m], method="asymptotic").pvalue, rel=1e-9)
+
+
+def _pvalue_cases(seed, count):
+    """(activations (N, 1), labels (N, M)) of small and large sizes, with and without ties,
+    groups from 1 sample up."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        n = int(rng.choice([2, 5, 9, 12, 17, 30, 60, 150]))
+        ties = bool(rng.random() < 0.5)
+        x = rng.integers(0, max(2, n // 3), n).astype(np.float64) if ties else rng.standard_normal(n)
+        sizes = np.unique(np.clip(np.r_[1, 2, 3, 8, 9, n - 9, n - 8, n - 1, rng.integers(1, n, 3)], 1, n - 1))
+        labels = np.zeros((n, len(sizes)), bool)
+        for j, s in enumerate(sizes):
+            inside = rng.choice(n, int(s), replace=False)
+            if rng.random() < 0.3:   # a strongly separated group: tiny p-values
+                inside = np.argsort(x)[n - int(s):]
+            labels[inside, j] = True
+        yield x[:, None], labels
+
+
+@pytest.mark.parametrize("method", ["auto", "asymptotic", "exact"])
+def test_pvalues_equal_scipy_every_method(method):
+    # 1e-12 relative: scipy's exact distribution is itself within ~3e-13 of the exact
+    # rationals on these sizes, ours within 1e-14 (test_exact_null_distribution_*)
+    checked = exact_seen = 0
+    for x, labels in _pvalue_cases(5, 60):
+        _, p = mannwhitney_pvalues(x, labels, method=method)
+        ties = len(np.unique(x)) < len(x)
+        for j in range(labels.shape[1]):
+            m = labels[:, j]
+            ref = mannwhitneyu(x[~m, 0], x[m, 0], method=method).pvalue
+            assert p[0, j] == pytest.approx(ref, rel=1e-12, abs=1e-300), (method, len(x), int(m.sum()), ties)
+            checked += 1
+            exact_seen += method == "auto" and min(m.sum(), (~m).sum()) <= 8 and not ties
+    assert checked > 400 and (method != "auto" or exact_seen > 50)
+
+
+def test_pvalue_auto_is_exact_for_tiny_groups_without_ties():
+    # 3 of 200 samples (no ties) at the top: scipy's default is the exact test, whose
+    # p-value 2 / C(200, 3) = 1.5e-6 is ~2,000x below the normal approximation's 3.0e-3
+    x = np.arange(200.0)[:, None]
+    m = np.zeros((200, 1), bool)
+    m[-3:] = True
+    _, p_auto = mannwhitney_pvalues(x, m)
+    _, p_exact = mannwhitney_pvalues(x, m, method="exact")
+    _, p_asym = mannwhitney_pvalues(x, m, method="asymptotic")
+    assert p_auto[0, 0] == p_exact[0, 0] == pytest.approx(2 / math.comb(200, 3), rel=1e-13)
+    assert p_auto[0, 0] == pytest.approx(mannwhitneyu(x[~m], x[m]).pvalue, rel=1e-12)
+    assert p_asym[0, 0] / p_exact[0, 0] > 1000
+    # one tie anywhere among the N values: auto is asymptotic (as scipy)
+    x2 = x.copy()
+    x2[0] = x2[1]
+    _, p2 = mannwhitney_pvalues(x2, m)
+    assert p2[0, 0] == pytest.approx(mannwhitneyu(x2[~m], x2[m], method="asymptotic").pvalue, rel=1e-12)
+
+
+def test_exact_null_distribution_equals_exact_rationals():
+    from fractions import Fraction
+
+    def counts(m, n):
+        # arrangements of m + n samples with U = u: f(i, j) = f(i, j - 1) + q^j f(i - 1, j)
+        prev = [[1] for _ in range(n + 1)]
+        for i in range(1, m + 1):
+            cur = [[1]]
+            for j in range(1, n + 1):
+                c = [0] * (i * j + 1)
+                for u, v in enumerate(cur[j - 1]):
+                    c[u] += v
+                for u, v in enumerate(prev[j]):
+                    c[u + j] += v
+                cur.append(c)
+            prev = cur
+        return prev[n]
+
+    for m, n in [(1, 1), (1, 30), (2, 7), (3, 4), (5, 5), (8, 40), (9, 12), (12, 25), (40, 8)]:
+        cnt = counts(m, n)
+        total = math.comb(m + n, m)
+        assert sum(cnt) == total
+        exact = np.cumsum([Fraction(c, total) for c in cnt])
+        got = _core._rank_mwu_null_cdf(m, n, m * n)
+        assert got.shape == (m * n + 1,) and got[-1] == 1.0
+        np.testing.assert_allclose(got, [float(e) for e in exact], rtol=1e-14, atol=0)
+
+
+def test_pvalue_method_arguments_and_size_limit():
+    acts, labels = tied_data(4, n=60, k=1, c=2)
+    with pytest.raises(ValueError, match="method must be 'auto', 'asymptotic' or 'exact'; got 'Exact'"):
+        mannwhitney_pvalues(acts, labels, method="Exact")
+    with pytest.raises(TypeError, match="method must be one of"):
+        mannwhitney_pvalues(acts, labels, method=None)
+    with pytest.raises(ValueError, match="pvalue_method must be 'auto'"):
+        Invert(pvalue_method="permutation")
+    # the exact distribution of two groups of 10,000 around the middle is refused, not computed
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20_000, 1))
+    m = np.zeros((20_000, 1), bool)
+    m[rng.choice(20_000, 10_000, replace=False)] = True
+    with pytest.raises(ValueError, match="method='exact'.*groups of 10000 and 10000 samples.*use method='asymptotic'"):
+        mannwhitney_pvalues(x, m, method="exact")
 
 
 def test_pvalue_constant_neuron_is_one():
