@@ -378,6 +378,36 @@ def test_from_model_broden_labels_present_in_image(tmp_path):
     assert [r.top for r in res2] == [r.top for r in res]
 
 
+def test_from_model_stops_after_the_layer(tmp_path):
+    """Modules after the layer never run (the forward stops once the layer's output is
+    captured, as in dissection), for a torch Dataset and for Broden data."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("PIL")
+    from test_broden import make_broden
+
+    from interp_engine.data import BrodenDataset
+
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    calls = {"1": 0, "2": 0, "6": 0}
+    for name in calls:
+        model[int(name)].register_forward_hook(lambda *a, name=name: calls.__setitem__(name, calls[name] + 1))
+    x = torch.randn(10, 3, 8, 8)
+    labels = np.random.default_rng(0).random((10, 3)) < 0.4
+    res = Invert.from_model(model, "1", torch.utils.data.TensorDataset(x), labels=labels, batch_size=4,
+                            length=1)
+    assert calls == {"1": 3, "2": 0, "6": 0}          # 3 batches reach the layer, nothing after it
+    with torch.no_grad():
+        np.testing.assert_allclose(res.activations, model[:2](x).mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    root = tmp_path / "broden"
+    make_broden(str(root))
+    ds = BrodenDataset(str(root), transform=None)
+    calls.update({"1": 0, "2": 0, "6": 0})
+    Invert.from_model(model, "1", ds, batch_size=2, length=1, max_fraction=1.0)
+    assert calls["1"] > 0 and calls["2"] == 0 and calls["6"] == 0
+
+
 # ----------------------------------------------------------------------------- bad inputs
 def test_bad_inputs():
     acts, labels = tied_data(9, n=100, k=2, c=3)
