@@ -14,7 +14,8 @@ import interp_engine as ie
 from interp_engine import PackedBits, _core
 from interp_engine.engine.rank import auc, mannwhitney_pvalues, midranks
 from interp_engine.methods.invert import Explanation, Invert, format_formula
-from reference import invert_beam_reference, u2_by_sorting
+from reference import (invert_beam_reference, invert_reference_evaluations, invert_reference_loop,
+                       torchmetrics_binary_auroc, u2_by_sorting)
 
 
 def tied_data(seed, n=240, k=4, c=7, levels=9):
@@ -243,6 +244,73 @@ def test_beam_search_equals_slow_reference(seed):
             assert e.auc == pytest.approx(roc_auc_score(m, acts[:, k]), abs=1e-12)
             pref = mannwhitneyu(acts[~m, k], acts[m, k], method="asymptotic").pvalue
             assert e.p_value == pytest.approx(pref, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- the reference, side by side
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory):
+    """Mean-pooled activations of the bundled ConceptCNN (conv2, conv4) on 400 generated
+    images and the 27 concepts present in each image."""
+    pytest.importorskip("torch")
+    from interp_engine.data import BrodenDataset, concept_dataset
+    from interp_engine.models import DEFAULT_TRANSFORM, load_default_model
+
+    root = concept_dataset(tmp_path_factory.mktemp("invert") / "ds", seed=3, num_images=400)
+    ds = BrodenDataset(root, transform=DEFAULT_TRANSFORM)
+    model = load_default_model()
+    res = {layer: Invert.from_model(model, layer, ds, length=1, beam=1) for layer in ("conv2", "conv4")}
+    return {layer: r.activations for layer, r in res.items()}, res["conv4"].labels
+
+
+def test_torchmetrics_port_equals_torchmetrics(bundled):
+    torch = pytest.importorskip("torch")
+    tm = pytest.importorskip("torchmetrics.functional.classification")
+    acts, labels = bundled
+    rng = np.random.default_rng(0)
+    cases = [(torch.from_numpy(acts["conv4"][:, k]), torch.from_numpy(labels[:, q]))
+             for k, q in zip(rng.integers(0, 128, 40), rng.integers(0, labels.shape[1], 40))]
+    cases.append((torch.tensor([0.1, 0.4, 0.4, 0.9]), torch.tensor([False, True, False, True])))  # in [0, 1]
+    cases.append((torch.tensor([30.0, 18.0, -2.0, 1.0]), torch.tensor([1, 0, 0, 1])))          # sigmoid ties
+    for a, t in cases:
+        got, ref = torchmetrics_binary_auroc(a, t), tm.binary_auroc(a, t)
+        assert got.dtype == ref.dtype and float(got) == float(ref)
+
+
+def test_side_by_side_with_the_reference_loop(bundled):
+    """Ours and the reference's own search (lapalap/invert v1.1, tests/reference.py) on
+    real activations: the same best formula at lengths 1 and 2; ours never a lower AUC; at
+    length 3 they differ only because the reference keeps duplicate sets in its beam (the
+    loop with duplicates skipped gives our best formula)."""
+    torch = pytest.importorskip("torch")
+    acts, labels = bundled
+    beam = 4
+    differ = duplicates = 0
+    for layer, mode, units in [("conv2", "positive", (0, 8, 9)), ("conv4", "negative", (11, 13))]:
+        x = acts[layer]
+        sign = 1 if mode == "positive" else -1
+        for k in units:
+            a = torch.from_numpy(x[:, k])
+            states = invert_reference_loop(a, labels, 3, beam, mode=mode, memorize_states=True)
+            for length in (1, 2, 3):
+                ours = Invert(length=length, beam=beam, mode=mode).explain(x[:, k:k + 1], labels)[0].best
+                ref = states[str(length)][0]
+                ref_mask = ref["mask"].numpy()
+                ref_auc = auc(x[:, k:k + 1], ref_mask[:, None])[0, 0]      # exact, as ours
+                assert abs(float(ref["metric"]) - ref_auc) < 1e-6          # float32 and sigmoid
+                same = np.array_equal(ref_mask, ours.evaluate(labels))
+                if length <= 2:
+                    assert same, (layer, k, mode, length, ours.formula, str(ref["formula"]))
+                assert sign * ours.auc >= sign * ref_auc, (layer, k, mode, length)
+                if length == 3 and not same:
+                    differ += 1
+                    assert sign * ours.auc > sign * ref_auc
+                    # without its duplicates, the reference's loop finds our formula
+                    dedup = invert_reference_loop(a, labels, 3, beam, mode=mode, skip_duplicates=True)
+                    np.testing.assert_array_equal(dedup[0]["mask"].numpy(), ours.evaluate(labels))
+            masks = [e["mask"].numpy().tobytes() for e in states["3"]]
+            duplicates += len(masks) - len(set(masks))
+    assert differ >= 3 and duplicates >= 3   # the units were picked to show the difference
+    assert invert_reference_evaluations(27, 3, [beam, beam]) == 27 + 2 * 4 * 27 * beam
 
 
 def test_top_formulas_sorted_distinct_and_within_fraction():

@@ -1,4 +1,4 @@
-"""INVERT (Bykov et al., NeurIPS 2023; reference code lapalap/invert): label
+"""INVERT (Bykov et al., NeurIPS 2023; reference code lapalap/invert, v1.1): label
 each neuron with the logical formula of concepts whose samples its activations
 separate best, scored by AUC, with a Mann-Whitney significance test.
 
@@ -14,24 +14,34 @@ Semantics (shared/ALGORITHMS.md section 3; docs/invert.md):
   max_fraction``.
 * Beam search (as the reference): the initial beam is the best ``beam``
   admissible atoms; for lengths 2..``length``, every beam formula is extended
-  by every atom (all 2C, admissible or not) with AND and with OR; extensions
-  that leave the formula's set unchanged (``phi AND c == phi``, ``phi OR c ==
-  phi``) are skipped (the reference's ``Phi.__and__/__or__`` return None), the
-  admissible ones join the pool together with the current beam (so shorter
-  formulas stay), and the best ``beam`` of the pool form the next beam.
+  by every atom (all 2C, admissible or not) with AND and with OR; the
+  admissible extensions join the pool together with the current beam (so
+  shorter formulas stay), and the best ``beam`` *distinct sets* of the pool
+  form the next beam.
 * Order (deterministic): higher AUC first (``mode="negative"``: lower AUC
   first); equal AUCs (exactly equal rationals): fewer atoms first; then the
   smaller sequence ``(code_0, op_1, code_1, ...)`` with ``code = 2 * concept +
   negated`` and AND < OR (lower concept index first, a concept before its
   negation, AND before OR).
 * Duplicates: formulas with the same set of samples (``a OR b`` and ``b OR
-  a``, or any formulas that coincide on the data) are kept once: the first in
-  the order above.
+  a``, ``phi AND c`` when ``c`` contains ``phi``, or any formulas that coincide
+  on the data) are kept once: the first in the order above.  Extensions that
+  leave the formula's set unchanged are therefore not scored at all.
 
-Differences from the reference, on purpose: the reference sorts with float32
-AUCs from torchmetrics and keeps equal-AUC formulas in insertion order (and
-duplicates); the reference labels an extension of a shorter beam formula with
-the current step's length, here ``length`` is the actual number of atoms.
+The reference (``Invert.explain_representation`` in ``invert/explainer.py``)
+scores every extension with torchmetrics' float32 ``binary_auroc`` (which
+passes activations through a sigmoid when any lies outside [0, 1]), also
+those whose set is empty, all samples or the extended formula's own set, and
+keeps duplicates: the same set can fill several places of its beam (sympy
+merges ``a AND a`` into ``a``, but ``a AND b`` found from ``a`` and from ``b``
+are two entries).  Its beam then extends fewer distinct formulas at the next
+length.  Differences from the reference, on purpose: each set once (above);
+exact AUCs and the order above, where the reference sorts float32 AUCs with
+Python's stable sort (equal AUCs keep insertion order); ``length`` is the
+number of atoms, where the reference labels an entry with its loop's length.
+With the same data, lengths 1 and 2 give the same best formula as the
+reference; at length 3 the two can differ, and then ours has the higher AUC
+(docs/invert.md gives the measurement).
 """
 from __future__ import annotations
 
@@ -123,9 +133,10 @@ class NeuronExplanation:
     note:   "" normally; "constant activations" (every formula has AUC 0.5: no
             explanation is given) or "no admissible formula" (no atom satisfies the
             fraction constraint).
-    evaluations: formulas scored (atoms once per concept, then every extension whose set
-            is neither empty, nor all samples, nor the extended formula's set): the number
-            of AUROC evaluations the reference implementation makes on the same beams.
+    evaluations: candidate formulas scored: the atoms (once per concept), then every
+            extension whose set is neither empty, nor all samples, nor the extended
+            formula's own set.  (The reference scores C + (length - 1) * 4C * beam: every
+            extension, at every length.)
     The properties ``formula``, ``terms``, ``length``, ``auc``, ``differentiability``,
     ``concept_fraction`` and ``p_value`` are those of ``best`` (None / 0 / NaN when none).
     """
