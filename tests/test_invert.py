@@ -133,6 +133,27 @@ def test_pvalue_auto_is_exact_for_tiny_groups_without_ties():
     assert p2[0, 0] == pytest.approx(mannwhitneyu(x2[~m], x2[m], method="asymptotic").pvalue, rel=1e-12)
 
 
+def test_invert_pvalue_method_as_scipy():
+    rng = np.random.default_rng(12)
+    acts = rng.standard_normal((60, 2))               # no ties: "auto" is exact for small groups
+    labels = rng.random((60, 6)) < 0.3
+    labels[:, 0] = False
+    labels[np.argsort(acts[:, 0])[-3:], 0] = True     # 3 samples at the top of neuron 0
+    acts[:5, 1] = acts[5, 1]                           # neuron 1 has ties: "auto" is asymptotic
+    for method in ("auto", "asymptotic", "exact"):
+        res = Invert(length=2, beam=5, pvalue_method=method).explain(acts, labels, top=5)
+        assert res.params["pvalue_method"] == method
+        for k, r in enumerate(res):
+            for e in r.top:
+                m = e.evaluate(labels)
+                ref = mannwhitneyu(acts[~m, k], acts[m, k], method=method).pvalue
+                assert e.p_value == pytest.approx(ref, rel=1e-12), (method, k, e.formula)
+    best = Invert(length=1).explain(acts[:, :1], labels)[0].best
+    assert best.n_inside == 3 and best.p_value == pytest.approx(2 / math.comb(60, 3), rel=1e-13)
+    asym = Invert(length=1).explain(acts[:, :1], labels, pvalue_method="asymptotic")[0].best
+    assert asym.p_value > 50 * best.p_value
+
+
 def test_exact_null_distribution_equals_exact_rationals():
     from fractions import Fraction
 
