@@ -157,9 +157,17 @@ def _sparse_to_csr(kind: str, n_rows: int, n_cols: int, a: np.ndarray, b: np.nda
 def _rank_midranks(activations: np.ndarray, num_threads: int = 0) -> np.ndarray:
     """(N, K) midranks (1-based, ties averaged) as float64; ValueError on NaN."""
 def _rank_auc(activations: np.ndarray, words: np.ndarray, n_bits: int, pvalues: bool,
-              num_threads: int = 0) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+              num_threads: int = 0, pvalue_method: str = "auto"
+              ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """(auc (K, M) float64, two-sided Mann-Whitney p (K, M) float64 or None) of every
-    (neuron, set); sets: words uint64 (M, ceil(N/64)). NaN where a set is empty or full."""
+    (neuron, set); sets: words uint64 (M, ceil(N/64)). NaN where a set is empty or full.
+    pvalue_method: "auto" | "asymptotic" | "exact" (as scipy.stats.mannwhitneyu)."""
+def _rank_mwu_null_cdf(m: int, n: int, k: int) -> np.ndarray:
+    """P(U <= j), j = 0..min(k, m n), float64: the exact null distribution of the
+    Mann-Whitney U statistic for groups of m and n samples without ties."""
+def _rank_mwu_pvalue(u2: int, n1: int, n0: int, tie_term: float, pvalue_method: str = "auto") -> float:
+    """Two-sided Mann-Whitney p-value from 2U of the n1 group, the group sizes and the
+    tie term sum(t^3 - t) over the tie groups of the N values."""
 
 class RankConceptIndex:
     """Sample-major sparse index of packed concept labels (C rows of N bits);
@@ -179,7 +187,8 @@ def _rank_formula_sums(r2: np.ndarray, phi: np.ndarray, index: RankConceptIndex,
     "andnot_sum"; method "index" (sparse scatter) or "bits" (AND + set-bit iteration)."""
 def _rank_beam_search(activations: np.ndarray, index: RankConceptIndex, length: int, beam: int,
                       min_fraction: float, max_fraction: float, negative: bool, pvalues: bool,
-                      neurons: list[int], num_threads: int = 0) -> dict[str, np.ndarray]:
+                      neurons: list[int], num_threads: int = 0, pvalue_method: str = "auto"
+                      ) -> dict[str, np.ndarray]:
     """INVERT beam search. Keys: status (K',) int8 (0 ok, 1 constant, 2 no formula),
     count (K',) int32, lengths (K', B) int32, codes (K', B, L) int32 (2*concept+negated,
     -1 padded), ops (K', B, L) int8 (0 AND, 1 OR; -1 at position 0 and padding),

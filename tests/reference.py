@@ -309,6 +309,174 @@ def invert_beam_reference(x, labels, length, beam, min_fraction=0.0, max_fractio
     return [(seq, n1, u2) for seq, _m, n1, u2 in cur]
 
 
+def torchmetrics_binary_auroc(preds, target):
+    """``torchmetrics.functional.classification.binary_auroc(preds, target)``
+    (torchmetrics 1.9: thresholds=None, max_fpr=None, validate_args=True)
+    ported line by line in torch, so that tests need not install torchmetrics:
+    the argument checks (same shape, integer/bool target holding only 0/1,
+    floating preds), a **sigmoid of preds when any is outside [0, 1]** (they are
+    taken for logits), the ROC curve at every distinct score (sort descending,
+    cumulative true positives at the last index of each run of equal scores),
+    a (0, 0) start, the rates (all-zero when a class is absent, where
+    torchmetrics warns) and the trapezoid.  The result is a float32 0-d tensor
+    for float32 preds."""
+    import torch
+    import torch.nn.functional as F
+
+    if preds.shape != target.shape:
+        raise RuntimeError("Predictions and targets are expected to have the same shape")
+    if target.is_floating_point():
+        raise ValueError("Expected argument `target` to be an int or long tensor")
+    if not preds.is_floating_point():
+        raise ValueError("Expected argument `preds` to be an floating tensor")
+    unique_values = torch.unique(target, dim=None)
+    if torch.any((unique_values != 0) & (unique_values != 1)):
+        raise RuntimeError("Detected values in `target` other than 0 and 1")
+    preds = preds.flatten()
+    target = target.flatten()
+    if not torch.all((preds >= 0) * (preds <= 1)):
+        preds = preds.sigmoid()
+    with torch.no_grad():
+        desc = torch.argsort(preds, descending=True)
+        preds = preds[desc]
+        target = target[desc]
+        distinct = torch.where(preds[1:] - preds[:-1])[0]
+        threshold_idxs = F.pad(distinct, [0, 1], value=target.size(0) - 1)
+        target = (target == 1).to(torch.long)
+        tps = torch.cumsum(target * 1.0, dim=0)[threshold_idxs]
+        fps = 1 + threshold_idxs - tps
+        thres = preds[threshold_idxs]
+        tps = torch.cat([torch.zeros(1, dtype=tps.dtype, device=tps.device), tps])
+        fps = torch.cat([torch.zeros(1, dtype=fps.dtype, device=fps.device), fps])
+        thres = torch.cat([torch.ones(1, dtype=thres.dtype, device=thres.device), thres])
+        fpr = torch.zeros_like(thres) if fps[-1] <= 0 else fps / fps[-1]
+        tpr = torch.zeros_like(thres) if tps[-1] <= 0 else tps / tps[-1]
+        return torch.trapz(tpr, fpr, dim=-1) * 1.0
+
+
+class ReferenceLoopCut(Exception):
+    """Raised by :func:`invert_reference_loop` after ``max_evaluations``."""
+
+
+def invert_reference_loop(A, labels, L, B, limit_search=None, min_fraction=0.0, max_fraction=0.5,
+                          mode="positive", memorize_states=False, metric=None,
+                          max_evaluations=None, names=None, skip_duplicates=False):
+    """The search of lapalap/invert's ``Invert.explain_representation`` at its
+    current version (v1.1: ``invert/explainer.py`` and ``invert/phi.py`` at
+    commit 33b5bcb, 2024-04-09), re-implemented from reading it (same
+    operations in the same order, not a copy of its code; checked to give the
+    same beams, formula strings and float32 metrics as that code on the
+    bundled model's activations):
+
+    * Atoms: for every concept q, its AUROC ``binary_auroc(A, labels[:, q])``
+      (torchmetrics, float32) and fraction ``|q| / N`` (a float32 tensor);
+      for ``NOT q``: ``1 - AUROC(q)`` and ``1 - fraction(q)``.
+    * Atoms sorted by AUROC (descending for "positive", ascending for
+      "negative"; Python's stable sort); the beam is the first B with
+      ``min_fraction <= fraction <= max_fraction`` and ``0 < fraction < 1``.
+    * The atoms to extend with: all 2C, admissible or not, re-sorted by
+      differentiability ``2 |0.5 - AUROC|`` descending (stable), the first
+      ``limit_search`` (default all).
+    * For lengths 2..L: for each of the first min(B, len(beam)) beam entries
+      and each atom, ``phi & atom`` then ``phi | atom`` as sympy expressions
+      (And/Or flatten and drop a repeated argument: ``a & a`` is ``a``); the
+      AUROC and fraction are computed for **every** extension, also when its
+      set is empty, all samples or phi's own set (``Phi.__and__`` returns a
+      formula, never None, since v1.1), and the admissible ones are appended
+      to the beam list, duplicates included; the list (previous beam first,
+      then the extensions in loop order) is sorted by AUROC (stable) and cut
+      to B.  An entry's ``length`` is the loop's length.
+
+    The formula's samples are computed with AND / OR of boolean tensors (what
+    sympytorch's torch.mul / torch.add give on them) instead of a sympytorch
+    module per formula, so this runs faster than the reference; the concept
+    description file is not needed.
+
+    Args:
+        A: (N,) activations of one neuron (torch or numpy).
+        labels: (N, C) booleans.
+        metric: the AUROC (default :func:`torchmetrics_binary_auroc`; pass
+            ``torchmetrics.functional.classification.binary_auroc`` itself).
+        max_evaluations: raise :class:`ReferenceLoopCut` before evaluation
+            number ``max_evaluations + 1`` (to time a prefix of the loop).
+        names: symbol names (default ``c0, c1, ...``).
+        skip_duplicates: *not* the reference: do not append an extension whose
+            set is already in the beam list (as our search keeps each set
+            once), to isolate the effect of the duplicates.
+
+    Returns:
+        The final beam: dicts with ``formula`` (sympy), ``mask`` (bool tensor),
+        ``length``, ``metric``, ``differentiability``, ``concept_fraction``; with
+        ``memorize_states`` a dict ``{"1": beam, "2": beam, ...}``.
+    """
+    import sympy
+    import torch
+
+    auroc = metric or torchmetrics_binary_auroc
+    A = torch.as_tensor(A)
+    labels = torch.as_tensor(labels).to(torch.bool)
+    n, c = labels.shape
+    symbols = [sympy.Symbol(nm) for nm in (names or [f"c{q}" for q in range(c)])]
+    done = [0]
+
+    def score(mask):
+        if max_evaluations is not None and done[0] >= max_evaluations:
+            raise ReferenceLoopCut()
+        done[0] += 1
+        return auroc(A, mask)
+
+    def entry(expr, mask, length, m, frac):
+        return {"formula": expr, "mask": mask, "length": length, "metric": m,
+                "differentiability": 2 * abs(0.5 - m), "concept_fraction": frac}
+
+    def admissible(frac):
+        return bool((frac >= min_fraction) & (frac <= max_fraction) & (frac > 0.) & (frac < 1.))
+
+    by_metric = (lambda e: e["metric"])
+    positives = []
+    for q in range(c):
+        col = labels[:, q]
+        positives.append(entry(symbols[q], col, 1, score(col), col.sum() / n))
+    negatives = [entry(~symbols[q], ~labels[:, q], 1, 1 - positives[q]["metric"],
+                       1 - positives[q]["concept_fraction"]) for q in range(c)]
+    atoms = sorted(positives + negatives, key=by_metric, reverse=mode == "positive")
+    beam = [e for e in atoms if admissible(e["concept_fraction"])][:B]
+    states = {"1": list(beam)} if memorize_states else None
+    extend_with = sorted(atoms, key=lambda e: e["differentiability"], reverse=True)
+    if limit_search is None:
+        limit_search = len(extend_with)
+    extend_with = extend_with[:limit_search]
+    for length in range(2, L + 1):
+        seen = {e["mask"].numpy().tobytes() for e in beam} if skip_duplicates else None
+        for i in range(min(B, len(beam))):
+            phi = beam[i]
+            for atom in extend_with[:limit_search]:
+                for expr, mask in ((phi["formula"] & atom["formula"], phi["mask"] & atom["mask"]),
+                                   (phi["formula"] | atom["formula"], phi["mask"] | atom["mask"])):
+                    m = score(mask)
+                    frac = mask.sum() / n
+                    if skip_duplicates:
+                        key = mask.numpy().tobytes()
+                        if key in seen:
+                            continue
+                    if admissible(frac):
+                        beam.append(entry(expr, mask, length, m, frac))
+                        if skip_duplicates:
+                            seen.add(key)
+        beam = sorted(beam, key=by_metric, reverse=mode == "positive")[:B]
+        if memorize_states:
+            states[str(length)] = list(beam)
+    return states if memorize_states else beam
+
+
+def invert_reference_evaluations(num_concepts, L, beam_sizes):
+    """AUROC evaluations of :func:`invert_reference_loop` (limit_search=None):
+    C for the atoms (a negation reuses its concept's), then 2 (AND, OR) x 2C
+    atoms for each of the min(B, len(beam)) entries at each length 2..L;
+    ``beam_sizes[l - 2]`` = that entry count at length l."""
+    return num_concepts + sum(4 * num_concepts * b for b in beam_sizes[:max(L - 1, 0)])
+
+
 # --------------------------------------------------------------------------- representative interpretations
 def bilinear_resize(m: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Bilinear resize of one (h, w) map with half-pixel centres (torch's

@@ -14,7 +14,8 @@ import interp_engine as ie
 from interp_engine import PackedBits, _core
 from interp_engine.engine.rank import auc, mannwhitney_pvalues, midranks
 from interp_engine.methods.invert import Explanation, Invert, format_formula
-from reference import invert_beam_reference, u2_by_sorting
+from reference import (invert_beam_reference, invert_reference_evaluations, invert_reference_loop,
+                       torchmetrics_binary_auroc, u2_by_sorting)
 
 
 def tied_data(seed, n=240, k=4, c=7, levels=9):
@@ -62,7 +63,7 @@ def test_pvalues_equal_scipy_asymptotic():
     acts, labels = tied_data(3, n=500)
     acts[:, 3] = np.random.default_rng(0).standard_normal(500)  # a neuron without ties
     labels[:, 0] = False
-    a, p = mannwhitney_pvalues(acts, labels)
+    a, p = mannwhitney_pvalues(acts, labels, method="asymptotic")
     assert np.isnan(p[:, 0]).all()
     for k in range(acts.shape[1]):
         for c in range(1, labels.shape[1]):
@@ -74,8 +75,128 @@ def test_pvalues_equal_scipy_asymptotic():
     # strongly separated data: tiny p-values still agree relatively
     x = np.arange(400.0)
     m = x >= 300
-    _, p = mannwhitney_pvalues(x[:, None], m[:, None])
+    _, p = mannwhitney_pvalues(x[:, None], m[:, None], method="asymptotic")
     assert p[0, 0] == pytest.approx(mannwhitneyu(x[~m], x[m], method="asymptotic").pvalue, rel=1e-9)
+
+
+def _pvalue_cases(seed, count):
+    """(activations (N, 1), labels (N, M)) of small and large sizes, with and without ties,
+    groups from 1 sample up."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        n = int(rng.choice([2, 5, 9, 12, 17, 30, 60, 150]))
+        ties = bool(rng.random() < 0.5)
+        x = rng.integers(0, max(2, n // 3), n).astype(np.float64) if ties else rng.standard_normal(n)
+        sizes = np.unique(np.clip(np.r_[1, 2, 3, 8, 9, n - 9, n - 8, n - 1, rng.integers(1, n, 3)], 1, n - 1))
+        labels = np.zeros((n, len(sizes)), bool)
+        for j, s in enumerate(sizes):
+            inside = rng.choice(n, int(s), replace=False)
+            if rng.random() < 0.3:   # a strongly separated group: tiny p-values
+                inside = np.argsort(x)[n - int(s):]
+            labels[inside, j] = True
+        yield x[:, None], labels
+
+
+@pytest.mark.parametrize("method", ["auto", "asymptotic", "exact"])
+def test_pvalues_equal_scipy_every_method(method):
+    # 1e-12 relative: scipy's exact distribution is itself within ~3e-13 of the exact
+    # rationals on these sizes, ours within 1e-14 (test_exact_null_distribution_*)
+    checked = exact_seen = 0
+    for x, labels in _pvalue_cases(5, 60):
+        _, p = mannwhitney_pvalues(x, labels, method=method)
+        ties = len(np.unique(x)) < len(x)
+        for j in range(labels.shape[1]):
+            m = labels[:, j]
+            ref = mannwhitneyu(x[~m, 0], x[m, 0], method=method).pvalue
+            assert p[0, j] == pytest.approx(ref, rel=1e-12, abs=1e-300), (method, len(x), int(m.sum()), ties)
+            checked += 1
+            exact_seen += method == "auto" and min(m.sum(), (~m).sum()) <= 8 and not ties
+    assert checked > 400 and (method != "auto" or exact_seen > 50)
+
+
+def test_pvalue_auto_is_exact_for_tiny_groups_without_ties():
+    # 3 of 200 samples (no ties) at the top: scipy's default is the exact test, whose
+    # p-value 2 / C(200, 3) = 1.5e-6 is ~2,000x below the normal approximation's 3.0e-3
+    x = np.arange(200.0)[:, None]
+    m = np.zeros((200, 1), bool)
+    m[-3:] = True
+    _, p_auto = mannwhitney_pvalues(x, m)
+    _, p_exact = mannwhitney_pvalues(x, m, method="exact")
+    _, p_asym = mannwhitney_pvalues(x, m, method="asymptotic")
+    assert p_auto[0, 0] == p_exact[0, 0] == pytest.approx(2 / math.comb(200, 3), rel=1e-13)
+    assert p_auto[0, 0] == pytest.approx(mannwhitneyu(x[~m], x[m]).pvalue, rel=1e-12)
+    assert p_asym[0, 0] / p_exact[0, 0] > 1000
+    # one tie anywhere among the N values: auto is asymptotic (as scipy)
+    x2 = x.copy()
+    x2[0] = x2[1]
+    _, p2 = mannwhitney_pvalues(x2, m)
+    assert p2[0, 0] == pytest.approx(mannwhitneyu(x2[~m], x2[m], method="asymptotic").pvalue, rel=1e-12)
+
+
+def test_invert_pvalue_method_as_scipy():
+    rng = np.random.default_rng(12)
+    acts = rng.standard_normal((60, 2))               # no ties: "auto" is exact for small groups
+    labels = rng.random((60, 6)) < 0.3
+    labels[:, 0] = False
+    labels[np.argsort(acts[:, 0])[-3:], 0] = True     # 3 samples at the top of neuron 0
+    acts[:5, 1] = acts[5, 1]                           # neuron 1 has ties: "auto" is asymptotic
+    for method in ("auto", "asymptotic", "exact"):
+        res = Invert(length=2, beam=5, pvalue_method=method).explain(acts, labels, top=5)
+        assert res.params["pvalue_method"] == method
+        for k, r in enumerate(res):
+            for e in r.top:
+                m = e.evaluate(labels)
+                ref = mannwhitneyu(acts[~m, k], acts[m, k], method=method).pvalue
+                assert e.p_value == pytest.approx(ref, rel=1e-12), (method, k, e.formula)
+    best = Invert(length=1).explain(acts[:, :1], labels)[0].best
+    assert best.n_inside == 3 and best.p_value == pytest.approx(2 / math.comb(60, 3), rel=1e-13)
+    asym = Invert(length=1).explain(acts[:, :1], labels, pvalue_method="asymptotic")[0].best
+    assert asym.p_value > 50 * best.p_value
+
+
+def test_exact_null_distribution_equals_exact_rationals():
+    from fractions import Fraction
+
+    def counts(m, n):
+        # arrangements of m + n samples with U = u: f(i, j) = f(i, j - 1) + q^j f(i - 1, j)
+        prev = [[1] for _ in range(n + 1)]
+        for i in range(1, m + 1):
+            cur = [[1]]
+            for j in range(1, n + 1):
+                c = [0] * (i * j + 1)
+                for u, v in enumerate(cur[j - 1]):
+                    c[u] += v
+                for u, v in enumerate(prev[j]):
+                    c[u + j] += v
+                cur.append(c)
+            prev = cur
+        return prev[n]
+
+    for m, n in [(1, 1), (1, 30), (2, 7), (3, 4), (5, 5), (8, 40), (9, 12), (12, 25), (40, 8)]:
+        cnt = counts(m, n)
+        total = math.comb(m + n, m)
+        assert sum(cnt) == total
+        exact = np.cumsum([Fraction(c, total) for c in cnt])
+        got = _core._rank_mwu_null_cdf(m, n, m * n)
+        assert got.shape == (m * n + 1,) and got[-1] == 1.0
+        np.testing.assert_allclose(got, [float(e) for e in exact], rtol=1e-14, atol=0)
+
+
+def test_pvalue_method_arguments_and_size_limit():
+    acts, labels = tied_data(4, n=60, k=1, c=2)
+    with pytest.raises(ValueError, match="method must be 'auto', 'asymptotic' or 'exact'; got 'Exact'"):
+        mannwhitney_pvalues(acts, labels, method="Exact")
+    with pytest.raises(TypeError, match="method must be one of"):
+        mannwhitney_pvalues(acts, labels, method=None)
+    with pytest.raises(ValueError, match="pvalue_method must be 'auto'"):
+        Invert(pvalue_method="permutation")
+    # the exact distribution of two groups of 10,000 around the middle is refused, not computed
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20_000, 1))
+    m = np.zeros((20_000, 1), bool)
+    m[rng.choice(20_000, 10_000, replace=False)] = True
+    with pytest.raises(ValueError, match="method='exact'.*groups of 10000 and 10000 samples.*use method='asymptotic'"):
+        mannwhitney_pvalues(x, m, method="exact")
 
 
 def test_pvalue_constant_neuron_is_one():
@@ -144,6 +265,73 @@ def test_beam_search_equals_slow_reference(seed):
             assert e.auc == pytest.approx(roc_auc_score(m, acts[:, k]), abs=1e-12)
             pref = mannwhitneyu(acts[~m, k], acts[m, k], method="asymptotic").pvalue
             assert e.p_value == pytest.approx(pref, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- the reference, side by side
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory):
+    """Mean-pooled activations of the bundled ConceptCNN (conv2, conv4) on 400 generated
+    images and the 27 concepts present in each image."""
+    pytest.importorskip("torch")
+    from interp_engine.data import BrodenDataset, concept_dataset
+    from interp_engine.models import DEFAULT_TRANSFORM, load_default_model
+
+    root = concept_dataset(tmp_path_factory.mktemp("invert") / "ds", seed=3, num_images=400)
+    ds = BrodenDataset(root, transform=DEFAULT_TRANSFORM)
+    model = load_default_model()
+    res = {layer: Invert.from_model(model, layer, ds, length=1, beam=1) for layer in ("conv2", "conv4")}
+    return {layer: r.activations for layer, r in res.items()}, res["conv4"].labels
+
+
+def test_torchmetrics_port_equals_torchmetrics(bundled):
+    torch = pytest.importorskip("torch")
+    tm = pytest.importorskip("torchmetrics.functional.classification")
+    acts, labels = bundled
+    rng = np.random.default_rng(0)
+    cases = [(torch.from_numpy(acts["conv4"][:, k]), torch.from_numpy(labels[:, q]))
+             for k, q in zip(rng.integers(0, 128, 40), rng.integers(0, labels.shape[1], 40))]
+    cases.append((torch.tensor([0.1, 0.4, 0.4, 0.9]), torch.tensor([False, True, False, True])))  # in [0, 1]
+    cases.append((torch.tensor([30.0, 18.0, -2.0, 1.0]), torch.tensor([1, 0, 0, 1])))          # sigmoid ties
+    for a, t in cases:
+        got, ref = torchmetrics_binary_auroc(a, t), tm.binary_auroc(a, t)
+        assert got.dtype == ref.dtype and float(got) == float(ref)
+
+
+def test_side_by_side_with_the_reference_loop(bundled):
+    """Ours and the reference's own search (lapalap/invert v1.1, tests/reference.py) on
+    real activations: the same best formula at lengths 1 and 2; ours never a lower AUC; at
+    length 3 they differ only because the reference keeps duplicate sets in its beam (the
+    loop with duplicates skipped gives our best formula)."""
+    torch = pytest.importorskip("torch")
+    acts, labels = bundled
+    beam = 4
+    differ = duplicates = 0
+    for layer, mode, units in [("conv2", "positive", (0, 8, 9)), ("conv4", "negative", (11, 13))]:
+        x = acts[layer]
+        sign = 1 if mode == "positive" else -1
+        for k in units:
+            a = torch.from_numpy(x[:, k])
+            states = invert_reference_loop(a, labels, 3, beam, mode=mode, memorize_states=True)
+            for length in (1, 2, 3):
+                ours = Invert(length=length, beam=beam, mode=mode).explain(x[:, k:k + 1], labels)[0].best
+                ref = states[str(length)][0]
+                ref_mask = ref["mask"].numpy()
+                ref_auc = auc(x[:, k:k + 1], ref_mask[:, None])[0, 0]      # exact, as ours
+                assert abs(float(ref["metric"]) - ref_auc) < 1e-6          # float32 and sigmoid
+                same = np.array_equal(ref_mask, ours.evaluate(labels))
+                if length <= 2:
+                    assert same, (layer, k, mode, length, ours.formula, str(ref["formula"]))
+                assert sign * ours.auc >= sign * ref_auc, (layer, k, mode, length)
+                if length == 3 and not same:
+                    differ += 1
+                    assert sign * ours.auc > sign * ref_auc
+                    # without its duplicates, the reference's loop finds our formula
+                    dedup = invert_reference_loop(a, labels, 3, beam, mode=mode, skip_duplicates=True)
+                    np.testing.assert_array_equal(dedup[0]["mask"].numpy(), ours.evaluate(labels))
+            masks = [e["mask"].numpy().tobytes() for e in states["3"]]
+            duplicates += len(masks) - len(set(masks))
+    assert differ >= 3 and duplicates >= 3   # the units were picked to show the difference
+    assert invert_reference_evaluations(27, 3, [beam, beam]) == 27 + 2 * 4 * 27 * beam
 
 
 def test_top_formulas_sorted_distinct_and_within_fraction():
@@ -277,6 +465,36 @@ def test_from_model_broden_labels_present_in_image(tmp_path):
     res2 = Invert.from_model(model, "0", broden_loader(ds, batch_size=3), pooling="max", length=2,
                              beam=3, max_fraction=0.75)
     assert [r.top for r in res2] == [r.top for r in res]
+
+
+def test_from_model_stops_after_the_layer(tmp_path):
+    """Modules after the layer never run (the forward stops once the layer's output is
+    captured, as in dissection), for a torch Dataset and for Broden data."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("PIL")
+    from test_broden import make_broden
+
+    from interp_engine.data import BrodenDataset
+
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    calls = {"1": 0, "2": 0, "6": 0}
+    for name in calls:
+        model[int(name)].register_forward_hook(lambda *a, name=name: calls.__setitem__(name, calls[name] + 1))
+    x = torch.randn(10, 3, 8, 8)
+    labels = np.random.default_rng(0).random((10, 3)) < 0.4
+    res = Invert.from_model(model, "1", torch.utils.data.TensorDataset(x), labels=labels, batch_size=4,
+                            length=1)
+    assert calls == {"1": 3, "2": 0, "6": 0}          # 3 batches reach the layer, nothing after it
+    with torch.no_grad():
+        np.testing.assert_allclose(res.activations, model[:2](x).mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    root = tmp_path / "broden"
+    make_broden(str(root))
+    ds = BrodenDataset(str(root), transform=None)
+    calls.update({"1": 0, "2": 0, "6": 0})
+    Invert.from_model(model, "1", ds, batch_size=2, length=1, max_fraction=1.0)
+    assert calls["1"] > 0 and calls["2"] == 0 and calls["6"] == 0
 
 
 # ----------------------------------------------------------------------------- bad inputs

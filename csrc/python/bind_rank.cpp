@@ -58,6 +58,13 @@ bits::BitMatrixView bits_view(const U64& words, std::int64_t n_bits, const char*
                              static_cast<std::size_t>(n_bits), static_cast<std::size_t>(words.shape(1))};
 }
 
+rank::PValueMethod pvalue_method(const std::string& name) {
+  if (name == "auto") return rank::PValueMethod::Auto;
+  if (name == "asymptotic") return rank::PValueMethod::Asymptotic;
+  if (name == "exact") return rank::PValueMethod::Exact;
+  throw std::invalid_argument("pvalue_method must be 'auto', 'asymptotic' or 'exact'; got '" + name + "'");
+}
+
 // Keeps the label words alive next to the index built on them.
 struct IndexHolder {
   U64 words;
@@ -78,7 +85,9 @@ py::array_t<double> midranks_py(const py::array& acts, int num_threads) {
   return out;
 }
 
-py::tuple auc_py(const py::array& acts, const U64& words, std::int64_t n_bits, bool pvalues, int num_threads) {
+py::tuple auc_py(const py::array& acts, const U64& words, std::int64_t n_bits, bool pvalues, int num_threads,
+                 const std::string& method_name) {
+  const rank::PValueMethod method = pvalue_method(method_name);
   rank::ActivationsView v = activations_view(acts);
   bits::BitMatrixView s = bits_view(words, n_bits, "sets");
   const auto K = static_cast<py::ssize_t>(v.k), M = static_cast<py::ssize_t>(s.rows);
@@ -93,7 +102,7 @@ py::tuple auc_py(const py::array& acts, const U64& words, std::int64_t n_bits, b
     p = arr;
   }
   without_gil([&] {
-    rank::auc_pvalues(v, s, pa, pp, num_threads);
+    rank::auc_pvalues(v, s, pa, pp, num_threads, method);
     return 0;
   });
   return py::make_tuple(auc, p);
@@ -159,9 +168,10 @@ py::array_t<T> shaped(const std::vector<T>& v, std::vector<py::ssize_t> shape) {
 
 py::dict beam_search_py(const py::array& acts, const IndexHolder& h, int length, int beam, double min_fraction,
                         double max_fraction, bool negative, bool pvalues, const std::vector<std::int64_t>& neurons,
-                        int num_threads) {
+                        int num_threads, const std::string& method_name) {
   rank::ActivationsView v = activations_view(acts);
   rank::BeamParams prm;
+  prm.pvalue_method = pvalue_method(method_name);
   prm.length = length;
   prm.beam = beam;
   prm.min_fraction = min_fraction;
@@ -191,8 +201,29 @@ void init_rank(py::module_& m) {
   m.def("_rank_midranks", &midranks_py, py::arg("activations"), py::arg("num_threads") = 0,
         "Midranks (ties averaged) of every column of a (N, K) float32/float64 array -> (N, K) float64.");
   m.def("_rank_auc", &auc_py, py::arg("activations"), py::arg("words"), py::arg("n_bits"),
-        py::arg("pvalues"), py::arg("num_threads") = 0,
-        "AUC (and two-sided Mann-Whitney p-values) of every (neuron, set): returns ((K, M), (K, M) or None).");
+        py::arg("pvalues"), py::arg("num_threads") = 0, py::arg("pvalue_method") = "auto",
+        "AUC (and two-sided Mann-Whitney p-values, method 'auto' | 'asymptotic' | 'exact') of every "
+        "(neuron, set): returns ((K, M), (K, M) or None).");
+  m.def("_rank_mwu_null_cdf", [](std::int64_t m, std::int64_t n, std::int64_t k) {
+          if (k < 0) throw std::invalid_argument("k must be >= 0; got " + std::to_string(k));
+          rank::MwuNull null(m, n);
+          py::array_t<double> out(static_cast<py::ssize_t>(std::min(k, m * n) + 1));
+          double* dst = out.mutable_data();
+          without_gil([&] {
+            null.cdf_upto(std::min(k, m * n), dst);
+            return 0;
+          });
+          return out;
+        }, py::arg("m"), py::arg("n"), py::arg("k"),
+        "P(U <= j), j = 0..min(k, m n), of the Mann-Whitney U statistic for groups of m and n samples "
+        "without ties (the exact null distribution).");
+  m.def("_rank_mwu_pvalue", [](std::int64_t u2, std::int64_t n1, std::int64_t n0, double tie_term,
+                               const std::string& method_name) {
+          const rank::PValueMethod method = pvalue_method(method_name);
+          return without_gil([&] { return rank::mwu_pvalue(u2, n1, n0, tie_term, method); });
+        }, py::arg("u2"), py::arg("n1"), py::arg("n0"), py::arg("tie_term"), py::arg("pvalue_method") = "auto",
+        "Two-sided Mann-Whitney p-value from 2U of the n1 group, the group sizes and the tie term "
+        "sum(t^3 - t) of the N values.");
   py::class_<IndexHolder>(m, "RankConceptIndex",
                           "Sample-major sparse index of packed concept labels (C, N bits) for the beam search.")
       .def(py::init([](const U64& words, std::int64_t n_bits, int num_threads) {
@@ -211,7 +242,7 @@ void init_rank(py::module_& m) {
         "Counts and doubled-rank sums of phi AND c, phi OR c, phi AND NOT c for every concept c.");
   m.def("_rank_beam_search", &beam_search_py, py::arg("activations"), py::arg("index"), py::arg("length"),
         py::arg("beam"), py::arg("min_fraction"), py::arg("max_fraction"), py::arg("negative"),
-        py::arg("pvalues"), py::arg("neurons"), py::arg("num_threads") = 0,
+        py::arg("pvalues"), py::arg("neurons"), py::arg("num_threads") = 0, py::arg("pvalue_method") = "auto",
         "INVERT beam search over the given neurons; use interp_engine.methods.invert.Invert.");
 }
 

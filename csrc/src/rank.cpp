@@ -119,6 +119,104 @@ double mwu_pvalue(std::int64_t u2, std::int64_t n1, std::int64_t n0, double tie_
   return p;
 }
 
+bool mwu_auto_is_exact(std::int64_t n1, std::int64_t n0, bool ties) {
+  // scipy 1.17 _mwu_choose_method: asymptotic when both groups have more than 8
+  // samples, else asymptotic when any value is tied, else exact
+  if (n1 > 8 && n0 > 8) return false;
+  return !ties;
+}
+
+MwuNull::MwuNull(std::int64_t m, std::int64_t n) : m_(m), n_(n) {
+  if (m < 1 || n < 1)
+    throw std::invalid_argument("Mann-Whitney exact distribution: group sizes must be >= 1; got " +
+                                std::to_string(m) + " and " + std::to_string(n));
+  if (m > (std::int64_t{1} << 31) || n > (std::int64_t{1} << 31))
+    throw std::invalid_argument("Mann-Whitney exact distribution: group sizes must be <= 2**31; got " +
+                                std::to_string(m) + " and " + std::to_string(n));
+}
+
+void MwuNull::build(std::int64_t k) {
+  const std::int64_t a = std::min(m_, n_), b = std::max(m_, n_);
+  // k + 1 <= m n + 1 <= 2^62 + 1: no overflow; then the documented limits
+  if (k + 1 > kMaxEntries || a > kMaxWork / (k + 1))
+    throw std::invalid_argument(
+        "method='exact': the exact null distribution of U for groups of " + std::to_string(m_) + " and " +
+        std::to_string(n_) + " samples up to U = " + std::to_string(k) + " needs " + std::to_string(k + 1) +
+        " coefficients and " + std::to_string(a) + " passes over them (limits: 2**27 coefficients, 2**34 "
+        "multiply-adds); use method='asymptotic' (or 'auto') for groups this large");
+  const auto K = static_cast<std::size_t>(k);
+  std::vector<double> c(K + 1, 0.0);
+  c[0] = 1.0;
+  for (std::int64_t i = 1; i <= a; ++i) {
+    if ((i & 15) == 0) check_interrupt();
+    // c holds [b+i-1 choose i-1]_q / binom(b+i-1, i-1) (sum 1); multiply by
+    // (1 - q^(b+i)) and scale by i / (b+i) (downwards: c[u - d] is still old) ...
+    const auto d = static_cast<std::size_t>(b + i);
+    const double scale = static_cast<double>(i) / static_cast<double>(b + i);
+    for (std::size_t u = K + 1; u-- > 0;) c[u] = scale * (u >= d ? c[u] - c[u - d] : c[u]);
+    // ... then divide by (1 - q^i) (upwards): [b+i choose i]_q / binom(b+i, i)
+    const auto step = static_cast<std::size_t>(i);
+    for (std::size_t u = step; u <= K; ++u) c[u] += c[u - step];
+  }
+  double acc = 0.0;
+  cdf_.resize(K + 1);
+  for (std::size_t u = 0; u <= K; ++u) {
+    acc += std::max(c[u], 0.0);  // rounding can leave -1e-17 where the count is 0
+    cdf_[u] = std::min(acc, 1.0);
+  }
+}
+
+double MwuNull::cdf(std::int64_t k) {
+  if (k < 0) return 0.0;
+  const std::int64_t total = m_ * n_;  // < 2^62
+  if (k >= total) return 1.0;
+  if (k >= static_cast<std::int64_t>(cdf_.size())) {
+    // grow geometrically (later calls with larger k reuse it), never past what is needed
+    std::int64_t want = std::max<std::int64_t>(k, 2 * static_cast<std::int64_t>(cdf_.size()));
+    want = std::min(want, total / 2 > k ? total / 2 : k);
+    try {
+      build(want);
+    } catch (const std::invalid_argument&) {
+      if (want == k) throw;
+      build(k);
+    }
+  }
+  return cdf_[static_cast<std::size_t>(k)];
+}
+
+void MwuNull::cdf_upto(std::int64_t k, double* out) {
+  if (k < 0) return;
+  cdf(std::min(k, m_ * n_ - 1));  // one build for the whole range
+  for (std::int64_t j = 0; j <= k; ++j) out[j] = cdf(j);
+}
+
+double mwu_exact_pvalue(std::int64_t u2, std::int64_t n1, std::int64_t n0, MwuNull* null) {
+  if (n1 <= 0 || n0 <= 0) return kNaN;
+  const std::int64_t total = n1 * n0;
+  // U = max(U1, U2) with U1 = u2 / 2 (a half-integer when values are tied);
+  // scipy casts it to int64: floor for U >= 0
+  const std::int64_t u_hi2 = std::max(u2, 2 * total - u2);  // 2 max(U1, U2)
+  const std::int64_t u = u_hi2 / 2;
+  const std::int64_t kc = total - u;  // P(U >= u) = P(U <= n1 n0 - u) (symmetry)
+  if (2 * kc >= total) return 1.0;    // P >= 1/2: 2 P >= 1, clipped
+  double p;
+  if (null != nullptr && ((null->m() == n1 && null->n() == n0) || (null->m() == n0 && null->n() == n1))) {
+    p = 2.0 * null->cdf(kc);
+  } else {
+    MwuNull local(n1, n0);
+    p = 2.0 * local.cdf(kc);
+  }
+  return std::min(std::max(p, 0.0), 1.0);
+}
+
+double mwu_pvalue(std::int64_t u2, std::int64_t n1, std::int64_t n0, double tie_term, PValueMethod method,
+                  MwuNull* null) {
+  if (n1 <= 0 || n0 <= 0) return kNaN;
+  bool exact = method == PValueMethod::Exact;
+  if (method == PValueMethod::Auto) exact = mwu_auto_is_exact(n1, n0, tie_term > 0);
+  return exact ? mwu_exact_pvalue(u2, n1, n0, null) : mwu_pvalue(u2, n1, n0, tie_term);
+}
+
 namespace {
 // R2 sum over the set bits of a row
 std::int64_t rank_sum(const std::int64_t* r2, const bits::word_t* row, std::size_t n_words) {
@@ -136,7 +234,7 @@ std::int64_t rank_sum(const std::int64_t* r2, const bits::word_t* row, std::size
 }  // namespace
 
 void auc_pvalues(const ActivationsView& a, const bits::BitMatrixView& sets, double* auc, double* p,
-                 int num_threads) {
+                 int num_threads, PValueMethod method) {
   if (sets.n_bits != a.n)
     throw std::invalid_argument("sets: expected rows of " + std::to_string(a.n) + " bits; got " +
                                 std::to_string(sets.n_bits));
@@ -149,18 +247,34 @@ void auc_pvalues(const ActivationsView& a, const bits::BitMatrixView& sets, doub
     counts[j] = bits::count(sets.row(j), nw);
   }
   const auto n = static_cast<std::int64_t>(a.n);
-  parallel_for_dynamic(a.k, [&](std::size_t k, int) {
+  // exact null distributions depend only on the group sizes: one per distinct
+  // min(n1, n0) per worker, kept across its neurons
+  const int workers = effective_threads(a.k, 1, num_threads);
+  std::vector<std::vector<MwuNull>> nulls(static_cast<std::size_t>(std::max(workers, 1)));
+  parallel_for_dynamic(a.k, [&](std::size_t k, int t) {
     thread_local std::vector<std::pair<double, std::uint32_t>> scratch;
     Ranks r;
     check_interrupt();
     neuron_ranks(a, k, r, scratch);
+    std::vector<MwuNull>& mine = nulls[std::min(static_cast<std::size_t>(t), nulls.size() - 1)];
     for (std::size_t j = 0; j < m; ++j) {
       if ((j & 15) == 0) check_interrupt();
       const std::int64_t n1 = counts[j];
       const std::int64_t s = rank_sum(r.r2.data(), sets.row(j), nw);
       const std::int64_t u2 = s - n1 * (n1 + 1);
       auc[k * m + j] = auc_from_u2(u2, n1, n - n1);
-      if (p != nullptr) p[k * m + j] = mwu_pvalue(u2, n1, n - n1, r.tie_term);
+      if (p == nullptr) continue;
+      MwuNull* null = nullptr;
+      if (n1 > 0 && n1 < n && method != PValueMethod::Asymptotic) {
+        const std::int64_t lo = std::min(n1, n - n1);
+        for (MwuNull& x : mine)
+          if (std::min(x.m(), x.n()) == lo) null = &x;
+        if (null == nullptr && (method == PValueMethod::Exact || mwu_auto_is_exact(n1, n - n1, r.tie_term > 0))) {
+          mine.emplace_back(lo, n - lo);
+          null = &mine.back();
+        }
+      }
+      p[k * m + j] = mwu_pvalue(u2, n1, n - n1, r.tie_term, method, null);
     }
   }, num_threads);
 }
@@ -553,7 +667,7 @@ BeamOutput beam_search(const ActivationsView& a, const ConceptIndex& index, cons
       out.n1[slot] = m.n1;
       out.u2[slot] = m.u2;
       out.auc[slot] = auc_from_u2(m.u2, m.n1, N - m.n1);
-      if (prm.pvalues) out.pvalue[slot] = mwu_pvalue(m.u2, m.n1, N - m.n1, s.rk.tie_term);
+      if (prm.pvalues) out.pvalue[slot] = mwu_pvalue(m.u2, m.n1, N - m.n1, s.rk.tie_term, prm.pvalue_method);
     }
   }, num_threads);
   return out;

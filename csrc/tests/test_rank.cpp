@@ -106,6 +106,34 @@ static void test_pvalue_against_scipy() {
   CHECK(rank::mwu_pvalue(2 * 6, 3, 4, 7.0 * 7 * 7 - 7) == 1.0);
 }
 
+static void test_exact_pvalue() {
+  // [7 choose 3]_q: the number of arrangements of 3 + 4 samples with U = u
+  const double counts[13] = {1, 1, 2, 3, 4, 4, 5, 4, 4, 3, 2, 1, 1};
+  rank::MwuNull null(3, 4);
+  double acc = 0;
+  for (int u = 0; u <= 12; ++u) {
+    acc += counts[u];
+    CHECK(close(null.cdf(u), acc / 35.0, 1e-15));
+  }
+  CHECK(null.cdf(-1) == 0.0 && null.cdf(12) == 1.0 && null.cdf(100) == 1.0);
+  // U1 = 1 (2 U = 2): U = max(1, 11) = 11, p = 2 P(U >= 11) = 2 * 2 / 35
+  CHECK(close(rank::mwu_exact_pvalue(2, 3, 4), 4.0 / 35.0, 1e-15));
+  CHECK(rank::mwu_exact_pvalue(12, 3, 4) == 1.0);  // U1 = 6 = n1 n0 / 2
+  // auto: exact for a group of <= 8 without ties, else asymptotic
+  CHECK(rank::mwu_auto_is_exact(8, 100, false) && !rank::mwu_auto_is_exact(9, 100, false) &&
+        !rank::mwu_auto_is_exact(3, 4, true));
+  CHECK(rank::mwu_pvalue(2, 3, 4, 0.0, rank::PValueMethod::Auto) == rank::mwu_exact_pvalue(2, 3, 4));
+  CHECK(rank::mwu_pvalue(2, 3, 4, 6.0, rank::PValueMethod::Auto) == rank::mwu_pvalue(2, 3, 4, 6.0));
+  // too large a distribution is refused before allocation
+  bool threw = false;
+  try {
+    rank::mwu_exact_pvalue(2 * (5000LL * 5000 / 2 - 100000), 5000, 5000);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  CHECK(threw);
+}
+
 static void test_and_sums() {
   std::mt19937_64 rng(2);
   for (std::size_t n : {1u, 63u, 64u, 65u, 300u}) {
@@ -218,6 +246,7 @@ static void test_beam_search_invariants() {
 int main() {
   test_midranks_and_auc();
   test_pvalue_against_scipy();
+  test_exact_pvalue();
   test_and_sums();
   test_beam_search_invariants();
   return interp_engine_test::check_report("test_rank");

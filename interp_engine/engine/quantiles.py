@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .._loader import core as _core
-from ._arrays import (INT32_MAX, check_int, check_num_threads, check_positive_int, check_real, describe,
+from ._arrays import (check_int, check_num_threads, check_positive_int, check_real, describe,
                       float_array, to_numpy)
 from ._state import check_digest, state_digest
 from ._sync import Synchronized, synchronized, synchronized_pair
@@ -101,7 +101,7 @@ def _check_q(q: Any) -> Tuple[np.ndarray, bool]:
         raise TypeError(f"q must be {expected}; got {describe(q)}")
     try:
         raw, kind = to_numpy(q, "q")
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError):
         raise TypeError(f"q must be {expected}; got {describe(q)}") from None
     if kind == "bf16" or raw.dtype.kind not in "iuf":
         raise TypeError(f"q must be {expected}; got {describe(q)}"

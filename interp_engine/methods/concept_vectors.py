@@ -69,7 +69,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ._rows import ConceptRows
-from .._npz import read_header, save_npz
+from .._npz import Array, Num, OneOf, load_npz, save_npz
 from ..engine._arrays import check_bool, check_choice, check_int, check_positive_int, check_real
 from ..engine.quantiles import ChannelQuantiles
 
@@ -717,20 +717,41 @@ class ConceptVectors:
                         "train_unit_iou": self.train_unit_iou}, self._header(), compress=False)
 
     def load(self, path: Union[str, os.PathLike]) -> "ConceptVectors":
-        """Read a file written by :meth:`save` (``allow_pickle=False``); its
-        layer, method, binarize and quantile must match this object's."""
-        with np.load(path, allow_pickle=False) as z:
-            h = read_header(z, path, _FORMAT, _VERSION, "concept-vector file")
-            for key in ("layer", "method", "binarize", "quantile"):
-                if h[key] != getattr(self, key):
-                    raise ValueError(f"concept-vector file {path!s} has {key}={h[key]!r}, this "
-                                     f"ConceptVectors has {getattr(self, key)!r}")
-            self.concepts, self.categories = list(h["concepts"]), list(h["categories"])
-            self.labels = list(h["labels"])
-            for k in ("vectors", "scales", "biases", "thresholds", "train_unit_iou"):
-                setattr(self, k, np.array(z[k], dtype=np.float64))
-            self.best_units = np.array(z["best_units"], dtype=np.int64)
+        """Read a file written by :meth:`save` (``allow_pickle=False``), checked
+        against the format's schema (L concepts of the header, K units:
+        ``vectors`` (L, K), ``scales``, ``biases``, ``train_unit_iou`` (L,),
+        ``thresholds`` (K,), ``best_units`` (L,) in [-1, K)); its layer,
+        method, binarize and quantile must match this object's.  ValueError
+        naming the file and the field."""
+        h, arrays = load_npz(path, _FORMAT, _VERSION, "concept-vector file", _HEADER, _arrays)
+        for key in ("layer", "method", "binarize", "quantile"):
+            if h[key] != getattr(self, key):
+                raise ValueError(f"concept-vector file {path!s} has {key}={h[key]!r}, this "
+                                 f"ConceptVectors has {getattr(self, key)!r}")
+        self.concepts, self.categories = list(h["concepts"]), list(h["categories"])
+        self.labels = list(h["labels"])
+        for k in ("vectors", "scales", "biases", "thresholds", "train_unit_iou", "best_units"):
+            setattr(self, k, arrays[k])
         return self
+
+
+# The concept-vector file (format interp_engine.concept_vectors, version 1): L concepts
+# (the header's concepts, categories and labels), K units.
+_HEADER = {"layer": str, "method": OneOf(METHODS), "binarize": bool, "quantile": Num(float, 0.0, 1.0),
+           "concepts": [str], "categories": [str], "labels": [Num(int, 0)]}
+
+
+def _arrays(h: Dict[str, Any]) -> Tuple[Dict[str, Array], Dict[str, int]]:
+    n = len(h["concepts"])
+    for key in ("categories", "labels"):
+        if len(h[key]) != n:
+            raise ValueError(f"field 'header.{key}' must have one entry per concept ({n}); got {len(h[key])}")
+    return ({"vectors": Array("float64", ("L", "K")),
+             "scales": Array("float64", ("L",), min=0.0),
+             "biases": Array("float64", ("L",)),
+             "thresholds": Array("float64", ("K",), inf=True),
+             "best_units": Array("int64", ("L",), min=-1, max="K", max_offset=-1),
+             "train_unit_iou": Array("float64", ("L",), min=0.0, max=1.0)}, {"L": n})
 
 
 # ----------------------------------------------------------------------------- streaming accumulators

@@ -45,7 +45,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from .._npz import read_header, safe_name, save_npz
+from .._npz import Array, MapOf, Num, load_npz, read_header, safe_name, save_npz
 from ..engine._arrays import (check_bool, check_choice, check_device, check_int, check_num_threads,
                               check_positive_int, check_real, describe)
 from ..engine.iou import UNIT_RULES, IoUTally
@@ -321,19 +321,69 @@ class DissectionResult:
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "DissectionResult":
-        """Load a file written by :meth:`save` (validated)."""
+        """Load a file written by :meth:`save`, checked against its schema
+        (:func:`_result_arrays`): every array's dtype, shape (K units, L labels,
+        C categories of its layer's header) and range, every header key's JSON
+        type; ValueError naming the file and the field otherwise."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no dissection result at {path}")
-        with np.load(path, allow_pickle=False) as z:
-            header = read_header(z, path, _RESULT_FORMAT, _RESULT_VERSION, "dissection result")
-            layers = {}
-            for i, m in enumerate(header["layers"]):
-                arrs = {a: z[f"l{i}.{a}"] for a in LayerResult._ARRAYS}
-                layers[m["key"]] = LayerResult(layer=m["layer"], label_names=m["label_names"],
-                                               categories=m["categories"], quantile=m["quantile"],
-                                               iou_threshold=m["iou_threshold"], basis=m["basis"], **arrs)
-        return cls(layers, header.get("config", {}), header.get("timings", {}))
+        header, arrays = load_npz(path, _RESULT_FORMAT, _RESULT_VERSION, "dissection result",
+                                  _RESULT_HEADER, _result_arrays)
+        layers = {}
+        for i, m in enumerate(header["layers"]):
+            if m["key"] in layers:
+                raise ValueError(f"{path}: field 'header.layers[{i}].key' repeats layer {m['key']!r}")
+            arrs = {a: arrays[f"l{i}.{a}"] for a in LayerResult._ARRAYS}
+            over = arrs["intersection"] > arrs["label_pixels"][None, :]
+            if over.any():
+                u, lab = (int(x) for x in np.argwhere(over)[0])
+                raise ValueError(f"{path}: field 'l{i}.intersection' exceeds 'l{i}.label_pixels' (unit {u}, "
+                                 f"label {lab}: {int(arrs['intersection'][u, lab])} > "
+                                 f"{int(arrs['label_pixels'][lab])})")
+            cat = arrs["label_category"]
+            has = cat >= 0
+            over = arrs["intersection"][:, has] > arrs["unit_pixels"][:, cat[has]]
+            if over.any():
+                u, j = (int(x) for x in np.argwhere(over)[0])
+                lab = int(np.flatnonzero(has)[j])
+                raise ValueError(f"{path}: field 'l{i}.unit_pixels' is below 'l{i}.intersection' (unit {u}, "
+                                 f"label {lab} of category {int(cat[lab])}: "
+                                 f"{int(arrs['unit_pixels'][u, cat[lab]])} < {int(arrs['intersection'][u, lab])})")
+            layers[m["key"]] = LayerResult(layer=m["layer"], label_names=m["label_names"],
+                                           categories=m["categories"], quantile=m["quantile"],
+                                           iou_threshold=m["iou_threshold"], basis=m["basis"], **arrs)
+        return cls(layers, header["config"], header["timings"])
+
+
+# The dissection result file (format interp_engine.dissection, version 1): a JSON header
+# and, for layer i of header["layers"], the arrays "l{i}.<name>" below (K units, L labels,
+# C categories, T top images, h x w maps).
+_RESULT_HEADER = {
+    "layers": [{"layer": str, "label_names": [str], "categories": [str],
+                "quantile": Num(float, 0.0, 1.0), "iou_threshold": Num(float, 0.0, 1.0),
+                "basis": str, "key": str}],
+    "config": dict,
+    "timings": MapOf(Num(float, nan=True)),
+}
+
+
+def _result_arrays(header: Dict[str, Any]) -> Tuple[Dict[str, Array], Dict[str, int]]:
+    schema: Dict[str, Array] = {}
+    dims: Dict[str, int] = {}
+    for i, m in enumerate(header["layers"]):
+        L, C, K, T = f"L{i}", f"C{i}", f"K{i}", f"T{i}"
+        dims[L], dims[C] = len(m["label_names"]), len(m["categories"])
+        schema.update({
+            f"l{i}.label_category": Array("int64", (L,), min=-1, max=C, max_offset=-1),
+            f"l{i}.thresholds": Array("float64", (K,), inf=True),
+            f"l{i}.iou": Array("float64", (K, L), min=0.0, max=1.0),
+            f"l{i}.intersection": Array("int64", (K, L), min=0),
+            f"l{i}.label_pixels": Array("int64", (L,), min=0),
+            f"l{i}.unit_pixels": Array("int64", (K, C), min=0),
+            f"l{i}.top_images": Array("int64", (K, T), min=-1),
+            f"l{i}.top_values": Array("float64", (K, T), inf=True),
+            f"l{i}.top_maps": Array("float32", (K, T, f"h{i}", f"w{i}"), inf=True),
+        })
+    return schema, dims
 
 
 def _jsonable(x: Any) -> Any:

@@ -1,4 +1,4 @@
-"""INVERT (Bykov et al., NeurIPS 2023; reference code lapalap/invert): label
+"""INVERT (Bykov et al., NeurIPS 2023; reference code lapalap/invert, v1.1): label
 each neuron with the logical formula of concepts whose samples its activations
 separate best, scored by AUC, with a Mann-Whitney significance test.
 
@@ -14,24 +14,34 @@ Semantics (shared/ALGORITHMS.md section 3; docs/invert.md):
   max_fraction``.
 * Beam search (as the reference): the initial beam is the best ``beam``
   admissible atoms; for lengths 2..``length``, every beam formula is extended
-  by every atom (all 2C, admissible or not) with AND and with OR; extensions
-  that leave the formula's set unchanged (``phi AND c == phi``, ``phi OR c ==
-  phi``) are skipped (the reference's ``Phi.__and__/__or__`` return None), the
-  admissible ones join the pool together with the current beam (so shorter
-  formulas stay), and the best ``beam`` of the pool form the next beam.
+  by every atom (all 2C, admissible or not) with AND and with OR; the
+  admissible extensions join the pool together with the current beam (so
+  shorter formulas stay), and the best ``beam`` *distinct sets* of the pool
+  form the next beam.
 * Order (deterministic): higher AUC first (``mode="negative"``: lower AUC
   first); equal AUCs (exactly equal rationals): fewer atoms first; then the
   smaller sequence ``(code_0, op_1, code_1, ...)`` with ``code = 2 * concept +
   negated`` and AND < OR (lower concept index first, a concept before its
   negation, AND before OR).
 * Duplicates: formulas with the same set of samples (``a OR b`` and ``b OR
-  a``, or any formulas that coincide on the data) are kept once: the first in
-  the order above.
+  a``, ``phi AND c`` when ``c`` contains ``phi``, or any formulas that coincide
+  on the data) are kept once: the first in the order above.  Extensions that
+  leave the formula's set unchanged are therefore not scored at all.
 
-Differences from the reference, on purpose: the reference sorts with float32
-AUCs from torchmetrics and keeps equal-AUC formulas in insertion order (and
-duplicates); the reference labels an extension of a shorter beam formula with
-the current step's length, here ``length`` is the actual number of atoms.
+The reference (``Invert.explain_representation`` in ``invert/explainer.py``)
+scores every extension with torchmetrics' float32 ``binary_auroc`` (which
+passes activations through a sigmoid when any lies outside [0, 1]), also
+those whose set is empty, all samples or the extended formula's own set, and
+keeps duplicates: the same set can fill several places of its beam (sympy
+merges ``a AND a`` into ``a``, but ``a AND b`` found from ``a`` and from ``b``
+are two entries).  Its beam then extends fewer distinct formulas at the next
+length.  Differences from the reference, on purpose: each set once (above);
+exact AUCs and the order above, where the reference sorts float32 AUCs with
+Python's stable sort (equal AUCs keep insertion order); ``length`` is the
+number of atoms, where the reference labels an entry with its loop's length.
+With the same data, lengths 1 and 2 give the same best formula as the
+reference; at length 3 the two can differ, and then ours has the higher AUC
+(docs/invert.md gives the measurement).
 """
 from __future__ import annotations
 
@@ -43,7 +53,7 @@ import numpy as np
 
 from .._loader import core as _core
 from ..engine._arrays import INT32_MAX, bool_array, check_num_threads, check_positive_int, check_real, describe
-from ..engine.rank import activations_array, packed_labels
+from ..engine.rank import activations_array, check_pvalue_method, packed_labels
 
 __all__ = ["Invert", "Explanation", "NeuronExplanation", "InvertResult", "format_formula"]
 
@@ -80,8 +90,11 @@ class Explanation:
     auc:               AUC of the neuron's activations inside vs outside the formula.
     differentiability: ``2 * |auc - 0.5|``.
     concept_fraction:  fraction of the samples where the formula holds.
-    p_value:           two-sided Mann-Whitney U p-value (asymptotic, tie and continuity
-                       corrected, as scipy), inside vs outside.
+    p_value:           two-sided Mann-Whitney U p-value, outside vs inside, as
+                       ``scipy.stats.mannwhitneyu(outside, inside, method=pvalue_method)``
+                       (default "auto": exact when a group has at most 8 samples and
+                       the neuron has no tied values, else asymptotic with tie and
+                       continuity corrections).
     n_inside:          number of samples where the formula holds.
     """
 
@@ -120,9 +133,10 @@ class NeuronExplanation:
     note:   "" normally; "constant activations" (every formula has AUC 0.5: no
             explanation is given) or "no admissible formula" (no atom satisfies the
             fraction constraint).
-    evaluations: formulas scored (atoms once per concept, then every extension whose set
-            is neither empty, nor all samples, nor the extended formula's set): the number
-            of AUROC evaluations the reference implementation makes on the same beams.
+    evaluations: candidate formulas scored: the atoms (once per concept), then every
+            extension whose set is neither empty, nor all samples, nor the extended
+            formula's own set.  (The reference scores C + (length - 1) * 4C * beam: every
+            extension, at every length.)
     The properties ``formula``, ``terms``, ``length``, ``auc``, ``differentiability``,
     ``concept_fraction`` and ``p_value`` are those of ``best`` (None / 0 / NaN when none).
     """
@@ -214,12 +228,19 @@ class Invert:
             ``min_fraction``).
         mode: ``"positive"``: formulas with the highest AUC (the neuron fires more inside);
             ``"negative"``: the lowest AUC (the neuron fires less inside), as the reference.
+        pvalue_method: how ``p_value`` is computed, as scipy's ``mannwhitneyu(method=...)``:
+            ``"auto"`` (default: scipy's default, which the reference's ``get_p_value``
+            uses: exact when the formula or its complement holds for at most 8 samples
+            and no two of the neuron's activations are equal, else asymptotic),
+            ``"asymptotic"`` (normal approximation, tie and continuity corrected) or
+            ``"exact"`` (exact distribution of U, not corrected for ties; refused with
+            ValueError for groups too large, see ``engine.rank.mannwhitney_pvalues``).
         num_threads: threads of the core (None: all cores).
     """
 
     def __init__(self, length: int = 3, beam: int = 10, min_fraction: float = 0.0,
                  max_fraction: float = 0.5, mode: str = "positive",
-                 num_threads: Optional[int] = None):
+                 num_threads: Optional[int] = None, pvalue_method: str = "auto"):
         self.length = check_positive_int(length, "length", minimum=1, maximum=INT32_MAX)
         self.beam = check_positive_int(beam, "beam", minimum=1, maximum=INT32_MAX)
         self.min_fraction = _check_fraction(min_fraction, "min_fraction")
@@ -231,26 +252,30 @@ class Invert:
             raise (ValueError if isinstance(mode, str) else TypeError)(
                 f"mode must be 'positive' or 'negative'; got {repr(mode) if isinstance(mode, str) else describe(mode)}")
         self.mode = mode
+        self.pvalue_method = check_pvalue_method(pvalue_method, "pvalue_method")
         self.num_threads = check_num_threads(num_threads)
 
     def __repr__(self) -> str:
         return (f"Invert(length={self.length}, beam={self.beam}, min_fraction={self.min_fraction}, "
-                f"max_fraction={self.max_fraction}, mode={self.mode!r})")
+                f"max_fraction={self.max_fraction}, mode={self.mode!r}, "
+                f"pvalue_method={self.pvalue_method!r})")
 
     @property
     def params(self) -> Dict[str, Any]:
         return {"length": self.length, "beam": self.beam, "min_fraction": self.min_fraction,
-                "max_fraction": self.max_fraction, "mode": self.mode}
+                "max_fraction": self.max_fraction, "mode": self.mode,
+                "pvalue_method": self.pvalue_method}
 
     def explain(self, activations: Any, labels: Any, concept_names: Optional[Sequence[str]] = None, *,
                 neurons: Optional[Iterable[int]] = None, top: Optional[int] = 1,
                 length: Optional[int] = None, beam: Optional[int] = None,
                 min_fraction: Optional[float] = None, max_fraction: Optional[float] = None,
-                mode: Optional[str] = None) -> InvertResult:
+                mode: Optional[str] = None, pvalue_method: Optional[str] = None) -> InvertResult:
         """Explain neurons by concept formulas.
 
-        ``length``, ``beam``, ``min_fraction``, ``max_fraction`` and ``mode``, when
-        given, override the search parameters of this object for this call.
+        ``length``, ``beam``, ``min_fraction``, ``max_fraction``, ``mode`` and
+        ``pvalue_method``, when given, override the parameters of this object for
+        this call.
 
         Args:
             activations: (N, K) float array (numpy or torch; float16/bfloat16/float32/
@@ -269,7 +294,7 @@ class Invert:
             An :class:`InvertResult` with one :class:`NeuronExplanation` per neuron.
         """
         given = {"length": length, "beam": beam, "min_fraction": min_fraction, "max_fraction": max_fraction,
-                 "mode": mode}
+                 "mode": mode, "pvalue_method": pvalue_method}
         overrides = {key: v for key, v in given.items() if v is not None}
         if overrides:
             other = Invert(**dict(self.params, **overrides), num_threads=self.num_threads or None)
@@ -312,7 +337,7 @@ class Invert:
         index = _core.RankConceptIndex(pb.words, n, self.num_threads)
         out = _core._rank_beam_search(acts, index, self.length, self.beam, self.min_fraction,
                                       self.max_fraction, self.mode == "negative", True, idx,
-                                      self.num_threads)
+                                      self.num_threads, self.pvalue_method)
         results = [self._neuron_result(out, i, j, names, n, top_n) for i, j in enumerate(idx)]
         return InvertResult(results, names, self.params, activations=acts)
 
@@ -347,7 +372,7 @@ class Invert:
                    length: int = 3, beam: int = 10, min_fraction: float = 0.0,
                    max_fraction: float = 0.5, mode: str = "positive",
                    neurons: Optional[Iterable[int]] = None, top: Optional[int] = 1,
-                   num_threads: Optional[int] = None) -> InvertResult:
+                   num_threads: Optional[int] = None, pvalue_method: str = "auto") -> InvertResult:
         """Explain the neurons of ``layer`` of a torch model on a dataset.
 
         Activations are collected with :func:`interp_engine.capture.pooled_activations`
@@ -368,15 +393,15 @@ class Invert:
                 unless ``data`` is Broden).
             concept_names: C names (default: Broden's label names, else ``c0, c1, ...``).
             pooling, batch_size, num_workers, device: data collection.
-            length, beam, min_fraction, max_fraction, mode, num_threads: as in
-                :class:`Invert`; neurons, top: as in :meth:`explain`.
+            length, beam, min_fraction, max_fraction, mode, num_threads, pvalue_method: as
+                in :class:`Invert`; neurons, top: as in :meth:`explain`.
 
         Returns:
             The :class:`InvertResult` of :meth:`explain`, with ``activations`` (N, K)
             float32 and ``labels`` (N, C) bool attached.
         """
         inv = cls(length=length, beam=beam, min_fraction=min_fraction, max_fraction=max_fraction,
-                  mode=mode, num_threads=num_threads)
+                  mode=mode, num_threads=num_threads, pvalue_method=pvalue_method)
         if pooling not in ("mean", "max"):
             raise ValueError(f"pooling must be 'mean' or 'max'; got {pooling!r}")
         if not isinstance(layer, str):

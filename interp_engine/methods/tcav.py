@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ._rows import ConceptRows
-from .._npz import read_header, save_npz
+from .._npz import Array, Num, OneOf, load_npz, save_npz
 from ..engine._arrays import check_int, check_positive_int, check_real, describe, float_array
 from ._gradients import iter_batches as _batches
 from ._gradients import iter_layer_gradients, layer_tensor
@@ -500,22 +500,44 @@ class TCAV:
                         "accuracies": np.array([self.cavs[k].accuracy for k in keys])}, header, compress=False)
 
     def load_cavs(self, path: Any) -> "TCAV":
-        """Read CAVs written by :meth:`save_cavs` (``allow_pickle=False``);
-        the layer, features and ``num_random`` must match this object's."""
-        with np.load(path, allow_pickle=False) as z:
-            h = read_header(z, path, _CAV_FORMAT, _CAV_VERSION, "CAV file")
-            for key, mine in (("layer", self.layer), ("features", self.features),
-                              ("num_random", self.num_random)):
-                theirs = h[key]
-                if theirs != mine:
-                    raise ValueError(f"CAV file {path!s} has {key}={theirs!r}, this TCAV has "
-                                     f"{mine!r}")
-            vecs = z["vectors"]
-            self.cavs = {(str(c), str(r)): CAV(str(c), str(r), vecs[i].copy(), float(a))
-                         for i, (c, r, a) in enumerate(zip(h["concepts"], h["counterparts"],
-                                                           z["accuracies"]))}
-            self.dim = int(vecs.shape[1])
+        """Read CAVs written by :meth:`save_cavs` (``allow_pickle=False``),
+        checked against the format's schema (``vectors`` (n, D) finite float,
+        ``accuracies`` (n,) in [0, 1] or NaN, n = the header's concepts and
+        counterparts, distinct pairs); the layer, features and ``num_random``
+        must match this object's.  ValueError naming the file and the field."""
+        h, arrays = load_npz(path, _CAV_FORMAT, _CAV_VERSION, "CAV file", _CAV_HEADER, _cav_arrays)
+        for key, mine in (("layer", self.layer), ("features", self.features),
+                          ("num_random", self.num_random)):
+            theirs = h[key]
+            if theirs != mine:
+                raise ValueError(f"CAV file {path!s} has {key}={theirs!r}, this TCAV has "
+                                 f"{mine!r}")
+        pairs = list(zip(h["concepts"], h["counterparts"]))
+        if len(set(pairs)) != len(pairs):
+            dup = next(p for i, p in enumerate(pairs) if p in pairs[:i])
+            raise ValueError(f"{path!s}: fields 'header.concepts' / 'header.counterparts' repeat the CAV "
+                             f"{dup!r}")
+        vecs = arrays["vectors"]
+        self.cavs = {(str(c), str(r)): CAV(str(c), str(r), vecs[i].copy(), float(a))
+                     for i, ((c, r), a) in enumerate(zip(pairs, arrays["accuracies"]))}
+        self.dim = int(vecs.shape[1])
         return self
+
+
+# The CAV file (format interp_engine.cavs, version 1): n CAVs of dimension D.
+_CAV_HEADER = {"layer": str, "features": OneOf(FEATURES), "num_random": Num(int, 2),
+               "concepts": [str], "counterparts": [str]}
+
+
+def _cav_arrays(h: Dict[str, Any]) -> Tuple[Dict[str, Array], Dict[str, int]]:
+    n = len(h["concepts"])
+    if n == 0:
+        raise ValueError("field 'header.concepts' must name at least one CAV; got an empty list")
+    if len(h["counterparts"]) != n:
+        raise ValueError(f"field 'header.counterparts' must have one entry per concept ({n}); got "
+                         f"{len(h['counterparts'])}")
+    return ({"vectors": Array("float64", ("n", "D")),
+             "accuracies": Array("float64", ("n",), min=0.0, max=1.0, nan=True)}, {"n": n})
 
 
 _CAV_FORMAT = "interp_engine.cavs"

@@ -92,10 +92,58 @@ double auc_from_u2(std::int64_t u2, std::int64_t n1, std::int64_t n0);
 // NaN when n1 == 0 or n0 == 0; 1 for constant data (s == 0).
 double mwu_pvalue(std::int64_t u2, std::int64_t n1, std::int64_t n0, double tie_term);
 
-// AUC (and optionally the p-value) of every (neuron, set) pair: auc and p are
-// (K, M) row-major; p may be null.  sets: M rows of N bits.
+// How the two-sided p-value is computed (scipy.stats.mannwhitneyu's `method`).
+enum class PValueMethod : std::int8_t {
+  Auto = 0,        // scipy's default: Exact when min(n1, n0) <= 8 and no two of the N values
+                   // are tied, else Asymptotic (scipy 1.17 `_mwu_choose_method`)
+  Asymptotic = 1,  // mwu_pvalue above
+  Exact = 2,       // the exact null distribution of U (no tie correction, as scipy)
+};
+
+// scipy's "auto" rule: true when the exact test is chosen.
+bool mwu_auto_is_exact(std::int64_t n1, std::int64_t n0, bool ties);
+
+// Null distribution of the Mann-Whitney U statistic for groups of m and n
+// samples without ties: P(U = u) is the number of partitions of u into at most
+// min(m, n) parts of size at most max(m, n), over binom(m + n, m); the
+// coefficients of the Gaussian binomial prod_{i=1..a} (1 - q^(b+i)) / (1 - q^i),
+// a = min(m, n), b = max(m, n), computed as probabilities (each factor's
+// multiplication, division and normalization by i / (b + i) is one pass; a
+// passes over the k + 1 coefficients needed: O(a k) time, O(k) memory).
+// cdf(k) = P(U <= k), computed on demand up to k and kept for later calls.
+// Sizes are checked before allocation (std::invalid_argument past
+// kMaxEntries coefficients or kMaxWork multiply-adds).
+class MwuNull {
+ public:
+  static constexpr std::int64_t kMaxEntries = std::int64_t{1} << 27;  // 1 GiB of float64
+  static constexpr std::int64_t kMaxWork = std::int64_t{1} << 34;     // ~1.7e10 multiply-adds
+  MwuNull(std::int64_t m, std::int64_t n);
+  std::int64_t m() const { return m_; }
+  std::int64_t n() const { return n_; }
+  double cdf(std::int64_t k);
+  // Fills out[0..k] with P(U <= j).
+  void cdf_upto(std::int64_t k, double* out);
+
+ private:
+  void build(std::int64_t k);
+  std::int64_t m_, n_;
+  std::vector<double> cdf_;  // cdf_[j] = P(U <= j), j < cdf_.size()
+};
+
+// Two-sided exact p-value as scipy's method="exact": U = floor(max(U1, n1 n0 - U1))
+// (scipy converts U to int64), p = min(1, 2 P(U >= U_obs)) = min(1, 2 cdf(n1 n0 - U)).
+// NaN when n1 == 0 or n0 == 0.  `null` must be for (n1, n0) (either order) or null.
+double mwu_exact_pvalue(std::int64_t u2, std::int64_t n1, std::int64_t n0, MwuNull* null = nullptr);
+
+// The p-value by `method`; `ties`: whether any two of the N values are equal
+// (tie_term > 0).  `null`: optional cache for the exact distribution.
+double mwu_pvalue(std::int64_t u2, std::int64_t n1, std::int64_t n0, double tie_term, PValueMethod method,
+                  MwuNull* null = nullptr);
+
+// AUC (and optionally the p-value by `method`) of every (neuron, set) pair: auc
+// and p are (K, M) row-major; p may be null.  sets: M rows of N bits.
 void auc_pvalues(const ActivationsView& a, const bits::BitMatrixView& sets, double* auc, double* p,
-                 int num_threads = 0);
+                 int num_threads = 0, PValueMethod method = PValueMethod::Auto);
 
 // Sample-major sparse index of a (C x N) label bit matrix.
 class ConceptIndex {
@@ -140,6 +188,7 @@ struct BeamParams {
   double max_fraction = 0.5;
   bool negative = false;  // false: maximize AUC ("positive"); true: minimize it
   bool pvalues = true;
+  PValueMethod pvalue_method = PValueMethod::Auto;
 };
 
 // Status of a neuron's search.
