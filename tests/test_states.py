@@ -455,3 +455,88 @@ def test_exact_pass_from_version_1_state_compares_counts_only():
     assert isinstance(plan, ExactQuantilePass) and not plan.verifies_values
     plan.update(x)
     np.testing.assert_array_equal(plan.result(), expected(x, 0.5))
+
+
+# --------------------------------------------------------------------------- ExactQuantilePass state / merge
+def test_exact_pass_merge_of_two_halves_equals_one_pass():
+    x = stream()
+    q = (0.1, 0.5, 0.99)
+    cq, a = planned(x, q)
+    b = cq.exact_pass(list(q))
+    a.update(x[:9000])
+    b.update(x[9000:])
+    a.merge(b)
+    np.testing.assert_array_equal(a.result(), expected(x, q))
+    with pytest.raises(ValueError, match="merging a pass with itself"):
+        a.merge(a)
+    with pytest.raises(ValueError, match="itself"):
+        a._pass.merge(a._pass)
+    other = planned(x, (0.2,))[1]
+    with pytest.raises(ValueError, match="same sketch"):
+        a.merge(other)
+    with pytest.raises(TypeError, match="ExactQuantilePass"):
+        a.merge(cq)
+
+
+def test_exact_pass_merge_over_cap_refused_and_changes_neither():
+    x = stream()
+    cq, a = planned(x, (0.5,))
+    b = cq.exact_pass([0.5])
+    a.update(x)
+    b.update(x)  # each saw everything: together more values inside than the cap allows
+    sa, sb = a.state_dict()["digest"], b.state_dict()["digest"]
+    with pytest.raises(ValueError, match="values would lie inside the bracket"):
+        a.merge(b)
+    assert a.state_dict()["digest"] == sa and b.state_dict()["digest"] == sb
+
+
+def test_exact_pass_state_round_trip_and_pickle():
+    x = stream()
+    q = (0.1, 0.5, 0.99)
+    cq, plan = planned(x, q)
+    plan.update(x[:12_000])
+    for back in (ExactQuantilePass.from_state_dict(plan.state_dict()), pickle.loads(pickle.dumps(plan))):
+        back.update(x[12_000:])
+        np.testing.assert_array_equal(back.result(), expected(x, q))
+    # still checks the data against the first pass after the round trip
+    back = ExactQuantilePass.from_state_dict(plan.state_dict())
+    y = x[12_000:].copy()
+    y[0, 0] += 1
+    back.update(y)
+    with pytest.raises(ValueError, match="other values"):
+        back.result()
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("inside", lambda s: s["inside"] + 1e6, "'inside' holds .* outside its bracket"),
+    ("inside_sizes", lambda s: s["inside_sizes"] + 1, "inside_sizes' (of channel 0 )?add up to"),
+    ("below", lambda s: s["below"] + s["seen"][:, None], "add up to more than its count"),
+    ("lower", lambda s: s["upper"] + 1, "lower > upper"),
+    ("seen", lambda s: s["seen"].astype(np.uint64) + np.uint64(1 << 63), r"'seen'\] must hold integers <= 2\*\*63"),
+    ("cap", lambda s: 0, "'inside_sizes' must be <= cap"),
+    ("q", lambda s: np.array([1.5, 0.5, 0.99]), r"'q'\]: q must be in \[0, 1\]"),
+    ("scalar", lambda s: 1, r"'scalar'\] is 1 but 'q' holds 3 values"),
+    ("sketch_count", lambda s: np.zeros(3, np.int64), "'sketch_count'"),
+    ("format", lambda s: "x", "'format'"),
+])
+def test_exact_pass_state_field_checks(key, value, match):
+    x = stream()
+    _, plan = planned(x)
+    plan.update(x[:5000])
+    st = without_digest(plan.state_dict())
+    if key == "inside" and not st["inside"].size:
+        pytest.skip("nothing inside")
+    st[key] = value(st)
+    with pytest.raises(ValueError, match=match):
+        ExactQuantilePass.from_state_dict(st)
+
+
+def test_exact_pass_state_digest():
+    x = stream()
+    _, plan = planned(x)
+    plan.update(x[:5000])
+    st = plan.state_dict()
+    d = dict(st, seen_checksum=st["seen_checksum"] ^ np.uint64(1))  # any value is a valid checksum
+    with pytest.raises(ValueError, match="digest"):
+        ExactQuantilePass.from_state_dict(d)
+    ExactQuantilePass.from_state_dict(without_digest(d))

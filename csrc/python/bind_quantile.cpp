@@ -349,7 +349,87 @@ void init_quantile(py::module_& m) {
              }
              return out;
            })
-      .def("memory_bytes", [](const ExactPass& p) { return static_cast<std::int64_t>(p.memory_bytes()); });
+      .def("memory_bytes", [](const ExactPass& p) { return static_cast<std::int64_t>(p.memory_bytes()); })
+      .def_property_readonly("cap", &ExactPass::cap)
+      .def(
+          "merge", [](ExactPass& p, const ExactPass& other) { without_gil([&] { p.merge(other); }); }, "other"_a)
+      .def("get_state",
+           [](const ExactPass& p) {
+             const ExactPass::State st = p.state();
+             const auto C = static_cast<py::ssize_t>(p.channels()), M = static_cast<py::ssize_t>(p.requests());
+             auto shaped_d = [&](const std::vector<double>& v) {
+               py::array_t<double> a({C, M});
+               std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(double));
+               return a;
+             };
+             auto shaped_u = [&](const std::vector<std::uint64_t>& v) {
+               py::array_t<std::int64_t> a({C, M});
+               for (std::size_t i = 0; i < v.size(); ++i) a.mutable_data()[i] = static_cast<std::int64_t>(v[i]);
+               return a;
+             };
+             auto per_channel = [&](const std::vector<std::uint64_t>& v) {
+               py::array_t<std::int64_t> a(C);
+               for (std::size_t i = 0; i < v.size(); ++i) a.mutable_data()[i] = static_cast<std::int64_t>(v[i]);
+               return a;
+             };
+             py::array_t<std::uint64_t> cks({C, static_cast<py::ssize_t>(2)});
+             for (py::ssize_t c = 0; c < C; ++c) {
+               cks.mutable_data()[2 * c] = st.checksums[static_cast<std::size_t>(c)].sum;
+               cks.mutable_data()[2 * c + 1] = st.checksums[static_cast<std::size_t>(c)].xr;
+             }
+             py::dict d;
+             d["lower"] = shaped_d(st.lower);
+             d["upper"] = shaped_d(st.upper);
+             d["below"] = shaped_u(st.below);
+             d["eq_lower"] = shaped_u(st.eq_lo);
+             d["eq_upper"] = shaped_u(st.eq_hi);
+             d["inside_sizes"] = shaped_u(st.inside_sizes);
+             d["inside"] = vec_array(st.inside);
+             d["seen"] = per_channel(st.count);
+             d["seen_nan"] = per_channel(st.nan_count);
+             d["seen_checksum"] = cks;
+             return d;
+           })
+      .def_static(
+          "from_state",
+          [](std::int64_t channels, std::int64_t m, std::int64_t cap, const DArr& lower, const DArr& upper,
+             const IArr& below, const IArr& eq_lo, const IArr& eq_hi, const IArr& inside_sizes, const DArr& inside,
+             const IArr& seen, const IArr& seen_nan, const UArr& seen_checksum) {
+            // shapes and signs here; the rest in ExactPass::from_state
+            if (channels < 1 || m < 1) throw std::invalid_argument("'num_channels' and 'q' must not be empty");
+            const std::int64_t nb = checked_mul(channels, m, "exact pass state: channels x quantiles");
+            ExactPass::State st;
+            auto take_u = [&](const IArr& a, const char* name, std::int64_t n, std::vector<std::uint64_t>& out) {
+              if (a.size() != n)
+                throw std::invalid_argument(std::string("'") + name + "' must have " + std::to_string(n) + " entries");
+              for (py::ssize_t i = 0; i < a.size(); ++i) {
+                if (a.data()[i] < 0) throw std::invalid_argument(std::string("'") + name + "' must be >= 0");
+                out.push_back(static_cast<std::uint64_t>(a.data()[i]));
+              }
+            };
+            auto take_d = [&](const DArr& a, const char* name, std::int64_t n, std::vector<double>& out) {
+              if (n >= 0 && a.size() != n)
+                throw std::invalid_argument(std::string("'") + name + "' must have " + std::to_string(n) + " entries");
+              out.assign(a.data(), a.data() + a.size());
+            };
+            take_d(lower, "lower", nb, st.lower);
+            take_d(upper, "upper", nb, st.upper);
+            take_u(below, "below", nb, st.below);
+            take_u(eq_lo, "eq_lower", nb, st.eq_lo);
+            take_u(eq_hi, "eq_upper", nb, st.eq_hi);
+            take_u(inside_sizes, "inside_sizes", nb, st.inside_sizes);
+            if (inside.ndim() != 1) throw std::invalid_argument("'inside' must be 1-D");
+            take_d(inside, "inside", -1, st.inside);
+            take_u(seen, "seen", channels, st.count);
+            take_u(seen_nan, "seen_nan", channels, st.nan_count);
+            if (seen_checksum.ndim() != 2 || seen_checksum.shape(0) != channels || seen_checksum.shape(1) != 2)
+              throw std::invalid_argument("'seen_checksum' must have shape (" + std::to_string(channels) + ", 2)");
+            for (std::int64_t c = 0; c < channels; ++c)
+              st.checksums.push_back(quantile::Checksum{seen_checksum.data()[2 * c], seen_checksum.data()[2 * c + 1]});
+            return ExactPass::from_state(channels, m, cap, std::move(st));
+          },
+          "channels"_a, "m"_a, "cap"_a, "lower"_a, "upper"_a, "below"_a, "eq_lower"_a, "eq_upper"_a,
+          "inside_sizes"_a, "inside"_a, "seen"_a, "seen_nan"_a, "seen_checksum"_a);
 }
 
 }  // namespace interp_engine

@@ -1453,6 +1453,137 @@ void ExactPass::select(const std::int64_t* ranks, double* out, int num_threads) 
       num_threads);
 }
 
+void ExactPass::merge(const ExactPass& o) {
+  if (&o == this)
+    throw std::invalid_argument("cannot merge an exact pass with itself (that would count the same data twice)");
+  if (o.channels_ != channels_ || o.m_ != m_ || o.cap_ != cap_)
+    throw std::invalid_argument("cannot merge exact passes of other shapes (channels " + std::to_string(o.channels_) +
+                                " vs " + std::to_string(channels_) + ", quantiles " + std::to_string(o.m_) + " vs " +
+                                std::to_string(m_) + ", cap " + std::to_string(o.cap_) + " vs " + std::to_string(cap_) +
+                                ")");
+  constexpr std::uint64_t kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  auto fits = [&](std::uint64_t a, std::uint64_t b) { return a <= kMax && b <= kMax - a; };
+  // everything is checked before anything changes
+  for (std::size_t i = 0; i < brackets_.size(); ++i) {
+    const Bracket &A = brackets_[i], &B = o.brackets_[i];
+    std::uint64_t la, lb, ha, hb;
+    std::memcpy(&la, &A.lo, 8);
+    std::memcpy(&lb, &B.lo, 8);
+    std::memcpy(&ha, &A.hi, 8);
+    std::memcpy(&hb, &B.hi, 8);
+    if (la != lb || ha != hb)
+      throw std::invalid_argument("cannot merge exact passes planned with other brackets (channel " +
+                                  std::to_string(i / static_cast<std::size_t>(m_)) + "): plan both from one sketch");
+    if (!fits(A.below, B.below) || !fits(A.eq_lo, B.eq_lo) || !fits(A.eq_hi, B.eq_hi))
+      throw std::invalid_argument("cannot merge: a count would exceed 2^63 - 1; neither pass was changed");
+    if (static_cast<std::int64_t>(A.inside.size() + B.inside.size()) > cap_)
+      throw std::invalid_argument("cannot merge: more than " + std::to_string(cap_) +
+                                  " values would lie inside the bracket of channel " +
+                                  std::to_string(i / static_cast<std::size_t>(m_)) +
+                                  " (the passes saw other data than the sketch); neither pass was changed");
+  }
+  for (std::size_t c = 0; c < count_.size(); ++c)
+    if (!fits(count_[c], o.count_[c]) || !fits(nan_count_[c], o.nan_count_[c]))
+      throw std::invalid_argument("cannot merge: the count of channel " + std::to_string(c) +
+                                  " would exceed 2^63 - 1; neither pass was changed");
+  for (std::size_t i = 0; i < brackets_.size(); ++i) {
+    Bracket& A = brackets_[i];
+    const Bracket& B = o.brackets_[i];
+    A.below += B.below;
+    A.eq_lo += B.eq_lo;
+    A.eq_hi += B.eq_hi;
+    A.inside.insert(A.inside.end(), B.inside.begin(), B.inside.end());
+    A.sorted = A.inside.empty();
+  }
+  for (std::size_t c = 0; c < count_.size(); ++c) {
+    count_[c] += o.count_[c];
+    nan_count_[c] += o.nan_count_[c];
+    checksums_[c].merge(o.checksums_[c]);
+  }
+}
+
+ExactPass::State ExactPass::state() const {
+  State st;
+  const std::size_t nb = brackets_.size();
+  st.lower.resize(nb);
+  st.upper.resize(nb);
+  st.below.resize(nb);
+  st.eq_lo.resize(nb);
+  st.eq_hi.resize(nb);
+  st.inside_sizes.resize(nb);
+  for (std::size_t i = 0; i < nb; ++i) {
+    const Bracket& B = brackets_[i];
+    st.lower[i] = B.lo;
+    st.upper[i] = B.hi;
+    st.below[i] = B.below;
+    st.eq_lo[i] = B.eq_lo;
+    st.eq_hi[i] = B.eq_hi;
+    st.inside_sizes[i] = B.inside.size();
+    const std::size_t at = st.inside.size();
+    st.inside.insert(st.inside.end(), B.inside.begin(), B.inside.end());
+    if (!B.sorted) std::sort(st.inside.begin() + static_cast<std::ptrdiff_t>(at), st.inside.end());
+  }
+  st.count = count_;
+  st.nan_count = nan_count_;
+  st.checksums = checksums_;
+  return st;
+}
+
+ExactPass ExactPass::from_state(std::int64_t channels, std::int64_t m, std::int64_t cap, State st) {
+  ExactPass p(channels, m, st.lower, st.upper, cap);  // checks shapes, lower <= upper, memory
+  const std::size_t nb = p.brackets_.size(), C = static_cast<std::size_t>(channels);
+  auto bad = [](const char* field, const std::string& why) {
+    throw std::invalid_argument(std::string("'") + field + "' " + why);
+  };
+  if (st.below.size() != nb || st.eq_lo.size() != nb || st.eq_hi.size() != nb || st.inside_sizes.size() != nb)
+    bad("below/eq_lo/eq_hi/inside_sizes", "must have channels x quantiles = " + std::to_string(nb) + " entries");
+  if (st.count.size() != C || st.nan_count.size() != C || st.checksums.size() != C)
+    bad("count/nan_count/checksum", "must have one entry per channel");
+  constexpr std::uint64_t kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  for (std::size_t c = 0; c < C; ++c)
+    if (st.count[c] > kMax || st.nan_count[c] > kMax) bad("count", "must be <= 2^63 - 1");
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < nb; ++i) {
+    const std::size_t c = i / static_cast<std::size_t>(m);
+    const std::uint64_t k = st.inside_sizes[i];
+    if (k > static_cast<std::uint64_t>(cap)) bad("inside_sizes", "must be <= cap = " + std::to_string(cap));
+    // the values of a channel fall below, at, inside or above each bracket
+    std::uint64_t seen = 0;
+    for (std::uint64_t v : {st.below[i], st.eq_lo[i], st.eq_hi[i], k}) {
+      if (v > st.count[c] - std::min(seen, st.count[c])) {
+        bad("below/eq_lo/eq_hi/inside_sizes", "of channel " + std::to_string(c) + " add up to more than its count " +
+                                                  std::to_string(st.count[c]));
+      }
+      seen += v;
+    }
+    if (st.lower[i] == st.upper[i] && (st.eq_hi[i] != 0 || k != 0))
+      bad("eq_hi", "must be 0 (with no value inside) where the bracket is one value");
+    total += k;
+    if (total > st.inside.size()) break;
+  }
+  if (total != st.inside.size())
+    bad("inside_sizes", "add up to " + std::to_string(total) + " but 'inside' holds " + std::to_string(st.inside.size()));
+  const double* v = st.inside.data();
+  for (std::size_t i = 0; i < nb; ++i) {
+    Bracket& B = p.brackets_[i];
+    const std::size_t k = static_cast<std::size_t>(st.inside_sizes[i]);
+    for (std::size_t j = 0; j < k; ++j)
+      if (!(v[j] > B.lo && v[j] < B.hi))
+        bad("inside", "holds " + std::to_string(v[j]) + " outside its bracket (" + std::to_string(B.lo) + ", " +
+                          std::to_string(B.hi) + ")");
+    B.inside.assign(v, v + k);
+    B.sorted = std::is_sorted(B.inside.begin(), B.inside.end());
+    B.below = st.below[i];
+    B.eq_lo = st.eq_lo[i];
+    B.eq_hi = st.eq_hi[i];
+    v += k;
+  }
+  p.count_ = std::move(st.count);
+  p.nan_count_ = std::move(st.nan_count);
+  p.checksums_ = std::move(st.checksums);
+  return p;
+}
+
 std::size_t ExactPass::memory_bytes() const {
   std::size_t b = sizeof(*this) + brackets_.capacity() * sizeof(Bracket);
   for (const auto& B : brackets_) b += B.inside.capacity() * sizeof(double);

@@ -490,6 +490,33 @@ class ChannelQuantiles(Synchronized):
                 f"count={int(cnt.min()) if cnt.size else 0}..{int(cnt.max()) if cnt.size else 0})")
 
 
+_EXACT_FORMAT = "interp_engine.ExactQuantilePass"
+_EXACT_VERSION = 1
+_EXACT_CORE_FIELDS = ("lower", "upper", "below", "eq_lower", "eq_upper", "inside_sizes", "inside", "seen",
+                      "seen_nan", "seen_checksum")
+_EXACT_FIELDS = ("format", "version", "num_channels", "q", "scalar", "skip_nan", "cap", "sketch_count",
+                 "sketch_nan_count", "sketch_checksum", "sketch_checksum_known") + _EXACT_CORE_FIELDS
+
+
+def _exact_fields(d: Dict[str, Any]):
+    """The fields of an ExactQuantilePass state that its digest covers, in order."""
+    return [(key, d[key]) for key in _EXACT_FIELDS]
+
+
+def _linear_ranks(n: np.ndarray, q: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """numpy's 'linear' method: for counts n (C,) and q (m,), the 0-based
+    neighbours floor((n-1) q) and +1 as (C, m, 2) int64, and gamma (C, m)."""
+    nf = (n - 1).astype(np.float64)[:, None]
+    virt = nf * q[None, :]
+    prev = np.floor(virt)
+    gamma = virt - prev
+    above = virt >= nf
+    prev_i = np.where(above, nf, prev).astype(np.int64)
+    next_i = np.where(above, nf, prev + 1).astype(np.int64)
+    gamma = np.where(above, 0.0, gamma)
+    return np.ascontiguousarray(np.stack([prev_i, next_i], axis=-1)), gamma
+
+
 _QUANTILE_FIELDS = ("version", "num_channels", "k", "seed", "skip_nan", "items", "level_sizes", "count", "min",
                     "max", "rng_state", "nan_count", "wide", "checksum", "checksum_known")
 
@@ -535,17 +562,8 @@ class ExactQuantilePass(Synchronized):
             self._nan_n = sketch._sk.nan_counts()
             self._checksum = sketch._sk.checksums() if sketch._sk.checksum_known else None
         m = q.size
-        # numpy's linear method: virtual index (n-1)*q, neighbours floor/floor+1
-        nf = (n - 1).astype(np.float64)[:, None]
-        virt = nf * q[None, :]
-        prev = np.floor(virt)
-        gamma = virt - prev
-        above = virt >= nf
-        prev_i = np.where(above, nf, prev).astype(np.int64)
-        next_i = np.where(above, nf, prev + 1).astype(np.int64)
-        gamma = np.where(above, 0.0, gamma)
-        self._ranks = np.ascontiguousarray(np.stack([prev_i, next_i], axis=-1))
-        self._gamma = gamma
+        self._ranks, self._gamma = _linear_ranks(n, q)
+        prev_i, next_i = self._ranks[..., 0], self._ranks[..., 1]
         nd = n.astype(np.float64)[:, None]
         p_lo = prev_i / nd - margin
         p_hi = (next_i + 1) / nd + margin
@@ -568,6 +586,143 @@ class ExactQuantilePass(Synchronized):
     @property
     def q(self) -> np.ndarray:
         return self._q.copy()
+
+    # ------------------------------------------------------------ merge / state
+    def merge(self, other: "ExactQuantilePass") -> "ExactQuantilePass":
+        """Add what ``other`` saw: two passes planned from the same sketch (same
+        q, brackets and first-pass counts), each fed part of the data, merge into
+        one that saw both parts.  Never the pass itself; a count that would exceed
+        2**63 - 1, or more values inside a bracket than its cap, is refused and
+        neither pass changes.  Returns self."""
+        if not isinstance(other, ExactQuantilePass):
+            raise TypeError(f"other must be an ExactQuantilePass; got {type(other).__name__}")
+        if other is self or other._pass is self._pass:
+            raise ValueError("other must be another exact pass: merging a pass with itself would count the "
+                             "same data twice")
+        same = (self._C == other._C and self._scalar == other._scalar and self._skip_nan == other._skip_nan
+                and np.array_equal(self._q, other._q) and np.array_equal(self._n, other._n)
+                and np.array_equal(self._nan_n, other._nan_n)
+                and (self._checksum is None) == (other._checksum is None)
+                and (self._checksum is None or np.array_equal(self._checksum, other._checksum)))
+        if not same:
+            raise ValueError("other must be planned from the same sketch (same num_channels, q, nan policy "
+                             "and first-pass counts and checksums)")
+        first, second = sorted((self, other), key=id)  # fixed order: no deadlock
+        with first._lock, second._lock:
+            self._pass.merge(other._pass)
+        return self
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Plain dict of numpy arrays and ints, with a digest (see :meth:`from_state_dict`)."""
+        with self._lock:
+            st = self._pass.get_state()
+        known = self._checksum is not None
+        d: Dict[str, Any] = {
+            "format": _EXACT_FORMAT, "version": _EXACT_VERSION, "num_channels": self._C,
+            "q": self._q.copy(), "scalar": int(self._scalar), "skip_nan": int(self._skip_nan),
+            "cap": int(self._pass.cap), "sketch_count": self._n.copy(), "sketch_nan_count": self._nan_n.copy(),
+            "sketch_checksum": self._checksum.copy() if known else np.zeros((self._C, 2), np.uint64),
+            "sketch_checksum_known": int(known),
+        }
+        d.update(st)
+        d["digest"] = state_digest(_exact_fields(d))
+        return d
+
+    @classmethod
+    def from_state_dict(cls, d: Dict[str, Any], *, num_threads: Optional[int] = None) -> "ExactQuantilePass":
+        """Rebuild a pass from :meth:`state_dict`; ValueError naming the field
+        when a field is malformed or contradicts the others (bracket ends
+        ordered, values inside strictly inside their bracket and at most
+        ``cap`` per bracket, the counts of a bracket not above the values seen,
+        sizes adding up), or when the digest does not match them."""
+        if not isinstance(d, dict):
+            raise ValueError(f"state_dict must be a dict; got {type(d).__name__}")
+        if d.get("format") != _EXACT_FORMAT:
+            raise ValueError(f"state_dict['format'] must be {_EXACT_FORMAT!r}; got {d.get('format')!r}")
+        missing = [key for key in _EXACT_FIELDS if key not in d]
+        if missing:
+            raise ValueError(f"state_dict is missing keys {missing}")
+
+        def as_int(key: str, minimum: int = 0, maximum: int = _INT64_MAX) -> int:
+            v = d[key]
+            if isinstance(v, np.ndarray) and v.ndim == 0:
+                v = v.item()
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or \
+                    not minimum <= int(v) <= maximum:
+                raise ValueError(f"state_dict[{key!r}] must be an integer in [{minimum}, {maximum}]; got {v!r}")
+            return int(v)
+
+        def arr(key: str, kind: str, shape=None) -> np.ndarray:
+            v = d[key]
+            if not isinstance(v, np.ndarray) or v.dtype.kind not in kind or (shape is not None and v.shape != shape):
+                want = f" of shape {shape}" if shape is not None else ""
+                raise ValueError(f"state_dict[{key!r}] must be a numpy array of kind {kind!r}{want}; "
+                                 f"got {describe(v)}")
+            if kind == "iu" and v.dtype.kind == "u" and v.size and int(v.max()) > _INT64_MAX:
+                raise ValueError(f"state_dict[{key!r}] must hold integers <= 2**63 - 1; got {int(v.max())}")
+            return v
+
+        if as_int("version") != _EXACT_VERSION:
+            raise ValueError(f"state_dict version {d['version']!r} is not supported (expected {_EXACT_VERSION})")
+        C = as_int("num_channels", 1)
+        try:
+            q, _ = _check_q(d["q"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"state_dict['q']: {exc}") from None
+        scalar, skip, cap = as_int("scalar", 0, 1), as_int("skip_nan", 0, 1), as_int("cap")
+        if scalar and q.size != 1:
+            raise ValueError(f"state_dict['scalar'] is 1 but 'q' holds {q.size} values")
+        m = q.size
+        n = arr("sketch_count", "iu", (C,)).astype(np.int64)
+        if (n < 1).any():
+            raise ValueError("state_dict['sketch_count'] must be >= 1 for every channel")
+        nan_n = arr("sketch_nan_count", "iu", (C,)).astype(np.int64)
+        if (nan_n < 0).any():
+            raise ValueError("state_dict['sketch_nan_count'] must be >= 0")
+        known = as_int("sketch_checksum_known", 0, 1)
+        cks = arr("sketch_checksum", "u", (C, 2)).astype(np.uint64)
+        conv = {key: d[key] for key in _EXACT_FIELDS}
+        conv.update(version=_EXACT_VERSION, num_channels=C, q=q, scalar=scalar, skip_nan=skip, cap=cap,
+                    sketch_count=n, sketch_nan_count=nan_n, sketch_checksum=cks, sketch_checksum_known=known)
+        for key in ("lower", "upper"):
+            conv[key] = arr(key, "f", (C, m)).astype(np.float64)
+        for key in ("below", "eq_lower", "eq_upper", "inside_sizes"):
+            conv[key] = arr(key, "iu", (C, m)).astype(np.int64)
+        conv["inside"] = arr("inside", "f").astype(np.float64)
+        conv["seen"] = arr("seen", "iu", (C,)).astype(np.int64)
+        conv["seen_nan"] = arr("seen_nan", "iu", (C,)).astype(np.int64)
+        conv["seen_checksum"] = arr("seen_checksum", "u", (C, 2)).astype(np.uint64)
+        try:
+            core = _core.ExactPassCore.from_state(
+                C, m, cap, *(np.ascontiguousarray(conv[key]).ravel() if conv[key].ndim == 2 and key != "seen_checksum"
+                             else conv[key] for key in _EXACT_CORE_FIELDS))
+        except (ValueError, TypeError, MemoryError) as exc:
+            if isinstance(exc, MemoryError):
+                raise
+            raise ValueError(f"malformed state_dict: {exc}") from exc
+        check_digest(d, _exact_fields(conv), "state_dict")
+        obj = cls.__new__(cls)
+        obj._C, obj._q, obj._scalar, obj._skip_nan = C, q, bool(scalar), bool(skip)
+        obj._threads = check_num_threads(num_threads)
+        obj._n, obj._nan_n = n, nan_n
+        obj._checksum = cks if known else None
+        obj._ranks, obj._gamma = _linear_ranks(n, q)
+        obj._cap = cap
+        obj._pass = core
+        obj._lower, obj._upper = conv["lower"], conv["upper"]
+        obj._lock = threading.Lock()
+        return obj
+
+    def __getstate__(self) -> Dict[str, Any]:
+        d = self.state_dict()
+        d["num_threads"] = self._threads
+        return d
+
+    def __setstate__(self, d: Dict[str, Any]) -> None:
+        d = dict(d)
+        threads = d.pop("num_threads", 0)
+        other = ExactQuantilePass.from_state_dict(d, num_threads=threads or None)
+        self.__dict__.update(other.__dict__)
 
     @property
     def verifies_values(self) -> bool:

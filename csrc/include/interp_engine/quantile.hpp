@@ -226,7 +226,27 @@ class ExactPass {
   const Checksum& checksum(std::int64_t c) const { return checksums_[static_cast<std::size_t>(c)]; }
   std::int64_t channels() const { return channels_; }
   std::int64_t requests() const { return m_; }
+  std::int64_t cap() const { return cap_; }
   std::size_t memory_bytes() const;
+
+  // Adds what `other` saw (same channels, requests, cap and brackets, not
+  // this pass itself; else invalid_argument and nothing changes).
+  void merge(const ExactPass& other);
+
+  // The state, per bracket i (channels x m, row-major): its ends, counts and
+  // the values strictly inside (concatenated over brackets in order, each
+  // bracket's sorted); per channel the count, NaN count and checksum.
+  struct State {
+    std::vector<double> lower, upper;
+    std::vector<std::uint64_t> below, eq_lo, eq_hi, inside_sizes;
+    std::vector<double> inside;
+    std::vector<std::uint64_t> count, nan_count;
+    std::vector<Checksum> checksums;
+  };
+  State state() const;
+  // Rebuild from a state; every field is checked against the others
+  // (invalid_argument starting with the field's name in quotes).
+  static ExactPass from_state(std::int64_t channels, std::int64_t m, std::int64_t cap, State st);
 
  private:
   struct Bracket {
