@@ -148,15 +148,20 @@ void MwuNull::build(std::int64_t k) {
   std::vector<double> c(K + 1, 0.0);
   c[0] = 1.0;
   for (std::int64_t i = 1; i <= a; ++i) {
-    if ((i & 15) == 0) check_interrupt();
     // c holds [b+i-1 choose i-1]_q / binom(b+i-1, i-1) (sum 1); multiply by
     // (1 - q^(b+i)) and scale by i / (b+i) (downwards: c[u - d] is still old) ...
     const auto d = static_cast<std::size_t>(b + i);
     const double scale = static_cast<double>(i) / static_cast<double>(b + i);
-    for (std::size_t u = K + 1; u-- > 0;) c[u] = scale * (u >= d ? c[u] - c[u - d] : c[u]);
+    for (std::size_t u = K + 1; u-- > 0;) {
+      c[u] = scale * (u >= d ? c[u] - c[u - d] : c[u]);
+      if ((u & 0x3FFFFF) == 0) check_interrupt();  // every 4 M coefficients (Ctrl-C < 100 ms)
+    }
     // ... then divide by (1 - q^i) (upwards): [b+i choose i]_q / binom(b+i, i)
     const auto step = static_cast<std::size_t>(i);
-    for (std::size_t u = step; u <= K; ++u) c[u] += c[u - step];
+    for (std::size_t u = step; u <= K; ++u) {
+      c[u] += c[u - step];
+      if ((u & 0x3FFFFF) == 0) check_interrupt();
+    }
   }
   double acc = 0.0;
   cdf_.resize(K + 1);
