@@ -445,9 +445,10 @@ class ChannelQuantiles(Synchronized):
                     raise ValueError(f"state_dict is missing keys [{key!r}] (version {version})")
             if as_int("checksum_known", 0, 1):
                 checksum = arr("checksum", "u")
-                if checksum.dtype != np.uint64 or checksum.shape != (C, 2):
+                if checksum.dtype.kind != "u" or checksum.dtype.itemsize != 8 or checksum.shape != (C, 2):
                     raise ValueError(f"state_dict['checksum'] must be a uint64 array of shape ({C}, 2); "
                                      f"got {describe(checksum)}")
+                checksum = checksum.astype(np.uint64)  # native byte order for the core
         conv: Dict[str, Any] = {
             "version": version, "num_channels": C, "k": k, "seed": seed, "skip_nan": skip,
             "items": items.astype(np.float64), "level_sizes": ints("level_sizes"), "count": ints("count"),
@@ -588,6 +589,7 @@ class ExactQuantilePass(Synchronized):
         return self._q.copy()
 
     # ------------------------------------------------------------ merge / state
+    @synchronized_pair
     def merge(self, other: "ExactQuantilePass") -> "ExactQuantilePass":
         """Add what ``other`` saw: two passes planned from the same sketch (same
         q, brackets and first-pass counts), each fed part of the data, merge into
@@ -612,6 +614,7 @@ class ExactQuantilePass(Synchronized):
             self._pass.merge(other._pass)
         return self
 
+    @synchronized
     def state_dict(self) -> Dict[str, Any]:
         """Plain dict of numpy arrays and ints, with a digest (see :meth:`from_state_dict`)."""
         with self._lock:
@@ -710,9 +713,10 @@ class ExactQuantilePass(Synchronized):
         obj._cap = cap
         obj._pass = core
         obj._lower, obj._upper = conv["lower"], conv["upper"]
-        obj._lock = threading.Lock()
+        obj._init_lock()
         return obj
 
+    @synchronized
     def __getstate__(self) -> Dict[str, Any]:
         d = self.state_dict()
         d["num_threads"] = self._threads
