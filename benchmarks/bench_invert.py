@@ -1,32 +1,50 @@
-"""INVERT beam search: ours (compiled core) against the reference algorithm
-(lapalap/invert: AUROC by sorting all activations for every formula), same run.
+"""INVERT beam search: ours (compiled core) against the reference's own
+algorithm (lapalap/invert v1.1, ``Invert.explain_representation``), same run.
 
-Run (about 2-3 minutes on a 2-core machine):
+Run (about 3-5 minutes on a 2-core machine):
 
     PYTHONPATH=$PWD python -m pytest benchmarks/bench_invert.py -q -p no:cacheprovider \\
         --benchmark-group-by=group --benchmark-columns=min,median,mean,max,rounds
 
-Workload (issue 4): N = 50,000 samples, K = 512 neurons, C = 1,500 concepts,
-formula length 3, beam 10, fractions [0, 0.5], mode "positive".  Labels: each
-concept present independently with a prevalence drawn log-uniformly in
-[0.001, 0.2] (Broden-like: most concepts rare); activations: float32 noise plus,
-for every neuron, a response to 3 random concepts.
+Workloads (issue 4; N = 10,000 as in issue 14 and N = 50,000): K = 512
+neurons, C = 1,500 concepts, formula length 3, beam 10, fractions [0, 0.5],
+mode "positive".  Labels: each concept present independently with a prevalence
+drawn log-uniformly in [0.001, 0.2] (Broden-like: most concepts rare);
+activations: float32 noise plus, for every neuron, a response to 3 random
+concepts.
 
 Groups:
-* ``invert 50000x512x1500 L3 B10``: ours for all 512 neurons (label packing and
-  the concept index included); the reference's unit of work, one formula
-  evaluation (the AND/OR of the formula's mask with an atom, the None checks, and
-  torchmetrics' binary AUROC ported to numpy: sort, cumulative counts,
-  trapezoid), timed on 60 formulas of neuron 0 and scaled by the number of
-  evaluations the reference loop makes for all neurons on the same beams (counted
-  exactly by the core: ``NeuronExplanation.evaluations``).  Before timing, the
-  port's AUROC is checked equal to ours on the best formulas.
+* ``invert Nx512x1500 L3 B10``: ours for all 512 neurons (label packing and
+  the concept index included) against the reference loop
+  (``tests/reference.py: invert_reference_loop``, a re-implementation of the
+  reference's current search checked to give its beams) with torchmetrics'
+  ``binary_auroc`` itself when torchmetrics is installed (the ``bench``
+  extra), else its port in ``tests/reference.py``.  The reference scores one
+  AUROC per atom and then, for each of the B beam formulas at each length
+  2..L, one per (atom, AND/OR) pair: C + (L - 1) * 4C * B = 121,500 AUROC
+  evaluations per neuron here, every neuron alike (duplicates included).
+  Its atom phase (C AUROCs) runs in full for neuron 0, then the first
+  ``N_EXT`` extensions, in one run timed at every AUROC call; the time per
+  neuron is the atom phase plus the time per extension times the
+  (L - 1) * 4C * B extensions, and ``scale`` turns the measured run into all
+  K neurons.  The reference loop is
+  faster than the reference itself (no sympytorch module per formula; that
+  module is built and run for every formula by the reference), so the ratio is
+  a lower bound.  torch runs the reference with one thread: on the 2-core
+  development machine, shared with other jobs, its default of 2 OpenMP
+  threads made every AUROC 4-20x slower (2.4-3 ms vs 12-48 ms at N = 10,000),
+  so one thread is the reference's best setting there; ours uses both cores.
+  Before timing: the loop gives the same best formula as ours
+  on a smaller problem (N = 2,000, C = 40, length 2), and its AUROC of our best
+  formulas equals our AUC to 1e-4 (float32, after torchmetrics' sigmoid).
 * ``formula sums 1 phi x 1500 concepts``: the beam-search primitive alone, the
   concept index (scatter over phi's samples) vs the bitset route (AND + iterate
   set bits), for a phi of 10% of the samples.
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import numpy as np
@@ -36,107 +54,138 @@ from interp_engine import PackedBits, _core
 from interp_engine.engine.rank import midranks
 from interp_engine.methods.invert import Invert
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from reference import (ReferenceLoopCut, invert_reference_evaluations,  # noqa: E402
+                       invert_reference_loop, torchmetrics_binary_auroc)
+
+torch = pytest.importorskip("torch")
+
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-N, K, C, L, B = 50_000, 512, 1_500, 3, 10
-N_REF = 60
+K, C, L, B = 512, 1_500, 3, 10
+N_EXT = {10_000: 400, 50_000: 150}
 
 
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(0)
-    prev = np.exp(rng.uniform(np.log(0.001), np.log(0.2), C)).astype(np.float32)
-    labels = rng.random((N, C), dtype=np.float32) < prev
-    acts = rng.standard_normal((N, K), dtype=np.float32)
-    for k in range(K):
-        cs = rng.choice(C, 3, replace=False)
-        acts[:, k] += labels[:, cs] @ rng.uniform(0.5, 2.0, 3).astype(np.float32)
+def _auroc():
+    """torchmetrics' binary_auroc when installed, else the port; and its name."""
+    try:
+        from torchmetrics.functional.classification import binary_auroc
+    except ImportError:
+        return torchmetrics_binary_auroc, "torchmetrics binary_auroc port"
+    import torchmetrics
+
+    return binary_auroc, f"torchmetrics {torchmetrics.__version__} binary_auroc"
+
+
+def make_data(n, k=K, c=C, seed=0):
+    rng = np.random.default_rng(seed)
+    prev = np.exp(rng.uniform(np.log(0.001), np.log(0.2), c)).astype(np.float32)
+    labels = rng.random((n, c), dtype=np.float32) < prev
+    acts = rng.standard_normal((n, k), dtype=np.float32)
+    for j in range(k):
+        cs = rng.choice(c, 3, replace=False)
+        acts[:, j] += labels[:, cs] @ rng.uniform(0.5, 2.0, 3).astype(np.float32)
     return acts, labels
 
 
-@pytest.fixture(scope="module")
-def ours_result(data):
-    acts, labels = data
-    t = time.perf_counter()
-    res = Invert(length=L, beam=B).explain(acts, labels, top=B)
-    return res, time.perf_counter() - t
+_DATA: dict = {}
 
 
-def binary_auroc_port(preds, target):
-    """torchmetrics.functional.classification.binary_auroc (thresholds=None) in numpy."""
-    order = np.argsort(-preds, kind="stable")
-    p = preds[order]
-    t = target[order]
-    distinct = np.nonzero(np.diff(p))[0]
-    idx = np.r_[distinct, t.size - 1]
-    tps = np.cumsum(t)[idx].astype(np.float64)
-    fps = 1 + idx - tps
-    tps = np.r_[0, tps]
-    fps = np.r_[0, fps]
-    trapezoid = getattr(np, "trapezoid", None) or np.trapz
-    return float(trapezoid(tps / tps[-1], fps / fps[-1]))
+def data(n):
+    if n not in _DATA:
+        acts, labels = make_data(n)
+        t = time.perf_counter()
+        res = Invert(length=L, beam=B).explain(acts, labels, top=B)
+        _DATA[n] = (acts, labels, res, time.perf_counter() - t)
+    return _DATA[n]
 
 
-def reference_evaluations(acts_k, labels, phi, n_formulas):
-    """The reference's inner loop body for the first n_formulas (atom, op) pairs:
-    mask, None checks (empty, everything, unchanged), AUROC by sorting, fraction."""
-    n = phi.size
-    out = []
-    done = 0
-    for j in range(2 * labels.shape[1]):
-        col = labels[:, j % labels.shape[1]]
-        atom = col if j < labels.shape[1] else ~col
-        for new in (phi & atom, phi | atom):
-            s = int(new.sum())
-            if s == 0 or s == n or np.array_equal(new, phi):
-                continue
-            out.append((binary_auroc_port(acts_k, new), s / n))
-            done += 1
-            if done == n_formulas:
-                return out
-    return out
-
-
-def test_invert_ours(benchmark, data, ours_result):
-    acts, labels = data
-    res, first = ours_result
+@pytest.mark.parametrize("n", sorted(N_EXT))
+def test_invert_ours(benchmark, n):
+    acts, labels, res, first = data(n)
     assert all(r.note == "" for r in res) and len(res) == K
-    benchmark.group = f"invert {N}x{K}x{C} L{L} B{B}"
+    benchmark.group = f"invert {n}x{K}x{C} L{L} B{B}"
     benchmark.extra_info.update(impl="ours", note=f"all {K} neurons; first call {first:.2f} s")
     benchmark.pedantic(lambda: Invert(length=L, beam=B).explain(acts, labels), rounds=2, iterations=1)
 
 
-def test_invert_reference(benchmark, data, ours_result):
-    acts, labels = data
-    res, t_ours = ours_result
-    # correctness first: the port's AUROC of our best formulas equals ours
-    for k in (0, 1, 2):
-        e = res[k].best
-        m = e.evaluate(labels)
-        assert abs(binary_auroc_port(acts[:, k], m) - e.auc) < 1e-9
-    evals = np.array([r.evaluations for r in res], dtype=np.float64)
-    phi = res[0].best.evaluate(labels)
-    t0 = time.perf_counter()
-    reference_evaluations(acts[:, 0], labels, phi, N_REF)
-    per_eval = (time.perf_counter() - t0) / N_REF
-    ratio = per_eval * evals / (t_ours / K)
-    benchmark.group = f"invert {N}x{K}x{C} L{L} B{B}"
+_CHECKED: list = []
+
+
+def check_reference_loop_gives_our_best_formula():
+    """The check before timing: on a smaller problem, the reference loop's best
+    formula at lengths 1 and 2 is ours (the same set of samples)."""
+    if _CHECKED:
+        return
+    acts, labels = make_data(2_000, k=3, c=40, seed=1)
+    auroc, _ = _auroc()
+    for j in range(3):
+        states = invert_reference_loop(torch.from_numpy(acts[:, j]), labels, 2, B, metric=auroc,
+                                       memorize_states=True)
+        for length in (1, 2):
+            ours = Invert(length=length, beam=B).explain(acts[:, j:j + 1], labels)[0].best
+            np.testing.assert_array_equal(states[str(length)][0]["mask"].numpy(), ours.evaluate(labels))
+    _CHECKED.append(True)
+
+
+@pytest.mark.parametrize("n", sorted(N_EXT))
+def test_invert_reference(benchmark, n):
+    acts, labels, res, t_ours = data(n)
+    auroc, name = _auroc()
+    a0 = torch.from_numpy(np.ascontiguousarray(acts[:, 0]))   # one neuron, as a user passes it
+    # correctness first: the same best formulas on a smaller problem, and the reference's
+    # AUROC of our best formulas is our AUC (float32)
+    check_reference_loop_gives_our_best_formula()
+    for j in (0, 1, 2):
+        e = res[j].best
+        got = float(auroc(torch.from_numpy(acts[:, j]), torch.from_numpy(e.evaluate(labels))))
+        assert abs(got - e.auc) < 1e-4, (j, got, e.auc)
+    admissible_atoms = sum(int(0 < m.sum() <= 0.5 * n) + int(0 < n - m.sum() <= 0.5 * n) for m in labels.T)
+    assert admissible_atoms >= B  # so every beam has B entries: the count below is exact
+    evals = invert_reference_evaluations(C, L, [B] * (L - 1))
+    n_ext = evals - C
+    stamps: list = []
+
+    def timed(a, b):
+        stamps.append(time.perf_counter())
+        return auroc(a, b)
+
+    def run():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)   # the reference's fastest setting here (see the module docstring)
+        try:
+            stamps.clear()
+            stamps.append(time.perf_counter())
+            try:
+                invert_reference_loop(a0, labels, L, B, metric=timed, max_evaluations=C + N_EXT[n])
+            except ReferenceLoopCut:
+                pass
+            stamps.append(time.perf_counter())
+        finally:
+            torch.set_num_threads(threads)
+
+    benchmark.group = f"invert {n}x{K}x{C} L{L} B{B}"
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    # stamps: start, one per AUROC (C atoms, then N_EXT extensions), end
+    t_atoms = stamps[C + 1] - stamps[0]
+    per_ext = (stamps[-1] - stamps[C + 1]) / N_EXT[n]
+    per_neuron = t_atoms + per_ext * n_ext
+    ours_per_neuron = t_ours / K
     benchmark.extra_info.update(
-        impl="reference loop (numpy port, AUROC by sorting)", scale=float(evals.sum()) / N_REF,
-        note=(f"{N_REF} of {evals.sum():.3g} evaluations timed ({evals.mean():.0f} per neuron); "
-              f"ratio per neuron min {ratio.min():.0f}x median {np.median(ratio):.0f}x; "
-              f"reference ~{per_eval * evals.mean():.0f} s per neuron"))
-    benchmark.pedantic(lambda: reference_evaluations(acts[:, 0], labels, phi, N_REF), rounds=1,
-                       iterations=1)
+        impl=f"reference loop ({name})", scale=per_neuron * K / (stamps[-1] - stamps[0]),
+        note=(f"{evals} AUROCs per neuron; atoms {t_atoms:.1f} s ({t_atoms / C * 1e3:.2f} ms each), "
+              f"{per_ext * 1e3:.2f} ms per extension ({N_EXT[n]} timed); ~{per_neuron:.0f} s per neuron, "
+              f"{per_neuron / ours_per_neuron:.0f}x ours per neuron"))
 
 
 @pytest.mark.parametrize("method", ["index", "bits"])
-def test_formula_sums(benchmark, data, method):
-    acts, labels = data
+def test_formula_sums(benchmark, method):
+    acts, labels, _, _ = data(50_000)
+    n = acts.shape[0]
     pb = PackedBits.from_dense(np.ascontiguousarray(labels.T))
-    idx = _core.RankConceptIndex(pb.words, N)
+    idx = _core.RankConceptIndex(pb.words, n)
     r2 = (2 * midranks(acts[:, :1])[:, 0]).astype(np.int64)
-    phi = np.random.default_rng(1).random(N) < 0.1
+    phi = np.random.default_rng(1).random(n) < 0.1
     words = PackedBits.from_dense(phi[None]).words[0]
     ref = _core._rank_formula_sums(r2, words, idx, "bits")
     got = _core._rank_formula_sums(r2, words, idx, method)
