@@ -136,7 +136,24 @@ def _numpy_lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.where((t == 0) | (a == b), a, r)
 
 
-class ChannelQuantiles(Synchronized):
+class _PickledByState(Synchronized):
+    """Pickling through ``state_dict`` / ``from_state_dict`` (with the thread
+    count), for both quantile accumulators."""
+
+    @synchronized
+    def __getstate__(self) -> Dict[str, Any]:
+        d = self.state_dict()
+        d["num_threads"] = self._threads
+        return d
+
+    def __setstate__(self, d: Dict[str, Any]) -> None:
+        d = dict(d)
+        threads = d.pop("num_threads", 0)
+        other = type(self).from_state_dict(d, num_threads=threads or None)
+        self.__dict__.update(other.__dict__)
+
+
+class ChannelQuantiles(_PickledByState):
     """Streaming quantiles of every channel of a stream of activations.
 
     Every value of channel ``c`` (over the batch axis and all spatial axes)
@@ -472,17 +489,6 @@ class ChannelQuantiles(Synchronized):
         check_digest(d, _quantile_fields(conv), "state_dict")
         return obj
 
-    @synchronized
-    def __getstate__(self) -> Dict[str, Any]:
-        d = self.state_dict()
-        d["num_threads"] = self._threads
-        return d
-
-    def __setstate__(self, d: Dict[str, Any]) -> None:
-        d = dict(d)
-        threads = d.pop("num_threads", 0)
-        other = ChannelQuantiles.from_state_dict(d, num_threads=threads or None)
-        self.__dict__.update(other.__dict__)
 
     @synchronized
     def __repr__(self) -> str:
@@ -527,7 +533,7 @@ def _quantile_fields(d: Dict[str, Any]):
     return [(key, d[key]) for key in _QUANTILE_FIELDS if key in d]
 
 
-class ExactQuantilePass(Synchronized):
+class ExactQuantilePass(_PickledByState):
     """Second pass of the exact mode (made by :meth:`ChannelQuantiles.exact_pass`).
 
     ``update(x, channel_axis=1)`` with every batch of the first pass again
@@ -716,17 +722,6 @@ class ExactQuantilePass(Synchronized):
         obj._init_lock()
         return obj
 
-    @synchronized
-    def __getstate__(self) -> Dict[str, Any]:
-        d = self.state_dict()
-        d["num_threads"] = self._threads
-        return d
-
-    def __setstate__(self, d: Dict[str, Any]) -> None:
-        d = dict(d)
-        threads = d.pop("num_threads", 0)
-        other = ExactQuantilePass.from_state_dict(d, num_threads=threads or None)
-        self.__dict__.update(other.__dict__)
 
     @property
     def verifies_values(self) -> bool:
