@@ -136,6 +136,18 @@ def _numpy_lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.where((t == 0) | (a == b), a, r)
 
 
+def _state_int(d: Dict[str, Any], key: str, minimum: int, maximum: int) -> int:
+    """``d[key]`` as a Python int in [minimum, maximum] (a 0-d array is read;
+    bools and non-integers refused), for the quantile states' checks."""
+    v = d[key]
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        v = v.item()
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or \
+            not minimum <= int(v) <= maximum:
+        raise ValueError(f"state_dict[{key!r}] must be an integer in [{minimum}, {maximum}]; got {v!r}")
+    return int(v)
+
+
 class _PickledByState(Synchronized):
     """Pickling through ``state_dict`` / ``from_state_dict`` (with the thread
     count), for both quantile accumulators."""
@@ -422,13 +434,7 @@ class ChannelQuantiles(_PickledByState):
             raise ValueError(f"state_dict is missing keys {missing}")
 
         def as_int(key: str, minimum: int = 0, maximum: int = _INT64_MAX) -> int:
-            v = d[key]
-            if isinstance(v, np.ndarray) and v.ndim == 0:
-                v = v.item()
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or \
-                    not minimum <= int(v) <= maximum:
-                raise ValueError(f"state_dict[{key!r}] must be an integer in [{minimum}, {maximum}]; got {v!r}")
-            return int(v)
+            return _state_int(d, key, minimum, maximum)
 
         version = as_int("version")
         if version not in (1, _STATE_VERSION):
@@ -653,13 +659,7 @@ class ExactQuantilePass(_PickledByState):
             raise ValueError(f"state_dict is missing keys {missing}")
 
         def as_int(key: str, minimum: int = 0, maximum: int = _INT64_MAX) -> int:
-            v = d[key]
-            if isinstance(v, np.ndarray) and v.ndim == 0:
-                v = v.item()
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or \
-                    not minimum <= int(v) <= maximum:
-                raise ValueError(f"state_dict[{key!r}] must be an integer in [{minimum}, {maximum}]; got {v!r}")
-            return int(v)
+            return _state_int(d, key, minimum, maximum)
 
         def arr(key: str, kind: str, shape=None) -> np.ndarray:
             v = d[key]
