@@ -2,16 +2,14 @@
 adapters, stop_early, dtypes, devices, and the batch iterators.
 
 References are the submodules run by hand on the same input."""
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
+import _child
 import interp_engine  # noqa: E402
 from interp_engine.capture import (Capture, capture, find_module, iter_activations,  # noqa: E402
                                    pooled_activations, to_bchw)
@@ -555,11 +553,7 @@ def test_package_exports_capture_lazily():
 
 
 def _run(code):
-    root = str(Path(interp_engine.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    # cwd: the directory holding the imported package, so that `python -c` (which puts the cwd first
-    # on sys.path) imports that same package, not a source checkout without the compiled core
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
+    return _child.run_code(code)
 
 
 def test_import_interp_engine_does_not_import_torch():

@@ -4,14 +4,13 @@ saying where progress was saved and exits 130, and resuming gives the result
 of an uninterrupted run; --out is replaced whole, never left stale or half
 written, and nothing the command did not write is deleted."""
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import _child
 import numpy as np
 import pytest
 
@@ -185,20 +184,14 @@ def test_refused_checkpoint(tiny, tmp_path, capsys):
 def test_subprocess_error_is_one_line_and_exit_2(broken, tmp_path):
     png = broken / "images" / "concepts" / "000003_shape.png"
     png.write_bytes(png.read_bytes()[:40])
-    res = subprocess.run([sys.executable, "-m", "interp_engine.cli", "dissect", "--dataset", str(broken),
-                          "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    res = _child.run(["-m", "interp_engine.cli", "dissect", "--dataset", str(broken), "--out", str(tmp_path / "o")],
+                     timeout=300)
     assert res.returncode == 2, res.stderr
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr and "000003_shape.png" in res.stderr
     assert res.stdout == ""
 
 
 # ----------------------------------------------------------------------------- item 15: Ctrl-C
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS)] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
-
-
 def test_ctrl_c_saves_progress_and_resuming_gives_the_same_result(tiny, tmp_path, capsys):
     from interp_engine.methods.dissection import DissectionResult
 
@@ -207,8 +200,8 @@ def test_ctrl_c_saves_progress_and_resuming_gives_the_same_result(tiny, tmp_path
             "unit", "--dataset", str(tiny), "--checkpoint-dir", str(ck), "--checkpoint-interval", "0",
             "--checkpoint-every", "1000", "--batch-size", "4", "--max-images", "24", "--out", str(out), "--quiet",
             "--top-k", "3", "--report-units", "2"]
-    proc = subprocess.Popen([sys.executable, "-m", "interp_engine.cli"] + argv, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _child.popen(["-m", "interp_engine.cli"] + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True)
     try:
         deadline = time.monotonic() + 240
         while not (ck / "dissection_checkpoint.npz").is_file():  # the first interval checkpoint

@@ -15,12 +15,11 @@ and interruption belongs to the call that saw it.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import _child
 import numpy as np
 import pytest
 
@@ -29,7 +28,6 @@ from interp_engine import _core
 from interp_engine.engine.iou import IoUTally
 
 TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
 TARGET_MS = 100
 BOUND_S = 2.0
 
@@ -37,9 +35,7 @@ posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals a
 
 
 def _run_script(code, timeout=300):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=str(ROOT))
+    return _child.run_code(code, timeout=timeout)
 
 
 # ----------------------------------------------------------------------------- Ctrl-C latency

@@ -2,9 +2,8 @@
 slow reference that scores every formula by sorting, a real-data test on
 scikit-learn digits, from_model, and bad inputs."""
 import math
-import subprocess
-import sys
 
+import _child
 import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu, rankdata
@@ -560,10 +559,8 @@ def test_records_and_lazy_torch_free_import():
     code = ("import sys, interp_engine as ie; assert 'Invert' in ie.__all__; ie.Invert; "
             "import numpy as np; ie.Invert(length=1).explain(np.arange(6.)[:, None], "
             "np.eye(6, dtype=bool)[:, :2]); assert 'torch' not in sys.modules")
-    # run where the imported package lives (python -c puts the cwd first on sys.path)
-    from pathlib import Path
-
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(ie.__file__).resolve().parents[1])
+    res = _child.run_code(code)
+    assert res.returncode == 0, res.stderr
     assert ie.Invert is Invert and isinstance(Invert().explain(acts, labels)[0].best, Explanation)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import _child
 import numpy as np
 import pytest
 import torch
@@ -423,8 +424,6 @@ def test_cli_resize_flag(tmp_path, capsys):
 def test_tally_resize_is_interruptible(tmp_path):
     # Ctrl-C during a long update (maps read in place through zero strides, so
     # the batch takes no memory): KeyboardInterrupt soon, counts unchanged
-    import subprocess
-    import sys
 
     code = """
 import os, signal, threading, time
@@ -441,7 +440,7 @@ try:
 except KeyboardInterrupt:
     print("interrupted", time.perf_counter() - t0, t.images, int(t.unit_pixels.sum()))
 """
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    res = _child.run_code(code, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     word, elapsed, *rest = res.stdout.split()
     assert word == "interrupted" and rest == ["0", "0"], res.stdout

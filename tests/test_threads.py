@@ -12,14 +12,12 @@ inside the core's kernels.
 """
 from __future__ import annotations
 
-import os
 import pickle
-import subprocess
 import sys
-import textwrap
 import threading
 from pathlib import Path
 
+import _child
 import numpy as np
 import pytest
 
@@ -27,7 +25,6 @@ import interp_engine as ie
 from interp_engine.engine.iou import IoUTally
 
 TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
 THREADS = 8
 
 
@@ -319,9 +316,7 @@ print("exiting", flush=True)
 
 
 def _run_script(code, timeout=240):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=str(ROOT))
+    return _child.run_code(code, timeout=timeout)
 
 
 def _assert_clean_exit(res):

@@ -6,12 +6,11 @@ formula written out.  Tests on the real Fashion-MNIST files skip without them.""
 import csv
 import gzip
 import math
-import os
 import struct
-import subprocess
 import sys
 from collections import OrderedDict
 
+import _child
 import numpy as np
 import pytest
 
@@ -608,11 +607,7 @@ def test_namespace_is_lazy_and_torch_free():
     code = ("import sys, interp_engine; import interp_engine.topics as t; "
             "assert 'torch' not in sys.modules and 'sklearn' not in sys.modules, 'eager import'; "
             "assert interp_engine.topics is t and callable(interp_engine.extract_topics)")
-    # run where the imported interp_engine lives (a checkout's source tree without the built core
-    # would shadow the installed package otherwise)
-    cwd = os.path.dirname(os.path.dirname(os.path.abspath(interp_engine.__file__)))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(),
-                         cwd=cwd)
+    res = _child.run_code(code)
     assert res.returncode == 0, res.stderr
     assert interp_engine.InterpretiveLoss is InterpretiveLoss
     assert interp_engine.prediction_difference is prediction_difference
