@@ -18,14 +18,11 @@ namespace interp_engine {
 namespace py = pybind11;
 
 namespace {
-// Arrays the core reads through typed pointers: C order, converted to the
-// type, and aligned (numpy copies a view that starts at an odd address).
-constexpr int kIn = py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
-using I64 = py::array_t<std::int64_t, kIn>;
-using I32 = py::array_t<std::int32_t, kIn>;
-using U64 = py::array_t<std::uint64_t, kIn>;
-using F64 = py::array_t<double, kIn>;
-using U8 = py::array_t<std::uint8_t, kIn>;
+using I64 = In<std::int64_t>;
+using I32 = In<std::int32_t>;
+using U64 = In<std::uint64_t>;
+using F64 = In<double>;
+using U8 = In<std::uint8_t>;
 
 // Keeps the buffers of one family alive while the GIL is released.
 struct FamilyArg {

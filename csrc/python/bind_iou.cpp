@@ -16,9 +16,6 @@ namespace interp_engine {
 namespace py = pybind11;
 
 namespace {
-// Arrays the core reads through typed pointers: C order, converted to the
-// type, and aligned (numpy copies a view that starts at an odd address).
-constexpr int kIn = py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
 using iou::IoUTally;
 
 iou::FloatKind float_kind(const std::string& k) {
@@ -59,7 +56,7 @@ py::array_t<T> to_numpy(const std::vector<T>& v, std::vector<py::ssize_t> shape)
 }
 
 template <typename T>
-std::vector<T> from_numpy(const py::array_t<T, kIn>& a) {
+std::vector<T> from_numpy(const In<T>& a) {
   return std::vector<T>(a.data(), a.data() + a.size());
 }
 
@@ -70,7 +67,7 @@ void init_iou(py::module_& m) {
                        "Network Dissection count accumulator (core; use "
                        "interp_engine.engine.iou.IoUTally).")
       .def(py::init([](std::int64_t num_units, std::int64_t num_labels,
-                       py::array_t<std::int32_t, kIn> label_category,
+                       In<std::int32_t> label_category,
                        std::int64_t num_categories, std::int64_t out_h, std::int64_t out_w, bool lite) {
              return IoUTally(num_units, num_labels, from_numpy(label_category), num_categories,
                              out_h, out_w, lite ? iou::UnitRule::Lite : iou::UnitRule::Annotated);
@@ -80,7 +77,7 @@ void init_iou(py::module_& m) {
       .def(
           "update",
           [](IoUTally& self, const py::array& acts, const std::string& kind,
-             const py::array_t<double, kIn>& thresholds,
+             const In<double>& thresholds,
              const py::object& pixel_labels, const py::object& image_labels,
              const py::object& image_categories, int num_threads) {
             if (acts.ndim() != 4) throw py::value_error("activations must be 4-dimensional");
@@ -88,12 +85,7 @@ void init_iou(py::module_& m) {
             av.kind = float_kind(kind);
             if (static_cast<std::size_t>(acts.itemsize()) != float_size(av.kind))
               throw py::type_error("activations: element size does not match kind " + kind);
-            av.data = acts.data();
-            av.B = acts.shape(0);
-            av.K = acts.shape(1);
-            av.h = acts.shape(2);
-            av.w = acts.shape(3);
-            for (int i = 0; i < 4; ++i) av.stride[i] = acts.strides(i);
+            set_maps_view(av, acts);
             if (thresholds.ndim() != 1 || thresholds.shape(0) != av.K || av.K != self.num_units())
               throw py::value_error("thresholds must have shape (num_units,)");
             iou::LabelView lv;
@@ -108,17 +100,17 @@ void init_iou(py::module_& m) {
               lv.sh = pl.shape(2);
               lv.sw = pl.shape(3);
             }
-            py::array_t<std::int64_t, kIn> il;
+            In<std::int64_t> il;
             std::int64_t S = 0;
             if (!image_labels.is_none()) {
-              il = py::array_t<std::int64_t, kIn>::ensure(image_labels);
+              il = In<std::int64_t>::ensure(image_labels);
               if (!il || il.ndim() != 2 || il.shape(0) != av.B)
                 throw py::value_error("image_labels must have shape (B, S)");
               S = il.shape(1);
             }
-            py::array_t<std::uint8_t, kIn> ic;
+            In<std::uint8_t> ic;
             if (!image_categories.is_none()) {
-              ic = py::array_t<std::uint8_t, kIn>::ensure(image_categories);
+              ic = In<std::uint8_t>::ensure(image_categories);
               if (!ic || ic.ndim() != 2 || ic.shape(0) != av.B || ic.shape(1) != self.num_categories())
                 throw py::value_error("image_categories must have shape (B, num_categories)");
             }
@@ -141,9 +133,9 @@ void init_iou(py::module_& m) {
              return to_numpy(v, {self.num_units(), self.num_labels()});
            })
       .def("set_counts",
-           [](IoUTally& self, const py::array_t<std::int64_t, kIn>& I,
-              const py::array_t<std::int64_t, kIn>& L,
-              const py::array_t<std::int64_t, kIn>& A,
+           [](IoUTally& self, const In<std::int64_t>& I,
+              const In<std::int64_t>& L,
+              const In<std::int64_t>& A,
               std::int64_t images, std::int64_t maps_per_image) {
              self.set_counts(from_numpy(I), from_numpy(L), from_numpy(A), images, maps_per_image);
            },
@@ -175,7 +167,7 @@ void init_iou(py::module_& m) {
 
   m.def(
       "iou_upsample_bilinear",
-      [](const py::array_t<double, kIn>& a, std::int64_t out_h,
+      [](const In<double>& a, std::int64_t out_h,
          std::int64_t out_w) {
         if (a.ndim() != 2) throw py::value_error("a must be 2-dimensional (h, w)");
         if (a.shape(0) < 1 || a.shape(1) < 1 || out_h < 1 || out_w < 1)

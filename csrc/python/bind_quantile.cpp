@@ -47,12 +47,9 @@ py::array_t<T> vec_array(const std::vector<T>& v) {
   return a;
 }
 
-// Arrays the core reads through typed pointers: C order, converted to the
-// type, and aligned (numpy copies a view that starts at an odd address).
-constexpr int kIn = py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
-using DArr = py::array_t<double, kIn>;
-using IArr = py::array_t<std::int64_t, kIn>;
-using UArr = py::array_t<std::uint64_t, kIn>;
+using DArr = In<double>;
+using IArr = In<std::int64_t>;
+using UArr = In<std::uint64_t>;
 
 }  // namespace
 
@@ -241,9 +238,9 @@ void init_quantile(py::module_& m) {
                 level_sizes.shape(1) > KllSketch::kMaxLevels)
               throw std::invalid_argument("'level_sizes' must have shape (" + std::to_string(C) +
                                           ", levels) with 1 <= levels <= " + std::to_string(KllSketch::kMaxLevels));
-            py::array_t<std::uint64_t, kIn> cks;
+            In<std::uint64_t> cks;
             if (!checksum.is_none()) {
-              cks = py::array_t<std::uint64_t, kIn>::ensure(checksum);
+              cks = In<std::uint64_t>::ensure(checksum);
               if (!cks || cks.ndim() != 2 || cks.shape(0) != C || cks.shape(1) != 2)
                 throw std::invalid_argument("'checksum' must have shape (" + std::to_string(C) + ", 2)");
             }

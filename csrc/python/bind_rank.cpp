@@ -20,11 +20,8 @@ namespace interp_engine {
 namespace py = pybind11;
 
 namespace {
-// Arrays the core reads through typed pointers: C order, converted to the
-// type, and aligned (numpy copies a view that starts at an odd address).
-constexpr int kIn = py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
-using I64 = py::array_t<std::int64_t, kIn>;
-using U64 = py::array_t<std::uint64_t, kIn>;
+using I64 = In<std::int64_t>;
+using U64 = In<std::uint64_t>;
 
 // (N, K) float32/float64 array of any strides -> view (the array must outlive it)
 rank::ActivationsView activations_view(const py::array& x) {

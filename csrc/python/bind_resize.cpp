@@ -45,12 +45,7 @@ MapsView view_of(const py::array& x, const std::string& kind, const std::string&
   v.dtype = dtype_of(kind);
   if (static_cast<std::size_t>(x.itemsize()) != dtype_size(v.dtype))
     throw py::type_error(name + ": element size does not match kind " + kind);
-  v.data = x.data();
-  v.B = x.shape(0);
-  v.K = x.shape(1);
-  v.h = x.shape(2);
-  v.w = x.shape(3);
-  for (int i = 0; i < 4; ++i) v.stride[i] = x.strides(i);
+  set_maps_view(v, x);
   return v;
 }
 

@@ -19,6 +19,25 @@
 namespace interp_engine {
 namespace py = pybind11;
 
+// Arrays the core reads through typed pointers: C order, converted to the
+// type, and aligned (numpy copies a view that starts at an odd address).
+constexpr int kIn = py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+template <typename T>
+using In = py::array_t<T, kIn>;
+
+// Fills the fields every 4-d maps view of the core has (data, B, K, h, w and
+// byte strides) from an array of any strides; the caller checks ndim == 4 and
+// the element type.  The array must outlive the view.
+template <typename View>
+void set_maps_view(View& v, const py::array& x) {
+  v.data = x.data();
+  v.B = x.shape(0);
+  v.K = x.shape(1);
+  v.h = x.shape(2);
+  v.w = x.shape(3);
+  for (int i = 0; i < 4; ++i) v.stride[i] = x.strides(i);
+}
+
 namespace detail {
 // One call from Python into the core, made with the GIL held (see
 // bind_common.cpp for the rules at interpreter exit).  It opens the call's
@@ -49,24 +68,14 @@ class PyCall {
 template <typename F>
 auto without_gil(F&& fn) -> decltype(fn()) {
   using R = decltype(fn());
-  detail::PyCall call;
-  std::exception_ptr err;
   if constexpr (std::is_void<R>::value) {
-    call.release();
-    try {
+    without_gil([&] {
       fn();
-    }
-#if defined(__GLIBCXX__)
-    catch (abi::__forced_unwind&) {
-      throw;
-    }
-#endif
-    catch (...) {
-      err = std::current_exception();
-    }
-    call.reacquire();
-    if (err) std::rethrow_exception(err);
+      return true;
+    });
   } else {
+    detail::PyCall call;
+    std::exception_ptr err;
     std::optional<R> out;
     call.release();
     try {

@@ -17,14 +17,8 @@ using namespace interp_engine::resize;
 
 static MapsView view64(const std::vector<double>& a, std::int64_t B, std::int64_t K, std::int64_t h,
                        std::int64_t w) {
-  MapsView v;
-  v.data = a.data();
+  auto v = interp_engine_test::contiguous_f64_view<MapsView>(a.data(), B, K, h, w);
   v.dtype = Dtype::F64;
-  v.B = B, v.K = K, v.h = h, v.w = w;
-  v.stride[3] = 8;
-  v.stride[2] = 8 * w;
-  v.stride[1] = 8 * w * h;
-  v.stride[0] = 8 * w * h * K;
   return v;
 }
 
