@@ -167,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--min-fraction", type=float, default=0.0, help="minimum concept fraction (default 0)")
     inv.add_argument("--max-fraction", type=float, default=0.5, help="maximum concept fraction (default 0.5)")
     inv.add_argument("--mode", choices=["positive", "negative"], default="positive")
+    inv.add_argument("--pvalue-method", choices=["auto", "asymptotic", "exact"], default="auto",
+                     help="how the Mann-Whitney p-value is computed, as scipy.stats.mannwhitneyu(method=...): "
+                          "auto (default, scipy's and the INVERT reference's: exact when the formula or its "
+                          "complement holds for at most 8 images and the neuron has no tied values, else "
+                          "asymptotic), asymptotic (normal approximation, tie and continuity corrected) or "
+                          "exact (refused for groups too large)")
     inv.add_argument("--categories", default=None, help="comma-separated categories (default: all)")
     inv.add_argument("--transform", choices=["netdissect", "imagenet", "unit"], default=None)
     inv.add_argument("--batch-size", type=_positive_int, default=64)
@@ -603,11 +609,13 @@ def _run_invert(args: argparse.Namespace, argv: Sequence[str]) -> int:
         model.to(device)
     root, ds = _open_dataset(args, transform)
     _probe(model, layers, ds, args.model, transform, maps=False)
-    print(f"INVERT on {layers[0]} of {args.model} on {root} ({len(ds)} images)", flush=True)
+    print(f"INVERT on {layers[0]} of {args.model} on {root} ({len(ds)} images; p-values: "
+          f"{args.pvalue_method})", flush=True)
     res = Invert.from_model(model, layers[0], ds, pooling=args.pooling, batch_size=args.batch_size,
                             num_workers=args.num_workers, device=args.device, length=args.length,
                             beam=args.beam, min_fraction=args.min_fraction, max_fraction=args.max_fraction,
-                            mode=args.mode, num_threads=args.threads or None)
+                            mode=args.mode, num_threads=args.threads or None,
+                            pvalue_method=args.pvalue_method)
     index = out.final_path(write_invert_report(res, out.tmp, title=f"INVERT: {layers[0]} of {args.model}"))
     out.commit(argv)
     best = sorted((r for r in res if r.best is not None), key=lambda r: -r.differentiability)

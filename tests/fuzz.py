@@ -1738,7 +1738,7 @@ def _cv_file(path):
     cv = _cv()
     cv.concepts, cv.categories, cv.labels = ["a", "b"], ["object", "object"], [1, 2]
     cv.vectors = np.ones((2, 4))
-    cv.scales, cv.biases, cv.thresholds = np.ones(2), np.zeros(2), np.zeros(2)
+    cv.scales, cv.biases, cv.thresholds = np.ones(2), np.zeros(2), np.zeros(4)  # K = 4 units
     cv.best_units, cv.train_unit_iou = np.array([0, 1]), np.array([0.1, 0.2])
     cv.save(path)
 
@@ -1866,7 +1866,7 @@ def _file_edits(target):
             ("accuracies one less", _set("accuracies", lambda v: v[:-1]), "accuracies", "error"),
             ("accuracies missing", _drop("accuracies"), "accuracies", "error"),
             ("vectors float16", _set("vectors", lambda v: v.astype(np.float16)), "vectors", "any"),
-        ]
+        ] + _computed_for()
     return common + [  # ConceptVectors.load
         ("concepts shortened", _hset(("concepts",), lambda v: v[:-1]), "concepts", "error"),
         ("concepts None", _hset(("concepts",), None), "concepts", "error"),
@@ -1886,6 +1886,23 @@ def _file_edits(target):
         ("best_units >= K", _set("best_units", lambda v: v + 10 ** 6), "best_units", "error"),
         ("best_units as float", _set("best_units", lambda v: v + 0.5), "best_units", "error"),
         ("train_unit_iou missing", _drop("train_unit_iou"), "train_unit_iou", "error"),
+    ] + _computed_for()
+
+
+def _computed_for():
+    """Files of vectors computed for something other than the loading object
+    (its model is the file's model: the same tiny model, same weights)."""
+    def version_1(a, h):
+        return a, {**{k: v for k, v in h.items() if k not in ("model", "dim")}, "version": 1}
+    return [
+        ("a model of other weights", _hset(("model", "parameters"), "0" * 32), "model", "error"),
+        ("a model of another class", _hset(("model", "class"), "torchvision.models.ResNet"), "model", "error"),
+        ("model null (unknown)", _hset(("model",), None), "model", "error"),
+        ("model a number", _hset(("model",), 7), "model", "error"),
+        ("another layer", _hset(("layer",), "4"), "layer", "error"),
+        ("dim other than the vectors'", _hset(("dim",), 3), "vectors", "error"),
+        ("dim 0", _hset(("dim",), 0), "dim", "error"),
+        ("version 1 (no model recorded)", version_1, "check_model", "error"),
     ]
 
 

@@ -130,6 +130,47 @@ def test_invert_command(tiny_concepts, tmp_path, capsys):
     assert "<svg" in html and "AUC" in html and "<script" not in html
 
 
+def test_invert_pvalue_method(tiny_concepts, tmp_path, capsys):
+    """--pvalue-method reaches Invert (the search is the same, the p-values
+    are the chosen method's), is recorded on the console and in the report,
+    and defaults to the API's default; a bad value is one line, exit 2."""
+    import csv as _csv
+    import inspect
+
+    import numpy as np
+
+    from interp_engine.engine.rank import PVALUE_METHODS
+    from interp_engine.methods.invert import Invert
+
+    rows = {}
+    for method in ("exact", "asymptotic"):
+        out = tmp_path / method
+        rc = cli.main(["invert", "--dataset", str(tiny_concepts), "--out", str(out), "--length", "1", "--beam", "2",
+                       "--pvalue-method", method])
+        assert rc == 0
+        assert f"p-values: {method})" in capsys.readouterr().out
+        with open(out / "invert.csv") as f:
+            rows[method] = list(_csv.DictReader(f))
+        assert f"<td>pvalue_method</td><td>{method}</td>" in (out / "index.html").read_text()
+    ex, asy = rows["exact"], rows["asymptotic"]
+    assert [(r["neuron"], r["formula"], r["auc"]) for r in ex] == [(r["neuron"], r["formula"], r["auc"]) for r in asy]
+    pe = np.array([float(r["p_value"]) for r in ex if r["formula"]])
+    pa = np.array([float(r["p_value"]) for r in asy if r["formula"]])
+    assert len(pe) > 10 and np.all((pe >= 0) & (pe <= 1)) and np.any(np.abs(pe - pa) > 1e-6 * np.maximum(pe, pa))
+    parser = cli.build_parser()
+    assert parser.parse_args(["invert"]).pvalue_method == \
+        inspect.signature(Invert).parameters["pvalue_method"].default == "auto"
+    for method in PVALUE_METHODS:  # every method of the API is offered
+        assert parser.parse_args(["invert", "--pvalue-method", method]).pvalue_method == method
+    with pytest.raises(SystemExit) as exc:  # argparse's exit, one line (no usage block)
+        cli.main(["invert", "--dataset", str(tiny_concepts), "--out", str(tmp_path / "bad"),
+                  "--pvalue-method", "scipy"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--pvalue-method" in err[0] and "'scipy'" in err[0] and "asymptotic" in err[0], err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_concepts_command(tiny_concepts, tmp_path, capsys):
     import csv as _csv
 

@@ -220,6 +220,79 @@ def test_semantic_determinism_and_save_load(semantic, root, model, tmp_path):
         ConceptVectors(model, "conv3").load(path)
 
 
+def _as_version_1(path, out):
+    """The file rewritten as version 1 wrote it: no model, no dim."""
+    import json
+
+    with np.load(path, allow_pickle=False) as z:
+        raw = {k: z[k] for k in z.files}
+    h = json.loads(str(raw.pop("header")))
+    del h["model"], h["dim"]
+    h["version"] = 1
+    np.savez(out, header=np.array(json.dumps(h)), **raw)
+    return out
+
+
+def test_vector_files_are_refused_for_another_model_or_layer(semantic, model, tmp_path):
+    """The file records the model the vectors were computed from (class,
+    module tree, a digest of the parameters and buffers), the layer and K;
+    loading refuses other weights of the same architecture and another layer
+    in one ValueError naming the field, and accepts the same model exactly."""
+    import copy
+
+    from interp_engine._fingerprint import model_fingerprint
+
+    cv, ev = semantic
+    path = tmp_path / "vectors.npz"
+    cv.save(path)
+    assert cv.model_key == model_fingerprint(model)
+    back = ConceptVectors(model, DEFAULT_LAYER).load(path)
+    assert back.model_key == cv.model_key and back.concepts == cv.concepts
+    for k in ("vectors", "scales", "biases", "thresholds", "best_units", "train_unit_iou"):
+        np.testing.assert_array_equal(getattr(back, k), getattr(cv, k))
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.conv1[0].weight[0, 0, 0, 0] += 1e-3   # one weight of 100,000
+    with pytest.raises(ValueError, match=r"vectors\.npz was computed for another model \(field 'header\.model' "
+                                         r"differs: the model's parameters and buffers"):
+        ConceptVectors(other, DEFAULT_LAYER).load(path)
+    bn = copy.deepcopy(model)
+    bn.conv4[1].running_mean += 0.5                  # a buffer, not a parameter
+    with pytest.raises(ValueError, match="header.model"):
+        ConceptVectors(bn, DEFAULT_LAYER).load(path)
+    with pytest.raises(ValueError, match=r"vectors\.npz was computed for layer 'conv4', not 'conv3' "
+                                         r"\(field 'header\.layer'\)"):
+        ConceptVectors(model, "conv3").load(path)
+    # knowingly: other weights with check_model=False; the vectors keep their model when saved again
+    used = ConceptVectors(other, DEFAULT_LAYER).load(path, check_model=False)
+    np.testing.assert_array_equal(used.weights, cv.weights)
+    assert used.model_key == cv.model_key
+    used.save(tmp_path / "again.npz")
+    with pytest.raises(ValueError, match="header.model"):
+        ConceptVectors(other, DEFAULT_LAYER).load(tmp_path / "again.npz")
+    ConceptVectors(model, DEFAULT_LAYER).load(tmp_path / "again.npz")
+    with pytest.raises(TypeError, match="check_model"):
+        ConceptVectors(model, DEFAULT_LAYER).load(path, check_model="no")
+
+
+def test_version_1_vector_files_need_check_model_false(semantic, model, tmp_path):
+    cv, _ = semantic
+    cv.save(tmp_path / "v2.npz")
+    old = _as_version_1(tmp_path / "v2.npz", tmp_path / "v1.npz")
+    with pytest.raises(ValueError, match=r"v1\.npz is a concept-vector file of version 1.*check_model=False"):
+        ConceptVectors(model, DEFAULT_LAYER).load(old)
+    back = ConceptVectors(model, DEFAULT_LAYER).load(old, check_model=False)
+    np.testing.assert_array_equal(back.weights, cv.weights)
+    assert back.model_key is None
+    with pytest.raises(ValueError, match="layer 'conv4', not 'conv3'"):  # still checked
+        ConceptVectors(model, "conv3").load(old, check_model=False)
+    # saved again, the file says the model is unknown (null), not the loading object's
+    back.save(tmp_path / "resaved.npz")
+    with pytest.raises(ValueError, match=r"field 'header\.model' is null"):
+        ConceptVectors(model, DEFAULT_LAYER).load(tmp_path / "resaved.npz")
+    ConceptVectors(model, DEFAULT_LAYER).load(tmp_path / "resaved.npz", check_model=False)
+
+
 def test_activation_cache_runs_the_model_once_and_changes_nothing(root, model, tmp_path):
     """fit() with the cache (default) runs the layer once per fitting image,
     gives bit-identical results to an uncached fit, and leaves no files."""

@@ -257,12 +257,18 @@ CAVS = COMMON + [
     ("features unknown", _edit_header(lambda h: h.update(features="pool")), "header.features"),
     ("num_random a string", _edit_header(lambda h: h.update(num_random="2")), "header.num_random"),
     ("layer missing", _edit_header(lambda h: h.pop("layer")), "header.layer"),
+    ("dim not the vectors'", _edit_header(lambda h: h.update(dim=h["dim"] + 1)), "vectors"),
+    ("model missing", _edit_header(lambda h: h.pop("model")), "header.model"),
     ("repeated CAV", _edit_header(lambda h: h["counterparts"].__setitem__(1, h["counterparts"][0])
                                   if h["concepts"][1] == h["concepts"][0] else None), "header.concepts"),
 ]
 
 CONCEPT_VECTORS = COMMON + [
-    ("wrong shape", _edit_array("vectors", lambda a: a[:, :-1]), "thresholds"),
+    ("wrong shape", _edit_array("vectors", lambda a: a[:, :-1]), "vectors"),  # K is the header's dim
+    ("thresholds of other K", _edit_array("thresholds", lambda a: a[:-1]), "thresholds"),
+    ("concepts shorter", _edit_header(lambda h: h["concepts"].pop()), "header.concepts"),
+    ("dim not the vectors'", _edit_header(lambda h: h.update(dim=h["dim"] + 1)), "vectors"),
+    ("model not an object", _edit_header(lambda h: h.update(model="resnet")), "header.model"),
     ("fewer concepts", _edit_array("scales", lambda a: a[:-1]), "scales"),
     ("wrong dtype", _edit_array("best_units", lambda a: a.astype(np.float64)), "best_units"),
     ("best unit past K", _edit_array("best_units", lambda a: _setitem(a, 0, 4)), "best_units"),

@@ -166,6 +166,67 @@ def test_custom_classifier_and_save_load(tmp_path):
         TCAV(model, "feat", num_random=3).load_cavs(path)
 
 
+def test_cav_files_are_refused_for_another_model_or_layer(tmp_path):
+    """The CAV file records the model the CAVs were computed for (its
+    fingerprint, taken when they are fitted), the layer and D; loading refuses
+    other weights of the same architecture and another layer, naming the
+    field, and accepts the same model exactly."""
+    import copy
+    import json
+
+    from interp_engine._fingerprint import model_fingerprint
+
+    model, _, rand, concept = _setup()
+    t = TCAV(model, "feat", classifier="mean_difference", num_random=2).fit_cavs({"c": concept}, [rand(20)
+                                                                                                   for _ in range(3)])
+    assert t.model_key == model_fingerprint(model)
+    path = tmp_path / "cavs.npz"
+    t.save_cavs(path)
+    back = TCAV(model, "feat", num_random=2).load_cavs(path)
+    assert back.cavs.keys() == t.cavs.keys() and back.dim == D and back.model_key == t.model_key
+    for k in t.cavs:
+        np.testing.assert_array_equal(back.cavs[k].vector, t.cavs[k].vector)
+    other, *_ = _setup(seed=1)  # the same class and layers, other weights
+    with pytest.raises(ValueError, match=r"cavs\.npz was computed for another model \(field 'header\.model' "
+                                         r"differs: the model's parameters and buffers"):
+        TCAV(other, "feat", num_random=2).load_cavs(path)
+    wrapped = nn.Sequential(model)  # the same weights under another name: another layer "0.feat"
+    with pytest.raises(ValueError, match=r"cavs\.npz was computed for layer 'feat', not '0\.feat' "
+                                         r"\(field 'header\.layer'\)"):
+        TCAV(wrapped, "0.feat", num_random=2).load_cavs(path)
+    # the key is the model's when the CAVs were fitted, not when they are saved
+    tuned = copy.deepcopy(model)
+    t2 = TCAV(tuned, "feat", classifier="mean_difference", num_random=2).fit_cavs({"c": concept}, [rand(20)
+                                                                                                     for _ in range(3)])
+    with torch.no_grad():
+        tuned.feat.weight.mul_(2.0)
+    t2.save_cavs(tmp_path / "tuned.npz")
+    with pytest.raises(ValueError, match="header.model"):
+        TCAV(tuned, "feat", num_random=2).load_cavs(tmp_path / "tuned.npz")
+    TCAV(model, "feat", num_random=2).load_cavs(tmp_path / "tuned.npz")
+    # knowingly, with check_model=False; the CAVs keep their model when saved again
+    used = TCAV(other, "feat", num_random=2).load_cavs(path, check_model=False)
+    assert used.model_key == t.model_key
+    used.save_cavs(tmp_path / "again.npz")
+    with pytest.raises(ValueError, match="header.model"):
+        TCAV(other, "feat", num_random=2).load_cavs(tmp_path / "again.npz")
+    # a version-1 file (no model recorded): refused unless check_model=False
+    with np.load(path, allow_pickle=False) as z:
+        raw = {k: z[k] for k in z.files}
+    h = json.loads(str(raw.pop("header")))
+    del h["model"], h["dim"]
+    np.savez(tmp_path / "v1.npz", header=np.array(json.dumps(dict(h, version=1))), **raw)
+    with pytest.raises(ValueError, match=r"v1\.npz is a CAV file of version 1.*check_model=False"):
+        TCAV(model, "feat", num_random=2).load_cavs(tmp_path / "v1.npz")
+    old = TCAV(model, "feat", num_random=2).load_cavs(tmp_path / "v1.npz", check_model=False)
+    assert old.model_key is None and old.cavs.keys() == t.cavs.keys()
+    with pytest.raises(ValueError, match="num_random"):  # still checked
+        TCAV(model, "feat", num_random=3).load_cavs(tmp_path / "v1.npz", check_model=False)
+    old.save_cavs(tmp_path / "v1_again.npz")
+    with pytest.raises(ValueError, match=r"field 'header\.model' is null"):
+        TCAV(model, "feat", num_random=2).load_cavs(tmp_path / "v1_again.npz")
+
+
 def test_features_mean_on_conv_layer():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),

@@ -70,6 +70,7 @@ import numpy as np
 
 from ._rows import ConceptRows
 from .._npz import Array, Num, OneOf, load_npz, save_npz
+from ._vector_files import MODEL_SPEC, entries
 from ..engine._arrays import check_bool, check_choice, check_int, check_positive_int, check_real
 from ..engine.quantiles import ChannelQuantiles
 
@@ -78,7 +79,7 @@ __all__ = ["ConceptVectors", "ConceptVectorsEvaluation", "ConceptIoURow", "METHO
 
 METHODS = ("semantic", "net2vec", "cav")
 _FORMAT = "interp_engine.concept_vectors"
-_VERSION = 1
+_VERSION = 2  # 2: the header records the model (its fingerprint) and dim
 
 
 # ----------------------------------------------------------------------------- the convex solve
@@ -314,6 +315,11 @@ class ConceptVectors:
         self.best_units: Optional[np.ndarray] = None   # (L,)
         self.train_unit_iou: Optional[np.ndarray] = None  # (L,)
         self.solve_info: Dict[str, Dict[str, Any]] = {}
+        #: the fingerprint of the model the vectors were computed from (set by :meth:`fit`, read by
+        #: :meth:`load`; written by :meth:`save`): ``{"class", "structure", "parameters", "tensors",
+        #: "bytes"}`` (see ``interp_engine._fingerprint.model_fingerprint``); None before either
+        self.model_key: Optional[Dict[str, Any]] = None
+        self._model_unknown = False  # loaded from a file that records no model
         #: seconds of the last fit: ``streaming_pass`` (the model, the quantile sketch, the
         #: sample), ``thresholds_pass``, ``solve`` (Newton, or net2vec's epochs), ``units_pass``
         #: (best units and calibration)
@@ -462,18 +468,25 @@ class ConceptVectors:
 
         Sets ``concepts``, ``vectors`` float64 (L, K) unit norm, ``scales``
         (L,), ``biases`` (L,), ``thresholds`` (K,), ``best_units`` (L,),
-        ``train_unit_iou`` (L,), ``solve_info``.  Returns self.
+        ``train_unit_iou`` (L,), ``solve_info`` and :attr:`model_key` (the
+        fingerprint of the model, saved with the vectors).  Returns self.
         """
+        from ._vector_files import model_key
+
         ds, idx = self._resolve(dataset, split)
         names, labels, cats, explicit = self._select(ds, concepts)
+        key = model_key(self.model)  # the model as the fit sees it (recorded by save())
         if not self.activation_cache:
-            return self._run(lambda: self._fit(ds, idx, names, labels, cats, explicit))
-        with _ActivationCache(self.cache_dir) as cache:
-            self._cache = cache
-            try:
-                return self._run(lambda: self._fit(ds, idx, names, labels, cats, explicit))
-            finally:
-                self._cache = None
+            self._run(lambda: self._fit(ds, idx, names, labels, cats, explicit))
+        else:
+            with _ActivationCache(self.cache_dir) as cache:
+                self._cache = cache
+                try:
+                    self._run(lambda: self._fit(ds, idx, names, labels, cats, explicit))
+                finally:
+                    self._cache = None
+        self.model_key, self._model_unknown = key, False
+        return self
 
     def _fit(self, ds, idx, names, labels, cats, explicit):
         import torch
@@ -705,53 +718,96 @@ class ConceptVectors:
     def _header(self) -> Dict[str, Any]:
         return {"format": _FORMAT, "version": _VERSION, "layer": self.layer, "method": self.method,
                 "binarize": self.binarize, "quantile": self.quantile, "concepts": self.concepts,
-                "categories": self.categories, "labels": [int(x) for x in self.labels]}
+                "categories": self.categories, "labels": [int(x) for x in self.labels],
+                "dim": int(self.vectors.shape[1]), "model": self._saved_model_key()}
+
+    def _saved_model_key(self) -> Optional[Dict[str, Any]]:
+        if self.model_key is not None or self._model_unknown:
+            return self.model_key
+        # vectors set by hand (never fit nor loaded): they are taken to be the bound model's
+        from ._vector_files import model_key
+
+        return model_key(self.model)
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write the vectors to an ``.npz`` file (no pickle): vectors (L, K),
         scales, biases, thresholds, best_units, train_unit_iou and a JSON
-        header (layer, method, concepts, ...)."""
+        header: the layer, method, binarize, quantile, the concepts (names,
+        categories, label numbers), the feature dimension ``dim`` (K) and
+        ``model``, the fingerprint of the model the vectors were computed
+        from (:attr:`model_key`: class, module tree, a digest of every
+        parameter and buffer)."""
         self._check_fitted()
         save_npz(path, {"vectors": self.vectors, "scales": self.scales, "biases": self.biases,
                         "thresholds": self.thresholds, "best_units": self.best_units,
                         "train_unit_iou": self.train_unit_iou}, self._header(), compress=False)
 
-    def load(self, path: Union[str, os.PathLike]) -> "ConceptVectors":
+    def load(self, path: Union[str, os.PathLike], *, check_model: bool = True) -> "ConceptVectors":
         """Read a file written by :meth:`save` (``allow_pickle=False``), checked
-        against the format's schema (L concepts of the header, K units:
-        ``vectors`` (L, K), ``scales``, ``biases``, ``train_unit_iou`` (L,),
-        ``thresholds`` (K,), ``best_units`` (L,) in [-1, K)); its layer,
-        method, binarize and quantile must match this object's.  ValueError
-        naming the file and the field."""
-        h, arrays = load_npz(path, _FORMAT, _VERSION, "concept-vector file", _HEADER, _arrays)
-        for key in ("layer", "method", "binarize", "quantile"):
-            if h[key] != getattr(self, key):
-                raise ValueError(f"concept-vector file {path!s} has {key}={h[key]!r}, this "
-                                 f"ConceptVectors has {getattr(self, key)!r}")
+        against the format's schema (L concepts of the header, K = its
+        ``dim`` units: ``vectors`` (L, K), ``scales``, ``biases``,
+        ``train_unit_iou`` (L,), ``thresholds`` (K,), ``best_units`` (L,) in
+        [-1, K)), then against this object: the file's layer, method,
+        binarize and quantile must be this object's and, with
+        ``check_model=True`` (default), its vectors must have been computed
+        from this object's model (the same class, module tree, parameters
+        and buffers, compared by fingerprint).  A mismatch is a ValueError
+        naming the file and the field (``vectors.npz was computed for layer
+        'conv3', not 'conv4'``).
+
+        Files of version 1 (written before the model was recorded) are
+        refused with ``check_model=True``: they cannot be checked.
+        ``check_model=False`` loads them, and vectors of another model (a
+        fine-tuned copy, say) knowingly: the layer and the settings are still
+        checked; :attr:`model_key` then keeps the file's model (None when the
+        file records none), so saving again does not relabel the vectors."""
+        from ._vector_files import check_layer, check_model as _check_model, check_setting
+        from ._vector_files import file_version, refuse_version_1
+
+        check_bool(check_model, "check_model")
+        what = "concept-vector file"
+        legacy = file_version(path, _FORMAT, what) == 1
+        if legacy and check_model:
+            refuse_version_1(path, what, "ConceptVectors", "its layer, method, binarize and quantile")
+        if legacy:
+            h, arrays = load_npz(path, _FORMAT, 1, what, _HEADER_V1, _arrays)
+        else:
+            h, arrays = load_npz(path, _FORMAT, _VERSION, what, _HEADER, _arrays)
+        check_layer(path, h["layer"], self.layer, "ConceptVectors")
+        for key in ("method", "binarize", "quantile"):
+            check_setting(path, key, h[key], getattr(self, key), "ConceptVectors")
+        recorded = h.get("model")
+        if check_model:
+            _check_model(path, recorded, self.model, "ConceptVectors")
         self.concepts, self.categories = list(h["concepts"]), list(h["categories"])
         self.labels = list(h["labels"])
         for k in ("vectors", "scales", "biases", "thresholds", "train_unit_iou", "best_units"):
             setattr(self, k, arrays[k])
+        self.solved_biases, self.solve_info, self.skipped = None, {}, []  # of an earlier fit
+        self.model_key = None if recorded is None else dict(recorded)
+        self._model_unknown = recorded is None
         return self
 
 
-# The concept-vector file (format interp_engine.concept_vectors, version 1): L concepts
-# (the header's concepts, categories and labels), K units.
-_HEADER = {"layer": str, "method": OneOf(METHODS), "binarize": bool, "quantile": Num(float, 0.0, 1.0),
-           "concepts": [str], "categories": [str], "labels": [Num(int, 0)]}
+# The concept-vector file (format interp_engine.concept_vectors): L concepts (the header's
+# concepts, categories and labels), K units (the header's dim).  Version 2 added dim and model
+# (the fingerprint of the model the vectors were computed from; null: unknown).
+_HEADER_V1 = {"layer": str, "method": OneOf(METHODS), "binarize": bool, "quantile": Num(float, 0.0, 1.0),
+              "concepts": [str], "categories": [str], "labels": [Num(int, 0)]}
+_HEADER = dict(_HEADER_V1, dim=Num(int, 1), model=MODEL_SPEC)
 
 
 def _arrays(h: Dict[str, Any]) -> Tuple[Dict[str, Array], Dict[str, int]]:
-    n = len(h["concepts"])
-    for key in ("categories", "labels"):
-        if len(h[key]) != n:
-            raise ValueError(f"field 'header.{key}' must have one entry per concept ({n}); got {len(h[key])}")
+    n = entries(h, ("concepts", "categories", "labels"), "concept")
+    dims = {"L": n}
+    if "dim" in h:
+        dims["K"] = h["dim"]
     return ({"vectors": Array("float64", ("L", "K")),
              "scales": Array("float64", ("L",), min=0.0),
              "biases": Array("float64", ("L",)),
              "thresholds": Array("float64", ("K",), inf=True),
              "best_units": Array("int64", ("L",), min=-1, max="K", max_offset=-1),
-             "train_unit_iou": Array("float64", ("L",), min=0.0, max=1.0)}, {"L": n})
+             "train_unit_iou": Array("float64", ("L",), min=0.0, max=1.0)}, dims)
 
 
 # ----------------------------------------------------------------------------- streaming accumulators

@@ -43,7 +43,8 @@ import numpy as np
 
 from ._rows import ConceptRows
 from .._npz import Array, Num, OneOf, load_npz, save_npz
-from ..engine._arrays import check_int, check_positive_int, check_real, describe, float_array
+from ._vector_files import MODEL_SPEC, entries, model_key
+from ..engine._arrays import check_bool, check_int, check_positive_int, check_real, describe, float_array
 from ._gradients import iter_batches as _batches
 from ._gradients import iter_layer_gradients, layer_tensor
 
@@ -314,6 +315,11 @@ class TCAV:
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.cavs: Dict[Tuple[str, str], CAV] = {}
         self.dim: Optional[int] = None
+        #: the fingerprint of the model the CAVs were computed for (set by the fits, read by
+        #: :meth:`load_cavs`; written by :meth:`save_cavs`): ``{"class", "structure", "parameters",
+        #: "tensors", "bytes"}`` (see ``interp_engine._fingerprint.model_fingerprint``); None before
+        self.model_key: Optional[Dict[str, Any]] = None
+        self._model_unknown = False  # loaded from a file that records no model
 
     # -- activations and gradients at the layer
     def _layer_tensor(self, out: Any) -> Any:
@@ -417,7 +423,9 @@ class TCAV:
                                   random_acts: Sequence[Any]) -> "TCAV":
         """As :meth:`fit_cavs` from layer features already computed: arrays
         ``(N, D)`` (or ``(N, C, H, W)``, flattened), float32/float64, numpy or
-        torch, in the layout of :meth:`activations`."""
+        torch, in the layout of :meth:`activations`, of this object's model
+        at its layer (the model's fingerprint is recorded as :attr:`model_key`
+        and saved with the CAVs)."""
         concept_acts, random_acts = self._check_sets(concept_acts, random_acts)
         rand = [self._as_acts(a, f"random_examples[{i}]") for i, a in enumerate(random_acts)]
         dims = {a.shape[1] for a in rand}
@@ -430,8 +438,10 @@ class TCAV:
             if len(a) < 2:
                 raise ValueError(f"example set {k!r} needs at least 2 examples (train and "
                                  f"held-out), got {len(a)}")
+        key = model_key(self.model)  # the activations are taken to be this model's at the layer
         self.dim = dims.pop()
         self.cavs = {}
+        self.model_key, self._model_unknown = key, False
         sources = [(_RANDOM0, rand[0])] + sorted(conc.items())
         for ci, (name, pos) in enumerate(sources):
             for j in range(1, self.num_random + 1):
@@ -488,60 +498,96 @@ class TCAV:
 
     # -- persistence (npz, no pickle)
     def save_cavs(self, path: Any) -> None:
-        """Write the CAVs to an ``.npz`` file (no pickle): names, counterparts,
-        vectors float64 ``(K, D)``, accuracies, layer, features."""
+        """Write the CAVs to an ``.npz`` file (no pickle): vectors float64
+        ``(n, D)`` and accuracies ``(n,)``, and a JSON header: the concepts
+        and counterparts, the layer, features, ``num_random``, the feature
+        dimension ``dim`` (D) and ``model``, the fingerprint of the model the
+        CAVs were computed for (:attr:`model_key`: class, module tree, a
+        digest of every parameter and buffer)."""
         if not self.cavs:
             raise RuntimeError("no CAVs to save")
         keys = list(self.cavs)
+        recorded = self.model_key
+        if recorded is None and not self._model_unknown:
+            # CAVs set by hand (never fit nor loaded): they are taken to be the bound model's
+            recorded = model_key(self.model)
         header = {"format": _CAV_FORMAT, "version": _CAV_VERSION, "layer": self.layer,
                   "features": self.features, "num_random": self.num_random,
-                  "concepts": [k[0] for k in keys], "counterparts": [k[1] for k in keys]}
+                  "concepts": [k[0] for k in keys], "counterparts": [k[1] for k in keys],
+                  "dim": int(self.cavs[keys[0]].vector.shape[0]), "model": recorded}
         save_npz(path, {"vectors": np.stack([self.cavs[k].vector for k in keys]),
                         "accuracies": np.array([self.cavs[k].accuracy for k in keys])}, header, compress=False)
 
-    def load_cavs(self, path: Any) -> "TCAV":
+    def load_cavs(self, path: Any, *, check_model: bool = True) -> "TCAV":
         """Read CAVs written by :meth:`save_cavs` (``allow_pickle=False``),
-        checked against the format's schema (``vectors`` (n, D) finite float,
-        ``accuracies`` (n,) in [0, 1] or NaN, n = the header's concepts and
-        counterparts, distinct pairs); the layer, features and ``num_random``
-        must match this object's.  ValueError naming the file and the field."""
-        h, arrays = load_npz(path, _CAV_FORMAT, _CAV_VERSION, "CAV file", _CAV_HEADER, _cav_arrays)
-        for key, mine in (("layer", self.layer), ("features", self.features),
-                          ("num_random", self.num_random)):
-            theirs = h[key]
-            if theirs != mine:
-                raise ValueError(f"CAV file {path!s} has {key}={theirs!r}, this TCAV has "
-                                 f"{mine!r}")
+        checked against the format's schema (``vectors`` (n, D) finite float
+        with D the header's ``dim``, ``accuracies`` (n,) in [0, 1] or NaN,
+        n = the header's concepts and counterparts, distinct pairs), then
+        against this object: the file's layer, features and ``num_random``
+        must be this object's and, with ``check_model=True`` (default), the
+        CAVs must have been computed for this object's model (the same class,
+        module tree, parameters and buffers, compared by fingerprint).  A
+        mismatch is a ValueError naming the file and the field (``cavs.npz
+        was computed for layer 'layer3', not 'layer4'``).
+
+        Files of version 1 (written before the model was recorded) are
+        refused with ``check_model=True``: they cannot be checked.
+        ``check_model=False`` loads them, and CAVs of another model
+        knowingly: the layer and the settings are still checked;
+        :attr:`model_key` then keeps the file's model (None when the file
+        records none), so saving again does not relabel the CAVs."""
+        from ._vector_files import check_layer, check_model as _check_model, check_setting
+        from ._vector_files import file_version, refuse_version_1
+
+        check_bool(check_model, "check_model")
+        what = "CAV file"
+        legacy = file_version(path, _CAV_FORMAT, what) == 1
+        if legacy and check_model:
+            refuse_version_1(path, what, "TCAV", "its layer, features and num_random")
+        if legacy:
+            h, arrays = load_npz(path, _CAV_FORMAT, 1, what, _CAV_HEADER_V1, _cav_arrays)
+        else:
+            h, arrays = load_npz(path, _CAV_FORMAT, _CAV_VERSION, what, _CAV_HEADER, _cav_arrays)
+        check_layer(path, h["layer"], self.layer, "TCAV")
+        for key in ("features", "num_random"):
+            check_setting(path, key, h[key], getattr(self, key), "TCAV")
         pairs = list(zip(h["concepts"], h["counterparts"]))
         if len(set(pairs)) != len(pairs):
             dup = next(p for i, p in enumerate(pairs) if p in pairs[:i])
             raise ValueError(f"{path!s}: fields 'header.concepts' / 'header.counterparts' repeat the CAV "
                              f"{dup!r}")
+        recorded = h.get("model")
+        if check_model:
+            _check_model(path, recorded, self.model, "TCAV")
         vecs = arrays["vectors"]
         self.cavs = {(str(c), str(r)): CAV(str(c), str(r), vecs[i].copy(), float(a))
                      for i, ((c, r), a) in enumerate(zip(pairs, arrays["accuracies"]))}
         self.dim = int(vecs.shape[1])
+        self.model_key = None if recorded is None else dict(recorded)
+        self._model_unknown = recorded is None
         return self
 
 
-# The CAV file (format interp_engine.cavs, version 1): n CAVs of dimension D.
-_CAV_HEADER = {"layer": str, "features": OneOf(FEATURES), "num_random": Num(int, 2),
-               "concepts": [str], "counterparts": [str]}
+# The CAV file (format interp_engine.cavs): n CAVs of dimension D (the header's dim).  Version 2
+# added dim and model (the fingerprint of the model the CAVs were computed for; null: unknown).
+_CAV_HEADER_V1 = {"layer": str, "features": OneOf(FEATURES), "num_random": Num(int, 2),
+                  "concepts": [str], "counterparts": [str]}
+_CAV_HEADER = dict(_CAV_HEADER_V1, dim=Num(int, 1), model=MODEL_SPEC)
 
 
 def _cav_arrays(h: Dict[str, Any]) -> Tuple[Dict[str, Array], Dict[str, int]]:
-    n = len(h["concepts"])
+    n = entries(h, ("concepts", "counterparts"), "CAV")
     if n == 0:
         raise ValueError("field 'header.concepts' must name at least one CAV; got an empty list")
-    if len(h["counterparts"]) != n:
-        raise ValueError(f"field 'header.counterparts' must have one entry per concept ({n}); got "
-                         f"{len(h['counterparts'])}")
+    dims = {"n": n}
+    if "dim" in h:
+        dims["D"] = h["dim"]
     return ({"vectors": Array("float64", ("n", "D")),
-             "accuracies": Array("float64", ("n",), min=0.0, max=1.0, nan=True)}, {"n": n})
+             "accuracies": Array("float64", ("n",), min=0.0, max=1.0, nan=True)}, dims)
 
 
 _CAV_FORMAT = "interp_engine.cavs"
-_CAV_VERSION = 1
+_CAV_VERSION = 2  # 2: the header records the model (its fingerprint) and dim
 
 
 def _stable_hash(name: str) -> int:
