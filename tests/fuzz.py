@@ -1490,10 +1490,10 @@ def gen_cq_state(rng) -> Case:
         ("items 2-d", "items", lambda d: d.__setitem__("items", np.asarray(d["items"])[None]), "error"),
         ("min > max", "min", lambda d: d.__setitem__("min", np.asarray(d["max"]) + 1.0), "error"),
         ("NaN max", "max", lambda d: d.__setitem__("max", np.full(C, np.nan)), "error"),
-        ("rng_state too short", "rng_state", lambda d: d.__setitem__("rng_state", np.asarray(d["rng_state"])[:1]), "error"),
+        ("rng_state too short", "rng_state", lambda d: d.__setitem__("rng_state", np.asarray(d["rng_state"])[:-1]), "error"),
         ("num_channels changed", "num_channels", lambda d: d.__setitem__("num_channels", C + 1), "error"),
         ("num_channels = 2**62", "num_channels", lambda d: d.__setitem__("num_channels", 2 ** 62), "error"),
-        ("version 2", "version", lambda d: d.__setitem__("version", 2), "error"),
+        ("version 3 (unknown: states are version 2)", "version", lambda d: d.__setitem__("version", 3), "error"),
         ("version '1'", "version", lambda d: d.__setitem__("version", "1"), "error"),
         ("skip_nan = 2", "skip_nan", lambda d: d.__setitem__("skip_nan", 2), "error"),
         ("seed a str", "seed", lambda d: d.__setitem__("seed", "0"), "error"),
@@ -1644,20 +1644,40 @@ def _merge_case(what: str, rng) -> Case:
         return Case("merge(self)", "IoUTally and ChannelQuantiles merged with themselves", fn, "any",
                     ["other", "itself", "self"], area="states")
     if what == "iou overflow":
+        # a self-consistent state (it loads) with one counter just above 2**62, so that it is the
+        # merge's sum that overflows; the refused merge must leave the tally as it was
+        which = _pick(rng, ["images", "unit_pixels", "label_pixels", "intersection"])
+
         def fn():
             t = _iou_fitted(rng)
-            d = t.state_dict()
+            d = {k: v for k, v in t.state_dict().items() if k not in ("digest", "field_digests")}
             big = 2 ** 62 + 12345
-            d["label_pixels"] = np.where(np.arange(4) > 0, big, 0)
-            d["intersection"] = np.where(np.arange(4) > 0, big, 0)[None].repeat(2, 0)
-            d["unit_pixels"] = np.full((2, 2), big)
+            d["num_pixel_maps"], d["num_image_labels"] = 1, 1  # P + S = 2 label maps per 3 x 3 image
+            d["images"] = big if which == "images" else big // 9 + 1  # unit_pixels <= 9 images
+            if which == "unit_pixels":
+                d["unit_pixels"] = np.full((2, 2), big)
+            if which in ("label_pixels", "intersection"):
+                d["label_pixels"] = np.where(np.arange(4) == 1, big, d["label_pixels"])  # sum <= 18 images
+            if which == "intersection":
+                d["intersection"] = np.where(np.arange(4) == 1, big, d["intersection"])
+                d["unit_pixels"] = np.where(np.arange(2) == 0, big, d["unit_pixels"])  # lite: I <= 2 A
             a = ie.IoUTally.from_state_dict(d)
             b = ie.IoUTally.from_state_dict(d)
-            a.merge(b)
-            if (a.intersection < 0).any() or (a.label_pixels < 0).any():
-                raise WrongResult(f"merged counts wrapped: {a.intersection}")
-        return Case("IoUTally.merge", "counts whose sum overflows int64", fn, "error",
+            before = [np.copy(x) for x in (a.intersection, a.label_pixels, a.unit_pixels, a.images)]
+            try:
+                a.merge(b)
+            except ValueError:
+                after = [a.intersection, a.label_pixels, a.unit_pixels, a.images]
+                if not all(np.array_equal(x, y) for x, y in zip(before, after)):
+                    raise WrongResult("a refused merge changed the tally") from None
+                raise
+            if (a.intersection < 0).any() or (a.label_pixels < 0).any() or (a.unit_pixels < 0).any() \
+                    or a.images < 0:
+                raise WrongResult(f"merged counts wrapped: {a.intersection}, {a.images}")
+        case = Case("IoUTally.merge", f"counts whose sum overflows int64 ({which})", fn, "error",
                     ["overflow", "int64", "2**63", "other"], area="states")
+        case.also = (which,)
+        return case
     if what == "cq overflow":
         def fn():
             a = _cq_fitted(rng, C=1, n=100)

@@ -158,7 +158,7 @@ def test_tally_digest_catches_changes_within_bounds():
                      ("num_image_labels", 2)):
         d = dict(st)
         d[key] = val
-        with pytest.raises(ValueError, match=r"state\['digest'\] does not match"):
+        with pytest.raises(ValueError, match=rf"state\['{key}'\].* is not what state_dict\(\) wrote: its digest"):
             IoUTally.from_state_dict(d)
         IoUTally.from_state_dict(without_digest(d))  # without the digest: the field checks alone
     d = dict(st, digest=5)
@@ -240,7 +240,8 @@ def test_sketch_state_level_sizes_overflowing_refused():
     ("k", lambda s: True, "'k'"),
     ("skip_nan", lambda s: 2, "'skip_nan'"),
     ("seed", lambda s: -1, "'seed'"),
-    ("checksum", lambda s: s["checksum"][:1], r"'checksum'\] must be a uint64 array of shape \(2, 2\)"),
+    ("checksum", lambda s: s["checksum"][:1], r"'checksum'\] must have shape \(2, 2\) .*got shape \(1, 2\)"),
+    ("checksum", lambda s: s["checksum"].astype(np.int64), r"'checksum'\] must be a uint64 array of shape \(2, 2\)"),
     ("checksum_known", lambda s: 3, "'checksum_known'"),
     ("level_sizes", lambda s: -s["level_sizes"], "'level_sizes' must be >= 0"),
 ])
@@ -540,3 +541,196 @@ def test_exact_pass_state_digest():
     with pytest.raises(ValueError, match="digest"):
         ExactQuantilePass.from_state_dict(d)
     ExactQuantilePass.from_state_dict(without_digest(d))
+
+
+# --------------------------------------------------------------------------- errors name the field that is wrong
+# (fuzz cases of seed 0: a changed num_channels or k, a short rng_state, an unknown version, a pickled
+# state that is not a dict, unit_pixels below intersection, merges whose sums overflow one counter)
+def small_sketch(C=2, n=300, k=64):
+    """One level only (n < level-0 capacity): no level invariant depends on k."""
+    cq = ChannelQuantiles(C, k=k, seed=3)
+    cq.update(np.round(np.random.default_rng(1).standard_normal((n, C)) * 5, 1))
+    return cq
+
+
+def _loaders(cls):
+    """from_state_dict, and unpickling a file whose state is the given one."""
+    def from_pickle(st):
+        obj = cls.__new__(cls)
+        obj.__setstate__(st)
+        return obj
+    return (cls.from_state_dict, from_pickle)
+
+
+@pytest.mark.parametrize("C", [1, 2])
+def test_sketch_state_short_rng_state_names_rng_state(C):
+    st = small_sketch(C).state_dict()
+    for load in _loaders(ChannelQuantiles):
+        for d in (dict(st, rng_state=st["rng_state"][:-1]), without_digest(dict(st, rng_state=st["rng_state"][:-1]))):
+            with pytest.raises(ValueError, match=rf"state_dict\['rng_state'\] must have shape \({C},\) .*"
+                                                 rf"num_channels = {C}\); got shape \({C - 1},\)"):
+                load(d)
+
+
+def test_sketch_state_unknown_version_names_version():
+    st = small_sketch().state_dict()
+    assert st["version"] == 2  # what ChannelQuantiles writes (2 adds the checksum; 1 still loads)
+    for load in _loaders(ChannelQuantiles):
+        for v in (0, 3, 99):
+            with pytest.raises(ValueError, match=rf"state_dict\['version'\] must be 1 or 2 .*; got {v}"):
+                load(dict(st, version=v))
+    # the exact pass has its own version (1)
+    plan = small_sketch().exact_pass(0.5)
+    est = plan.state_dict()
+    assert est["version"] == 1
+    with pytest.raises(ValueError, match=r"state_dict\['version'\] must be 1 .*; got 2"):
+        ExactQuantilePass.from_state_dict(dict(est, version=2))
+
+
+@pytest.mark.parametrize("digest", [True, False])
+def test_sketch_state_changed_num_channels_names_num_channels(digest):
+    st = small_sketch(C=2).state_dict()
+    if not digest:
+        st = without_digest(st)
+    for load in _loaders(ChannelQuantiles):
+        for C in (1, 3):
+            with pytest.raises(ValueError, match=rf"state_dict\['num_channels'\] = {C} does not match the arrays "
+                                                 rf"of the state, which all hold 2 channels .*got {C}"):
+                load(dict(st, num_channels=C))
+    # one array that differs from the others (and num_channels) is the one named
+    for key in ("count", "min", "wide", "checksum", "level_sizes"):
+        with pytest.raises(ValueError, match=rf"state_dict\['{key}'\] must have shape \(2,"):
+            ChannelQuantiles.from_state_dict(dict(st, **{key: st[key][:1]}))
+
+
+def test_sketch_state_changed_k_names_k():
+    st = small_sketch().state_dict()
+    assert st["level_sizes"].shape[1] == 1  # one level: k=100 fits it as well as k=64
+    for load in _loaders(ChannelQuantiles):
+        with pytest.raises(ValueError, match=r"state_dict\['k'\] = 100 is not what state_dict\(\) wrote: its "
+                                             r"digest differs"):
+            load(dict(st, k=100))
+    # without the digest such a state is a valid k=100 sketch; merging it with a k=64 one names k
+    other = ChannelQuantiles.from_state_dict(dict(without_digest(st), k=100))
+    a = small_sketch()
+    before = a.state_dict()["digest"]
+    with pytest.raises(ValueError, match=r"other has k=100, this sketch has k=64 \(other\.k must equal k\)"):
+        a.merge(other)
+    assert a.state_dict()["digest"] == before
+    # many levels: the level invariants name k without the digest
+    big = without_digest(sketch(k=100, n=50_000).state_dict())
+    with pytest.raises(ValueError, match=r"state_dict\['k'\] = 1000 does not fit the levels"):
+        ChannelQuantiles.from_state_dict(dict(big, k=1000))
+
+
+def test_field_digests_name_every_changed_field_and_digest_still_covers_all():
+    st = small_sketch().state_dict()
+    assert isinstance(st["field_digests"], str) and "k:" in st["field_digests"]
+    d = dict(st, k=100, seed=7)
+    with pytest.raises(ValueError, match=r"\['k'\] = 100 .*changed fields: \['k', 'seed'\]"):
+        ChannelQuantiles.from_state_dict(d)
+    items = st["items"].copy()
+    items[0] = np.nextafter(items[0], np.inf)
+    with pytest.raises(ValueError, match=r"state_dict\['items'\] \(a numpy array of shape \(600,\) and dtype "
+                                         r"float64\) is not what state_dict\(\) wrote"):
+        ChannelQuantiles.from_state_dict(dict(st, items=items))
+    # without field_digests the digest alone still refuses the change (without naming the field)
+    d = dict(st, k=100)
+    del d["field_digests"]
+    with pytest.raises(ValueError, match=r"state_dict\['digest'\] does not match the other fields"):
+        ChannelQuantiles.from_state_dict(d)
+    # damaged field_digests name nothing but change nothing either: the state is checked by its digest
+    ChannelQuantiles.from_state_dict(dict(st, field_digests="garbage"))
+    with pytest.raises(ValueError, match=r"state_dict\['digest'\] does not match"):
+        ChannelQuantiles.from_state_dict(dict(st, field_digests="garbage", k=100))
+    # and field_digests cannot hide a change: they are not part of what digest covers, the fields are
+    edited = ChannelQuantiles.from_state_dict(dict(without_digest(st), k=100)).state_dict()
+    with pytest.raises(ValueError, match="digest"):
+        ChannelQuantiles.from_state_dict(dict(st, k=100, field_digests=edited["field_digests"]))
+
+
+def test_field_digests_survive_npz_and_json(tmp_path):
+    import json
+    st = small_sketch().state_dict()
+    np.savez(tmp_path / "s.npz", **st)
+    with np.load(tmp_path / "s.npz") as z:
+        back = {key: z[key] for key in z.files}  # strings and ints come back as 0-d arrays
+    ChannelQuantiles.from_state_dict(back)
+    with pytest.raises(ValueError, match=r"\['k'\] = 100 is not what"):
+        ChannelQuantiles.from_state_dict(dict(back, k=np.array(100)))
+    meta = json.loads(json.dumps({key: v for key, v in st.items() if not isinstance(v, np.ndarray)}))
+    ChannelQuantiles.from_state_dict({**st, **meta})
+
+
+def test_pickled_state_not_a_dict_names_the_state():
+    for cls in (ChannelQuantiles, ExactQuantilePass):
+        obj = cls.__new__(cls)
+        for junk in ([1, 2], None, "state", 3):
+            with pytest.raises(ValueError, match=rf"the pickled state of a {cls.__name__} must be a dict from "
+                                                 rf"state_dict\(\); got"):
+                obj.__setstate__(junk)
+
+
+def test_exact_pass_state_changed_num_channels_or_q_names_it():
+    x = stream()
+    _, plan = planned(x)  # 3 channels, 3 quantiles
+    plan.update(x[:5000])
+    st = without_digest(plan.state_dict())
+    with pytest.raises(ValueError, match=r"state_dict\['num_channels'\] = 4 does not match the arrays of the "
+                                         r"state, which all hold 3 channels"):
+        ExactQuantilePass.from_state_dict(dict(st, num_channels=4))
+    with pytest.raises(ValueError, match=r"state_dict\['q'\] \(holding 2 values\) does not match the arrays of "
+                                         r"the state, which all hold 3 quantiles"):
+        ExactQuantilePass.from_state_dict(dict(st, q=np.array([0.1, 0.5])))
+    with pytest.raises(ValueError, match=r"state_dict\['q'\] \(a numpy array of shape \(3,\) and dtype float64\) is not what"):
+        ExactQuantilePass.from_state_dict(dict(plan.state_dict(), q=np.array([0.1, 0.5, 0.98])))
+
+
+def test_tally_state_changed_sizes_name_the_size():
+    st = tally_case().state_dict()  # K=3 units, NL=7 labels, NC=3 categories
+    with pytest.raises(ValueError, match=r"state\['num_units'\] = 4 does not match the arrays of the state, "
+                                         r"which all hold 3 units \(intersection.shape\[0\], unit_pixels.shape\[0\]\)"):
+        IoUTally.from_state_dict(dict(st, num_units=4))
+    with pytest.raises(ValueError, match=r"state\['num_labels'\] = 6 does not match .* hold 7 labels"):
+        IoUTally.from_state_dict(dict(st, num_labels=6))
+    with pytest.raises(ValueError, match=r"state\['intersection'\] must have shape \(3, 7\)"):
+        IoUTally.from_state_dict(dict(st, intersection=st["intersection"][:2]))
+
+
+def test_tally_unit_pixels_below_intersection_names_unit_pixels():
+    st = tally_case("annotated").state_dict()
+    assert st["intersection"].any()
+    d = dict(st, unit_pixels=np.zeros_like(st["unit_pixels"]))
+    # the annotated rule has no bound between the two (see test_tally_lite_...): the digest names the field
+    with pytest.raises(ValueError, match=r"state\['unit_pixels'\] \(a numpy array of shape \(3, 3\) and dtype "
+                                         r"int64\) is not what state_dict\(\) wrote"):
+        IoUTally.from_state_dict(d)
+    IoUTally.from_state_dict(without_digest(d))
+    lite = tally_case("lite").state_dict()
+    with pytest.raises(ValueError, match=r"state\['intersection'\].*unit_pixels\["):
+        IoUTally.from_state_dict(dict(lite, unit_pixels=np.zeros_like(lite["unit_pixels"])))
+
+
+@pytest.mark.parametrize("rule", ["annotated", "lite"])
+@pytest.mark.parametrize("which", ["images", "unit_pixels", "label_pixels", "intersection"])
+def test_tally_merge_overflow_of_each_counter_refused_and_changes_neither(which, rule):
+    big = (1 << 62) + 12345
+    t = IoUTally(1, 2, [0, 0], 1, output_size=(2, 2), unit_rule=rule)  # 4 pixels per map
+    t.update(np.ones((1, 1, 1, 1)), [0.0], pixel_labels=np.ones((1, 1, 2, 2), np.int64))
+    st = without_digest(t.state_dict())  # I = L = A = 4, images 1, one pixel map
+    # images large enough for the counts (A, L <= 4 x images), small enough that their sum fits
+    st["images"] = big if which == "images" else big // 4 + 1
+    if which in ("unit_pixels", "intersection"):
+        st["unit_pixels"] = np.array([[big]], np.int64)
+    if which in ("label_pixels", "intersection"):
+        st["label_pixels"] = np.array([0, big], np.int64)
+    if which == "intersection":
+        st["intersection"] = np.array([[0, big]], np.int64)
+    a, b = IoUTally.from_state_dict(st), IoUTally.from_state_dict(st)
+    ca, cb = counts_of(a), counts_of(b)
+    with pytest.raises(ValueError, match=rf"the merged {which} would overflow int64 .*neither tally was changed"):
+        a.merge(b)
+    assert same_counts(counts_of(a), ca) and same_counts(counts_of(b), cb)
+    # the tally still works and merges what fits
+    a.merge(t)
+    assert a.images == st["images"] + 1

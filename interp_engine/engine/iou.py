@@ -49,7 +49,7 @@ from .._loader import core as _core
 from ._arrays import (bool_array, check_choice, check_num_threads, check_positive_int, describe,
                       float_array, int_array, to_numpy)
 from .resize import check_method
-from ._state import check_digest, state_digest
+from ._state import check_declared_length, check_digest, state_digests
 from ._sync import Synchronized, synchronized, synchronized_pair
 
 __all__ = ["IoUTally", "UNIT_RULES"]
@@ -354,7 +354,7 @@ class IoUTally(Synchronized):
             "unit_pixels": self.unit_pixels,
             "images": self.images,
         }
-        d["digest"] = state_digest(_tally_fields(d, d["output_size"]))
+        d["digest"], d["field_digests"] = state_digests(_tally_fields(d, d["output_size"]))
         return d
 
     @classmethod
@@ -372,7 +372,8 @@ class IoUTally(Synchronized):
         (TypeError for a wrong type) naming ``state[<field>]``.  Finally
         ``state["digest"]`` (written by :meth:`state_dict`) must be the digest
         of all the other fields, so that a state edited or corrupted within
-        those bounds is refused too; a state without a digest is checked by
+        those bounds is refused too (naming the changed fields when
+        ``state["field_digests"]`` is there); a state without a digest is checked by
         its fields alone.
         """
         if not isinstance(state, dict):
@@ -396,9 +397,14 @@ class IoUTally(Synchronized):
             rule = rule.item()
         if rule not in UNIT_RULES:
             raise ValueError(f"state['unit_rule'] must be one of {UNIT_RULES}; got {rule!r}")
+        K, NL, NC = (_state_int(state, key, 1) for key in ("num_units", "num_labels", "num_categories"))
+        # a declared size that none of the arrays has is the field that changed (else the array is named)
+        for key, n, axes in (("num_units", K, {"intersection": 0, "unit_pixels": 0}),
+                             ("num_labels", NL, {"intersection": 1, "label_pixels": 0, "label_category": 0}),
+                             ("num_categories", NC, {"unit_pixels": 1})):
+            check_declared_length("state", key, n, {a: state[a] for a in axes}, axes, what=key[4:])
         try:
-            out = cls(_state_int(state, "num_units", 1), _state_int(state, "num_labels", 1),
-                      state["label_category"], _state_int(state, "num_categories", 1),
+            out = cls(K, NL, state["label_category"], NC,
                       output_size=(_state_int(size, 0, 1, "output_size"), _state_int(size, 1, 1, "output_size")),
                       unit_rule=rule, resize=state.get("resize", "bilinear"),
                       num_threads=num_threads)

@@ -17,7 +17,7 @@ import numpy as np
 from .._loader import core as _core
 from ._arrays import (check_int, check_num_threads, check_positive_int, check_real, describe,
                       float_array, to_numpy)
-from ._state import check_digest, state_digest
+from ._state import check_declared_length, check_digest, state_digests
 from ._sync import Synchronized, synchronized, synchronized_pair
 
 __all__ = ["ChannelQuantiles", "ExactQuantilePass", "DEFAULT_K", "RANK_ERROR_BOUND"]
@@ -159,6 +159,9 @@ class _PickledByState(Synchronized):
         return d
 
     def __setstate__(self, d: Dict[str, Any]) -> None:
+        if not isinstance(d, dict):
+            raise ValueError(f"the pickled state of a {type(self).__name__} must be a dict from state_dict(); "
+                             f"got {describe(d)}")
         d = dict(d)
         threads = d.pop("num_threads", 0)
         other = type(self).from_state_dict(d, num_threads=threads or None)
@@ -359,9 +362,11 @@ class ChannelQuantiles(_PickledByState):
         if not isinstance(other, ChannelQuantiles):
             raise TypeError(f"other must be a ChannelQuantiles; got {type(other).__name__}")
         if other._C != self._C:
-            raise ValueError(f"cannot merge: other has {other._C} channels, this sketch has {self._C}")
+            raise ValueError(f"cannot merge: other has {other._C} channels, this sketch has {self._C} "
+                             f"(other.num_channels must equal num_channels)")
         if other._k != self._k:
-            raise ValueError(f"cannot merge: other has k={other._k}, this sketch has k={self._k}")
+            raise ValueError(f"cannot merge: other has k={other._k}, this sketch has k={self._k} "
+                             f"(other.k must equal k)")
         if other is self:
             raise ValueError("cannot merge a sketch with itself")
         self._sk.merge(other._sk, self._threads)
@@ -401,7 +406,7 @@ class ChannelQuantiles(_PickledByState):
             "skip_nan": int(self._skip_nan),
         }
         d.update({key: (int(v) if key == "checksum_known" else np.asarray(v)) for key, v in st.items()})
-        d["digest"] = state_digest(_quantile_fields(d))
+        d["digest"], d["field_digests"] = state_digests(_quantile_fields(d))
         return d
 
     @classmethod
@@ -421,7 +426,10 @@ class ChannelQuantiles(_PickledByState):
         them).  Finally ``digest`` (added by :meth:`state_dict`) must be the
         digest of all the other fields: a state changed after it was written
         (a ``k`` raised within what the levels allow, an edited item) is
-        refused; a state without ``digest`` is checked by its fields alone.
+        refused, naming the changed fields when ``field_digests`` (also added
+        by :meth:`state_dict`) is there; a state without ``digest`` is
+        checked by its fields alone.  A ``num_channels`` that none of the
+        per-channel arrays has is named as the wrong field.
         Version 1 states (without the checksum of the values) load; the exact
         pass of such a sketch can then compare only counts.
         """
@@ -438,8 +446,8 @@ class ChannelQuantiles(_PickledByState):
 
         version = as_int("version")
         if version not in (1, _STATE_VERSION):
-            raise ValueError(f"state_dict version {d['version']!r} is not supported (expected 1 or "
-                             f"{_STATE_VERSION})")
+            raise ValueError(f"state_dict['version'] must be 1 or {_STATE_VERSION} (the versions this release "
+                             f"reads); got {d['version']!r}")
         C, k = as_int("num_channels", 1), as_int("k", _MIN_K, _MAX_K)
         seed = as_int("seed", 0, (1 << 64) - 1)
         skip = as_int("skip_nan", 0, 1)
@@ -461,17 +469,35 @@ class ChannelQuantiles(_PickledByState):
         items = arr("items", "f")
         if np.isnan(items).any():
             raise ValueError("state_dict['items'] must not contain NaN")
-        checksum = None
         if version >= 2:
             for key in ("checksum", "checksum_known"):
                 if key not in d:
                     raise ValueError(f"state_dict is missing keys [{key!r}] (version {version})")
-            if as_int("checksum_known", 0, 1):
-                checksum = arr("checksum", "u")
-                if checksum.dtype.kind != "u" or checksum.dtype.itemsize != 8 or checksum.shape != (C, 2):
-                    raise ValueError(f"state_dict['checksum'] must be a uint64 array of shape ({C}, 2); "
-                                     f"got {describe(checksum)}")
-                checksum = checksum.astype(np.uint64)  # native byte order for the core
+        # one row per channel in every per-channel array: a num_channels that none of them has is
+        # the field that changed; else the array that differs from num_channels is named
+        per_channel = {key: arr(key, "f" if key in ("min", "max") else "iu")
+                       for key in ("count", "min", "max", "rng_state", "nan_count", "wide", "level_sizes")}
+        if version >= 2:
+            per_channel["checksum"] = arr("checksum", "iu")
+        check_declared_length("state_dict", "num_channels", C, per_channel, what="channels")
+        for key, v in per_channel.items():
+            if key == "level_sizes":
+                ok, want = v.ndim == 2 and v.shape[0] == C and 1 <= v.shape[1] <= _MAX_LEVELS, \
+                    f"({C}, levels) with 1 <= levels <= {_MAX_LEVELS}"
+            elif key == "checksum":
+                ok, want = v.shape == (C, 2), f"({C}, 2)"
+            else:
+                ok, want = v.shape == (C,), f"({C},)"
+            if not ok:
+                raise ValueError(f"state_dict[{key!r}] must have shape {want} (one row per channel, "
+                                 f"num_channels = {C}); got shape {v.shape}")
+        checksum = None
+        if version >= 2 and as_int("checksum_known", 0, 1):
+            checksum = per_channel["checksum"]
+            if checksum.dtype.kind != "u" or checksum.dtype.itemsize != 8:
+                raise ValueError(f"state_dict['checksum'] must be a uint64 array of shape ({C}, 2); "
+                                 f"got {describe(checksum)}")
+            checksum = checksum.astype(np.uint64)  # native byte order for the core
         conv: Dict[str, Any] = {
             "version": version, "num_channels": C, "k": k, "seed": seed, "skip_nan": skip,
             "items": items.astype(np.float64), "level_sizes": ints("level_sizes"), "count": ints("count"),
@@ -490,6 +516,8 @@ class ChannelQuantiles(_PickledByState):
                 C, k, obj._seed, conv["items"], conv["level_sizes"], conv["count"], conv["min"], conv["max"],
                 conv["rng_state"], conv["nan_count"], conv["wide"], checksum)
         except (ValueError, TypeError) as exc:
+            if "changed k?" in str(exc):  # the levels do not fit k: name the field
+                raise ValueError(f"state_dict['k'] = {k} does not fit the levels of the state: {exc}") from exc
             raise ValueError(f"malformed state_dict: {exc}") from exc
         # the fields agree with each other; the digest tells whether they are the ones written
         check_digest(d, _quantile_fields(conv), "state_dict")
@@ -640,7 +668,7 @@ class ExactQuantilePass(_PickledByState):
             "sketch_checksum_known": int(known),
         }
         d.update(st)
-        d["digest"] = state_digest(_exact_fields(d))
+        d["digest"], d["field_digests"] = state_digests(_exact_fields(d))
         return d
 
     @classmethod
@@ -672,7 +700,8 @@ class ExactQuantilePass(_PickledByState):
             return v
 
         if as_int("version") != _EXACT_VERSION:
-            raise ValueError(f"state_dict version {d['version']!r} is not supported (expected {_EXACT_VERSION})")
+            raise ValueError(f"state_dict['version'] must be {_EXACT_VERSION} (the version this release reads); "
+                             f"got {d['version']!r}")
         C = as_int("num_channels", 1)
         try:
             q, _ = _check_q(d["q"])
@@ -682,6 +711,12 @@ class ExactQuantilePass(_PickledByState):
         if scalar and q.size != 1:
             raise ValueError(f"state_dict['scalar'] is 1 but 'q' holds {q.size} values")
         m = q.size
+        # a declared size that none of the arrays has is the field that changed (else the array is named)
+        check_declared_length("state_dict", "num_channels", C,
+                              {key: d[key] for key in _EXACT_FIELDS if key not in ("q", "inside")}, what="channels")
+        check_declared_length("state_dict", "q", m, {key: d[key] for key in ("lower", "upper", "below", "eq_lower",
+                                                                          "eq_upper", "inside_sizes")},
+                              axis=1, what="quantiles", shown=f"(holding {m} values)")
         n = arr("sketch_count", "iu", (C,)).astype(np.int64)
         if (n < 1).any():
             raise ValueError("state_dict['sketch_count'] must be >= 1 for every channel")
