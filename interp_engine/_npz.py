@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 
 import numpy as np
 
-__all__ = ["save_npz", "read_header", "safe_name", "Array", "Num", "OneOf", "MapOf", "check_json",
+__all__ = ["save_npz", "read_header", "load_header", "safe_name", "Array", "Num", "OneOf", "MapOf", "check_json",
            "load_npz", "MAX_DEPTH"]
 
 PathLike = Union[str, os.PathLike]
@@ -230,16 +230,17 @@ def check_json(value: Any, spec: Any, path: PathLike, where: str = "header") -> 
 
 
 # ----------------------------------------------------------------------------- arrays
-_DTYPES = {"float64": "f", "float32": "f", "int64": "iu", "int32": "iu", "bool": "b", "str": "U"}
+_DTYPES = {"float64": "f", "float32": "f", "int64": "iu", "int32": "iu", "uint64": "u", "bool": "b", "str": "U"}
 
 
 @dataclass(frozen=True)
 class Array:
     """Schema of one array of a file.
 
-    dtype: ``"float64"``, ``"float32"``, ``"int64"``, ``"int32"``, ``"bool"`` or
-        ``"str"``; any dtype of the same kind is accepted (floats for floats,
-        signed or unsigned integers for integers) and converted, in native
+    dtype: ``"float64"``, ``"float32"``, ``"int64"``, ``"int32"``, ``"uint64"``,
+        ``"bool"`` or ``"str"``; any dtype of the same kind is accepted (floats
+        for floats, signed or unsigned integers for signed integers, unsigned
+        integers for ``"uint64"``: bit patterns, never negative) and converted, in native
         byte order, after the range check (so a uint64 above 2**63 - 1 is out of
         range for ``"int64"``, not wrapped).
     shape: one entry per dimension: an int, or a name (a key of ``dims``, or
@@ -396,6 +397,18 @@ def read_header(z: Any, path: PathLike, fmt: str, version: int, what: str) -> Di
     (:func:`load_npz` also checks every key and array.)"""
     path = Path(path)
     return _check_format(_parse_header(z, path, what), path, fmt, version, what)
+
+
+def load_header(path: PathLike, fmt: str, version: int, what: str) -> Dict[str, Any]:
+    """The JSON header of the file at ``path`` alone (its arrays are not
+    read), checked to be a JSON object of format ``fmt`` version ``version``;
+    ValueError naming the file otherwise (not a zip, truncated, a pickle, not
+    JSON), FileNotFoundError when there is no file.  For a look at the header
+    (a key, a version) before :func:`load_npz` checks the whole file."""
+    path = Path(path)
+    z, fid = _open(path, what)
+    with fid, z:
+        return _check_format(_parse_header(z, path, what), path, fmt, version, what)
 
 
 ArraySchema = Mapping[str, Array]

@@ -1978,11 +1978,29 @@ def gen_file_missing(rng) -> Case:
 
 # ---------------------------------------------------------------------------- checkpoints
 
-def _dissection_run(root, ck, model=None, **kw):
+class _StopRun(Exception):
+    pass
+
+
+def _dissection_run(root, ck, model=None, stop=None, **kw):
+    """A dissection of the tiny model's layer "0" with a checkpoint after every
+    batch; ``stop=(pass, batch)``: stopped after that batch (its checkpoint kept)."""
     from interp_engine.methods.dissection import Dissection
 
-    return Dissection(model if model is not None else _tiny_model(), "0", checkpoint_dir=ck, progress=False,
-                      batch_size=2, checkpoint_every=1, **kw).run(root)
+    d = Dissection(model if model is not None else _tiny_model(), "0", checkpoint_dir=ck, progress=False,
+                   batch_size=2, checkpoint_every=1, **kw)
+    if stop is None:
+        return d.run(root)
+
+    def hook(pass_name, b):
+        if (pass_name, b) == stop:
+            raise _StopRun()
+    d._after_batch = hook
+    try:
+        d.run(root)
+    except _StopRun:
+        return None
+    raise RuntimeError(f"the run was not stopped at {stop}")  # pragma: no cover - harness error
 
 
 def gen_checkpoint(rng) -> Case:
@@ -2019,12 +2037,25 @@ def gen_checkpoint(rng) -> Case:
         ("top-k values 1-d", _set("topk.0.values", lambda v: v.reshape(-1)), ("topk", "values"), "error"),
         ("an array missing", _drop("sketch.0.items"), "items", "error"),
     ]
-    kind = _pick(rng, ["raw", "edit", "edit", "other run"])
+    # a checkpoint written inside the exact quantile pass (after its first batch of two) holds that pass's state
+    exact_edits = [
+        ("the exact pass's seen count changed", _set("exact.0.seen", lambda v: v + 1), "exact.0", "error"),
+        ("the exact pass's brackets moved", _set("exact.0.lower", lambda v: v - 1.0), "exact.0", "error"),
+        ("the exact pass's values one short", _set("exact.0.inside", lambda v: v[:-1]), "exact.0", "error"),
+        ("the exact pass's state missing", _hset(("exact",), {}), "exact", "error"),
+        ("the exact pass's position moved back", _hset(("position", "exact"), 0), "exact", "error"),
+        ("the exact pass's position moved on", _hset(("position", "exact"), 2), "exact", "error"),
+        ("the exact pass's q changed", _set("exact.0.q", lambda v: v * 0 + 0.5), "exact.0", "error"),
+    ]
+    kind = _pick(rng, ["raw", "edit", "edit", "other run", "exact"])
     if kind == "raw":
         desc, damage = _pick(rng, raw)
         field, expect = "", "error"
     elif kind == "edit":
         desc, edit, field, expect = _pick(rng, edits)
+    elif kind == "exact":
+        desc, edit, field, expect = _pick(rng, exact_edits)
+        desc += " (stopped inside the exact pass)"
     else:
         desc, field, expect = _pick(rng, [("another model's weights", ("model", "weights", "parameters"), "error"),
                                           ("another transform", "transform", "error"),
@@ -2036,11 +2067,11 @@ def gen_checkpoint(rng) -> Case:
         d = _tmpdir()
         root, ck = os.path.join(d, "broden"), os.path.join(d, "ck")
         _write_tiny_broden(root, np.random.default_rng(0))
-        _dissection_run(root, ck)
+        _dissection_run(root, ck, stop=("exact", 0) if kind == "exact" else None)
         p = os.path.join(ck, name)
         if kind == "raw":
             damage(p)
-        elif kind == "edit":
+        elif kind in ("edit", "exact"):
             tmp = os.path.join(ck, "edited.npz")
             _rewrite_npz(p, tmp, edit)
             os.replace(tmp, p)

@@ -278,9 +278,8 @@ def test_checkpoint_resume_gives_the_same_result(ds, tmp_path, where, cache):
     seen = []
     resumed._after_batch = lambda p, b: seen.append((p, b))
     res = resumed.run(ds)
-    if where[0] != "exact":
-        # resumed from the last checkpoint of that pass, not from its start
-        assert (where[0], 0) not in seen
+    # resumed from the last checkpoint of that pass (the exact pass included), not from its start
+    assert (where[0], 0) not in seen
     for name in ("2", "4"):
         for attr in ("thresholds", "intersection", "label_pixels", "unit_pixels", "top_images", "top_maps"):
             np.testing.assert_array_equal(getattr(res[name], attr), getattr(full[name], attr))
@@ -647,9 +646,10 @@ def test_interval_checkpoints(ds, tmp_path):
 
     d._after_batch = look
     d.run(ds)
-    # interval 0: a checkpoint after every batch of the quantile and IoU passes (seen after the next batch),
-    # and at the end of each pass (8 batches of 3 images); none inside the exact pass
-    assert saved == [("quantiles", b) for b in range(1, 9)] + [("exact", 8)] + [("iou", b) for b in range(1, 8)]
+    # interval 0: a checkpoint after every batch of every pass, the exact pass included (seen after the next
+    # batch), and at the end of each pass (8 batches of 3 images)
+    assert saved == [("quantiles", b) for b in range(1, 9)] + [("exact", b) for b in range(1, 9)] + \
+        [("iou", b) for b in range(1, 8)]
     with pytest.raises(ValueError, match="checkpoint_interval"):
         Dissection(make_model(), "4", checkpoint_interval=-1)
     with pytest.raises(ValueError, match="checkpoint_interval"):
