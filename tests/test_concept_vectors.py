@@ -221,13 +221,13 @@ def test_semantic_determinism_and_save_load(semantic, root, model, tmp_path):
 
 
 def _as_version_1(path, out):
-    """The file rewritten as version 1 wrote it: no model, no dim."""
+    """The file rewritten as version 1 wrote it: no model, no dim, no transform."""
     import json
 
     with np.load(path, allow_pickle=False) as z:
         raw = {k: z[k] for k in z.files}
     h = json.loads(str(raw.pop("header")))
-    del h["model"], h["dim"]
+    del h["model"], h["dim"], h["transform"]
     h["version"] = 1
     np.savez(out, header=np.array(json.dumps(h)), **raw)
     return out
@@ -273,6 +273,36 @@ def test_vector_files_are_refused_for_another_model_or_layer(semantic, model, tm
     ConceptVectors(model, DEFAULT_LAYER).load(tmp_path / "again.npz")
     with pytest.raises(TypeError, match="check_model"):
         ConceptVectors(model, DEFAULT_LAYER).load(path, check_model="no")
+
+
+def test_vectors_are_never_scored_on_inputs_of_another_transform(semantic, root, model, tmp_path):
+    """The fit records its data's transform (saved with the vectors): evaluate
+    refuses a dataset prepared by another transform, before and after a
+    save/load round trip; the same transform is accepted and gives the same
+    evaluation."""
+    from interp_engine.data import BrodenDataset
+
+    cv, ev = semantic
+    assert cv.transform_key == {"name": "unit"}
+    msg = r"prepared by the transform 'imagenet', but the vectors were fitted on images prepared by 'unit' " \
+          r"\(field 'transform'\)"
+    with pytest.raises(ValueError, match=msg):
+        cv.evaluate(BrodenDataset(root, split="val", transform="imagenet"))
+    cv.save(tmp_path / "v.npz")
+    loaded = ConceptVectors(model, DEFAULT_LAYER, transform="imagenet").load(tmp_path / "v.npz")
+    assert loaded.transform_key == {"name": "unit"}
+    with pytest.raises(ValueError, match=msg):
+        loaded.evaluate(root)   # a directory: read with the loading object's transform
+    again = ConceptVectors(model, DEFAULT_LAYER).load(tmp_path / "v.npz").evaluate(root)
+    assert again.table() == ev.table()
+    # a callable transform: named and probed on a fixed image, so one function is one transform on any data
+    from interp_engine.data.broden import BrodenDataset as B
+
+    def halve(img):
+        return torch.from_numpy(img).permute(2, 0, 1).float() / 510.0
+
+    a, b = B(root, transform=halve).transform_key(), B(root, split="val", transform=halve).transform_key()
+    assert a == b and a["name"].endswith("halve") and "probe" in a
 
 
 def test_version_1_vector_files_need_check_model_false(semantic, model, tmp_path):

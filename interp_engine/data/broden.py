@@ -649,6 +649,19 @@ class BrodenDataset(Dataset):
                 "transform": transform_fingerprint(self._transform_spec, probes,
                                                    builtin=tuple(k for k in _BUILTIN_TRANSFORMS if k))}
 
+    def transform_key(self) -> Dict[str, Any]:
+        """The fingerprint of this dataset's transform alone, comparable
+        across datasets: a built-in transform by name, a callable by its
+        name and its output on a fixed synthetic 32 x 32 probe image (see
+        :func:`interp_engine._fingerprint.transform_fingerprint`).  What
+        vectors fitted on this data record, so that they are never scored on
+        inputs prepared another way."""
+        from .._fingerprint import transform_fingerprint
+
+        probe = np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+        return transform_fingerprint(self._transform_spec, [probe],
+                                     builtin=tuple(k for k in _BUILTIN_TRANSFORMS if k))
+
     def load_image(self, i: int) -> np.ndarray:
         """The i-th image, untransformed: uint8 (ih, iw, 3) RGB, resized to
         the row's (ih, iw) with PIL bilinear when its size differs."""

@@ -64,12 +64,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ._rows import ConceptRows
-from .._npz import Array, Num, OneOf, load_npz, save_npz
+from .._npz import Array, MapOf, Num, OneOf, load_npz, save_npz
 from ._vector_files import MODEL_SPEC, entries
 from ..engine._arrays import check_bool, check_choice, check_int, check_positive_int, check_real
 from ..engine.quantiles import ChannelQuantiles
@@ -320,6 +320,11 @@ class ConceptVectors:
         #: "bytes"}`` (see ``interp_engine._fingerprint.model_fingerprint``); None before either
         self.model_key: Optional[Dict[str, Any]] = None
         self._model_unknown = False  # loaded from a file that records no model
+        #: the fingerprint of the transform of the data the vectors were fitted on
+        #: (``BrodenDataset.transform_key()``; saved and loaded with them): :meth:`evaluate` refuses data
+        #: prepared by another transform.  None: unknown (a dataset object without ``transform_key``,
+        #: vectors set by hand, a file that records none), then not checked.
+        self.transform_key: Optional[Dict[str, Any]] = None
         #: seconds of the last fit: ``streaming_pass`` (the model, the quantile sketch, the
         #: sample), ``thresholds_pass``, ``solve`` (Newton, or net2vec's epochs), ``units_pass``
         #: (best units and calibration)
@@ -476,6 +481,7 @@ class ConceptVectors:
         ds, idx = self._resolve(dataset, split)
         names, labels, cats, explicit = self._select(ds, concepts)
         key = model_key(self.model)  # the model as the fit sees it (recorded by save())
+        tkey = _transform_key(ds)
         if not self.activation_cache:
             self._run(lambda: self._fit(ds, idx, names, labels, cats, explicit))
         else:
@@ -485,7 +491,7 @@ class ConceptVectors:
                     self._run(lambda: self._fit(ds, idx, names, labels, cats, explicit))
                 finally:
                     self._cache = None
-        self.model_key, self._model_unknown = key, False
+        self.model_key, self._model_unknown, self.transform_key = key, False, tkey
         return self
 
     def _fit(self, ds, idx, names, labels, cats, explicit):
@@ -677,6 +683,13 @@ class ConceptVectors:
         Returns a :class:`ConceptVectorsEvaluation` (``.table()``, ``str``)."""
         self._check_fitted()
         ds, idx = self._resolve(dataset, split)
+        theirs = _transform_key(ds)
+        if self.transform_key is not None and theirs is not None and theirs != self.transform_key:
+            raise ValueError(f"dataset: its images are prepared by the transform {_describe_transform(theirs)}, "
+                             f"but the vectors were fitted on images prepared by "
+                             f"{_describe_transform(self.transform_key)} (field 'transform'): evaluate on data "
+                             f"with the fit's transform (ConceptVectors(..., transform=...) for a directory), "
+                             f"or fit again")
         avail = self._pixel_labels(ds)
         missing = [c for c in self.concepts if c not in avail]
         if missing:
@@ -719,7 +732,8 @@ class ConceptVectors:
         return {"format": _FORMAT, "version": _VERSION, "layer": self.layer, "method": self.method,
                 "binarize": self.binarize, "quantile": self.quantile, "concepts": self.concepts,
                 "categories": self.categories, "labels": [int(x) for x in self.labels],
-                "dim": int(self.vectors.shape[1]), "model": self._saved_model_key()}
+                "dim": int(self.vectors.shape[1]), "model": self._saved_model_key(),
+                "transform": self.transform_key}
 
     def _saved_model_key(self) -> Optional[Dict[str, Any]]:
         if self.model_key is not None or self._model_unknown:
@@ -786,15 +800,29 @@ class ConceptVectors:
         self.solved_biases, self.solve_info, self.skipped = None, {}, []  # of an earlier fit
         self.model_key = None if recorded is None else dict(recorded)
         self._model_unknown = recorded is None
+        t = h.get("transform")
+        self.transform_key = None if t is None else dict(t)
         return self
 
 
 # The concept-vector file (format interp_engine.concept_vectors): L concepts (the header's
 # concepts, categories and labels), K units (the header's dim).  Version 2 added dim and model
-# (the fingerprint of the model the vectors were computed from; null: unknown).
+# (the fingerprint of the model the vectors were computed from; null: unknown) and transform
+# (that of the fitting data's transform; null: unknown).
 _HEADER_V1 = {"layer": str, "method": OneOf(METHODS), "binarize": bool, "quantile": Num(float, 0.0, 1.0),
               "concepts": [str], "categories": [str], "labels": [Num(int, 0)]}
-_HEADER = dict(_HEADER_V1, dim=Num(int, 1), model=MODEL_SPEC)
+_HEADER = dict(_HEADER_V1, dim=Num(int, 1), model=MODEL_SPEC, transform=(MapOf(str), None))
+
+
+def _transform_key(ds: Any) -> Optional[Dict[str, Any]]:
+    """The dataset's transform fingerprint (``transform_key()``), None when it has none."""
+    get = getattr(ds, "transform_key", None)
+    return dict(get()) if callable(get) else None
+
+
+def _describe_transform(key: Mapping[str, Any]) -> str:
+    probe = key.get("probe")
+    return repr(key.get("name")) + ("" if probe is None else f" (output on a probe image: {str(probe)[:16]})")
 
 
 def _arrays(h: Dict[str, Any]) -> Tuple[Dict[str, Array], Dict[str, int]]:
