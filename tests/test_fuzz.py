@@ -41,18 +41,11 @@ def _run_fresh(tmp_path):
     return fuzz.Report(*pickle.loads(out.read_bytes()))
 
 
-# Cases of seed 0 that still fail, each one open in issue 14 (a checkpoint,
-# concept-vector file or accumulator state refused with a message that does not
-# name the field the fuzz case corrupted, or accepted).  Strict: any other bad
-# case fails the test; a case listed here that now passes is printed (remove
-# it).  The list only shrinks.
-KNOWN_OPEN = {0: {
-    # checkpoints (Dissection.run(checkpoint_dir=...))
-    # (none open)
-    # ConceptVectors.load
-    # (none open)
-    # accumulator states and merges
-    }}
+# Cases known to fail, per seed, each with an open issue (a refusal whose
+# message does not name the corrupted field, or an acceptance).  Strict: any
+# other bad case fails the test; a listed case that now passes is printed
+# (remove it).  The list only shrinks; none is open for seed 0.
+KNOWN_OPEN: dict = {0: set()}  # none open: every case of seed 0 is handled
 
 
 def test_fuzz_boundary(capsys, tmp_path):
