@@ -34,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
 from .engine._arrays import check_device
 
 __all__ = ["find_module", "to_bchw", "Capture", "capture", "iter_activations",
-           "pooled_activations"]
+           "pooled_activations", "model_device_dtype"]
 
 Adapter = Union[str, Callable[[Any], "torch.Tensor"]]
 _ADAPTER_NAMES = ("auto", "none", "first")
@@ -459,7 +459,9 @@ def capture(model: nn.Module, layers: Union[str, Sequence[str]], **kw: Any) -> C
 
 # ----------------------------------------------------------------------------- iteration helpers
 
-def _model_device_dtype(model: nn.Module) -> Tuple[torch.device, Optional[torch.dtype]]:
+def model_device_dtype(model: nn.Module) -> Tuple[torch.device, Optional[torch.dtype]]:
+    """The device of the model's first parameter or buffer (CPU if it has none) and the dtype of
+    its first floating-point one (None if none): where and in what precision inputs should go."""
     device = None
     dtype = None
     for t in list(model.parameters()) + list(model.buffers()):
@@ -527,7 +529,7 @@ def iter_activations(model: nn.Module, layers: Union[str, Sequence[str]], batche
                   clone=clone)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
-    mdev, mdtype = _model_device_dtype(model)
+    mdev, mdtype = model_device_dtype(model)
     dev = check_device(device) if device is not None else mdev
     cast = dtype if dtype is not None else mdtype
 

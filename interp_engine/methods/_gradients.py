@@ -71,9 +71,9 @@ def iter_layer_gradients(model: Any, layer: str, inputs: Any, target_class: Opti
         ``(B, num_classes)``, ``targets`` int64 ``(B,)``.
     """
     import torch
-    from ..capture import Capture, _model_device_dtype
+    from ..capture import Capture, model_device_dtype
 
-    dev, dt = _model_device_dtype(model)
+    dev, dt = model_device_dtype(model)
     with Capture(model, layer, detach=False, clone=False) as cap:
         for x in iter_batches(inputs, batch_size, what):
             x = x.to(device=dev, dtype=dt) if (x.is_floating_point() and dt) else x.to(dev)

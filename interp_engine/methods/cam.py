@@ -114,13 +114,13 @@ def grad_cam(model: Any, layer: str, images: Any, class_idx: Any = None, *,
     import torch
     import torch.nn.functional as F
 
-    from ..capture import Capture, _model_device_dtype
+    from ..capture import Capture, model_device_dtype
 
     images = _images(images, "images")
     batch_size = check_positive_int(batch_size, "batch_size")
     n = images.shape[0]
     cls = _classes(class_idx, n, None, "class_idx")
-    dev, dt = _model_device_dtype(model)
+    dev, dt = model_device_dtype(model)
     out = []
     with Capture(model, layer, detach=False, clone=False) as cap:
         for s in range(0, n, batch_size):
@@ -186,7 +186,7 @@ def average_drop_increase(model: Any, images: Any, maps: Any, classes: Any, *, k
     """
     import torch
 
-    from ..capture import _model_device_dtype
+    from ..capture import model_device_dtype
 
     images = _images(images, "images")
     n, c, h, w = images.shape
@@ -210,7 +210,7 @@ def average_drop_increase(model: Any, images: Any, maps: Any, classes: Any, *, k
             raise ValueError(f"fill must be a float or per-channel values of shape ({c},), got "
                              f"{describe(fill)}")
         fill_t = f.reshape(1, c, 1, 1)
-    dev, dt = _model_device_dtype(model)
+    dev, dt = model_device_dtype(model)
     dt = dt or images.dtype
     mask = torch.from_numpy(keep_top_mask(m, float(keep)))[:, None]   # (N, 1, H, W)
     full, masked = [], []

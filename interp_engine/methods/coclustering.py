@@ -480,9 +480,9 @@ class RepresentativeInterpretation:
 
     # ------------------------------------------------------------------ features
     def _device_dtype(self) -> Tuple[Any, Any]:
-        from ..capture import _model_device_dtype
+        from ..capture import model_device_dtype
 
-        return _model_device_dtype(self.model)
+        return model_device_dtype(self.model)
 
     def _forward(self, x: Any) -> Tuple[Any, Any]:
         """(psi detached clone, model logits) for one batch; the hook is
@@ -1005,7 +1005,7 @@ def plot_region(region: Region, path: Any, *, images: Any = None, k: int = 5,
         alpha: opacity of the overlaid heatmaps.
     """
     from ..capture import input_of
-    from .concept_relevance import _figure
+    from ..report.figures import agg_figure
 
     if not isinstance(region, Region):
         raise TypeError(f"region must be a Region, got {describe(region)}")
@@ -1020,7 +1020,7 @@ def plot_region(region: Region, path: Any, *, images: Any = None, k: int = 5,
     def get(i: int) -> Any:
         return input_of(images[i], f"images[{i}]")
 
-    fig = _figure(figsize=(2.6 * (k + 1), 3.0))
+    fig = agg_figure(figsize=(2.6 * (k + 1), 3.0))
     sim = region.similar()
     rest = [(int(i), float(dd), int(c)) for i, dd, c in zip(*sim) if int(i) != region.seed_index][:k]
     if region.seed_index >= 0:

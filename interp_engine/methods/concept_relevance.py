@@ -114,20 +114,6 @@ def _check_image(image: Any) -> Any:
     return image[None]
 
 
-def _figure(*, figsize: Tuple[float, float]):
-    """A matplotlib Figure drawn by the Agg canvas (no pyplot, no global
-    backend change)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:  # optional dependency
-        raise ImportError("plotting needs matplotlib, an optional dependency: "
-                          "pip install matplotlib") from e
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 # ----------------------------------------------------------------------------- global
 
 @dataclass
@@ -188,7 +174,9 @@ class RelevanceResult:
         Needs matplotlib."""
         rel = self.relevance
         nr, nc = rel.shape
-        fig = _figure(figsize=(min(2 + 0.45 * nc, 30), min(1.5 + 0.35 * nr, 30)))
+        from ..report.figures import agg_figure
+
+        fig = agg_figure(figsize=(min(2 + 0.45 * nc, 30), min(1.5 + 0.35 * nr, 30)))
         ax = fig.add_subplot(1, 1, 1)
         finite = rel[np.isfinite(rel)]
         lim = float(np.max(np.abs(finite))) if finite.size else 1.0
@@ -327,12 +315,12 @@ def concept_maps(model: Any, layer: str, vectors: Any, image: Any, *,
     """
     import torch
     import torch.nn.functional as F
-    from ..capture import Capture, _model_device_dtype
+    from ..capture import Capture, model_device_dtype
 
     _check_model_layer(model, layer)
     v, _ = _unit_vectors(vectors, concept_names, layer)
     x = _check_image(image)
-    dev, dt = _model_device_dtype(model)
+    dev, dt = model_device_dtype(model)
     x = x.to(device=dev, dtype=dt) if (x.is_floating_point() and dt) else x.to(dev)
     with Capture(model, layer, detach=False, clone=False) as cap, torch.no_grad():
         model(x)
@@ -463,7 +451,9 @@ def plot_local(image_uint8: Any, maps: Any, contributions: LocalContributions, p
         raise ValueError(f"maps must be (L, H, W) = ({L}, {img.shape[0]}, {img.shape[1]}) (one "
                          f"map per concept, at the image's size), got shape {m.shape}")
     top = min(check_positive_int(top, "top"), L)
-    fig = _figure(figsize=(3 * (top + 1), 6))
+    from ..report.figures import agg_figure
+
+    fig = agg_figure(figsize=(3 * (top + 1), 6))
     gs = fig.add_gridspec(2, top + 1)
     ax = fig.add_subplot(gs[0, 0])
     ax.imshow(img)

@@ -337,9 +337,9 @@ class TCAV:
         """Layer features of ``examples`` (tensor ``(N, ...)`` or dataset),
         float64 ``(N, D)``."""
         import torch
-        from ..capture import Capture, _model_device_dtype
+        from ..capture import Capture, model_device_dtype
 
-        dev, dt = _model_device_dtype(self.model)
+        dev, dt = model_device_dtype(self.model)
         parts = []
         with Capture(self.model, self.layer, detach=False, clone=False) as cap:
             for x in _batches(examples, self.batch_size, what):

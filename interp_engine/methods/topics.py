@@ -661,7 +661,7 @@ def prediction_difference(model: Any, layer: str, data: Any, targets: Union[str,
     import torch
     from torch import nn
 
-    from ..capture import _model_device_dtype, find_module, input_of
+    from ..capture import model_device_dtype, find_module, input_of
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -711,7 +711,7 @@ def prediction_difference(model: Any, layer: str, data: Any, targets: Union[str,
     if ablation == "mean" and not isinstance(data, torch.Tensor) and iter(data) is data:
         raise TypeError('ablation="mean" reads data twice: pass a tensor, a list of batches or a DataLoader, '
                         f"not a one-shot iterator ({type(data).__name__})")
-    mdev, mdtype = _model_device_dtype(model)
+    mdev, mdtype = model_device_dtype(model)
     dev = check_device(device) if device is not None else mdev
 
     def inputs() -> Iterable[Any]:
