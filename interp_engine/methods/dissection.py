@@ -537,14 +537,15 @@ def _label_category(ds) -> Tuple[np.ndarray, np.ndarray]:
 #   ".index" (C, T) int64 (-1: an empty slot), ".maps" (C, T, H, W) float32;
 #   "thr.<layer>" (C,) float64.
 _SKETCH_SCALARS = {"version": Num(int, 1), "num_channels": Num(int, 1), "k": Num(int, 1), "seed": Num(int, 0),
-                   "skip_nan": Num(int, 0, 1), "checksum_known": Num(int, 0, 1), "digest": str}
+                   "skip_nan": Num(int, 0, 1), "checksum_known": Num(int, 0, 1), "digest": str,
+                   "field_digests": str}
 _EXACT_SCALARS = {"format": str, "version": Num(int, 1), "num_channels": Num(int, 1), "scalar": Num(int, 0, 1),
                   "skip_nan": Num(int, 0, 1), "cap": Num(int, 0), "sketch_checksum_known": Num(int, 0, 1),
-                  "digest": str}
+                  "digest": str, "field_digests": str}
 _TALLY_SCALARS = {"format": str, "version": Num(int, 0), "num_units": Num(int, 1), "num_labels": Num(int, 1),
                   "num_categories": Num(int, 1), "output_size": [Num(int, 1)], "unit_rule": OneOf(UNIT_RULES),
                   "resize": str, "num_pixel_maps": (Num(int, 0), None), "num_image_labels": (Num(int, 0), None),
-                  "images": Num(int, 0), "digest": str}
+                  "images": Num(int, 0), "digest": str, "field_digests": str}
 _CHECKPOINT_HEADER = {
     "config": dict, "key": str, "provenance": dict, "finished": [OneOf(PASSES)], "position": MapOf(Num(int, 0)),
     "cache_root": (str, None), "shapes": MapOf([Num(int, 1)]), "sketch": MapOf(_SKETCH_SCALARS),
