@@ -12,3 +12,18 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     ) from exc
 
 core = _core
+
+
+def require_torch(what: str):
+    """``import torch`` for a module that needs it (the methods, the capture
+    hooks, the Broden reader), with a message saying how to install it: the
+    kernels need numpy alone, torch is an extra."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError(
+            f"{what} needs PyTorch, an optional extra of interp_engine: "
+            "`pip install 'interp_engine[torch]'` (or `pip install torch`). "
+            f"Import failed with: {exc}"
+        ) from exc
+    return torch

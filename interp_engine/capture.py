@@ -21,15 +21,10 @@ import math
 from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence,
                     Tuple, Union)
 
-try:
-    import torch
-    from torch import nn
-except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
-    raise ImportError(
-        "interp_engine.capture needs PyTorch, an optional extra of interp_engine: "
-        "`pip install 'interp_engine[torch]'` (or `pip install torch`). "
-        f"Import failed with: {exc}"
-    ) from exc
+from ._loader import require_torch
+
+torch = require_torch("interp_engine.capture")
+from torch import nn  # noqa: E402
 
 from .engine._arrays import check_device
 

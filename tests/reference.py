@@ -18,6 +18,25 @@ def upsample_torch(acts64: np.ndarray, output_size: Sequence[int]) -> np.ndarray
     return F.interpolate(t, size=tuple(output_size), mode="bilinear", align_corners=False).numpy()
 
 
+def upsample_default(acts64: np.ndarray, output_size: Sequence[int]) -> np.ndarray:
+    """The counts' default reference upsampling: torch's, or without torch
+    (the kernels' tests run without it) the core's own bilinear upsampling,
+    which test_iou checks bit for bit against :func:`upsample_exact`, the
+    documented formula; the counts are then checked independently."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        from interp_engine import _core
+
+        a = np.asarray(acts64, dtype=np.float64)
+        out = np.empty(a.shape[:2] + tuple(output_size))
+        for b in range(a.shape[0]):
+            for k in range(a.shape[1]):
+                out[b, k] = _core.iou_upsample_bilinear(a[b, k], *output_size)
+        return out
+    return upsample_torch(acts64, output_size)
+
+
 def _fma(a: float, b: float, c: float) -> float:
     if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(c)):
         return a * b + c
@@ -54,7 +73,7 @@ def upsample_exact(acts64: np.ndarray, output_size: Sequence[int]) -> np.ndarray
 
 def iou_counts(activations, thresholds, pixel_labels, image_labels, image_categories, label_category,
                num_labels: int, num_categories: int, output_size, unit_rule: str = "annotated",
-               upsample=upsample_torch):
+               upsample=upsample_default):
     """Reference Network Dissection counts: upsample (float64), compare
     ``> threshold``, np.bincount.  Returns (I, L, A) int64."""
     acts = np.asarray(activations, dtype=np.float64)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interp_engine.engine.cover import (CoverResult, PackedBits, RatioCoverResult, greedy_cover,
                                         pack_bits, ratio_greedy_cover, ratio_greedy_cover_many)
 
+from _torch import needs_torch, torch
 from reference import naive_greedy_cover, naive_ratio_greedy_cover
 
-FORMATS = ["dense", "csr", "csc", "coo", "packed", "torch", "int8"]
+FORMATS = ["dense", "csr", "csc", "coo", "packed", pytest.param("torch", marks=needs_torch), "int8"]
 
 
 def convert(dense: np.ndarray, fmt: str):
@@ -206,7 +206,7 @@ def check_ratio(cost, gain, target, fmt_c="dense", fmt_g="dense", **kw):
 
 
 @pytest.mark.parametrize("fmts", [("dense", "dense"), ("csr", "csr"), ("packed", "coo"),
-                                  ("csc", "packed"), ("torch", "csr")])
+                                  ("csc", "packed"), pytest.param(("torch", "csr"), marks=needs_torch)])
 @pytest.mark.parametrize("tighten", [True, False])
 def test_ratio_matches_reference(fmts, tighten):
     rng = np.random.default_rng(10)
@@ -257,7 +257,7 @@ def test_ratio_zero_gain_candidate_never_chosen():
 
 def _random_problems(rng, count):
     problems = []
-    fmts = ["dense", "csr", "packed", "coo", "torch"]
+    fmts = ["dense", "csr", "packed", "coo"] + (["torch"] if torch is not None else [])
     for i in range(count):
         n = int(rng.integers(1, 25))
         cost = rng.random((n, int(rng.integers(0, 80)))) < rng.uniform(0.05, 0.6)
@@ -350,7 +350,7 @@ def test_ratio_property(n, mc, mg, seed, target, tighten, fmts):
 
 
 @pytest.mark.parametrize("shape", [(0, 0), (0, 5), (5, 0)])
-@pytest.mark.parametrize("fmt", ["dense", "csr", "packed", "torch"])
+@pytest.mark.parametrize("fmt", ["dense", "csr", "packed", pytest.param("torch", marks=needs_torch)])
 def test_empty_inputs(shape, fmt):
     dense = np.zeros(shape, dtype=bool)
     res = greedy_cover(convert(dense, fmt))
@@ -451,7 +451,8 @@ def test_packed_round_trip(n_bits):
         assert pb.shape == (rows, n_bits) and len(pb) == rows
         np.testing.assert_array_equal(pb.to_dense(), dense)
         np.testing.assert_array_equal(pb.popcount(), dense.sum(axis=1))
-        assert pack_bits(torch.from_numpy(dense.copy())) == pb
+        if torch is not None:
+            assert pack_bits(torch.from_numpy(dense.copy())) == pb
         # rebuilt from its words
         assert PackedBits(pb.words.copy(), n_bits) == pb
 
@@ -603,7 +604,7 @@ def test_sparse_conversions_match_dense(fmt):
         np.testing.assert_array_equal(r2.indices, ref2[0])
 
 
-@pytest.mark.parametrize("fmt", ["packed", "dense", "torch"])
+@pytest.mark.parametrize("fmt", ["packed", "dense", pytest.param("torch", marks=needs_torch)])
 def test_greedy_sparse_packed_rows_take_transpose_path(fmt):
     # packed/dense rows of density < 1/16 are listed as CSR and take the exact
     # transpose path: same choices as the naive greedy, ties included

@@ -5,16 +5,16 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from interp_engine import _core
 from interp_engine.engine.iou import IoUTally
 
-from reference import iou_counts, iou_from_counts, upsample_exact, upsample_torch
+from _torch import needs_torch, torch
+from reference import iou_counts, iou_from_counts, upsample_default, upsample_exact, upsample_torch
 
-FMA_TORCH = torch.backends.cpu.get_cpu_capability() != "DEFAULT"
+FMA_TORCH = torch is not None and torch.backends.cpu.get_cpu_capability() != "DEFAULT"
 
 
 def smooth_field(rng, B, K, h, w):
@@ -33,7 +33,9 @@ def make_case(rng, B=3, K=4, h=5, w=6, sh=13, sw=11, P=2, S=1, NL=9, NC=3):
     return acts, thr, pl, il, cat
 
 
-def run(acts, thr, pl, il, cat, NL, NC, size, rule="annotated", ic=None, num_threads=None, upsample=upsample_torch):
+def run(acts, thr, pl, il, cat, NL, NC, size, rule="annotated", ic=None, num_threads=None, upsample=None):
+    if upsample is None:
+        upsample = upsample_default
     t = IoUTally(acts.shape[1], NL, cat, NC, output_size=size, unit_rule=rule, num_threads=num_threads)
     t.update(acts, thr, pl, il, ic)
     ref = iou_counts(acts, thr, pl, il, ic, cat, NL, NC, size, rule, upsample=upsample)
@@ -48,7 +50,7 @@ def assert_counts(t, ref):
 
 
 # --------------------------------------------------------------------------- upsampling
-@pytest.mark.skipif(not FMA_TORCH, reason="torch runs its non-FMA kernels on this CPU")
+@pytest.mark.skipif(not FMA_TORCH, reason="needs torch with its FMA kernels (not installed, or a CPU without FMA)")
 @pytest.mark.parametrize("h,w,sh,sw", [(7, 7, 112, 112), (1, 1, 70, 70), (3, 5, 64, 100), (9, 4, 128, 1),
                                        (20, 30, 100, 29), (13, 13, 113, 17), (2, 2, 65, 64)])
 def test_upsample_matches_torch_generic_kernel_bitwise(h, w, sh, sw):
@@ -79,6 +81,7 @@ def test_counts_equal_reference(rule, dtype):
     np.testing.assert_allclose(t.iou(), iou_from_counts(*ref, cat), rtol=0, atol=0)
 
 
+@needs_torch
 def test_bfloat16_and_noncontiguous_torch():
     rng = np.random.default_rng(1)
     acts, thr, pl, il, cat = make_case(rng, K=3, h=6, w=5)
@@ -138,7 +141,7 @@ def test_image_level_labels_whole_image_and_label0_never_counted():
     acts[0, 0, 0, 0] = 1.0
     t = IoUTally(1, 4, [0, 1, 1, 2], 3, output_size=(4, 4), unit_rule="lite")
     t.update(acts, [0.5], None, [[0, 3]])
-    up = upsample_torch(acts, (4, 4))[0, 0]
+    up = upsample_exact(acts, (4, 4))[0, 0]
     n = int((up > 0.5).sum())
     assert n > 0
     assert t.intersection.tolist() == [[0, 0, 0, n]]
@@ -175,6 +178,12 @@ def test_constant_map_tie(value):
                      upsample=upsample_torch if FMA_TORCH else _upsample_core)
         assert_counts(t, ref)
         assert t.unit_pixels[0, 0] == 2 * int((up > thr).sum())
+
+
+def _ref_upsample(sh, sw):
+    """The reference upsampling for (sh, sw) outputs: torch's kernel where it computes the formula
+    bit for bit (FMA hardware, or the kernel it uses for sh + sw <= 128), else the core's own."""
+    return upsample_torch if torch is not None and (FMA_TORCH or sh + sw <= 128) else _upsample_core
 
 
 def _upsample_core(acts64, size):
@@ -414,6 +423,7 @@ def test_zero_maps_and_zero_columns():
     assert t.intersection.sum() == 0 and t.unit_pixels.sum() == 0
 
 
+@needs_torch
 def test_torch_bfloat16_thresholds_and_float16_activations():
     rng = np.random.default_rng(13)
     acts, thr, pl, il, cat = make_case(rng, sh=70, sw=90)
@@ -447,7 +457,7 @@ def test_region_labels_run_path_and_mixed_images(rule, size):
     cat = rng.integers(0, 3, size=12)
     for dt in (np.int16, np.int64):
         t, ref = run(acts, thr, pl.astype(dt), il, cat, 12, 3, size, rule,
-                     upsample=upsample_torch if (FMA_TORCH or sh + sw <= 128) else _upsample_core)
+                     upsample=_ref_upsample(sh, sw))
         assert_counts(t, ref)
 
 
@@ -465,7 +475,7 @@ def test_run_index_widths_and_word_edges(rule, size):
     il = rng.integers(0, 10, size=(3, 1))
     cat = rng.integers(0, 3, size=10)
     t, ref = run(acts, thr, pl.astype(np.int32), il, cat, 10, 3, size, rule,
-                 upsample=upsample_torch if (FMA_TORCH or sh + sw <= 128) else _upsample_core)
+                 upsample=_ref_upsample(sh, sw))
     assert_counts(t, ref)
 
 
@@ -487,7 +497,7 @@ def test_every_kernel_variant_gives_the_same_counts(isa, monkeypatch):
         cat = rng.integers(0, 4, size=40)
         for rule in ("annotated", "lite"):
             t, ref = run(acts, thr, pl.astype(np.int16), il, cat, 40, 4, (sh, sw), rule, num_threads=2,
-                         upsample=upsample_torch if (FMA_TORCH or sh + sw <= 128) else _upsample_core)
+                         upsample=_ref_upsample(sh, sw))
             assert_counts(t, ref)
 
 
@@ -649,7 +659,7 @@ def test_mask_and_run_end_formats_per_image(rule, sw, NL):
     cat = rng.integers(0, 3, size=NL)
     for dt in (np.int32, np.uint32, np.int64):
         t, ref = run(acts, thr, pl.astype(dt), il, cat, NL, 3, (sh, sw), rule, num_threads=2,
-                     upsample=upsample_torch if (FMA_TORCH or sh + sw <= 128) else _upsample_core)
+                     upsample=_ref_upsample(sh, sw))
         assert_counts(t, ref)
     # the format each image got
     formats = []
@@ -665,5 +675,5 @@ def test_mask_and_run_end_formats_per_image(rule, sw, NL):
         assert formats[1:3] == [True, False]  # 128 columns: masks; 129: run ends
     if NL < 32768:
         t, ref = run(acts, thr, pl.astype(np.int16), il, cat, NL, 3, (sh, sw), rule,
-                     upsample=upsample_torch if (FMA_TORCH or sh + sw <= 128) else _upsample_core)
+                     upsample=_ref_upsample(sh, sw))
         assert_counts(t, ref)

@@ -74,3 +74,13 @@ def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_one():
     assert len(cmds) == 2, cmds
     ci = (ROOT / ".ci" / "run").read_text()
     assert cmds[1] in ci.splitlines(), "the README's test command must be what .ci/run runs"
+
+
+def test_lazy_data_names_are_the_broden_modules():
+    # interp_engine.data lists the Broden reader's names without importing it (it needs torch)
+    import interp_engine.data as data
+    from interp_engine.data import broden
+
+    assert sorted(data._BRODEN_NAMES) == sorted(broden.__all__)
+    assert all(getattr(data, n) is getattr(broden, n) for n in broden.__all__)
+    assert set(broden.__all__) <= set(data.__all__) and set(broden.__all__) <= set(dir(data))

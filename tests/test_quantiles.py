@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from interp_engine.engine.quantiles import ChannelQuantiles, memory_bound_bytes, rank_error_bound
 
+from _torch import needs_torch, torch
 from reference import channel_values, exact_quantile, exact_rank, rank_error
 
-torch = pytest.importorskip("torch")
 
 TAIL_Q = np.concatenate([np.linspace(0.9, 0.9999, 120), [0.99, 0.995, 0.999, 0.9995, 0.9999]])
 BULK_Q = np.array([0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.89, 1.0])
@@ -241,7 +241,7 @@ def test_exact_mode_duplicates_and_infinities():
         cq.update(b)
     plan = cq.exact_pass(EXACT_Q)
     for b in np.array_split(x, 4)[::-1]:  # any order and batching
-        plan.update(torch.from_numpy(b))
+        plan.update(torch.from_numpy(b) if torch is not None else b)
     got = plan.result()
     vals = channel_values(x[:, :, None])
     for c in range(C):
@@ -293,7 +293,7 @@ def _values_of(x, channel_axis=1):
     return channel_values(np.asarray(x, dtype=np.float64), channel_axis)
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, "bfloat16"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, pytest.param("bfloat16", marks=needs_torch)])
 def test_dtypes_numpy_and_torch(dtype):
     rng = np.random.default_rng(2)
     base = rng.standard_normal((50, 3, 5, 4))
@@ -311,7 +311,7 @@ def test_dtypes_numpy_and_torch(dtype):
         np.testing.assert_array_equal(plan.result()[c], exact_quantile(vals[c], [0.0, 0.3, 1.0]))
     np.testing.assert_array_equal(cq.min, vals.min(axis=1))
     np.testing.assert_array_equal(cq.max, vals.max(axis=1))
-    if dtype != "bfloat16":
+    if dtype != "bfloat16" and torch is not None:
         t = torch.from_numpy(x)
         cq2 = ChannelQuantiles(3, k=100)
         cq2.update(t)
@@ -365,7 +365,8 @@ def test_layouts_are_equivalent():
     big = np.zeros((40, 6, 14, 10), np.float32)
     big[:, :, ::2, ::2] = base
     check(big[:, :, ::2, ::2], 1)                             # gaps
-    check(torch.from_numpy(base).permute(0, 2, 3, 1), 3)      # torch non-contiguous
+    if torch is not None:
+        check(torch.from_numpy(base).permute(0, 2, 3, 1), 3)  # torch non-contiguous
     flat = base.transpose(0, 2, 3, 1).reshape(-1, 6)
     cq = ChannelQuantiles(6, k=100, seed=4)
     cq.update(flat)                                           # no trailing axes
@@ -412,8 +413,8 @@ def test_bad_inputs():
         cq.update(np.zeros(5, np.float32))
     with pytest.raises(ValueError, match=r"must have 3 channels along axis 1.*shape \(2, 4\)"):
         cq.update(np.zeros((2, 4), np.float32))
-    for bad in (np.zeros((2, 3), np.int32), np.zeros((2, 3), bool), np.zeros((2, 3), np.complex64),
-                torch.zeros((2, 3), dtype=torch.int64)):
+    for bad in (np.zeros((2, 3), np.int32), np.zeros((2, 3), bool), np.zeros((2, 3), np.complex64)) + \
+            ((torch.zeros((2, 3), dtype=torch.int64),) if torch is not None else ()):
         with pytest.raises(TypeError, match=r"x must have a floating-point dtype \(float16, bfloat16, float32 or "
                                             r"float64\); got"):
             cq.update(bad)
@@ -530,7 +531,7 @@ def test_signed_zero_heavy_stream(dtype):
                                       np.asarray(outs[1][1][key], dtype=object) if isinstance(val, list) else outs[1][1][key])
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, "bfloat16"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, pytest.param("bfloat16", marks=needs_torch)])
 def test_nan_found_in_every_layout(dtype):
     """The NaN check reads dense batches as one block of memory (any axis
     order or stride sign) and others channel by channel: a single NaN

@@ -10,14 +10,19 @@ numpy only (torch for :func:`fashion_mnist_tensor`, imported when called).
 Its loader stays at ``interp_engine.data.fashion_mnist.fashion_mnist``: a
 package attribute of that name would shadow the submodule.
 """
-from . import broden as _broden
-from .broden import *  # noqa: F401,F403  (its __all__: BrodenDataset, broden_loader, decode_label_png, constants)
+import importlib as _importlib
+
 from .concepts import ConceptArrays, concept_dataset, default_cache_dir, render_concepts
 from .fashion_mnist import (FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, fashion_mnist_root,
                             fashion_mnist_tensor, read_idx)
 from .writer import encode_label_png, label_numbers, read_manifest, write_broden
 
-__all__ = list(_broden.__all__) + [
+# the Broden reader is a torch Dataset: its names load on first access (PEP 562), so that the
+# writer, the generator and the Fashion-MNIST reader import without torch
+_BRODEN_NAMES = ("BrodenDataset", "broden_loader", "decode_label_png", "NETDISSECT_MEAN_RGB", "NETDISSECT_SCALE",
+                 "IMAGENET_MEAN", "IMAGENET_STD")
+
+__all__ = list(_BRODEN_NAMES) + [
     "concept_dataset",
     "render_concepts",
     "ConceptArrays",
@@ -33,3 +38,13 @@ __all__ = list(_broden.__all__) + [
     "fashion_mnist_tensor",
     "read_idx",
 ]
+
+
+def __getattr__(name):
+    if name in _BRODEN_NAMES:
+        return getattr(_importlib.import_module(".broden", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_BRODEN_NAMES))

@@ -34,8 +34,11 @@ import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+
+from .._loader import require_torch
+
+torch = require_torch("interp_engine.data.BrodenDataset (the Broden reader, a torch Dataset)")
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from ._files import image_file_problem as _image_file_problem
 from ._files import label_png_problem as _label_png_problem
