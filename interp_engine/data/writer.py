@@ -1,6 +1,6 @@
 """Writing a Broden-format concept segmentation directory from numpy arrays.
 
-The format (shared/ALGORITHMS.md §1, and the README of broden1_224)::
+The format (docs/algorithms.md §1, and the README of broden1_224)::
 
     root/
       index.csv       image,split,ih,iw,sh,sw,<category...>
