@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from interp_engine.methods import dissection as dmod  # noqa: E402
+from interp_engine.methods.dissection import method as dmod  # noqa: E402
 from interp_engine.methods.dissection import Dissection, dissect  # noqa: E402
 from test_dissection import MemoryBroden, make_model  # noqa: E402
 

@@ -661,7 +661,7 @@ def test_ctrl_c_inside_a_batch_waits_for_the_batch(ds, tmp_path, monkeypatch):
     run stops and saves progress including it."""
     import signal
 
-    from interp_engine.methods import dissection as dmod
+    from interp_engine.methods.dissection import method as dmod
 
     model = make_model()
     kw = dict(quantile=0.05, batch_size=3, checkpoint_every=1000, checkpoint_interval=3600.0, progress=False)

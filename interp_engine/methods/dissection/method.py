@@ -47,12 +47,12 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from .._npz import Array, MapOf, Num, OneOf, check_json, load_header, load_npz, safe_name, save_npz
-from ..engine._arrays import (check_bool, check_choice, check_device, check_int, check_num_threads,
+from ..._npz import Array, MapOf, Num, OneOf, check_json, load_header, load_npz, safe_name, save_npz
+from ...engine._arrays import (check_bool, check_choice, check_device, check_int, check_num_threads,
                               check_positive_int, check_real, describe)
-from ..engine.iou import UNIT_RULES, IoUTally
-from ..engine.quantiles import DEFAULT_K, ChannelQuantiles, ExactQuantilePass
-from ..engine.resize import check_method
+from ...engine.iou import UNIT_RULES, IoUTally
+from ...engine.quantiles import DEFAULT_K, ChannelQuantiles, ExactQuantilePass
+from ...engine.resize import check_method
 
 __all__ = ["Dissection", "DissectionResult", "LayerResult", "dissect", "random_rotation",
            "rotation_experiment"]
@@ -461,7 +461,7 @@ class _TopK:
 # ----------------------------------------------------------------------------- datasets
 def _as_dataset(dataset: Any, categories: Optional[Sequence[str]], transform: Any):
     if isinstance(dataset, (str, os.PathLike)):
-        from ..data.broden import BrodenDataset
+        from ...data.broden import BrodenDataset
 
         return BrodenDataset(dataset, categories=categories, transform=transform)
     need = ("label_names", "categories", "num_categories", "pixel_size", "__getitem__", "__len__")
@@ -483,7 +483,7 @@ def _dataset_fingerprint(ds) -> Dict[str, Any]:
     every item)."""
     import torch
 
-    from .._fingerprint import Digest, callable_name
+    from ..._fingerprint import Digest, callable_name
 
     fp = getattr(ds, "fingerprint", None)
     if callable(fp):
@@ -606,7 +606,7 @@ def _checkpoint_digest(header: Mapping[str, Any], arrays: Mapping[str, np.ndarra
     """The checkpoint's own digest (see the file layout above)."""
     import json
 
-    from ..engine._state import state_digest
+    from ...engine._state import state_digest
 
     text = json.dumps({k: v for k, v in header.items() if k != "digest"}, sort_keys=True)
     own = sorted(n for n in arrays if n.startswith(("thr.", "topk.")))
@@ -722,7 +722,7 @@ class Dissection:
         num_threads = check_num_threads(num_threads) or None
         activation_cache = check_bool(activation_cache, "activation_cache")
         progress = check_bool(progress, "progress")
-        from ..capture import find_module
+        from ...capture import find_module
 
         for name in layers:
             find_module(model, name)  # ValueError with close matches
@@ -774,7 +774,7 @@ class Dissection:
         """The model, adapter and data parts of the checkpoint key (see
         :func:`interp_engine._fingerprint.model_fingerprint` and
         :meth:`interp_engine.data.BrodenDataset.fingerprint`)."""
-        from .._fingerprint import callable_name, model_fingerprint
+        from ..._fingerprint import callable_name, model_fingerprint
 
         adapter = self.adapter if isinstance(self.adapter, str) or self.adapter is None \
             else callable_name(self.adapter)
@@ -806,7 +806,7 @@ class Dissection:
         returns a :class:`DissectionResult`."""
         import torch
 
-        from ..capture import Capture
+        from ...capture import Capture
 
         ds = _as_dataset(dataset, self.categories, self.transform)
         if len(ds) == 0:
@@ -997,7 +997,7 @@ class _RunState:
     """Accumulators of a run, their checkpoints and the activation cache."""
 
     def __init__(self, d: Dissection, config: Dict[str, Any], ds) -> None:
-        from .._fingerprint import digest_of
+        from ..._fingerprint import digest_of
 
         self.d = d
         self.config = config
@@ -1185,7 +1185,7 @@ class _RunState:
 
     def _check_key(self, meta: Mapping[str, Any], path: Path) -> None:
         if meta.get("key") != self.key:
-            from .._fingerprint import differences
+            from ..._fingerprint import differences
 
             diff = differences(meta["config"], _jsonable(self.config), ignore=_INFORMATIONAL,
                                labels=_KEY_LABELS)
