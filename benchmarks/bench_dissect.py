@@ -63,7 +63,7 @@ def _timed(benchmark, d, ds) -> dict:
 
     def run():
         t0 = time.perf_counter()
-        res = d.run(ds)
+        res = d.explain(ds)
         out["total"] = time.perf_counter() - t0
         out["forward"] = res.timings["forward"]
 
@@ -116,7 +116,7 @@ def status(key):
 before = status("VmRSS:")
 with open("/proc/self/clear_refs", "w") as f:   # reset the peak (VmHWM) to the current RSS
     f.write("5")
-Dissection(model, list(LAYER_NAMES), batch_size=64, progress=False).run(ds)
+Dissection(model, list(LAYER_NAMES), batch_size=64, progress=False).explain(ds)
 print(json.dumps({"images": n, "peak_rss_mb": status("VmHWM:"), "rss_before_run_mb": before}))
 """
 

@@ -23,14 +23,14 @@ import numpy as np
 def dissect_modes(images: int, layer: str):
     from interp_engine.data import BrodenDataset
     from interp_engine.data.concepts import concept_dataset
-    from interp_engine.methods.dissection import dissect
+    from interp_engine.methods.dissection import Dissection
     from interp_engine.models import DEFAULT_TRANSFORM, load_default_model
 
     root = concept_dataset(num_images=images)
     ds = BrodenDataset(root, transform=DEFAULT_TRANSFORM)
     model = load_default_model()
     for rule in ("lite", "annotated"):
-        res = {m: dissect(model, layer, ds, unit_rule=rule, resize=m, progress=False)[layer]
+        res = {m: Dissection(model, layer, unit_rule=rule, resize=m, progress=False).explain(ds)[layer]
                for m in ("bilinear", "antialias", "pil")}
         print(f"{layer} ({len(ds)} images, unit_rule={rule!r}); units: {res['pil'].num_units}")
         for a, b in itertools.combinations(res, 2):

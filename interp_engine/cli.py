@@ -851,7 +851,7 @@ def _run_dissect(args: argparse.Namespace, argv: Sequence[str]) -> int:
     args._dissection = d
     d.check_checkpoint(ds)  # a checkpoint of another run is refused before the work
     print(f"dissecting {', '.join(layers)} of {args.model} on {root} ({len(ds)} images)", flush=True)
-    result = d.run(ds)
+    result = d.explain(ds)
     if d.resumed is not None:
         print(f"resumed from {d.resumed['path']} (passes done: {', '.join(d.resumed['finished']) or 'none'})")
     result.save(out.tmp / "result.npz")

@@ -1990,14 +1990,14 @@ def _dissection_run(root, ck, model=None, stop=None, **kw):
     d = Dissection(model if model is not None else _tiny_model(), "0", checkpoint_dir=ck, progress=False,
                    batch_size=2, checkpoint_every=1, **kw)
     if stop is None:
-        return d.run(root)
+        return d.explain(root)
 
     def hook(pass_name, b):
         if (pass_name, b) == stop:
             raise _StopRun()
     d._after_batch = hook
     try:
-        d.run(root)
+        d.explain(root)
     except _StopRun:
         return None
     raise RuntimeError(f"the run was not stopped at {stop}")  # pragma: no cover - harness error
@@ -2083,7 +2083,7 @@ def gen_checkpoint(rng) -> Case:
             _dissection_run(root, ck, quantile=0.01)
         else:
             _dissection_run(root, ck)
-    case = Case("Dissection.run(checkpoint_dir)", f"checkpoint with {desc}", fn, expect, [name, "checkpoint"],
+    case = Case("Dissection.explain(checkpoint_dir)", f"checkpoint with {desc}", fn, expect, [name, "checkpoint"],
                 area="checkpoints")
     case.also = (field,) if field else ()
     return case

@@ -12,9 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from interp_engine.methods import dissection as dmod  # noqa: E402
-from interp_engine.methods.dissection import Dissection, dissect  # noqa: E402
-from test_dissection import MemoryBroden, make_model  # noqa: E402
+from interp_engine.methods.dissection import checkpoint as dmod  # noqa: E402
+from interp_engine.methods.dissection import Dissection  # noqa: E402
+from test_dissection import MemoryBroden, explain, make_model  # noqa: E402
 
 NAME = "dissection_checkpoint.npz"
 # 23 images in batches of 3: 8 batches per pass; thresholds="exact" (the default, stated) runs the exact pass
@@ -29,7 +29,7 @@ def ds():
 
 @pytest.fixture(scope="module")
 def full(ds):
-    return dissect(make_model(), ["2", "4"], ds, rotations=[1], **KW)
+    return explain(make_model(), ["2", "4"], ds, rotations=[1], **KW)
 
 
 class _Stop(Exception):
@@ -48,7 +48,7 @@ def _interrupted(ds, ck, where, **kw):
     d = Dissection(make_model(), ["2", "4"], rotations=[1], checkpoint_dir=ck, **dict(KW, **kw))
     d._after_batch = _stopper(where)
     with pytest.raises(_Stop):
-        d.run(ds)
+        d.explain(ds)
     return d
 
 
@@ -74,7 +74,7 @@ def test_resume_anywhere_gives_the_uninterrupted_result(ds, full, tmp_path, wher
     resumed = Dissection(make_model(), ["2", "4"], rotations=[1], checkpoint_dir=ck, **KW)
     seen = []
     resumed._after_batch = lambda p, i: seen.append((p, i))
-    res = resumed.run(ds)
+    res = resumed.explain(ds)
     # resumed at the next batch of the same pass, never from the pass's start
     assert resumed.resumed["position"][pass_name] == b + 1
     assert seen[0] == ((pass_name, b + 1) if b + 1 < 8 else (dmod.PASSES[dmod.PASSES.index(pass_name) + 1], 0))
@@ -94,26 +94,26 @@ def test_resume_after_several_interruptions_and_ctrl_c(ds, full, tmp_path):
                     raise KeyboardInterrupt
             d._after_batch = ctrl_c
             with pytest.raises(KeyboardInterrupt):
-                d.run(ds)
+                d.explain(ds)
         else:
             d._after_batch = _stopper(where)
             with pytest.raises(_Stop):
-                d.run(ds)
+                d.explain(ds)
         assert d.last_checkpoint["pass"] == where[0] and d.last_checkpoint["next_batch"] == where[1] + 1
-    res = Dissection(make_model(), ["2", "4"], rotations=[1], checkpoint_dir=ck, checkpoint_every=2, **KW).run(ds)
+    res = Dissection(make_model(), ["2", "4"], rotations=[1], checkpoint_dir=ck, checkpoint_every=2, **KW).explain(ds)
     _same(res, full)
 
 
 @pytest.mark.parametrize("b", [2, 6])
 def test_resume_inside_the_exact_pass_with_the_activation_cache(ds, tmp_path, b):
     kw = dict(activation_cache=True)
-    full = dissect(make_model(), ["2", "4"], ds, rotations=[1], **dict(KW, **kw))
+    full = explain(make_model(), ["2", "4"], ds, rotations=[1], **dict(KW, **kw))
     ck = tmp_path / "ck"
     _interrupted(ds, ck, ("exact", b), **kw)
     resumed = Dissection(make_model(), ["2", "4"], rotations=[1], checkpoint_dir=ck, **dict(KW, **kw))
     seen = []
     resumed._after_batch = lambda p, i: seen.append((p, i))
-    res = resumed.run(ds)
+    res = resumed.explain(ds)
     assert seen[0] == ("exact", b + 1) and res.timings["forward"] == 0.0  # the cache, not the model
     _same(res, full)
 
@@ -197,7 +197,7 @@ def _refused(ds, tmp_path, checkpoints, which, edit, *words):
     d2 = Dissection(make_model(), ["2", "4"], rotations=[1], checkpoint_dir=ck, **dict(KW, **kw))
     d2._after_batch = lambda p, b: pytest.fail("a refused checkpoint started the work")
     with pytest.raises(ValueError) as exc2:
-        d2.run(ds)
+        d2.explain(ds)
     assert str(exc2.value) == msg
     return msg
 

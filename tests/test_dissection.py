@@ -77,6 +77,12 @@ def make_model(seed=0):
     ).eval()
 
 
+def explain(model, layers, data, **settings):
+    """``Dissection(model, layers, **settings).explain(data)`` (the deprecated
+    ``dissect`` shorthand has its own test)."""
+    return Dissection(model, layers, **settings).explain(data)
+
+
 def reference_layer(model, layer_index, ds, q=0.005, unit_rule="annotated", acts_fn=None):
     """Per image, per unit, in numpy: activations computed by running the
     submodules by hand, thresholds by np.quantile, counts by the IoU reference."""
@@ -106,7 +112,7 @@ def ds():
 @pytest.mark.parametrize("batch_size", [4, 23])
 def test_matches_slow_reference(ds, unit_rule, batch_size):
     model = make_model()
-    res = dissect(model, ["2", "4"], ds, quantile=0.05, unit_rule=unit_rule, batch_size=batch_size,
+    res = explain(model, ["2", "4"], ds, quantile=0.05, unit_rule=unit_rule, batch_size=batch_size,
                   resize="bilinear", progress=False)
     for name, idx in (("2", 2), ("4", 4)):
         _, thr, (I, L, A) = reference_layer(model, idx, ds, q=0.05, unit_rule=unit_rule)
@@ -120,7 +126,7 @@ def test_matches_slow_reference(ds, unit_rule, batch_size):
 
 def test_approx_thresholds_are_the_sketch(ds):
     model = make_model()
-    res = dissect(model, "4", ds, quantile=0.05, thresholds="approx", progress=False)
+    res = explain(model, "4", ds, quantile=0.05, thresholds="approx", progress=False)
     acts, thr, _ = reference_layer(model, 4, ds, q=0.05)
     r = res["4"]
     # the sketch keeps every value at this size, so its estimate is within one order statistic
@@ -134,7 +140,7 @@ def test_approx_thresholds_are_the_sketch(ds):
 
 
 def test_labels_and_summary_follow_the_definitions(ds):
-    r = dissect(make_model(), "4", ds, quantile=0.05, progress=False)["4"]
+    r = explain(make_model(), "4", ds, quantile=0.05, progress=False)["4"]
     iou = r.iou
     for u in range(r.num_units):
         best = {}
@@ -160,7 +166,7 @@ def test_labels_and_summary_follow_the_definitions(ds):
 
 def test_top_images_are_the_largest_maxima(ds):
     model = make_model()
-    r = dissect(model, "4", ds, quantile=0.05, top_k=5, batch_size=6, progress=False)["4"]
+    r = explain(model, "4", ds, quantile=0.05, top_k=5, batch_size=6, progress=False)["4"]
     acts, _, _ = reference_layer(model, 4, ds, q=0.05)
     mx = acts.max(axis=(2, 3))  # (N, K)
     for k in range(acts.shape[1]):
@@ -170,13 +176,13 @@ def test_top_images_are_the_largest_maxima(ds):
 
 
 def test_more_top_images_than_dataset(ds):
-    r = dissect(make_model(), "4", ds, quantile=0.05, top_k=30, progress=False)["4"]
+    r = explain(make_model(), "4", ds, quantile=0.05, top_k=30, progress=False)["4"]
     assert (r.top_images[:, len(ds):] == -1).all()
     assert sorted(r.top_images[0, :len(ds)].tolist()) == list(range(len(ds)))
 
 
 def test_csv_in_netdissect_lite_columns(ds, tmp_path):
-    r = dissect(make_model(), "4", ds, quantile=0.05, progress=False)["4"]
+    r = explain(make_model(), "4", ds, quantile=0.05, progress=False)["4"]
     path = r.to_csv(tmp_path / "tally.csv")
     with open(path) as f:
         rows = list(csv.DictReader(f))
@@ -203,7 +209,7 @@ def test_csv_in_netdissect_lite_columns(ds, tmp_path):
 
 
 def test_save_load_roundtrip(ds, tmp_path):
-    res = dissect(make_model(), ["2", "4"], ds, quantile=0.05, progress=False, rotations=[3])
+    res = explain(make_model(), ["2", "4"], ds, quantile=0.05, progress=False, rotations=[3])
     path = res.save(tmp_path / "result.npz")
     back = DissectionResult.load(path)
     assert list(back) == list(res)
@@ -223,7 +229,7 @@ def test_save_load_roundtrip(ds, tmp_path):
 
 def test_rotation_equals_a_rotated_model(ds):
     model = make_model()
-    res = dissect(model, "4", ds, quantile=0.05, rotations=[7], progress=False)
+    res = explain(model, "4", ds, quantile=0.05, rotations=[7], progress=False)
     q = random_rotation(5, 7).numpy()
     assert np.allclose(q @ q.T, np.eye(5))
     _, thr, (I, L, A) = reference_layer(model, 4, ds, q=0.05,
@@ -233,16 +239,66 @@ def test_rotation_equals_a_rotated_model(ds):
     np.testing.assert_allclose(r.thresholds, thr, rtol=1e-12, atol=1e-12)
     # counts may differ only where a value sits within rounding of its threshold: compare IoU closely
     assert np.abs(r.intersection - I).sum() <= 0.001 * max(1, I.sum())
-    exp = rotation_experiment(model, "4", ds, seed=7, quantile=0.05, progress=False)
+    exp = res.rotation_summary("4", 7)
     assert exp["unique_units"] == res["4"].summary()["unique_detectors"]
     assert exp["unique_rotated"] == r.summary()["unique_detectors"]
+    assert exp["rotated"] is r and res.rotation_summary("4") == exp  # the layer's only rotation
+
+
+def test_rotation_summary_names_the_missing_rotation(ds):
+    res = explain(make_model(), "4", ds, quantile=0.05, rotations=[1, 2], progress=False)
+    with pytest.raises(ValueError, match=r"seed must name one of the rotations of layer '4'.*\['1', '2'\]"):
+        res.rotation_summary("4")
+    with pytest.raises(ValueError, match=r"seed: this result has no layer '4@rotation3'"):
+        res.rotation_summary("4", 3)
+    with pytest.raises(TypeError, match="seed"):
+        res.rotation_summary("4", "1")
+    with pytest.raises(KeyError, match="no layer '5'"):
+        res.rotation_summary("5", 1)
+
+
+# ----------------------------------------------------------------------------- the deprecated verbs
+def _same_result(a, b):
+    assert list(a) == list(b)
+    for name in a:
+        for attr in ("thresholds", "iou", "intersection", "label_pixels", "unit_pixels", "top_images",
+                     "top_values", "top_maps"):
+            np.testing.assert_array_equal(getattr(a[name], attr), getattr(b[name], attr))
+
+
+def test_run_is_a_deprecated_alias_of_explain(ds):
+    kw = dict(quantile=0.05, rotations=[2], progress=False)
+    with pytest.warns(DeprecationWarning, match=r"Dissection.run is deprecated; use Dissection.explain"):
+        old = Dissection(make_model(), "4", **kw).run(ds)
+    _same_result(old, explain(make_model(), "4", ds, **kw))
+
+
+def test_dissect_is_a_deprecated_alias(ds):
+    kw = dict(quantile=0.05, progress=False)
+    with pytest.warns(DeprecationWarning, match=r"dissect is deprecated; use Dissection\(model, layers"):
+        old = dissect(make_model(), ["2", "4"], ds, **kw)
+    _same_result(old, explain(make_model(), ["2", "4"], ds, **kw))
+
+
+def test_rotation_experiment_is_a_deprecated_alias(ds):
+    kw = dict(quantile=0.05, progress=False)
+    with pytest.warns(DeprecationWarning, match=r"rotation_experiment is deprecated; use .*rotations=\[seed\]"):
+        old = rotation_experiment(make_model(), "4", ds, seed=7, **kw)
+    new = explain(make_model(), ["4"], ds, rotations=[7], **kw).rotation_summary("4", 7)
+    assert set(old) == set(new)
+    for k in ("unique_units", "unique_rotated", "detectors_units", "detectors_rotated"):
+        assert old[k] == new[k]
+    for k in ("units", "rotated"):
+        np.testing.assert_array_equal(old[k].iou, new[k].iou)
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="seed"):
+        rotation_experiment(make_model(), "4", "/nonexistent", seed="x")
 
 
 def test_activation_cache_runs_model_once(ds, tmp_path):
     model = make_model()
     calls = []
     model[0].register_forward_hook(lambda *a: calls.append(1))
-    res = dissect(model, "4", ds, quantile=0.05, activation_cache=True, batch_size=8, progress=False)
+    res = explain(model, "4", ds, quantile=0.05, activation_cache=True, batch_size=8, progress=False)
     assert len(calls) == 3  # one pass over 23 images in batches of 8
     model._forward_hooks.clear()
     model[0]._forward_hooks.clear()
@@ -262,7 +318,7 @@ class _Interrupt(Exception):
 def test_checkpoint_resume_gives_the_same_result(ds, tmp_path, where, cache):
     model = make_model()
     kw = dict(quantile=0.05, batch_size=3, checkpoint_every=2, progress=False, activation_cache=cache)
-    full = dissect(model, ["2", "4"], ds, **kw)
+    full = explain(model, ["2", "4"], ds, **kw)
     ck = tmp_path / "ck"
     d = Dissection(model, ["2", "4"], checkpoint_dir=ck, **kw)
 
@@ -272,25 +328,25 @@ def test_checkpoint_resume_gives_the_same_result(ds, tmp_path, where, cache):
 
     d._after_batch = boom
     with pytest.raises(_Interrupt):
-        d.run(ds)
+        d.explain(ds)
     assert (ck / "dissection_checkpoint.npz").is_file()
     resumed = Dissection(model, ["2", "4"], checkpoint_dir=ck, **kw)
     seen = []
     resumed._after_batch = lambda p, b: seen.append((p, b))
-    res = resumed.run(ds)
+    res = resumed.explain(ds)
     # resumed from the last checkpoint of that pass (the exact pass included), not from its start
     assert (where[0], 0) not in seen
     for name in ("2", "4"):
         for attr in ("thresholds", "intersection", "label_pixels", "unit_pixels", "top_images", "top_maps"):
             np.testing.assert_array_equal(getattr(res[name], attr), getattr(full[name], attr))
     with pytest.raises(ValueError, match="other arguments"):
-        Dissection(model, ["2", "4"], checkpoint_dir=ck, **dict(kw, quantile=0.1)).run(ds)
+        Dissection(model, ["2", "4"], checkpoint_dir=ck, **dict(kw, quantile=0.1)).explain(ds)
 
 
 def test_model_left_as_it_was(ds):
     model = make_model().train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    dissect(model, "4", ds, quantile=0.05, progress=False)
+    explain(model, "4", ds, quantile=0.05, progress=False)
     assert model.training and all(m.training for m in model.modules())
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k  # BatchNorm stats untouched: the run is in eval mode
@@ -316,7 +372,7 @@ def test_bad_arguments(ds):
     with pytest.raises(ValueError, match="batch_size"):
         Dissection(model, "4", batch_size=0)
     with pytest.raises(TypeError, match="Broden"):
-        Dissection(model, "4").run([1, 2, 3])
+        Dissection(model, "4").explain([1, 2, 3])
     with pytest.raises(ValueError, match="rotations"):
         Dissection(model, "4", rotations=[-1])
 
@@ -324,7 +380,7 @@ def test_bad_arguments(ds):
 def test_html_report(ds, tmp_path):
     from interp_engine.report import overlay_mask, write_report
 
-    res = dissect(make_model(), ["2", "4"], ds, quantile=0.05, top_k=3, progress=False)
+    res = explain(make_model(), ["2", "4"], ds, quantile=0.05, top_k=3, progress=False)
     index = write_report(res, ds, tmp_path / "report", thumb_size=32)
     text = index.read_text()
     assert 'href="2.html"' in text and 'href="4.html"' in text
@@ -372,7 +428,7 @@ def test_end_to_end_on_broden_files_matches_slow_reference(tmp_path):
                         pixel_labels=pix, image_labels=scene)
     ds = BrodenDataset(root, transform="netdissect")
     model = make_model()
-    res = dissect(model, "4", ds, quantile=0.1, batch_size=5, progress=False)["4"]
+    res = explain(model, "4", ds, quantile=0.1, batch_size=5, progress=False)["4"]
 
     # the reference: read index.csv and the files by hand
     with open(root / "index.csv") as f:
@@ -423,11 +479,11 @@ def test_report_renders_in_headless_chromium(ds, tmp_path):
 
     from interp_engine.report import write_report
 
-    res = dissect(make_model(), "4", ds, quantile=0.05, top_k=3, progress=False)
+    res = explain(make_model(), "4", ds, quantile=0.05, top_k=3, progress=False)
     write_report(res, ds, tmp_path / "report", thumb_size=48)
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     shot = tmp_path / "shot.png"
-    subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+    subprocess.explain([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     f"--screenshot={shot}", "--window-size=900,1200",
                     (tmp_path / "report" / "4.html").as_uri()],
                    capture_output=True, timeout=120, check=False)
@@ -460,7 +516,7 @@ def _bundled(scale=1.0):
 def _refused(model, layers, dataset, ck, match, **kw):
     kw = dict(dict(quantile=0.05, thresholds="approx", batch_size=8, progress=False, top_k=2), **kw)
     with pytest.raises(ValueError, match=match) as exc:
-        Dissection(model, layers, checkpoint_dir=ck, **kw).run(dataset)
+        Dissection(model, layers, checkpoint_dir=ck, **kw).explain(dataset)
     assert "\n" not in str(exc.value)
     return str(exc.value)
 
@@ -471,10 +527,10 @@ def test_checkpoint_of_another_model_data_or_setting_is_refused(broden_dir, tmp_
     ck = tmp_path / "ck"
     kw = dict(quantile=0.05, thresholds="approx", batch_size=8, progress=False, top_k=2)
     ds = BrodenDataset(broden_dir, transform="unit")
-    first = Dissection(_bundled(), ["conv3", "conv4"], checkpoint_dir=ck, **kw).run(ds)
+    first = Dissection(_bundled(), ["conv3", "conv4"], checkpoint_dir=ck, **kw).explain(ds)
     # the same run resumes from the finished checkpoint: the model does not run again
     again = Dissection(_bundled(), ["conv3", "conv4"], checkpoint_dir=ck, **kw)
-    res = again.run(BrodenDataset(broden_dir, transform="unit"))
+    res = again.explain(BrodenDataset(broden_dir, transform="unit"))
     assert res.timings["forward"] == 0.0 and again.resumed["finished"] == ["quantiles", "iou"]
     np.testing.assert_array_equal(res["conv4"].intersection, first["conv4"].intersection)
     # other weights (one layer scaled by 1.001), other buffers
@@ -507,7 +563,7 @@ def test_checkpoint_of_another_model_data_or_setting_is_refused(broden_dir, tmp_
     import shutil
 
     shutil.copytree(broden_dir, moved)
-    res = Dissection(_bundled(), ["conv3", "conv4"], checkpoint_dir=ck, num_threads=1, **kw).run(
+    res = Dissection(_bundled(), ["conv3", "conv4"], checkpoint_dir=ck, num_threads=1, **kw).explain(
         BrodenDataset(moved, transform="unit"))
     np.testing.assert_array_equal(res["conv3"].unit_pixels, first["conv3"].unit_pixels)
 
@@ -525,9 +581,9 @@ def test_callable_transforms_are_told_apart_by_their_output(broden_dir, tmp_path
     ck = tmp_path / "ck"
     kw = dict(quantile=0.05, thresholds="approx", batch_size=8, progress=False, top_k=2)
     ds = BrodenDataset(broden_dir, transform=_scale_transform(1 / 255))
-    Dissection(_bundled(), "conv4", checkpoint_dir=ck, **kw).run(ds)
+    Dissection(_bundled(), "conv4", checkpoint_dir=ck, **kw).explain(ds)
     # the same function rebuilt (another object, same output) resumes; other constants are refused
-    Dissection(_bundled(), "conv4", checkpoint_dir=ck, **kw).run(
+    Dissection(_bundled(), "conv4", checkpoint_dir=ck, **kw).explain(
         BrodenDataset(broden_dir, transform=_scale_transform(1 / 255)))
     msg = _refused(_bundled(), "conv4", BrodenDataset(broden_dir, transform=_scale_transform(2 / 255)), ck,
                    r"the transform's output \[data\.transform\.probe\]")
@@ -573,10 +629,10 @@ def test_activation_cache_is_keyed_and_checked(ds, tmp_path):
     whose cache was overwritten or damaged is refused, not used."""
     kw = dict(quantile=0.05, batch_size=6, progress=False, activation_cache=True)
     cache = tmp_path / "cache"
-    a = dissect(make_model(0), "4", ds, cache_dir=cache, **kw)
-    b = dissect(make_model(1), "4", ds, cache_dir=cache, **kw)
+    a = explain(make_model(0), "4", ds, cache_dir=cache, **kw)
+    b = explain(make_model(1), "4", ds, cache_dir=cache, **kw)
     assert len(list(cache.glob("run-*"))) == 2
-    np.testing.assert_array_equal(a["4"].intersection, dissect(make_model(0), "4", ds, **kw)["4"].intersection)
+    np.testing.assert_array_equal(a["4"].intersection, explain(make_model(0), "4", ds, **kw)["4"].intersection)
     assert not np.array_equal(a["4"].thresholds, b["4"].thresholds)
     # interrupt a checkpointed run after its first pass, then damage its cache
     ck = tmp_path / "ck"
@@ -588,20 +644,20 @@ def test_activation_cache_is_keyed_and_checked(ds, tmp_path):
 
     d._after_batch = stop
     with pytest.raises(_Interrupt):
-        d.run(ds)
+        d.explain(ds)
     (run_dir,) = list((ck / "activations").glob("run-*"))
     key_file = run_dir / "cache_key.json"
     good = key_file.read_text()
     key_file.write_text(good.replace('"key": "', '"key": "0'))
     with pytest.raises(ValueError, match="does not belong to this run"):
-        Dissection(make_model(0), "4", checkpoint_dir=ck, **kw).run(ds)
+        Dissection(make_model(0), "4", checkpoint_dir=ck, **kw).explain(ds)
     key_file.write_text(good)
     arr = np.load(run_dir / "4.npy")
     np.save(run_dir / "4.npy", arr[:-1])
     with pytest.raises(ValueError, match="shape"):
-        Dissection(make_model(0), "4", checkpoint_dir=ck, **kw).run(ds)
+        Dissection(make_model(0), "4", checkpoint_dir=ck, **kw).explain(ds)
     np.save(run_dir / "4.npy", arr)
-    res = Dissection(make_model(0), "4", checkpoint_dir=ck, **kw).run(ds)
+    res = Dissection(make_model(0), "4", checkpoint_dir=ck, **kw).explain(ds)
     np.testing.assert_array_equal(res["4"].intersection, a["4"].intersection)
 
 
@@ -610,7 +666,7 @@ def test_activation_cache_is_keyed_and_checked(ds, tmp_path):
 def test_keyboard_interrupt_between_batches_saves_progress(ds, tmp_path, pass_name):
     model = make_model()
     kw = dict(quantile=0.05, batch_size=3, checkpoint_every=1000, checkpoint_interval=3600.0, progress=False)
-    full = dissect(model, ["2", "4"], ds, **kw)
+    full = explain(model, ["2", "4"], ds, **kw)
     ck = tmp_path / "ck"
     d = Dissection(model, ["2", "4"], checkpoint_dir=ck, **kw)
 
@@ -620,13 +676,13 @@ def test_keyboard_interrupt_between_batches_saves_progress(ds, tmp_path, pass_na
 
     d._after_batch = ctrl_c
     with pytest.raises(KeyboardInterrupt):
-        d.run(ds)
+        d.explain(ds)
     # neither the interval (an hour) nor the batch count (1000) was due: the interrupt saved it
     assert d.last_checkpoint["pass"] == pass_name and d.last_checkpoint["next_batch"] == 5
     resumed = Dissection(model, ["2", "4"], checkpoint_dir=ck, **kw)
     seen = []
     resumed._after_batch = lambda p, b: seen.append((p, b))
-    res = resumed.run(ds)
+    res = resumed.explain(ds)
     assert (pass_name, 4) not in seen and (pass_name, 5) in seen
     for name in ("2", "4"):
         for attr in ("thresholds", "intersection", "label_pixels", "unit_pixels", "top_images", "top_maps"):
@@ -645,7 +701,7 @@ def test_interval_checkpoints(ds, tmp_path):
             saved.append((ck_["pass"], ck_["next_batch"]))
 
     d._after_batch = look
-    d.run(ds)
+    d.explain(ds)
     # interval 0: a checkpoint after every batch of every pass, the exact pass included (seen after the next
     # batch), and at the end of each pass (8 batches of 3 images)
     assert saved == [("quantiles", b) for b in range(1, 9)] + [("exact", b) for b in range(1, 9)] + \
@@ -661,11 +717,11 @@ def test_ctrl_c_inside_a_batch_waits_for_the_batch(ds, tmp_path, monkeypatch):
     run stops and saves progress including it."""
     import signal
 
-    from interp_engine.methods import dissection as dmod
+    from interp_engine.methods.dissection import state as dmod
 
     model = make_model()
     kw = dict(quantile=0.05, batch_size=3, checkpoint_every=1000, checkpoint_interval=3600.0, progress=False)
-    full = dissect(model, "4", ds, **kw)
+    full = explain(model, "4", ds, **kw)
     consume = dmod._RunState.consume
     calls = []
 
@@ -679,10 +735,10 @@ def test_ctrl_c_inside_a_batch_waits_for_the_batch(ds, tmp_path, monkeypatch):
     ck = tmp_path / "ck"
     d = Dissection(model, "4", checkpoint_dir=ck, **kw)
     with pytest.raises(KeyboardInterrupt):
-        d.run(ds)
+        d.explain(ds)
     assert d.last_checkpoint["pass"] == "iou" and d.last_checkpoint["next_batch"] == 3
     monkeypatch.setattr(dmod._RunState, "consume", consume)
-    res = Dissection(model, "4", checkpoint_dir=ck, **kw).run(ds)
+    res = Dissection(model, "4", checkpoint_dir=ck, **kw).explain(ds)
     np.testing.assert_array_equal(res["4"].intersection, full["4"].intersection)
     np.testing.assert_array_equal(res["4"].unit_pixels, full["4"].unit_pixels)
 
@@ -721,6 +777,82 @@ def test_a_unit_with_iou_0_everywhere_has_no_label(tmp_path):
     assert by_unit[1]["label"] == "-" and by_unit[1]["category"] == "-" and by_unit[1]["color-truth"] == "0"
     assert by_unit[2]["label"] == "door" and by_unit[2]["color-label"] == "-"
     assert by_unit[3]["color-label"] == "green" and int(by_unit[3]["color-truth"]) == 2
+
+
+def test_tally_csv_bytes_are_netdissect_lites(tmp_path):
+    """LayerResult.to_csv writes NetDissect-Lite's tally.csv through the
+    package's CSV writer: the bytes are pinned (they are those the writer of
+    release 0.x wrote: CRLF rows, floats as repr, "-" and 0 for no label)."""
+    iou = np.zeros((3, len(NAMES)))
+    iou[1, 5], iou[2, 2], iou[0, 7] = 0.2, 0.1 / 3, 0.5
+    K, L = iou.shape
+    from interp_engine.methods.dissection import LayerResult
+
+    r = LayerResult(layer="x", label_names=NAMES, label_category=LABEL_CAT, categories=CATS,
+                    thresholds=np.zeros(K), iou=iou, intersection=(iou > 0).astype(np.int64) * 3,
+                    label_pixels=np.arange(L, dtype=np.int64) * 7,
+                    unit_pixels=np.arange(9, dtype=np.int64).reshape(3, 3) + 5,
+                    top_images=np.full((K, 1), -1), top_values=np.zeros((K, 1)),
+                    top_maps=np.zeros((K, 1, 2, 2), np.float32))
+    path = r.to_csv(tmp_path / "tally.csv")
+    assert path == tmp_path / "tally.csv" and not list(tmp_path.glob("*.tmp"))
+    assert path.read_bytes() == (
+        b"unit,category,label,score,color-label,color-truth,color-activation,color-intersect,color-iou,"
+        b"part-label,part-truth,part-activation,part-intersect,part-iou,scene-label,scene-truth,"
+        b"scene-activation,scene-intersect,scene-iou\r\n"
+        b"1,scene,forest,0.5,-,0,5,0,0.0,-,0,6,0,0.0,forest,49,7,3,0.5\r\n"
+        b"2,part,door,0.2,-,0,8,0,0.0,door,35,9,3,0.2,-,0,10,0,0.0\r\n"
+        b"3,color,green,0.03333333333333333,green,14,11,3,0.03333333333333333,-,0,12,0,0.0,-,0,13,0,0.0\r\n")
+    assert [row["unit"] for row in r.tally_table()] == [1, 2, 3]
+
+
+def test_results_have_the_result_protocol(ds, tmp_path):
+    """table(), to_csv(), save()/load() and a one-line repr without arrays,
+    for a run's DissectionResult and each LayerResult."""
+    from interp_engine.methods._result import MAX_REPR, Result
+    from interp_engine.methods.dissection import LayerResult
+
+    res = explain(make_model(), ["2", "4"], ds, quantile=0.05, rotations=[1], progress=False)
+    assert isinstance(res, Result) and all(isinstance(res[k], Result) for k in res)
+    det = {k: int(res[k].detectors.sum()) for k in res}
+    assert repr(res) == (f"DissectionResult(layers=['2', '4', '2@rotation1', '4@rotation1'], 20 units, "
+                         f"{sum(det.values())} detectors)")
+    assert repr(res["4"]) == f"LayerResult(layer='4', 5 units, {det['4']} detectors)"
+    assert repr(res["4@rotation1"]) == \
+        f"LayerResult(layer='4', basis='rotation1', 5 units, {det['4@rotation1']} detectors)"
+    for obj in [res] + [res[k] for k in res]:
+        assert len(repr(obj)) <= MAX_REPR and "\n" not in repr(obj) and "array" not in repr(obj)
+        assert str(obj) == repr(obj)
+    rows = res.table()
+    assert len(rows) == 20 and rows[0]["layer"] == "2"
+    assert [dict(r, layer=None) for r in rows if r["layer"] == "4"] == [dict(r, layer=None) for r in res["4"].table()]
+    path = res.to_csv(tmp_path / "units.csv")
+    with open(path, newline="") as f:
+        back = list(csv.DictReader(f))
+    assert list(back[0]) == ["layer", "unit", "label", "category", "iou", "threshold", "detector", "color-label",
+                             "color-iou", "part-label", "part-iou", "scene-label", "scene-iou"]
+    assert [(r["layer"], int(r["unit"]), float(r["iou"])) for r in back] == \
+        [(r["layer"], r["unit"], r["iou"]) for r in rows]
+    assert DissectionResult.load(res.save(tmp_path / "r.npz")).table() == rows
+    assert LayerResult.load(res["4"].save(tmp_path / "l.npz")).table() == res["4"].table()
+    # an empty result still has a header
+    empty = DissectionResult({})
+    assert repr(empty) == "DissectionResult(layers=[], 0 units, 0 detectors)" and empty.table() == []
+    assert empty.to_csv(tmp_path / "empty.csv").read_text().startswith("layer,unit,label")
+
+
+def test_repr_of_a_big_result_is_short():
+    """The repr of a result with many units and large maps stays one short line
+    (it was the dataclass repr of every array: 81 KB for the bundled model)."""
+    from interp_engine.methods._result import MAX_REPR
+
+    iou = np.zeros((512, len(NAMES)))
+    iou[:, 1] = 0.3
+    r = _layer_result(iou)
+    r.top_maps = np.zeros((512, 10, 7, 7), np.float32)
+    res = DissectionResult({f"layer{i}.block{i}.conv{i}": r for i in range(40)})
+    assert repr(r) == "LayerResult(layer='x', 512 units, 512 detectors)"
+    assert len(repr(res)) <= MAX_REPR and repr(res).endswith("...)")
 
 
 def test_report_shows_units_without_a_label(ds, tmp_path):
@@ -765,23 +897,23 @@ def test_downsampled_layer_counts_equal_a_reference_resizing_as_asked(ds, unit_r
     d = Dissection(model, "1", quantile=0.05, unit_rule=unit_rule, resize=resize, batch_size=7, progress=False)
     expected = resize or ("pil" if unit_rule == "lite" else "bilinear")
     assert d.resize == expected
-    r = d.run(ds)["1"]
+    r = d.explain(ds)["1"]
     thr, (I, L, A) = _reference_resized(model, 1, ds, 0.05, unit_rule, expected)
     np.testing.assert_array_equal(r.thresholds, thr)
     np.testing.assert_array_equal(r.intersection, I)
     np.testing.assert_array_equal(r.label_pixels, L)
     np.testing.assert_array_equal(r.unit_pixels, A)
     # and the resize matters here: the default bilinear resize gives other counts
-    b = dissect(model, "1", ds, quantile=0.05, unit_rule=unit_rule, resize="bilinear", progress=False)["1"]
+    b = explain(model, "1", ds, quantile=0.05, unit_rule=unit_rule, resize="bilinear", progress=False)["1"]
     assert not np.array_equal(b.intersection, r.intersection)
 
 
 def test_resize_is_checked_and_part_of_the_checkpoint(ds, tmp_path):
     with pytest.raises(ValueError, match="resize must be one of"):
         Dissection(make_model(), "1", resize="nearest")
-    dissect(make_model(), "1", ds, quantile=0.05, resize="pil", checkpoint_dir=tmp_path, progress=False)
+    explain(make_model(), "1", ds, quantile=0.05, resize="pil", checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="resize"):
-        dissect(make_model(), "1", ds, quantile=0.05, resize="antialias", checkpoint_dir=tmp_path, progress=False)
+        explain(make_model(), "1", ds, quantile=0.05, resize="antialias", checkpoint_dir=tmp_path, progress=False)
 
 
 def test_bundled_conv1_in_lite_mode_equals_a_pillow_reference(tmp_path):
@@ -796,7 +928,7 @@ def test_bundled_conv1_in_lite_mode_equals_a_pillow_reference(tmp_path):
     root = concept_dataset(tmp_path / "ds", seed=1, num_images=120)
     bds = BrodenDataset(root, transform="unit")
     model = load_default_model()
-    r = dissect(model, "conv1", bds, unit_rule="lite", batch_size=40, progress=False)["conv1"]
+    r = explain(model, "conv1", bds, unit_rule="lite", batch_size=40, progress=False)["conv1"]
     items = [bds[i] for i in range(len(bds))]
     feats = []
     hook = model.conv1.register_forward_hook(lambda m, i, o: feats.append(o.detach()))
@@ -819,3 +951,24 @@ def test_bundled_conv1_in_lite_mode_equals_a_pillow_reference(tmp_path):
     np.testing.assert_array_equal(r.intersection, I)
     np.testing.assert_array_equal(r.label_pixels, L)
     np.testing.assert_array_equal(r.unit_pixels, A)
+
+
+def test_resume_with_empty_top_image_slots(ds, tmp_path):
+    """A checkpoint taken before every unit has top_k images (empty slots,
+    value -inf) resumes without a warning and gives the uninterrupted result
+    (the sorted-order check once subtracted -inf from -inf)."""
+    kw = dict(quantile=0.05, batch_size=3, top_k=10, progress=False)
+    full = explain(make_model(), "4", ds, **kw)
+    ck = tmp_path / "ck"
+    d = Dissection(make_model(), "4", checkpoint_dir=ck, checkpoint_every=1, **kw)
+
+    def stop(pass_name, b):
+        if (pass_name, b) == ("quantiles", 1):  # 6 images seen: 4 of 10 slots empty
+            raise KeyboardInterrupt
+    d._after_batch = stop
+    with pytest.raises(KeyboardInterrupt):
+        d.explain(ds)
+    resumed = Dissection(make_model(), "4", checkpoint_dir=ck, **kw)
+    res = resumed.explain(ds)
+    assert resumed.resumed["position"]["quantiles"] == 2
+    _same_result(res, full)

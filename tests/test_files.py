@@ -110,6 +110,28 @@ def test_dissection_round_trip_is_exact(dissection_file):
             np.testing.assert_array_equal(x, y)
         assert (a.layer, a.label_names, a.categories, a.quantile, a.iou_threshold, a.basis) == \
             (b.layer, b.label_names, b.categories, b.quantile, b.iou_threshold, b.basis)
+    assert back.table() == res.table()
+
+
+def test_layer_result_save_and_load(dissection_file, tmp_path):
+    """LayerResult.save writes a one-layer dissection file; LayerResult.load
+    reads the file's only layer, or the one named (the same schema checks)."""
+    res, path = dissection_file
+    lr = res["conv1"]
+    one = lr.save(tmp_path / "one.npz")
+    back = LayerResult.load(one)
+    assert back.table() == lr.table() and list(DissectionResult.load(one)) == ["conv1"]
+    for attr in LayerResult._ARRAYS:
+        np.testing.assert_array_equal(getattr(back, attr), getattr(lr, attr))
+    assert LayerResult.load(path, "conv2@rotation0").table() == res["conv2@rotation0"].table()
+    with pytest.raises(ValueError, match=r"holds the layers \['conv1', 'conv2@rotation0'\]; pass layer="):
+        LayerResult.load(path)
+    with pytest.raises(ValueError, match=r"has no layer 'conv3'"):
+        LayerResult.load(path, "conv3")
+    raw = _raw(one)
+    raw["l0.iou"] = raw["l0.iou"] + 2.0
+    with pytest.raises(ValueError, match=r"one_bad.npz.*'l0.iou'"):
+        LayerResult.load(_write(tmp_path / "one_bad.npz", raw))
 
 
 def test_cav_and_concept_vector_round_trips_are_exact(cav_file, cv_file):
