@@ -98,8 +98,10 @@ _METHOD_NAMES = {"Invert": ".methods.invert", "InvertResult": ".methods.invert",
                  "rotation_experiment": ".methods.dissection",
                  "TCAV": ".methods.tcav", "TCAVResult": ".methods.tcav",
                  "ConceptVectors": ".methods.concept_vectors",
-                 **{n: ".methods.coclustering" for n in (
-                     "RepresentativeInterpretation", "Region", "plot_region")},
+                 **{n: ".methods.representative" for n in (
+                     "RepresentativeInterpretation", "Regions", "Region", "RegionEvaluation",
+                     "evaluate_regions")},
+                 "plot_region": ".report.represent_page",
                  "grad_cam": ".methods.cam", "average_drop_increase": ".methods.cam",
                  **{n: ".methods.concept_relevance" for n in (
                      "concept_class_relevance", "linear_head_relevance", "concept_maps",

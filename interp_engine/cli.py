@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         "represent",
         help="representative interpretations (Lam et al. 2021): regions of seeds bounded by decision boundaries",
         description="Fit representative interpretations on reference images, explain seeds, write an HTML page "
-                    "of the regions (docs/coclustering.md); with --unseen, score the region heatmaps against "
+                    "of the regions (docs/representative.md); with --unseen, score the region heatmaps against "
                     "Grad-CAM (Average Drop / Increase) on images not used to build them.")
     rep.add_argument("--model", default="default",
                      help="default (the bundled ConceptCNN's 4-way scene output), fashion_cnn (the bundled "
@@ -707,8 +707,7 @@ def _run_represent(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import time
     import warnings
 
-    from .methods.coclustering import RepresentativeInterpretation
-    from .methods.represent_eval import evaluate_regions
+    from .methods.representative import RepresentativeInterpretation, evaluate_regions
     from .report import write_represent_report
 
     t0 = time.perf_counter()
@@ -719,11 +718,12 @@ def _run_represent(args: argparse.Namespace, argv: Sequence[str]) -> int:
     ref, unseen = x[:args.reference], x[args.reference:]
     print(f"representative interpretations at {layer} of {args.model}: {len(ref)} reference images, "
           f"{args.seeds} seeds, pool {args.pool}", flush=True)
-    ri = RepresentativeInterpretation(model, layer, head=head, num_threads=args.threads or None)
-    ri.fit(ref, pool=args.pool, delta=args.delta, seed=args.seed)
+    ri = RepresentativeInterpretation(model, layer, head=head, num_threads=args.threads or None, pool=args.pool,
+                                      delta=args.delta, seed=args.seed)
+    ri.fit(ref)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        regions = ri.explain_all(range(args.seeds))
+        regions = ri.explain(range(args.seeds))
     for w in caught:
         print(f"warning: {_one_line(w.message)}", file=sys.stderr)
     ev = evaluate_regions(ri, regions, unseen, fill=black) if len(unseen) else None

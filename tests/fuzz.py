@@ -2223,7 +2223,7 @@ def _method_targets():
     entry points; kinds: ("int", minimum) ("real", lo, hi) ("choice", choices)
     ("bool",) ("layer",)."""
     from interp_engine.methods.concept_vectors import ConceptVectors
-    from interp_engine.methods.coclustering import RepresentativeInterpretation
+    from interp_engine.methods.representative import RepresentativeInterpretation
     from interp_engine.methods.dissection import Dissection
     from interp_engine.methods.invert import Invert
     from interp_engine.methods.tcav import TCAV
@@ -2632,7 +2632,7 @@ def warm_up() -> None:
     import interp_engine.data  # noqa: F401
     import interp_engine.data.writer  # noqa: F401
     import interp_engine.engine.rank  # noqa: F401
-    import interp_engine.methods.coclustering  # noqa: F401
+    import interp_engine.methods.representative  # noqa: F401
     import interp_engine.methods.concept_vectors  # noqa: F401
     import interp_engine.methods.dissection  # noqa: F401
     import interp_engine.methods.invert  # noqa: F401

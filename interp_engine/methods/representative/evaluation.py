@@ -3,7 +3,7 @@ them (issue 6; Lam et al. 2021, section 5): coverage of the reference set, and
 Average Drop / Average Increase of the region heatmaps against Grad-CAM on the
 same model and the same unseen images, in one call.
 
-Semantics (docs/coclustering.md, "Evaluation on unseen images"):
+Semantics (docs/representative.md, "Evaluation on unseen images"):
 
 * **Reference set** (the images the regions were built from), per region: is
   it pure (no member of another predicted class), and the fraction of the
@@ -22,18 +22,25 @@ Semantics (docs/coclustering.md, "Evaluation on unseen images"):
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Union
 
 import numpy as np
 
-from ..engine._arrays import describe
+from ..._npz import Array, Num, OneOf, load_npz, save_npz
+from ...engine._arrays import describe
+from .._result import Result
 
 __all__ = ["RegionEvaluation", "evaluate_regions"]
 
+#: the maps scored by :func:`evaluate_regions`, in order
+METHODS = ("region", "grad_cam", "random")
 
-@dataclass
-class RegionEvaluation:
+
+@dataclass(repr=False)
+class RegionEvaluation(Result):
     """Result of :func:`evaluate_regions`.
 
     Attributes:
@@ -46,7 +53,9 @@ class RegionEvaluation:
             of their predicted class (``assigned[i]``: region index or -1).
         scores: ``{method: (average_drop, average_increase)}`` on the covered
             unseen images, methods ``"region"``, ``"grad_cam"``, ``"random"``.
-        keep, fill: the masking used.
+        keep, fill: the masking used (``fill``: a float, or per-channel
+            values as a float64 array).
+        coverage: float64 ``(regions,)``; assigned: int64 ``(unseen,)``.
     """
 
     regions: int
@@ -66,6 +75,53 @@ class RegionEvaluation:
         return [{"method": m, "average_drop": d, "average_increase": i, "images": self.covered}
                 for m, (d, i) in self.scores.items()]
 
+    def _csv_fields(self) -> Sequence[str]:
+        return ("method", "average_drop", "average_increase", "images")
+
+    def _summary(self) -> str:
+        return (f"regions={self.regions}, pure={self.pure}, reached={self.reached}, "
+                f"covered={self.covered}/{self.unseen}, keep={self.keep:g}")
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> Path:
+        """Write the evaluation to one ``.npz`` (arrays plus a JSON header); returns the path."""
+        fill = np.atleast_1d(np.asarray(self.fill, dtype=np.float64))
+        header = {"format": _FORMAT, "version": _VERSION, "regions": int(self.regions), "pure": int(self.pure),
+                  "reached": int(self.reached), "mean_coverage": float(self.mean_coverage),
+                  "unseen": int(self.unseen), "covered": int(self.covered), "keep": float(self.keep),
+                  "fill_scalar": bool(np.ndim(self.fill) == 0),
+                  "methods": [{"method": m, "average_drop": float(d), "average_increase": float(i)}
+                              for m, (d, i) in self.scores.items()]}
+        arrays = {"coverage": np.asarray(self.coverage, np.float64), "assigned": np.asarray(self.assigned, np.int64),
+                  "fill": fill}
+        return save_npz(path, arrays, header)
+
+    @classmethod
+    def load(cls, path: Union[str, "os.PathLike[str]"]) -> "RegionEvaluation":
+        """Read a file written by :meth:`save`, checked against its schema
+        (every header key's type and range, the arrays' dtypes, shapes from
+        the header's counts and ranges, and the counts that follow from them);
+        ValueError naming the file and the field otherwise."""
+        path = Path(path)
+        h, a = load_npz(path, _FORMAT, _VERSION, "region evaluation", _HEADER, _arrays)
+        for key, limit in (("pure", "regions"), ("reached", "regions"), ("covered", "unseen")):
+            if h[key] > h[limit]:
+                raise ValueError(f"{path}: field 'header.{key}' must be at most {limit}={h[limit]}; got {h[key]}")
+        covered = int((a["assigned"] >= 0).sum())
+        if covered != h["covered"]:
+            raise ValueError(f"{path}: field 'header.covered' must be the assigned unseen images ({covered}); "
+                             f"got {h['covered']}")
+        names = [m["method"] for m in h["methods"]]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{path}: field 'header.methods' repeats a method: {names}")
+        if h["fill_scalar"] and a["fill"].shape != (1,):
+            raise ValueError(f"{path}: field 'fill' must hold one value when header.fill_scalar is true; "
+                             f"got shape {a['fill'].shape}")
+        fill: Any = float(a["fill"][0]) if h["fill_scalar"] else a["fill"]
+        return cls(regions=h["regions"], pure=h["pure"], reached=h["reached"], mean_coverage=h["mean_coverage"],
+                   unseen=h["unseen"], covered=h["covered"],
+                   scores={m["method"]: (m["average_drop"], m["average_increase"]) for m in h["methods"]},
+                   keep=h["keep"], fill=fill, coverage=a["coverage"], assigned=a["assigned"])
+
     def __str__(self) -> str:
         lines = [f"{self.regions} regions: {self.pure} with no other-class member on the reference set "
                  f"({self.reached} reached the cover target); mean coverage of the seed's class "
@@ -78,13 +134,30 @@ class RegionEvaluation:
         return "\n".join(lines)
 
 
+# The evaluation file (format interp_engine.region_evaluation, version 1).
+_FORMAT = "interp_engine.region_evaluation"
+_VERSION = 1
+_HEADER = {"regions": Num(int, 1), "pure": Num(int, 0), "reached": Num(int, 0), "mean_coverage": Num(float, 0.0, 1.0),
+           "unseen": Num(int, 1), "covered": Num(int, 0), "keep": Num(float, 0.0, 1.0), "fill_scalar": bool,
+           "methods": [{"method": OneOf(METHODS), "average_drop": Num(float, 0.0, 100.0),
+                        "average_increase": Num(float, 0.0, 100.0)}]}
+
+
+def _arrays(h: Dict[str, Any]) -> tuple:
+    return ({"coverage": Array("float64", ("R",), min=0.0, max=1.0),
+             "assigned": Array("int64", ("U",), min=-1, max="R", max_offset=-1),
+             "fill": Array("float64", ("F",))},
+            {"R": h["regions"], "U": h["unseen"]})
+
+
 def evaluate_regions(ri: Any, regions: Sequence[Any], unseen: Any, *, keep: float = 0.2, fill: Any = 0.0,
                      reached_only: bool = True, seed: int = 0, batch_size: int = 64) -> RegionEvaluation:
     """Evaluate ``regions`` of the fitted ``ri`` on ``unseen`` images.
 
     Args:
-        ri: a fitted :class:`~interp_engine.methods.coclustering.RepresentativeInterpretation`.
-        regions: its regions (from ``explain`` / ``explain_all``), non-empty.
+        ri: a fitted :class:`~interp_engine.methods.representative.RepresentativeInterpretation`.
+        regions: its regions (:class:`~interp_engine.methods.representative.Regions`
+            from ``explain``, or a sequence of Region), non-empty.
         unseen: images not used to build them, a tensor ``(N, C, H, W)`` of
             the reference images' shape.
         keep, fill: as :func:`~interp_engine.methods.cam.average_drop_increase`
@@ -99,8 +172,8 @@ def evaluate_regions(ri: Any, regions: Sequence[Any], unseen: Any, *, keep: floa
     """
     import torch
 
-    from .cam import average_drop_increase, grad_cam
-    from .coclustering import Region
+    from ..cam import average_drop_increase, grad_cam
+    from .region import Region
 
     regions = list(regions)
     if not regions or not all(isinstance(r, Region) for r in regions):

@@ -1,6 +1,6 @@
 """Representative interpretations (Lam et al., ICCV 2021): the decision region
 of a seed image, found by co-clustering the reference images with sampled
-linear decision boundaries (shared/ALGORITHMS.md section 5; docs/coclustering.md).
+linear decision boundaries (docs/algorithms.md §5; docs/representative.md).
 
 Notation: ``psi(x)`` is the output of ``layer`` for input ``x`` (flattened to
 ``D`` values where a vector is needed), ``head`` maps ``psi`` to logits
@@ -8,7 +8,8 @@ Notation: ``psi(x)`` is the output of ``layer`` for input ``x`` (flattened to
 ``argmax_k head(psi(x))_k`` (ties: lowest index).  Predicted classes, not
 ground-truth labels, define same-class and other-class images.
 
-Per seed ``x0`` of predicted class ``c`` (:meth:`RepresentativeInterpretation.explain`):
+Per seed ``x0`` of predicted class ``c`` (:meth:`RepresentativeInterpretation.explain`;
+steps 1-3 in :mod:`.boundaries`, the region in :mod:`.region`):
 
 1. **Boundary sampling.** ``pool`` reference images of another predicted class
    are drawn (without replacement when there are at least ``pool`` of them,
@@ -46,10 +47,10 @@ Per seed ``x0`` of predicted class ``c`` (:meth:`RepresentativeInterpretation.ex
 
 :class:`Region` gives the similarity ranking (:meth:`Region.similar`), the
 region's Grad-CAM-like map (:meth:`Region.heatmap`) and membership of new
-images (:meth:`Region.contains`); :func:`plot_region` draws them.  The
-evaluation helpers (:func:`~interp_engine.methods.cam.grad_cam`,
-:func:`~interp_engine.methods.cam.average_drop_increase`) live in
-:mod:`interp_engine.methods.cam`.
+images (:meth:`Region.contains`); :func:`interp_engine.report.plot_region`
+draws them.  The evaluation on unseen images is
+:func:`~interp_engine.methods.representative.evaluate_regions`; Grad-CAM and
+Average Drop / Increase live in :mod:`interp_engine.methods.cam`.
 
 Importing this module does not import torch; using it does.
 """
@@ -57,338 +58,24 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
 from collections.abc import Iterable
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..engine._arrays import check_bool, check_num_threads, check_positive_int, check_real, describe
-from ..engine.cover import PackedBits, ratio_greedy_cover_many
+from ...engine._arrays import check_bool, check_num_threads, check_positive_int, check_real, describe
+from ...engine.cover import PackedBits, ratio_greedy_cover_many
+from . import boundaries
+from .boundaries import Boundaries, _warn_if_not_piecewise_linear, derive_head
+from .region import Region
+from .result import Regions
 
-__all__ = ["RepresentativeInterpretation", "Region", "Boundaries", "SimilarImages",
-           "derive_head", "plot_region"]
+__all__ = ["RepresentativeInterpretation", "EPS_COST", "EPS_GAIN"]
 
 #: the ratio greedy's constants (Lam et al.)
 EPS_COST = 1e-5
 EPS_GAIN = 1e-10
 
-# torch.nn modules whose output is not piecewise linear in their input: with
-# one of them in the head, sampled hyperplanes are local linearizations.
-_NOT_PIECEWISE_LINEAR = ("Sigmoid", "Tanh", "GELU", "SiLU", "Mish", "ELU", "CELU", "SELU",
-                         "Softplus", "Softsign", "Softmax", "Softmax2d", "LogSoftmax", "Softmin",
-                         "LogSigmoid", "Tanhshrink", "Hardswish", "GLU", "LayerNorm", "GroupNorm",
-                         "LocalResponseNorm", "RMSNorm", "MultiheadAttention", "Bilinear",
-                         "TransformerEncoderLayer", "TransformerDecoderLayer")
-
-
-# ----------------------------------------------------------------------------- head
-
-def derive_head(model: Any, layer: str) -> Any:
-    """The head mapping ``layer``'s output to the model's logits, when the model
-    is an ``nn.Sequential`` (possibly nested) and ``layer`` names one of its
-    children (or a child of a nested ``nn.Sequential`` child, and so on).
-
-    Returns an ``nn.Sequential`` of the children after ``layer`` at its level,
-    followed by the children after each enclosing ``nn.Sequential`` at the
-    levels above (the modules themselves, not copies).
-
-    Raises:
-        ValueError: the head cannot be derived (the message says why and to
-            pass ``head=``); also when ``layer`` names no submodule.
-    """
-    from torch import nn
-
-    from ..capture import find_module
-
-    find_module(model, layer)  # ValueError (with close matches) when it names nothing
-    container = model
-    rests: List[List[Any]] = []
-    path: List[str] = []
-    for part in layer.split("."):
-        if not isinstance(container, nn.Sequential):
-            where = ".".join(path) or "the model"
-            raise ValueError(
-                f"head=None: the head (psi -> logits) can be derived only when the model is an "
-                f"nn.Sequential (possibly nested) and layer names one of its children; "
-                f"{where!s} is a {type(container).__name__}, not an nn.Sequential (layer={layer!r}). "
-                f"Pass head=, a callable mapping layer {layer!r}'s output to the logits")
-        names = list(container._modules.keys())
-        i = names.index(part)
-        rests.append([container._modules[n] for n in names[i + 1:]])
-        path.append(part)
-        container = container._modules[part]
-    modules = [m for rest in reversed(rests) for m in rest]
-    return nn.Sequential(*modules)
-
-
-def _warn_if_not_piecewise_linear(head: Any) -> None:
-    from torch import nn
-
-    if not isinstance(head, nn.Module):
-        return
-    bad = sorted({type(m).__name__ for m in head.modules()
-                  if type(m).__name__ in _NOT_PIECEWISE_LINEAR
-                  and type(m).__module__.startswith("torch.nn")})
-    if bad:
-        warnings.warn(f"head contains modules that are not piecewise linear ({', '.join(bad)}): its "
-                      f"decision boundaries are not hyperplanes, and the sampled boundaries are "
-                      f"local linearizations (tangent hyperplanes at the boundary points)",
-                      UserWarning, stacklevel=3)
-
-
-# ----------------------------------------------------------------------------- results
-
-class Boundaries(NamedTuple):
-    """The decision boundaries sampled for one seed (before the cover).
-
-    weights:       float64 ``(P, D)``: ``w`` of each boundary, oriented so the
-                   seed is on the non-negative side.
-    biases:        float64 ``(P,)``.
-    points:        float64 ``(P, D)`` boundary points ``b`` (where ``w`` was taken; the
-                   bisection runs in the model's dtype).
-    other_classes: int64 ``(P,)``: the class ``o`` of ``l_c - l_o`` at each point.
-    others:        int64 ``(P,)``: reference index of the other-class image of each pair.
-    seed_class:    the seed's predicted class ``c``.
-    n_unconverged: pairs dropped because the bisection did not stop in ``max_steps``.
-    """
-
-    weights: np.ndarray
-    biases: np.ndarray
-    points: np.ndarray
-    other_classes: np.ndarray
-    others: np.ndarray
-    seed_class: int
-    n_unconverged: int
-
-
-class SimilarImages(NamedTuple):
-    """Members of a region ranked by :meth:`Region.similar`.
-
-    indices:   int64 ``(k,)`` reference indices, most similar first.
-    distances: float64 ``(k,)`` ``sum_h |w_h . psi(seed) - w_h . psi(x)|``.
-    classes:   int64 ``(k,)`` their predicted classes.
-    """
-
-    indices: np.ndarray
-    distances: np.ndarray
-    classes: np.ndarray
-
-
-@dataclass(eq=False)
-class Region:
-    """The decision region of one seed: the chosen boundaries and the
-    reference images inside (see the module doc).  The queries
-    (:meth:`similar`, :meth:`heatmap`, :meth:`contains`) use the model and the
-    reference features of the :class:`RepresentativeInterpretation` that made
-    the region (refitting it changes them).
-
-    Attributes:
-        seed_index: reference index of the seed, or -1 for an image given
-            to :meth:`RepresentativeInterpretation.explain` directly.
-        seed_class: the seed's predicted class.
-        weights: float64 ``(H, D)``: the chosen boundaries' ``w`` (seed side
-            ``w . psi + bias >= 0``), in the cover's order (greedy choices,
-            then the tighten pass's additions).
-        biases: float64 ``(H,)``.
-        points: float64 ``(H, D)``: the boundary points.
-        other_classes: int64 ``(H,)``: the class across each boundary.
-        others: int64 ``(H,)``: reference index of the other-class image whose
-            bisection gave each boundary.
-        chosen: int64 ``(H,)``: the boundaries' indices in the sampled pool
-            (rows of :attr:`cost_sets` / :attr:`gain_sets`).
-        n_greedy: how many leading boundaries the greedy phase chose (the
-            rest come from the tighten pass).
-        members: int64 ``(M,)``: reference images in the region, ascending.
-        member_classes: int64 ``(M,)``: their predicted classes.
-        n_other: members of another predicted class than the seed's.
-        reached: whether the cover reached ``target`` (if not, more than
-            ``delta`` other-class images remain inside).
-        target: ``max(0, n_other_total - delta)``.
-        delta: allowed other-class images in the region.
-        seed_values: float64 ``(H,)``: ``w_h . psi(seed) + bias_h``.
-        n_pool: boundaries sampled (pairs that converged).
-        n_unconverged: pairs dropped (no convergence in ``max_steps``).
-        cost_sets: :class:`PackedBits` ``(n_pool, len(same_indices))``: the
-            same-class reference images each sampled boundary excludes.
-        gain_sets: :class:`PackedBits` ``(n_pool, len(other_indices))``: the
-            other-class images each sampled boundary excludes.
-        same_indices: int64: reference index of each cost element (column).
-        other_indices: int64: reference index of each gain element (column).
-    """
-
-    seed_index: int
-    seed_class: int
-    weights: np.ndarray
-    biases: np.ndarray
-    points: np.ndarray
-    other_classes: np.ndarray
-    others: np.ndarray
-    chosen: np.ndarray
-    n_greedy: int
-    members: np.ndarray
-    member_classes: np.ndarray
-    n_other: int
-    reached: bool
-    target: int
-    delta: int
-    seed_values: np.ndarray
-    n_pool: int
-    n_unconverged: int
-    cost_sets: PackedBits
-    gain_sets: PackedBits
-    same_indices: np.ndarray
-    other_indices: np.ndarray
-    _owner: Any = field(default=None, repr=False)
-    _seed_image: Any = field(default=None, repr=False)
-
-    @property
-    def n_members(self) -> int:
-        """Number of reference images in the region."""
-        return int(self.members.shape[0])
-
-    @property
-    def n_same(self) -> int:
-        """Members of the seed's predicted class (the seed included)."""
-        return self.n_members - self.n_other
-
-    @property
-    def n_boundaries(self) -> int:
-        return int(self.weights.shape[0])
-
-    def __repr__(self) -> str:
-        return (f"Region(seed_index={self.seed_index}, seed_class={self.seed_class}, "
-                f"boundaries={self.n_boundaries}/{self.n_pool}, members={self.n_members}, "
-                f"n_other={self.n_other}, reached={self.reached})")
-
-    # ------------------------------------------------------------------ queries
-    def _values(self, feats64: Any) -> Any:
-        """``(B, H)`` float64 tensor ``w_h . psi + bias_h`` for flattened features."""
-        import torch
-
-        w = torch.from_numpy(self.weights).to(feats64.device)
-        b = torch.from_numpy(self.biases).to(feats64.device)
-        return feats64 @ w.T + b
-
-    def contains_features(self, features: Any) -> np.ndarray:
-        """Whether features ``psi`` (``(B, *psi_shape)`` or flattened ``(B, D)``,
-        tensor or array) lie in the region: on the seed's side
-        (``w_h . psi + bias_h >= 0``) of every chosen boundary.  Returns bool ``(B,)``."""
-        feats = self._owner._flat_features(features, "features")
-        return (self._values(feats) >= 0).all(dim=1).cpu().numpy()
-
-    def contains(self, images: Any) -> np.ndarray:
-        """Whether images fall in the region.
-
-        Args:
-            images: a tensor ``(B, *image_shape)`` or one image ``image_shape``
-                (the shape of the reference images).
-
-        Returns:
-            bool numpy ``(B,)`` (``(1,)`` for one image).  For the reference
-            images this is exactly the membership :attr:`members` (the
-            features are recomputed by the same forward).
-        """
-        feats, _ = self._owner._features_of_images(images, "images")
-        return self.contains_features(feats)
-
-    def similar(self, k: Optional[int] = None) -> SimilarImages:
-        """The region's members ranked by ``Dist(seed, x) = sum_h |w_h . psi(seed)
-        - w_h . psi(x)|`` over the chosen boundaries, ascending (ties: the seed
-        first, then lower index).  The seed comes first when it is a reference
-        image (its distance is 0).
-
-        Args:
-            k: how many to return (int >= 1); default all members.
-        """
-        import torch
-
-        if k is not None:
-            k = check_positive_int(k, "k")
-        owner = self._owner
-        members = self.members
-        if members.size == 0:
-            e = np.zeros(0, dtype=np.int64)
-            return SimilarImages(e, np.zeros(0), e)
-        idx = torch.from_numpy(members).to(owner._features.device)
-        vals = self._values(owner._features.index_select(0, idx).double()).cpu().numpy()
-        if self.seed_index >= 0 and (members == self.seed_index).any():
-            s = vals[int(np.flatnonzero(members == self.seed_index)[0])]
-        else:
-            s = self.seed_values
-        dist = np.abs(vals - s[None, :]).sum(axis=1)
-        order = np.lexsort((members, members != self.seed_index, dist))
-        if k is not None:
-            order = order[:k]
-        return SimilarImages(members[order], dist[order], self.member_classes[order])
-
-    def heatmap(self, image: Any) -> np.ndarray:
-        """The region's Grad-CAM-like map of an image (the seed, a reference
-        image or an unseen one).
-
-        For each chosen boundary ``h``, the channel weights are the spatial
-        mean of ``w_h`` (the gradient of ``l_c - l_o`` w.r.t. ``psi`` at the
-        boundary point, reshaped to ``(C, h, w)``): ``a_h[k] = mean_{i,j}
-        w_h[k, i, j]``; the map is ``M_h = ReLU(sum_k a_h[k] A[k])`` on the
-        image's feature maps ``A = psi(image)``, normalized by its maximum
-        (``M_h / max M_h``; an all-zero map stays zero).  The region's map is
-        the mean of ``M_h`` over the chosen boundaries, upsampled bilinearly
-        (``align_corners=False``) to the image size; values in ``[0, 1]``.
-        A region without boundaries gives zeros.
-
-        Args:
-            image: an int (reference index; uses the stored features and the
-                reference images' size), a sequence / integer array of
-                reference indices, one image ``image_shape`` or a batch
-                ``(B, *image_shape)``.
-
-        Returns:
-            float64 numpy ``(H, W)`` for an int or one image, ``(B, H, W)``
-            for indices or a batch.
-
-        Raises:
-            ValueError: the layer's output is not ``(C, h, w)`` per image.
-        """
-        import torch
-        import torch.nn.functional as F
-
-        owner = self._owner
-        shape = owner.psi_shape
-        if len(shape) != 3:
-            raise ValueError(f"heatmap needs layer {owner.layer!r} to output (B, C, h, w) feature maps; "
-                             f"its output per image has shape {tuple(shape)}")
-        single = True
-        if isinstance(image, (int, np.integer)) and not isinstance(image, bool):
-            i = owner._check_index(image, "image")
-            feats = owner._features[i:i + 1]
-        elif isinstance(image, (list, tuple, np.ndarray)) or (
-                isinstance(image, torch.Tensor) and not image.is_floating_point()):
-            idx = [owner._check_index(i, "image index") for i in
-                   (image.tolist() if hasattr(image, "tolist") else image)]
-            feats = owner._features.index_select(0, torch.tensor(idx, dtype=torch.long,
-                                                                 device=owner._features.device))
-            single = False
-        else:
-            feats, single = owner._features_of_images(image, "image")
-        size = tuple(owner.image_shape[-2:])
-        A = feats.double().reshape(-1, *shape)
-        n_b = self.weights.shape[0]
-        if n_b == 0:
-            out = np.zeros((A.shape[0],) + size)
-            return out[0] if single else out
-        w = torch.from_numpy(self.weights).to(A.device).reshape(n_b, shape[0], -1)
-        alpha = w.mean(dim=2)                                   # (H, C)
-        maps = torch.relu(torch.einsum("hc,bcij->bhij", alpha, A))
-        mx = maps.amax(dim=(2, 3), keepdim=True)
-        maps = torch.where(mx > 0, maps / torch.where(mx > 0, mx, torch.ones_like(mx)),
-                           torch.zeros_like(maps))
-        cam = maps.mean(dim=1, keepdim=True)
-        cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
-        out = cam.cpu().numpy()
-        return out[0] if single else out
-
-
-# ----------------------------------------------------------------------------- method
 
 class RepresentativeInterpretation:
     """Representative interpretations (Lam et al., ICCV 2021): see the module doc.
@@ -396,10 +83,11 @@ class RepresentativeInterpretation:
     Usage::
 
         model.eval()
-        ri = RepresentativeInterpretation(model, "features.29").fit(images, pool=50)
-        region = ri.explain(0)                 # or an image tensor
+        ri = RepresentativeInterpretation(model, "features.29", pool=50).fit(images)
+        regions = ri.explain(range(100))       # Regions: batched sampling, parallel covers
+        region = regions[0]                    # a Region (seeds may also be image tensors)
         region.similar(10); region.heatmap(0); region.contains(new_images)
-        regions = ri.explain_all(range(100))   # batched sampling, parallel covers
+        regions.table(); regions.to_csv("regions.csv"); regions.save("regions.npz")
 
     Args:
         model: a ``torch.nn.Module`` returning logits ``(B, K)``, in eval
@@ -424,22 +112,30 @@ class RepresentativeInterpretation:
             ``model(x)`` (ValueError otherwise); pass False for a head that
             deliberately differs (e.g. a slice of the logits).
         num_threads: threads of the cover solves (default all cores).
+        pool: boundaries sampled per seed (int >= 1; the paper uses 50).
+        delta: other-class images allowed in a region (int >= 0).
+        seed: seed of the other-class image draws (int >= 0); reference seed
+            ``i`` uses the generator ``(seed, 0, i)``, an image seed ``(seed, 1)``.
+
+    Every setting is keyword-only (``head`` may also be the third positional
+    argument) and validated here (TypeError / ValueError naming it).
 
     Attributes (after :meth:`fit`):
         predictions: int64 ``(N,)`` predicted classes of the reference images.
         logits: float64 ``(N, K)`` ``head(psi)`` of the reference images.
         psi_shape: the layer's output shape per image.
         image_shape: the reference images' shape per image.
-        last_timings: seconds of the last :meth:`explain_all` /
-            :meth:`explain`: ``{"sampling", "configuration", "cover"}``.
+        last_timings: seconds of the last :meth:`explain`:
+            ``{"sampling", "configuration", "cover"}``.
     """
 
     def __init__(self, model: Any, layer: str, head: Any = None, *, batch_size: int = 64,
                  pairs_per_batch: int = 2048, tol: float = 1e-5, max_steps: int = 500,
-                 check_head: bool = True, num_threads: Optional[int] = None) -> None:
+                 check_head: bool = True, num_threads: Optional[int] = None, pool: int = 50,
+                 delta: int = 0, seed: int = 0) -> None:
         from torch import nn
 
-        from ..capture import find_module
+        from ...capture import find_module
 
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
@@ -462,9 +158,9 @@ class RepresentativeInterpretation:
         self.max_steps = check_positive_int(max_steps, "max_steps")
         self.check_head = check_bool(check_head, "check_head")
         self.num_threads = check_num_threads(num_threads) or None
-        self.pool: Optional[int] = None
-        self.delta: Optional[int] = None
-        self.seed: Optional[int] = None
+        self.pool = check_positive_int(pool, "pool")
+        self.delta = check_positive_int(delta, "delta", minimum=0)
+        self.seed = check_positive_int(seed, "seed", minimum=0)
         self._features: Any = None
         self.predictions: Optional[np.ndarray] = None
         self.logits: Optional[np.ndarray] = None
@@ -480,18 +176,21 @@ class RepresentativeInterpretation:
 
     # ------------------------------------------------------------------ features
     def _device_dtype(self) -> Tuple[Any, Any]:
-        from ..capture import model_device_dtype
+        from ...capture import model_device_dtype
 
         return model_device_dtype(self.model)
 
     def _forward(self, x: Any) -> Tuple[Any, Any]:
-        """(psi detached clone, model logits) for one batch; the hook is
-        removed whatever happens."""
+        """(psi detached clone, model logits) for one batch, psi in the
+        layer's own shape (capture.OutputHooks); the hook is removed whatever
+        happens."""
         import torch
+
+        from ...capture import OutputHooks
 
         store: Dict[str, Any] = {}
 
-        def hook(module: Any, args: Any, output: Any) -> None:
+        def see(output: Any) -> None:
             if "psi" in store:
                 raise ValueError(f"layer {self.layer!r} ran more than once in one forward pass "
                                  f"(a shared module?); choose a layer that runs once")
@@ -500,12 +199,8 @@ class RepresentativeInterpretation:
                                 f"{describe(output)}")
             store["psi"] = output.detach().clone()
 
-        handle = self.module.register_forward_hook(hook)
-        try:
-            with torch.no_grad():
-                out = self.model(x)
-        finally:
-            handle.remove()
+        with OutputHooks(self.model, {self.layer: see}), torch.no_grad():
+            out = self.model(x)
         if "psi" not in store:
             raise RuntimeError(f"layer {self.layer!r} produced no output during the forward pass "
                                f"(a module the model's forward does not call?)")
@@ -532,7 +227,7 @@ class RepresentativeInterpretation:
     def _iter_inputs(self, reference: Any) -> Iterable[Any]:
         import torch
 
-        from ..capture import input_of
+        from ...capture import input_of
 
         if isinstance(reference, torch.Tensor):
             if reference.dim() < 2 or reference.shape[0] == 0:
@@ -553,30 +248,36 @@ class RepresentativeInterpretation:
             yield x
 
     # ------------------------------------------------------------------ fit
-    def fit(self, reference: Any, *, pool: int = 50, delta: int = 0,
-            seed: int = 0) -> "RepresentativeInterpretation":
+    def fit(self, reference: Any, *, pool: Optional[int] = None, delta: Optional[int] = None,
+            seed: Optional[int] = None) -> "RepresentativeInterpretation":
         """Compute ``psi`` and the predicted classes of the reference images
-        (once, batched) and set the sampling parameters.
+        (once, batched).
 
         Args:
-            reference: a tensor ``(N, C, H, W)`` (kept, for :func:`plot_region`),
-                or an iterable of batches: tensors, ``(x, y)`` tuples/lists
-                (element 0 is the input) or dicts with an ``"image"`` key, as
-                a ``DataLoader`` gives.  All batches must share the image shape.
-            pool: boundaries sampled per seed (int >= 1; the paper uses 50).
-            delta: other-class images allowed in a region (int >= 0).
-            seed: seed of the other-class image draws (int >= 0); seed ``i``
-                of :meth:`explain` uses the generator ``(seed, 0, i)``, an
-                image seed ``(seed, 1)``.
+            reference: a tensor ``(N, C, H, W)`` (kept, for
+                :func:`~interp_engine.report.plot_region`), or an iterable of
+                batches: tensors, ``(x, y)`` tuples/lists (element 0 is the
+                input) or dicts with an ``"image"`` key, as a ``DataLoader``
+                gives.  All batches must share the image shape.
+            pool, delta, seed: deprecated here (DeprecationWarning): pass them
+                to the constructor.
 
         Returns:
             ``self``.
         """
         import torch
 
-        self.pool = check_positive_int(pool, "pool")
-        self.delta = check_positive_int(delta, "delta", minimum=0)
-        self.seed = check_positive_int(seed, "seed", minimum=0)
+        old = {k: v for k, v in (("pool", pool), ("delta", delta), ("seed", seed)) if v is not None}
+        if old:
+            given = ", ".join(f"{k}={v!r}" for k, v in old.items())
+            warnings.warn(f"fit(reference, {given}) is deprecated; use RepresentativeInterpretation(model, "
+                          f"layer, {given}).fit(reference)", DeprecationWarning, stacklevel=2)
+            if pool is not None:
+                self.pool = check_positive_int(pool, "pool")
+            if delta is not None:
+                self.delta = check_positive_int(delta, "delta", minimum=0)
+            if seed is not None:
+                self.seed = check_positive_int(seed, "seed", minimum=0)
         if getattr(self.model, "training", False):
             warnings.warn("model is in training mode: call model.eval() first (batch norm and dropout "
                           "make the head depend on the batch)", UserWarning, stacklevel=2)
@@ -712,159 +413,6 @@ class RepresentativeInterpretation:
         return out
 
     # ------------------------------------------------------------------ sampling
-    def _bisect(self, start: Any, other: Any, cls: Any) -> Tuple[Any, Any]:
-        """Bisect between rows of ``start`` (the seeds' psi, class ``cls``) and
-        ``other``; returns (boundary points, converged mask).
-
-        The ends are tracked as positions on the segment, ``pos = start + t_pos
-        d`` and ``neg = start + t_neg d`` with ``d = other - start`` (``t_pos =
-        0``, ``t_neg = 1`` at first, float64), so ``b = 0.9 pos + 0.1 neg =
-        start + (0.9 t_pos + 0.1 t_neg) d``: one fused pass per step instead of
-        updating two (rows, D) arrays.  Rows that stopped are compacted away
-        once they are half of the working set."""
-        import torch
-
-        m = start.shape[0]
-        dev = start.device
-        points = torch.empty_like(start)
-        done = torch.zeros(m, dtype=torch.bool, device=dev)
-        t_pos = torch.zeros(m, dtype=torch.float64, device=dev)
-        t_neg = torch.ones(m, dtype=torch.float64, device=dev)
-        ws, wd = start, other - start            # working rows (compacted now and then)
-        wrows = torch.arange(m, device=dev)      # their row in the chunk
-        wcls = cls
-        act = torch.ones(m, dtype=torch.bool, device=dev)
-        with torch.no_grad():
-            for _ in range(self.max_steps):
-                n_act = int(act.sum())
-                if n_act == 0:
-                    break
-                if n_act <= wrows.numel() // 2:
-                    keep = torch.nonzero(act)[:, 0]
-                    ws, wd = ws.index_select(0, keep), wd.index_select(0, keep)
-                    wrows, wcls = wrows[keep], wcls[keep]
-                    act = torch.ones(keep.numel(), dtype=torch.bool, device=dev)
-                t = 0.9 * t_pos[wrows] + 0.1 * t_neg[wrows]
-                b = torch.addcmul(ws, wd, t.to(ws.dtype)[:, None])
-                lg = self._head_logits(b.reshape(-1, *self.psi_shape))
-                top = lg.topk(2, dim=1)
-                gap = top.values[:, 0] - top.values[:, 1]
-                conv = act & (gap * gap < self.tol) & (top.indices == wcls[:, None]).any(dim=1)
-                if bool(conv.any()):
-                    points.index_copy_(0, wrows[conv], b[conv])
-                    done[wrows[conv]] = True
-                act = act & ~conv
-                on_c = act & (lg.argmax(dim=1) == wcls)
-                off_c = act & ~on_c
-                t_pos[wrows[on_c]] = t[on_c]
-                t_neg[wrows[off_c]] = t[off_c]
-        return points, done
-
-    def _hyperplanes(self, points: Any, cls: Any) -> Tuple[Any, Any, Any]:
-        """(w float64 (M, D), bias float64 (M,), other class (M,)) at boundary points."""
-        import torch
-
-        x = points.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            lg = self._head_logits(x.reshape(-1, *self.psi_shape))
-            top = lg.detach().topk(2, dim=1).indices
-            other = torch.where(top[:, 0] == cls, top[:, 1], top[:, 0])
-            d = lg.gather(1, cls[:, None])[:, 0] - lg.gather(1, other[:, None])[:, 0]
-            (g,) = torch.autograd.grad(d.sum(), x)
-        w = g.double()
-        bias = d.detach().double() - (w * points.double()).sum(dim=1)
-        return w, bias, other
-
-    def _sample(self, seeds: List[Tuple[int, Any, int, Any]]) -> List[Dict[str, Any]]:
-        """Boundary sampling for all seeds (batched), unoriented."""
-        import torch
-
-        n = self.n_reference
-        dev = self._features.device
-        pairs_seed, pairs_other = [], []
-        for j, (i, _, c, _) in enumerate(seeds):
-            others = np.flatnonzero(self.predictions != c)
-            if others.size == 0:
-                raise ValueError(f"seed {'index ' + str(i) if i >= 0 else j} is predicted as class {c}, "
-                                 f"and no reference image has another predicted class: there is no "
-                                 f"decision boundary to sample (all {n} reference images are class {c})")
-            ss = np.random.SeedSequence([self.seed, 0, i] if i >= 0 else [self.seed, 1])
-            draw = np.random.default_rng(ss).choice(others, size=self.pool,
-                                                    replace=self.pool > others.size)
-            pairs_seed.append(np.full(self.pool, j, dtype=np.int64))
-            pairs_other.append(draw.astype(np.int64))
-        ps = np.concatenate(pairs_seed)
-        po = np.concatenate(pairs_other)
-        seed_feats = torch.stack([s[1] for s in seeds]).to(dev)
-        seed_cls = torch.tensor([s[2] for s in seeds], dtype=torch.long, device=dev)
-        m = ps.size
-        W = torch.zeros((m, self._features.shape[1]), dtype=torch.float64, device=dev)
-        B = torch.zeros(m, dtype=torch.float64, device=dev)
-        P = torch.empty((m, self._features.shape[1]), dtype=self._features.dtype, device=dev)
-        O = torch.empty(m, dtype=torch.long, device=dev)
-        ok = torch.zeros(m, dtype=torch.bool, device=dev)
-        for s in range(0, m, self.pairs_per_batch):
-            sl = slice(s, min(m, s + self.pairs_per_batch))
-            js = torch.from_numpy(ps[sl]).to(dev)
-            start = seed_feats.index_select(0, js)
-            other = self._features.index_select(0, torch.from_numpy(po[sl]).to(dev))
-            cls = seed_cls.index_select(0, js)
-            points, done = self._bisect(start, other, cls)
-            ok[sl] = done
-            if bool(done.any()):
-                sel = torch.nonzero(done)[:, 0]
-                w, b, o = self._hyperplanes(points.index_select(0, sel), cls.index_select(0, sel))
-                rows = sel + s
-                W[rows], B[rows], O[rows] = w, b, o
-                P[rows] = points.index_select(0, sel)
-        ok_np = ok.cpu().numpy()
-        out = []
-        for j in range(len(seeds)):
-            rows = np.flatnonzero((ps == j) & ok_np)
-            if rows.size == self.pool:   # every pair converged: a contiguous block, use views
-                sel: Any = slice(j * self.pool, (j + 1) * self.pool)
-            else:
-                sel = torch.from_numpy(rows).to(dev)
-            out.append(dict(W=_take(W, sel), B=_take(B, sel), P=_take(P, sel), sel=sel,
-                            O=O[sel].cpu().numpy(), others=po[rows],
-                            failed=int(self.pool - rows.size)))
-        out[0]["all_W"], out[0]["all_B"] = W, B
-        n_failed = sum(d["failed"] for d in out)
-        if n_failed:
-            warnings.warn(f"{n_failed} of {m} bisections did not reach a squared top-2 logit gap < "
-                          f"{self.tol:g} in max_steps={self.max_steps} steps and were dropped "
-                          f"(increase max_steps, or use a float64 model)", RuntimeWarning,
-                          stacklevel=3)
-        return out
-
-    def _configure(self, seeds: List[Tuple[int, Any, int, Any]], sampled: List[Dict[str, Any]]
-                   ) -> None:
-        """Orient each seed's hyperplanes and compute the reference images'
-        values ``w . psi + bias`` (float64); stored in ``sampled[j]``."""
-        import torch
-
-        feats = self._features
-        # all sampled planes at once (rows of dropped pairs are zeros, never read)
-        vals_all = self._ref_values(feats, sampled[0].pop("all_W"), sampled[0].pop("all_B"))
-        for (i, psi, c, _), d in zip(seeds, sampled):
-            W, B = d["W"], d["B"]
-            vals = vals_all[:, d["sel"]]                                # (N, P) float64
-            sv = (vals[i] if i >= 0 else psi.double()[None] @ W.T + B).reshape(-1).clone()
-            sign = torch.where(sv < 0, -1.0, 1.0).to(torch.float64)
-            W.mul_(sign[:, None])  # in place: W, B are this seed's rows (views or copies)
-            B.mul_(sign)
-            d["vals"] = vals * sign[None, :]
-            d["seed_values"] = (sv * sign).cpu().numpy()
-
-    def _ref_values(self, feats: Any, W: Any, B: Any) -> Any:
-        import torch
-
-        if W.shape[0] == 0:
-            return torch.zeros((feats.shape[0], 0), dtype=torch.float64, device=feats.device)
-        chunk = 4096
-        return torch.cat([feats[s:s + chunk].double() @ W.T + B
-                          for s in range(0, feats.shape[0], chunk)])
-
     def sample_boundaries(self, seed: Any) -> Boundaries:
         """The pool of decision boundaries :meth:`explain` samples for one
         seed (same draws, same bisection; no cover).
@@ -875,56 +423,52 @@ class RepresentativeInterpretation:
         seeds = self._resolve_seeds(seed, "seed")
         if len(seeds) != 1:
             raise ValueError(f"seed must be one reference index or one image, got {len(seeds)} seeds")
-        d = self._sample(seeds)[0]
-        self._configure(seeds, [d])
+        d = boundaries.sample(self, seeds)[0]
+        boundaries.configure(self, seeds, [d])
         return Boundaries(d["W"].cpu().numpy(), d["B"].cpu().numpy(), d["P"].double().cpu().numpy(),
                           d["O"].astype(np.int64), d["others"], seeds[0][2], d["failed"])
 
     # ------------------------------------------------------------------ explain
-    def explain(self, seed: Any) -> Region:
-        """The decision region of one seed.
+    def explain(self, seeds: Any) -> Regions:
+        """The decision regions of seeds.
+
+        The bisections of all ``(seed, other)`` pairs run together (one
+        batched head evaluation per step, chunks of ``pairs_per_batch``
+        pairs), the gradients at all boundary points in one batched backward
+        per chunk, and the covers in parallel in the core
+        (:func:`~interp_engine.engine.cover.ratio_greedy_cover_many`).  A
+        seed's region does not depend on the other seeds explained with it
+        (up to floating-point differences of batched evaluation).
 
         Args:
-            seed: a reference index (int) or one image tensor of the
-                reference images' shape (not necessarily a reference image).
+            seeds: a reference index (int), reference indices (an iterable of
+                ints, an int array), one image of the reference images' shape
+                or images ``(B, *image_shape)`` (not necessarily reference
+                images).
 
         Returns:
-            :class:`Region`.
-        """
-        seeds = self._resolve_seeds(seed, "seed")
-        if len(seeds) != 1:
-            raise ValueError(f"seed must be one reference index or one image, got {len(seeds)} seeds "
-                             f"(use explain_all for many)")
-        return self._explain(seeds)[0]
-
-    def explain_all(self, seeds: Any) -> List[Region]:
-        """Regions of many seeds: the bisections of all ``(seed, other)`` pairs
-        run together (one batched head evaluation per step, chunks of
-        ``pairs_per_batch`` pairs), the gradients at all boundary points in one
-        batched backward per chunk, and the covers in parallel in the core
-        (:func:`~interp_engine.engine.cover.ratio_greedy_cover_many`).  Each
-        region equals :meth:`explain` of its seed (up to floating-point
-        differences of batched evaluation).
-
-        Args:
-            seeds: reference indices (an iterable of ints, an int array) or
-                images ``(B, *image_shape)``.
-
-        Returns:
-            A list of :class:`Region`, one per seed, in order.
+            :class:`Regions`, one :class:`Region` per seed, in order (one for
+            a single index or image; empty for no seeds).
         """
         seeds = self._resolve_seeds(seeds)
-        if not seeds:
-            return []
-        return self._explain(seeds)
+        regions = self._explain(seeds) if seeds else []
+        return Regions(regions, layer=self.layer, n_reference=self.n_reference, psi_shape=self.psi_shape,
+                       image_shape=self.image_shape, pool=self.pool, delta=self.delta, seed=self.seed,
+                       timings=self.last_timings if seeds else {})
+
+    def explain_all(self, seeds: Any) -> List[Region]:
+        """Deprecated: ``list(explain(seeds))``."""
+        warnings.warn("explain_all(seeds) is deprecated; use explain(seeds) (Regions, a sequence of Region)",
+                      DeprecationWarning, stacklevel=2)
+        return list(self.explain(seeds))
 
     def _explain(self, seeds: List[Tuple[int, Any, int, Any]]) -> List[Region]:
         import torch
 
         t0 = time.perf_counter()
-        sampled = self._sample(seeds)
+        sampled = boundaries.sample(self, seeds)
         t1 = time.perf_counter()
-        self._configure(seeds, sampled)
+        boundaries.configure(self, seeds, sampled)
         problems, meta = [], []
         for (i, _, c, _), d in zip(seeds, sampled):
             excluded = (d["vals"] < 0).T.cpu().numpy()            # (P, N)
@@ -964,84 +508,3 @@ class RepresentativeInterpretation:
         self.last_timings = {"sampling": t1 - t0, "configuration": (t2 - t1) + (t4 - t3),
                              "cover": t3 - t2}
         return regions
-
-
-def _take(t: Any, sel: Any) -> Any:
-    """Rows ``sel`` of ``t``: a view for a slice, a copy for an index tensor."""
-    return t[sel] if isinstance(sel, slice) else t.index_select(0, sel)
-
-
-# ----------------------------------------------------------------------------- plot
-
-def _display(img: Any) -> np.ndarray:
-    """(C, H, W) tensor/array -> (H, W, 3) or (H, W) float in [0, 1] for imshow."""
-    a = img.detach().cpu().double().numpy() if hasattr(img, "detach") else np.asarray(img, float)
-    if a.ndim != 3:
-        raise ValueError(f"images must be (C, H, W) per image to be plotted, got shape {a.shape}")
-    a = a.transpose(1, 2, 0)
-    if a.shape[2] == 1:
-        a = a[:, :, 0]
-    lo, hi = float(a.min()), float(a.max())
-    if lo < 0 or hi > 1:
-        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-    return a
-
-
-def plot_region(region: Region, path: Any, *, images: Any = None, k: int = 5,
-                alpha: float = 0.5) -> None:
-    """Save a figure: the seed with its region heatmap, then the ``k`` most
-    similar members of the region (:meth:`Region.similar`, the seed excluded)
-    with theirs.  Needs matplotlib.
-
-    Args:
-        region: from :meth:`RepresentativeInterpretation.explain`.
-        path: output file (format from the suffix, e.g. ``.png``).
-        images: the reference images, a tensor ``(N, C, H, W)`` or anything
-            indexable by reference index giving ``(C, H, W)`` images (or
-            tuples / dicts as :func:`~interp_engine.capture.input_of` reads);
-            default: the tensor given to ``fit``.  Float images outside
-            ``[0, 1]`` are min-max scaled for display.
-        k: number of similar images shown.
-        alpha: opacity of the overlaid heatmaps.
-    """
-    from ..capture import input_of
-    from ..report.figures import agg_figure
-
-    if not isinstance(region, Region):
-        raise TypeError(f"region must be a Region, got {describe(region)}")
-    k = check_positive_int(k, "k")
-    owner = region._owner
-    if images is None:
-        images = owner.images
-        if images is None:
-            raise ValueError("images=None: fit() was given an iterable, not a tensor, so the reference "
-                             "images are not kept; pass images= (indexable by reference index)")
-
-    def get(i: int) -> Any:
-        return input_of(images[i], f"images[{i}]")
-
-    fig = agg_figure(figsize=(2.6 * (k + 1), 3.0))
-    sim = region.similar()
-    rest = [(int(i), float(dd), int(c)) for i, dd, c in zip(*sim) if int(i) != region.seed_index][:k]
-    if region.seed_index >= 0:
-        seed_img = get(region.seed_index)
-        seed_map = region.heatmap(region.seed_index)
-        title = f"seed #{region.seed_index}\nclass {region.seed_class}"
-    else:
-        seed_img = region._seed_image
-        seed_map = region.heatmap(seed_img)
-        title = f"seed (image)\nclass {region.seed_class}"
-    panels = [(seed_img, seed_map, title)]
-    for i, dd, c in rest:
-        panels.append((get(i), region.heatmap(i), f"#{i} class {c}\nd={dd:.3g}"))
-    for j, (img, hm, t) in enumerate(panels):
-        ax = fig.add_subplot(1, k + 1, j + 1)
-        a = _display(img)
-        ax.imshow(a, cmap="gray" if a.ndim == 2 else None)
-        ax.imshow(hm, cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0)
-        ax.set_title(t, fontsize=9)
-        ax.axis("off")
-    fig.suptitle(f"region of {region.n_members} images ({region.n_other} of other classes), "
-                 f"{region.n_boundaries} boundaries", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
