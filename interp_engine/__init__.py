@@ -108,14 +108,17 @@ _METHOD_NAMES = {"Invert": ".methods.invert", "InvertResult": ".methods.invert",
                      "concept_contributions", "plot_local", "RelevanceResult",
                      "LocalContributions")},
                  **{n: ".methods.topics" for n in (
-                     "extract_topics", "Topics", "validate_topic_matrix", "prediction_difference",
-                     "PredictionDifference", "edit_neurons", "NeuronEdit", "explain_edit", "EditEffect")}}
+                     "TopicInterpretation", "extract_topics", "Topics", "validate_topic_matrix",
+                     "PredictionDifference", "NeuronEdit", "EditEffect")}}
+# deprecated aliases, reachable but not listed in __all__
+_DEPRECATED_NAMES = {n: ".methods.topics" for n in ("prediction_difference", "edit_neurons", "explain_edit")}
 __all__ += list(_METHOD_NAMES)
 # names that need torch to be loaded (listed in __all__ only when torch is installed)
 _TORCH_METHOD_NAMES = {"InterpretiveLoss": ".methods.topics", "fit_topic_head": ".methods.topics"}
 if _importlib_util.find_spec("torch") is not None:
     __all__ += list(_TORCH_METHOD_NAMES)
 _METHOD_NAMES.update(_TORCH_METHOD_NAMES)
+_METHOD_NAMES.update(_DEPRECATED_NAMES)
 # subpackages reachable as attributes (interp_engine.report.write_report(...)) after `import interp_engine`
 _SUBPACKAGES = ("data", "models", "methods", "report", "topics")
 
