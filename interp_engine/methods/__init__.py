@@ -4,7 +4,7 @@ from .concept_relevance import (LocalContributions, RelevanceResult, concept_cla
                                 plot_local)
 from .cam import DropIncrease, average_drop_increase, grad_cam
 from .representative import (Boundaries, Region, RegionEvaluation, Regions, RepresentativeInterpretation,
-                             SimilarImages, evaluate_regions, plot_region)
+                             SimilarImages, evaluate_regions)
 from .concept_vectors import ConceptIoURow, ConceptVectors, ConceptVectorsEvaluation
 from .dissection import (Dissection, DissectionResult, LayerResult, dissect, random_rotation,
                          rotation_experiment)

@@ -17,9 +17,6 @@ Importing this package does not import torch; using it does.
 """
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
 from .boundaries import Boundaries, derive_head
 from .evaluation import RegionEvaluation, evaluate_regions
 from .method import EPS_COST, EPS_GAIN, RepresentativeInterpretation
@@ -29,11 +26,3 @@ from .result import Regions
 __all__ = ["RepresentativeInterpretation", "Regions", "Region", "Boundaries", "SimilarImages",
            "RegionEvaluation", "evaluate_regions", "derive_head", "EPS_COST", "EPS_GAIN"]
 
-
-def plot_region(region: Any, path: Any, **kwargs: Any) -> None:
-    """Deprecated alias of :func:`interp_engine.report.plot_region` (plots live in the report layer)."""
-    warnings.warn("interp_engine.methods.representative.plot_region is deprecated; use "
-                  "interp_engine.report.plot_region", DeprecationWarning, stacklevel=2)
-    from ...report.represent_page import plot_region as _plot
-
-    _plot(region, path, **kwargs)

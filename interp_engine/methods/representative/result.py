@@ -272,9 +272,7 @@ class Regions(Result):
             RuntimeError: ``ri`` is not fitted.
             ValueError: ``ri`` was fitted on other data (the message names what differs).
         """
-        from .method import RepresentativeInterpretation
-
-        if not isinstance(ri, RepresentativeInterpretation):
+        if not all(hasattr(ri, a) for a in ("_check_fitted", "_features_of_images", "predictions", "layer")):
             raise TypeError(f"ri must be a RepresentativeInterpretation, got {describe(ri)}")
         ri._check_fitted()
         for name, mine, theirs in (("layer", self.layer, ri.layer), ("n_reference", self.n_reference, ri.n_reference),
