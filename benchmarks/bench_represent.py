@@ -17,7 +17,7 @@ single-label task: spatial mean and max of conv4, then linear; piecewise
 linear), S = 100 seeds (reference images 0..99), pool 50, delta 0.
 
 Groups:
-* ``represent N1000 S100 P50``: ``explain_all`` of the 100 seeds.
+* ``represent N1000 S100 P50``: ``explain`` of the 100 seeds.
   ``extra_info`` (numbers only): seconds per seed of sampling (batched
   bisection and gradients: the model work), configuration (hyperplane values
   of the reference images and packing) and cover (the parallel ratio greedy
@@ -38,7 +38,7 @@ import torch
 
 from interp_engine.data.concepts import render_concepts
 from interp_engine.engine.cover import ratio_greedy_cover, ratio_greedy_cover_many
-from interp_engine.methods.coclustering import EPS_COST, EPS_GAIN, RepresentativeInterpretation
+from interp_engine.methods.representative import EPS_COST, EPS_GAIN, RepresentativeInterpretation
 from interp_engine.models.concept_cnn import ConceptCNN, OutputGroup, load_default_model
 
 N, S, POOL = 1000, 100, 50
@@ -51,7 +51,7 @@ def build():
     model = OutputGroup(load_default_model(), "scene").eval()
     x = ConceptCNN.preprocess(render_concepts(N, seed=0, image_size=64).images)
     t = time.perf_counter()
-    ri = RepresentativeInterpretation(model, "model.conv4", head=model.head).fit(x, pool=POOL, delta=0, seed=0)
+    ri = RepresentativeInterpretation(model, "model.conv4", head=model.head, pool=POOL, delta=0, seed=0).fit(x)
     return ri, time.perf_counter() - t
 
 
@@ -73,13 +73,13 @@ def fitted():
 @pytest.fixture(scope="module")
 def regions(fitted):
     ri, _ = fitted
-    return ri.explain_all(range(S))
+    return ri.explain(range(S))
 
 
 def test_represent_ours(benchmark, fitted, regions):
     ri, fit_s = fitted
-    # correct before timed: explain_all equals explain on a seed; the cover equals one call
-    one = ri.explain(3)
+    # correct before timed: the batched explain equals explain of one seed; the cover equals one call
+    (one,) = ri.explain(3)
     np.testing.assert_array_equal(one.members, regions[3].members)
     r = ratio_greedy_cover(one.cost_sets, one.gain_sets, target=one.target)
     np.testing.assert_array_equal(r.indices, one.chosen)
@@ -87,7 +87,7 @@ def test_represent_ours(benchmark, fitted, regions):
     info = {}
 
     def run():
-        info.update(split(ri, ri.explain_all(range(S))))
+        info.update(split(ri, ri.explain(range(S))))
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info.update(info, fit_s=fit_s, items=S)
@@ -118,12 +118,12 @@ def test_cover_loop_baseline(benchmark, regions):
 if __name__ == "__main__":
     ri, fit_s = build()
     print(f"fit: {N} images in {fit_s:.2f} s; class counts {np.bincount(ri.predictions).tolist()}")
-    ri.explain_all(range(2))  # warm-up
+    ri.explain(range(2))  # warm-up
     t = time.perf_counter()
-    regs = ri.explain_all(range(S))
+    regs = ri.explain(range(S))
     total = time.perf_counter() - t
     sp = split(ri, regs)
-    print(f"explain_all of {S} seeds, pool {POOL}: {total:.2f} s ({total / S * 1e3:.1f} ms per seed)")
+    print(f"explain of {S} seeds, pool {POOL}: {total:.2f} s ({total / S * 1e3:.1f} ms per seed)")
     for k in ("sampling", "configuration", "cover"):
         print(f"  {k:14s} {sp[k + '_s_per_seed'] * 1e3:9.3f} ms per seed")
     print(f"  cover / sampling = {sp['cover_fraction']:.4f} (issue: < 0.05)")

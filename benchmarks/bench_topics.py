@@ -11,17 +11,17 @@ Groups:
 * ``pd accumulate K=128 B=1000 T=12``: the masked accumulation of one batch
   (``sums[d, t] += sum_i active[i, d] * drop[d, i, t]``, ``counts[d] +=
   sum_i active[i, d]``) for all 128 neurons of a chunk: ours (one float64
-  ``torch.bmm``, ``topics._accumulate``) vs the same as ``torch.einsum``, a
+  ``torch.bmm``, ``topics.ablation._accumulate``) vs the same as ``torch.einsum``, a
   per-neuron torch loop (boolean indexing per neuron), a numpy scatter
   (``np.add.at`` over the (neuron, sample) pairs of active samples, what a
   compiled scatter kernel in the core would do) and a numpy einsum.  Each is
   checked equal to ours first.
 * ``pd top-k K=4096 T=100 k=5``: the per-neuron top targets: ours (one
-  vectorized stable ``np.argsort`` over all rows, ``topics._top_k``) vs
+  vectorized stable ``np.argsort`` over all rows, ``topics.ablation._top_k``) vs
   ``torch.sort(stable=True)`` and a Python loop of ``np.argsort`` per neuron.
 
 torch runs on one thread (see ``one_thread``).
-* ``prediction_difference FashionCNN relu_fc N=500``: the whole method on the
+* ``prediction_difference FashionCNN relu_fc N=500``: the whole method (``TopicInterpretation.explain``) on the
   shipped FashionCNN (random inputs; no dataset needed), 128 neurons, classes:
   ours through the Sequential split (only ``fc2`` runs on the ablated copies),
   ours through the hook route (the whole model on replicated batches of about
@@ -39,7 +39,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from interp_engine.methods.topics import _accumulate, _top_k, prediction_difference  # noqa: E402
+from interp_engine.methods.topics import TopicInterpretation  # noqa: E402
+from interp_engine.methods.topics.ablation import _accumulate, _top_k  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference import prediction_difference_reference  # noqa: E402
@@ -188,10 +189,12 @@ def test_prediction_difference_fashion_cnn(benchmark, fashion, impl):
     model, x, ref = fashion
     scale = 1.0
     if impl == "ours (Sequential split)":
-        fn = lambda: prediction_difference(model, "relu_fc", x, "classes", batch_size=N_IMG)  # noqa: E731
+        fn = lambda: TopicInterpretation(model, "relu_fc", targets="classes",  # noqa: E731
+                                         batch_size=N_IMG).explain(x)
     elif impl == "ours (hook route)":
         wrapped = _Wrapped(model)
-        fn = lambda: prediction_difference(wrapped, "inner.relu_fc", x, "classes", batch_size=N_IMG)  # noqa: E731
+        fn = lambda: TopicInterpretation(wrapped, "inner.relu_fc", targets="classes",  # noqa: E731
+                                         batch_size=N_IMG).explain(x)
     else:
         fn = lambda: prediction_difference_reference(  # noqa: E731
             model, model.relu_fc, x, lambda out, f: torch.softmax(out.float(), 1), list(range(N_NAIVE)))

@@ -31,8 +31,7 @@ import time
 import numpy as np
 import torch
 
-from interp_engine.methods.coclustering import RepresentativeInterpretation
-from interp_engine.methods.represent_eval import evaluate_regions
+from interp_engine.methods.representative import RepresentativeInterpretation, evaluate_regions
 
 
 def fashion(n: int):
@@ -66,8 +65,8 @@ def main(argv=None) -> int:
     model, layer, head, x, black = (fashion if args.data == "fashion" else concepts)(args.reference + args.unseen)
     ref, unseen = x[:args.reference], x[args.reference:]
     t0 = time.perf_counter()
-    ri = RepresentativeInterpretation(model, layer, head=head).fit(ref, pool=args.pool, delta=0, seed=0)
-    regions = ri.explain_all(range(args.seeds))
+    ri = RepresentativeInterpretation(model, layer, head=head, pool=args.pool, delta=0, seed=0).fit(ref)
+    regions = ri.explain(range(args.seeds))
     t1 = time.perf_counter()
     ev = evaluate_regions(ri, regions, unseen, keep=0.2, fill=black)
     t2 = time.perf_counter()

@@ -98,22 +98,27 @@ _METHOD_NAMES = {"Invert": ".methods.invert", "InvertResult": ".methods.invert",
                  "rotation_experiment": ".methods.dissection",
                  "TCAV": ".methods.tcav", "TCAVResult": ".methods.tcav",
                  "ConceptVectors": ".methods.concept_vectors",
-                 **{n: ".methods.coclustering" for n in (
-                     "RepresentativeInterpretation", "Region", "plot_region")},
+                 **{n: ".methods.representative" for n in (
+                     "RepresentativeInterpretation", "Regions", "Region", "RegionEvaluation",
+                     "evaluate_regions")},
+                 "plot_region": ".report.represent_page",
                  "grad_cam": ".methods.cam", "average_drop_increase": ".methods.cam",
                  **{n: ".methods.concept_relevance" for n in (
                      "concept_class_relevance", "linear_head_relevance", "concept_maps",
                      "concept_contributions", "plot_local", "RelevanceResult",
                      "LocalContributions")},
                  **{n: ".methods.topics" for n in (
-                     "extract_topics", "Topics", "validate_topic_matrix", "prediction_difference",
-                     "PredictionDifference", "edit_neurons", "NeuronEdit", "explain_edit", "EditEffect")}}
+                     "TopicInterpretation", "extract_topics", "Topics", "validate_topic_matrix",
+                     "PredictionDifference", "NeuronEdit", "EditEffect")}}
+# deprecated aliases, reachable but not listed in __all__
+_DEPRECATED_NAMES = {n: ".methods.topics" for n in ("prediction_difference", "edit_neurons", "explain_edit")}
 __all__ += list(_METHOD_NAMES)
 # names that need torch to be loaded (listed in __all__ only when torch is installed)
 _TORCH_METHOD_NAMES = {"InterpretiveLoss": ".methods.topics", "fit_topic_head": ".methods.topics"}
 if _importlib_util.find_spec("torch") is not None:
     __all__ += list(_TORCH_METHOD_NAMES)
 _METHOD_NAMES.update(_TORCH_METHOD_NAMES)
+_METHOD_NAMES.update(_DEPRECATED_NAMES)
 # subpackages reachable as attributes (interp_engine.report.write_report(...)) after `import interp_engine`
 _SUBPACKAGES = ("data", "models", "methods", "report", "topics")
 

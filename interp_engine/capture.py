@@ -29,7 +29,7 @@ from torch import nn  # noqa: E402
 from .engine._arrays import check_device
 
 __all__ = ["find_module", "to_bchw", "Capture", "capture", "iter_activations",
-           "pooled_activations", "model_device_dtype"]
+           "pooled_activations", "model_device_dtype", "OutputHooks"]
 
 Adapter = Union[str, Callable[[Any], "torch.Tensor"]]
 _ADAPTER_NAMES = ("auto", "none", "first")
@@ -445,6 +445,104 @@ class Capture:
     def __repr__(self) -> str:
         return (f"Capture({type(self.model).__name__}, layers={list(self.layers)}, "
                 f"stop_early={self.stop_early}, active={self.active})")
+
+
+# ----------------------------------------------------------------------------- OutputHooks
+
+class OutputHooks:
+    """Forward hooks that see, and may replace, the outputs of named submodules.
+
+    For methods that intervene in a forward pass (ablating or scaling channels)
+    or need a layer's raw output in its own shape (not brought to
+    ``(B, C, H, W)`` like :class:`Capture`'s)::
+
+        def ablate(out):
+            out = out.clone()
+            out[:, 3] = 0
+            return out                     # replaces the layer's output
+
+        with OutputHooks(model, {"layer4": ablate}):
+            logits = model(x)
+
+    Args:
+        model: any ``torch.nn.Module``; its parameters and buffers are never
+            touched.
+        hooks: ``{layer: fn}``, or a sequence of ``(layer, fn)`` pairs (a
+            layer may repeat).  ``fn(output)`` is called with what the
+            module's forward returned; returning None keeps the output,
+            anything else replaces it for the rest of the forward (as a
+            PyTorch forward hook's return value).  Hooks on one layer run in
+            the order given, each seeing the output the previous one left.
+
+    The hooks are registered on ``__enter__`` and all removed on
+    ``__exit__``, also when the block raises.  Unlike :class:`Capture` they
+    fire at every call of the module (also a call outside a forward of
+    ``model``, and every call of a module that runs several times in one
+    forward) and store nothing: the functions keep what they need.
+    Reusable, not reentrant.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``, a layer name is not a
+            str, ``fn`` is not callable, ``hooks`` is not a mapping or a
+            sequence of pairs.
+        ValueError: a name that is no submodule (with close matches), no hook.
+    """
+
+    def __init__(self, model: nn.Module,
+                 hooks: Union[Mapping[str, Callable[[Any], Any]], Sequence[Tuple[str, Callable[[Any], Any]]]]):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(hooks, Mapping):
+            pairs = list(hooks.items())
+        elif isinstance(hooks, (list, tuple)):
+            pairs = list(hooks)
+            for p in pairs:
+                if not (isinstance(p, (tuple, list)) and len(p) == 2):
+                    raise TypeError(f"hooks must be a dict {{layer: fn}} or a sequence of (layer, fn) pairs, "
+                                    f"got an element {_describe(p)}")
+        else:
+            raise TypeError(f"hooks must be a dict {{layer: fn}} or a sequence of (layer, fn) pairs, "
+                            f"got {type(hooks).__name__}")
+        if not pairs:
+            raise ValueError("hooks must name at least one layer, got none")
+        self.model = model
+        self.hooks: List[Tuple[str, nn.Module, Callable[[Any], Any]]] = []
+        for name, fn in pairs:
+            module = find_module(model, name)
+            if not callable(fn):
+                raise TypeError(f"the hook of layer {name!r} must be callable fn(output), got "
+                                f"{type(fn).__name__}")
+            self.hooks.append((name, module, fn))
+        self._handles: List[Any] = []
+
+    @property
+    def active(self) -> bool:
+        """True inside the ``with`` block (hooks registered)."""
+        return bool(self._handles)
+
+    def __enter__(self) -> "OutputHooks":
+        if self._handles:
+            raise RuntimeError("these OutputHooks are already active (entered twice)")
+        try:
+            for _, module, fn in self.hooks:
+                self._handles.append(module.register_forward_hook(
+                    lambda m, args, output, fn=fn: fn(output)))
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def _remove(self) -> None:
+        handles, self._handles = self._handles, []
+        for h in handles:
+            h.remove()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._remove()
+
+    def __repr__(self) -> str:
+        return (f"OutputHooks({type(self.model).__name__}, layers={[n for n, _, _ in self.hooks]}, "
+                f"active={self.active})")
 
 
 def capture(model: nn.Module, layers: Union[str, Sequence[str]], **kw: Any) -> Capture:

@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         "represent",
         help="representative interpretations (Lam et al. 2021): regions of seeds bounded by decision boundaries",
         description="Fit representative interpretations on reference images, explain seeds, write an HTML page "
-                    "of the regions (docs/coclustering.md); with --unseen, score the region heatmaps against "
+                    "of the regions (docs/representative.md); with --unseen, score the region heatmaps against "
                     "Grad-CAM (Average Drop / Increase) on images not used to build them.")
     rep.add_argument("--model", default="default",
                      help="default (the bundled ConceptCNN's 4-way scene output), fashion_cnn (the bundled "
@@ -708,8 +708,7 @@ def _run_represent(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import time
     import warnings
 
-    from .methods.coclustering import RepresentativeInterpretation
-    from .methods.represent_eval import evaluate_regions
+    from .methods.representative import RepresentativeInterpretation, evaluate_regions
     from .report import write_represent_report
 
     t0 = time.perf_counter()
@@ -720,11 +719,12 @@ def _run_represent(args: argparse.Namespace, argv: Sequence[str]) -> int:
     ref, unseen = x[:args.reference], x[args.reference:]
     print(f"representative interpretations at {layer} of {args.model}: {len(ref)} reference images, "
           f"{args.seeds} seeds, pool {args.pool}", flush=True)
-    ri = RepresentativeInterpretation(model, layer, head=head, num_threads=args.threads or None)
-    ri.fit(ref, pool=args.pool, delta=args.delta, seed=args.seed)
+    ri = RepresentativeInterpretation(model, layer, head=head, num_threads=args.threads or None, pool=args.pool,
+                                      delta=args.delta, seed=args.seed)
+    ri.fit(ref)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        regions = ri.explain_all(range(args.seeds))
+        regions = ri.explain(range(args.seeds))
     for w in caught:
         print(f"warning: {_one_line(w.message)}", file=sys.stderr)
     ev = evaluate_regions(ri, regions, unseen, fill=black) if len(unseen) else None
@@ -748,10 +748,9 @@ def _run_topics(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     import numpy as np
 
-    from .capture import pooled_activations
     from .data.fashion_mnist import FASHION_MNIST_CLASSES, fashion_mnist, fashion_mnist_root, fashion_mnist_tensor
     from .data.fashion_text import fashion_documents
-    from .methods.topics import extract_topics, fit_topic_head, prediction_difference
+    from .methods.topics import TopicInterpretation
     from .report.html import NEURON_NUMBERING
     from .report.topics_page import write_topics_report
 
@@ -788,20 +787,18 @@ def _run_topics(args: argparse.Namespace, argv: Sequence[str]) -> int:
             if len(images) == 0:
                 raise CLIError(f"--head-images {args.head_images} leaves no train image to score")
             x = fashion_mnist_tensor(images)
-        xt = fashion_mnist_tensor(tr_images)
-        topics = extract_topics(fashion_documents(tr_images, tr_labels), args.n_topics, seed=args.seed)
-        feats = pooled_activations(model, layer, [xt[i:i + args.batch_size]
-                                                  for i in range(0, len(xt), args.batch_size)])
-        head = fit_topic_head(feats[layer], topics.matrix, args.hidden, epochs=args.head_epochs, lr=3e-3,
-                              seed=args.seed)
+        ti = TopicInterpretation(model, layer, targets="topics", ablation=args.ablation, top_k=args.top_k,
+                                 batch_size=args.batch_size, n_topics=args.n_topics, hidden=args.hidden,
+                                 head_epochs=args.head_epochs, head_lr=3e-3, seed=args.seed)
+        ti.fit(fashion_mnist_tensor(tr_images), fashion_documents(tr_images, tr_labels))
+        topics = ti.topics
         print(f"topics: {args.n_topics} LDA topics over {len(tr_images)} train images of {root}, topic head "
               f"({args.hidden} hidden) fitted on their {layer} features; scoring {len(images)} other "
               f"{args.split} images", flush=True)
-        res = prediction_difference(model, layer, x, "topics", args.ablation, topic_head=head,
-                                    target_names=topics.names(3), top_k=args.top_k, batch_size=args.batch_size)
+        res = ti.explain(x)
     else:
-        res = prediction_difference(model, layer, x, "classes", args.ablation, target_names=class_names,
-                                    top_k=args.top_k, batch_size=args.batch_size)
+        res = TopicInterpretation(model, layer, targets="classes", ablation=args.ablation, target_names=class_names,
+                                  top_k=args.top_k, batch_size=args.batch_size).explain(x)
     index = write_topics_report(res, out.tmp, topic_words=None if topics is None else topics.top_words,
                                 title=f"Prediction difference ({args.targets}): {layer} of {args.model}",
                                 bar=args.bar, params={"images": f"{len(images)} ({args.split} split of {root})"})

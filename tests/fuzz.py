@@ -2223,7 +2223,7 @@ def _method_targets():
     entry points; kinds: ("int", minimum) ("real", lo, hi) ("choice", choices)
     ("bool",) ("layer",)."""
     from interp_engine.methods.concept_vectors import ConceptVectors
-    from interp_engine.methods.coclustering import RepresentativeInterpretation
+    from interp_engine.methods.representative import RepresentativeInterpretation
     from interp_engine.methods.dissection import Dissection
     from interp_engine.methods.invert import Invert
     from interp_engine.methods.tcav import TCAV
@@ -2350,15 +2350,15 @@ def _entry_cases():
         ("InterpretiveLoss", "features_dim", "8.0", lambda: ie.InterpretiveLoss(8.0, 3, 4)),
         ("InterpretiveLoss", "weight", "'x'", lambda: ie.InterpretiveLoss(8, 3, 4, weight="x")),
         ("InterpretiveLoss", "pooling", "'x'", lambda: ie.InterpretiveLoss(8, 3, 4, pooling="x")),
-        ("edit_neurons", "edits", "{'a': 1.0}", lambda: ie.edit_neurons(m(), "0", {"a": 1.0})),
-        ("edit_neurons", "edits", "{0: 'x'}", lambda: ie.edit_neurons(m(), "0", {0: "x"})),
-        ("edit_neurons", "edits", "[1, 2]", lambda: ie.edit_neurons(m(), "0", [1, 2])),
-        ("edit_neurons", "edits", "{0: nan}", lambda: ie.edit_neurons(m(), "0", {0: float("nan")})),
+        ("TopicInterpretation.edit", "edits", "{'a': 1.0}", lambda: ie.TopicInterpretation(m(), "0").edit({"a": 1.0})),
+        ("TopicInterpretation.edit", "edits", "{0: 'x'}", lambda: ie.TopicInterpretation(m(), "0").edit({0: "x"})),
+        ("TopicInterpretation.edit", "edits", "[1, 2]", lambda: ie.TopicInterpretation(m(), "0").edit([1, 2])),
+        ("TopicInterpretation.edit", "edits", "{0: nan}", lambda: ie.TopicInterpretation(m(), "0").edit({0: float("nan")})),
         ("average_drop_increase", "keep", "2.0", lambda: ie.average_drop_increase(m(), imgs(), np.zeros((2, 5, 5)), [0, 1], keep=2.0)),
         ("average_drop_increase", "classes", "[0, 9]", lambda: ie.average_drop_increase(m(), imgs(), np.zeros((2, 5, 5)), [0, 9])),
-        ("prediction_difference", "ablation", "'x'", lambda: ie.prediction_difference(m(), "0", imgs(), ablation="x")),
-        ("prediction_difference", "top_k", "0", lambda: ie.prediction_difference(m(), "0", imgs(), top_k=0)),
-        ("prediction_difference", "device", "'nope'", lambda: ie.prediction_difference(m(), "0", imgs(), device="nope")),
+        ("TopicInterpretation", "ablation", "'x'", lambda: ie.TopicInterpretation(m(), "0", targets="classes", ablation="x").explain(imgs())),
+        ("TopicInterpretation", "top_k", "0", lambda: ie.TopicInterpretation(m(), "0", targets="classes", top_k=0).explain(imgs())),
+        ("TopicInterpretation", "device", "'nope'", lambda: ie.TopicInterpretation(m(), "0", targets="classes", device="nope").explain(imgs())),
         ("extract_topics", "n_topics", "0", lambda: ie.extract_topics(["a b", "c d"], n_topics=0)),
         ("extract_topics", "descriptions", "a single str", lambda: ie.extract_topics("a b c")),
         ("rotation_experiment", "seed", "'x'", lambda: ie.rotation_experiment(m(), "0", "/nonexistent", seed="x")),
@@ -2632,7 +2632,7 @@ def warm_up() -> None:
     import interp_engine.data  # noqa: F401
     import interp_engine.data.writer  # noqa: F401
     import interp_engine.engine.rank  # noqa: F401
-    import interp_engine.methods.coclustering  # noqa: F401
+    import interp_engine.methods.representative  # noqa: F401
     import interp_engine.methods.concept_vectors  # noqa: F401
     import interp_engine.methods.dissection  # noqa: F401
     import interp_engine.methods.invert  # noqa: F401

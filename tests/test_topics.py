@@ -21,9 +21,9 @@ import interp_engine  # noqa: E402
 from interp_engine.data import fashion_mnist as fm  # noqa: E402
 from interp_engine.data.fashion_text import (FASHION_MNIST_DESCRIPTIONS, attribute_words,  # noqa: E402
                                              fashion_documents, image_attributes)
-from interp_engine.topics import (InterpretiveLoss, PredictionDifference, edit_neurons,  # noqa: E402
-                                  explain_edit, extract_topics, fit_topic_head, prediction_difference,
-                                  validate_topic_matrix)
+from interp_engine.methods.topics import (InterpretiveLoss, PredictionDifference,  # noqa: E402
+                                          TopicInterpretation, extract_topics, fit_topic_head,
+                                          validate_topic_matrix)
 from reference import prediction_difference_reference  # noqa: E402
 
 TOL = 1e-6
@@ -78,7 +78,8 @@ def test_known_neuron_class_relation_and_reference(x5, ablation, wrap):
     base = class_model()
     model = Wrapped(base) if wrap else base
     layer = "inner.act" if wrap else "act"
-    res = prediction_difference(model, layer, x5, "classes", ablation, batch_size=16, n_ablate=2)
+    res = TopicInterpretation(model, layer, targets="classes", ablation=ablation, batch_size=16,
+                              n_ablate=2).explain(x5)
     # neuron j drives class j: its top target is j, with a positive drop
     act = (x5 > 0).sum(0).numpy()
     assert np.array_equal(res.counts, act)
@@ -99,12 +100,14 @@ def test_spatial_layer_matches_reference_on_both_routes_and_any_chunking(rng, ab
     model = conv_model()
     x = torch.from_numpy(rng.normal(size=(23, 1, 6, 6)).astype(np.float32))
     ref, counts = prediction_difference_reference(model, model.relu, x, softmax_probs, [0, 1, 2, 3], ablation)
-    results = [prediction_difference(model, "relu", x, "classes", ablation, batch_size=7, n_ablate=n)
+    results = [TopicInterpretation(model, "relu", targets="classes", ablation=ablation, batch_size=7,
+                                   n_ablate=n).explain(x)
                for n in (1, 3, None)]
-    results.append(prediction_difference(Wrapped(model), "inner.relu", x, "classes", ablation, batch_size=10,
-                                         n_ablate=3))
+    results.append(TopicInterpretation(Wrapped(model), "inner.relu", targets="classes", ablation=ablation,
+                                       batch_size=10, n_ablate=3).explain(x))
     # data as an iterable of (input, label) batches
-    results.append(prediction_difference(model, "relu", [(x[:12], None), (x[12:], None)], "classes", ablation))
+    results.append(TopicInterpretation(model, "relu", targets="classes", ablation=ablation).explain(
+        [(x[:12], None), (x[12:], None)]))
     for res in results:
         assert np.array_equal(res.counts, counts)  # active = spatial max > 0
         np.testing.assert_allclose(res.scores, ref, atol=TOL, rtol=0)
@@ -128,7 +131,7 @@ class SkipAround(nn.Module):
 @pytest.mark.parametrize("ablation", ["zero", "mean"])
 def test_skip_connection_around_layer_falls_back_and_matches_reference(x5, batch_size, ablation):
     model = SkipAround().eval()
-    res = prediction_difference(model, "act", x5, "classes", ablation, batch_size=batch_size)
+    res = TopicInterpretation(model, "act", targets="classes", ablation=ablation, batch_size=batch_size).explain(x5)
     ref, counts = prediction_difference_reference(model, model.act, x5, softmax_probs, list(range(6)), ablation)
     assert np.array_equal(res.counts, counts)
     np.testing.assert_allclose(res.scores, ref, atol=TOL, rtol=0)
@@ -147,10 +150,12 @@ def _max_rows(module, fn):
 def test_hook_route_expands_after_the_layer_when_valid(x5):
     wrapped = Wrapped(class_model())
     # expand: the module before the layer sees the 40 samples (80 once: the 2-neuron check of the replicate route)
-    assert _max_rows(wrapped.inner.enc, lambda: prediction_difference(wrapped, "inner.act", x5, batch_size=40)) == 80
+    assert _max_rows(wrapped.inner.enc, lambda: TopicInterpretation(wrapped, "inner.act", targets="classes",
+                                                                    batch_size=40).explain(x5)) == 80
     skip = SkipAround().eval()
     # skip connection: replicate, 6 neurons x 7 samples per forward
-    assert _max_rows(skip.lin1, lambda: prediction_difference(skip, "act", x5, batch_size=7, n_ablate=6)) == 42
+    assert _max_rows(skip.lin1, lambda: TopicInterpretation(skip, "act", targets="classes", batch_size=7,
+                                                            n_ablate=6).explain(x5)) == 42
 
 
 def test_active_rule_is_spatial_max_and_never_active_neuron(rng):
@@ -159,7 +164,7 @@ def test_active_rule_is_spatial_max_and_never_active_neuron(rng):
         model.conv.weight[2].zero_()
         model.conv.bias[2] = -1.0  # channel 2 is never active
     x = torch.from_numpy(rng.normal(size=(9, 1, 5, 5)).astype(np.float32))
-    res = prediction_difference(model, "relu", x, "classes", top_k=2)
+    res = TopicInterpretation(model, "relu", targets="classes", top_k=2).explain(x)
     with torch.no_grad():
         maps = model.relu(model.conv(x))
     assert np.array_equal(res.counts, (maps.amax((2, 3)) > 0).sum(0).numpy())
@@ -167,7 +172,7 @@ def test_active_rule_is_spatial_max_and_never_active_neuron(rng):
     assert list(res.top_targets[2]) == [-1, -1] and res.top_names(2) == []
     assert not res.consistent(-1.0)[2]
     # threshold: only activations above it count
-    res_t = prediction_difference(model, "relu", x, "classes", active_threshold=0.3)
+    res_t = TopicInterpretation(model, "relu", targets="classes", active_threshold=0.3).explain(x)
     assert np.array_equal(res_t.counts, (maps.amax((2, 3)) > 0.3).sum(0).numpy())
 
 
@@ -181,7 +186,8 @@ def test_topic_head_identity_gives_known_scores(x5):
             lin.weight.copy_(torch.eye(5))
             lin.bias.zero_()
     names = [f"topic{j}" for j in range(5)]
-    res = prediction_difference(model, "act", x5, "topics", topic_head=head, target_names=names, top_k=1)
+    res = TopicInterpretation(model, "act", targets="topics", topic_head=head, target_names=names,
+                              top_k=1).explain(x5)
     h = np.maximum(x5.numpy().astype(np.float64), 0)
     expected = np.zeros((5, 5))
     for j in range(5):
@@ -189,7 +195,7 @@ def test_topic_head_identity_gives_known_scores(x5):
     np.testing.assert_allclose(res.scores, expected, atol=1e-6)
     assert res.top_names(3) == ["topic3"] and res.targets == "topics"
     # the same through the hook route and a plain callable head on the pooled features
-    res2 = prediction_difference(Wrapped(model), "inner.act", x5, "topics", topic_head=lambda f: f)
+    res2 = TopicInterpretation(Wrapped(model), "inner.act", targets="topics", topic_head=lambda f: f).explain(x5)
     np.testing.assert_allclose(res2.scores, expected, atol=1e-6)
 
 
@@ -199,13 +205,14 @@ def test_topics_from_a_later_layer_and_mean_ablation_match_reference(rng):
     torch.manual_seed(3)
     head = InterpretiveLoss(4, 6, 8)
     for ablation in ("zero", "mean"):
-        res = prediction_difference(model, "relu", x, "topics", ablation, topic_head=head, topic_layer="pool",
-                                    topic_softmax=True, batch_size=4, n_ablate=3)
+        res = TopicInterpretation(model, "relu", targets="topics", ablation=ablation, topic_head=head,
+                                  topic_layer="pool", topic_softmax=True, batch_size=4, n_ablate=3).explain(x)
         ref, _ = prediction_difference_reference(
             model, model.relu, x, lambda out, f: head.predict(model.pool(f), softmax=True), [0, 1, 2, 3], ablation)
         np.testing.assert_allclose(res.scores, ref, atol=TOL, rtol=0)
-        res_hook = prediction_difference(Wrapped(model), "inner.relu", x, "topics", ablation, topic_head=head,
-                                         topic_layer="inner.pool", topic_softmax=True, batch_size=4)
+        res_hook = TopicInterpretation(Wrapped(model), "inner.relu", targets="topics", ablation=ablation,
+                                       topic_head=head, topic_layer="inner.pool", topic_softmax=True,
+                                       batch_size=4).explain(x)
         np.testing.assert_allclose(res_hook.scores, ref, atol=TOL, rtol=0)
 
 
@@ -216,7 +223,8 @@ def test_callable_targets_and_neuron_subset(x5):
         p = torch.softmax(out, 1)
         return torch.stack([p[:, :2].sum(1), p[:, 2:].sum(1)], 1)
 
-    res = prediction_difference(model, "act", x5, two_way, neurons=[4, 0], target_names=["low", "high"], top_k=2)
+    res = TopicInterpretation(model, "act", targets=two_way, neurons=[4, 0], target_names=["low", "high"],
+                              top_k=2).explain(x5)
     assert res.targets == "callable" and list(res.neurons) == [4, 0]
     assert res.top_names(0)[0] == "high" and res.top_names(1)[0] == "low"
     ref, _ = prediction_difference_reference(model, model.act, x5, lambda o, f: two_way(o), [4, 0])
@@ -224,8 +232,8 @@ def test_callable_targets_and_neuron_subset(x5):
 
 
 def test_table_and_csv(tmp_path, x5):
-    res = prediction_difference(class_model(), "act", x5, "classes", top_k=2,
-                                target_names=list("abcde"))
+    res = TopicInterpretation(class_model(), "act", targets="classes", top_k=2,
+                              target_names=list("abcde")).explain(x5)
     rows = res.table()
     assert len(rows) == 5 and set(rows[0]) == {"neuron", "active", "score", "target_1", "score_1", "target_2",
                                                 "score_2"}
@@ -240,7 +248,7 @@ def test_table_and_csv(tmp_path, x5):
 
 
 def test_top_k_is_stable_on_ties():
-    from interp_engine.methods.topics import _top_k
+    from interp_engine.methods.topics.ablation import _top_k
 
     s = torch.tensor([[0.1, 0.3, 0.3, 0.0], [math.nan] * 4, [0.0, 0.0, 0.0, 0.0], [math.nan, 0.2, -1.0, 0.5]],
                      dtype=torch.float64)
@@ -276,7 +284,8 @@ def test_layers_without_neurons(x5, layer_cls, exc, match, wrap):
     seq = nn.Sequential(OrderedDict([("enc", nn.Linear(5, 5)), ("bad", layer_cls())]))
     model = Wrapped(seq) if wrap else seq
     with pytest.raises(exc, match=match):
-        prediction_difference(model, "inner.bad" if wrap else "bad", x5, lambda out: torch.ones(len(x5), 1))
+        TopicInterpretation(model, "inner.bad" if wrap else "bad",
+                            targets=lambda out: torch.ones(len(x5), 1)).explain(x5)
 
 
 def test_one_dimensional_layer_output_rejected():
@@ -286,46 +295,47 @@ def test_one_dimensional_layer_output_rejected():
 
     model = nn.Sequential(OrderedDict([("enc", nn.Linear(5, 5)), ("s", Flat1())]))
     with pytest.raises(ValueError, match=r"\(B, C\) or \(B, C, \*spatial\).*shape \(4,\)"):
-        prediction_difference(model, "s", torch.randn(4, 5), lambda out: torch.ones(4, 1))
+        TopicInterpretation(model, "s", targets=lambda out: torch.ones(4, 1)).explain(torch.randn(4, 5))
 
 
 def test_bad_arguments(x5):
     model = class_model()
     with pytest.raises(ValueError, match="'actt' is not a submodule.*'act'"):
-        prediction_difference(model, "actt", x5)
+        TopicInterpretation(model, "actt", targets="classes").explain(x5)
     with pytest.raises(ValueError, match=r"ablation must be one of \['zero', 'mean'\], got 'random'"):
-        prediction_difference(model, "act", x5, ablation="random")
+        TopicInterpretation(model, "act", targets="classes", ablation="random").explain(x5)
     with pytest.raises(ValueError, match=r"targets must be one of \['topics', 'classes'\].*got 'words'"):
-        prediction_difference(model, "act", x5, targets="words")
+        TopicInterpretation(model, "act", targets="words").explain(x5)
     with pytest.raises(TypeError, match="targets must be one of.*got int"):
-        prediction_difference(model, "act", x5, targets=3)
+        TopicInterpretation(model, "act", targets=3).explain(x5)
     with pytest.raises(ValueError, match='targets="topics" needs topic_head'):
-        prediction_difference(model, "act", x5, targets="topics")
+        TopicInterpretation(model, "act", targets="topics").explain(x5)
     with pytest.raises(TypeError, match="topic_head must be"):
-        prediction_difference(model, "act", x5, targets="topics", topic_head=3)
+        TopicInterpretation(model, "act", targets="topics", topic_head=3).explain(x5)
     with pytest.raises(ValueError, match="only used with targets=\"topics\""):
-        prediction_difference(model, "act", x5, topic_head=lambda f: f)
+        TopicInterpretation(model, "act", targets="classes", topic_head=lambda f: f).explain(x5)
     with pytest.raises(ValueError, match="top_k must be an int >= 1, got 0"):
-        prediction_difference(model, "act", x5, top_k=0)
+        TopicInterpretation(model, "act", targets="classes", top_k=0).explain(x5)
     with pytest.raises(ValueError, match=r"neurons must be channel indices in \[0, 5\).*got 7"):
-        prediction_difference(model, "act", x5, neurons=[7])
+        TopicInterpretation(model, "act", targets="classes", neurons=[7]).explain(x5)
     with pytest.raises(ValueError, match="neurons must not repeat"):
-        prediction_difference(model, "act", x5, neurons=[1, 1])
+        TopicInterpretation(model, "act", targets="classes", neurons=[1, 1]).explain(x5)
     with pytest.raises(ValueError, match=r"targets \(the callable\) must return float probabilities of shape "
                                          r"\(40, T\)"):
-        prediction_difference(model, "act", x5, targets=lambda out: out[:3])
+        TopicInterpretation(model, "act", targets=lambda out: out[:3]).explain(x5)
     with pytest.raises(TypeError, match="reads data twice"):
-        prediction_difference(model, "act", iter([x5]), ablation="mean")
+        TopicInterpretation(model, "act", targets="classes", ablation="mean").explain(iter([x5]))
     with pytest.raises(ValueError, match="target_names must be a sequence of 5 names"):
-        prediction_difference(model, "act", x5, target_names=["a"])
+        TopicInterpretation(model, "act", targets="classes", target_names=["a"]).explain(x5)
     with pytest.raises(ValueError, match="active_threshold must be a finite number"):
-        prediction_difference(model, "act", x5, active_threshold=float("nan"))
+        TopicInterpretation(model, "act", targets="classes", active_threshold=float("nan")).explain(x5)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
-        prediction_difference(lambda x: x, "act", x5)
+        TopicInterpretation(lambda x: x, "act", targets="classes").explain(x5)
     with pytest.raises(ValueError, match="data yielded no samples"):
-        prediction_difference(model, "act", [])
+        TopicInterpretation(model, "act", targets="classes").explain([])
     with pytest.raises(TypeError, match='targets="classes" needs a model whose output is float logits'):
-        prediction_difference(nn.Sequential(OrderedDict([("a", nn.ReLU()), ("b", IntLayer())])), "a", x5)
+        TopicInterpretation(nn.Sequential(OrderedDict([("a", nn.ReLU()), ("b", IntLayer())])), "a",
+                            targets="classes").explain(x5)
 
 
 # ----------------------------------------------------------------------------- editing
@@ -340,7 +350,7 @@ def test_edit_flips_known_prediction_and_restores_model():
     state = {k: v.clone() for k, v in model.state_dict().items()}
     before_out = model(x).detach().clone()
     hooks = _hook_count(model)
-    eff = explain_edit(model, "act", x, {0: 0.0}, class_names=list("abcd"), labels=[1])
+    eff = TopicInterpretation(model, "act").explain_edit(x, {0: 0.0}, class_names=list("abcd"), labels=[1])
     assert eff.before_class.tolist() == [0] and eff.after_class.tolist() == [1] and eff.changed.tolist() == [True]
     expected_before = torch.softmax(4 * torch.tensor([[3.0, 2.0, 0.5, 0.0]]), 1).double().numpy()
     expected_after = torch.softmax(4 * torch.tensor([[0.0, 2.0, 0.5, 0.0]]), 1).double().numpy()
@@ -351,7 +361,7 @@ def test_edit_flips_known_prediction_and_restores_model():
         and row["correct_after"] is True
     assert "a (" in str(eff) and "wrong -> right" in str(eff)
     # amplification: scale 2 doubles the channel; the other channels untouched
-    with edit_neurons(model, "act", {2: 2.0}) as ed:
+    with TopicInterpretation(model, "act").edit({2: 2.0}) as ed:
         assert ed.active and _hook_count(model) == hooks + 1
         out = model(x)
     np.testing.assert_allclose(out.detach().numpy(), 4 * np.array([[3.0, 2.0, 1.0, 0.0]]), atol=1e-6)
@@ -369,14 +379,14 @@ def test_edit_restores_on_exception():
     before = model(x).detach().clone()
     hooks = _hook_count(model)
     with pytest.raises(RuntimeError, match="boom"):
-        with edit_neurons(model, "act", {0: 0.0, 1: 5.0}):
+        with TopicInterpretation(model, "act").edit({0: 0.0, 1: 5.0}):
             assert not torch.equal(model(x), before)
             raise RuntimeError("boom")
     assert _hook_count(model) == hooks
     assert torch.equal(model(x), before)
     # an invalid neuron raises in the forward, and the hook is removed too
     with pytest.raises(ValueError, match=r"edits name neurons \[9\] but layer 'act' has 4 channels"):
-        with edit_neurons(model, "act", {9: 0.0}):
+        with TopicInterpretation(model, "act").edit({9: 0.0}):
             model(x)
     assert _hook_count(model) == hooks and torch.equal(model(x), before)
 
@@ -384,17 +394,17 @@ def test_edit_restores_on_exception():
 def test_edit_bad_arguments():
     model = class_model()
     with pytest.raises(TypeError, match="edits must be a dict"):
-        edit_neurons(model, "act", [0])
+        TopicInterpretation(model, "act").edit([0])
     with pytest.raises(ValueError, match="edits keys must be channel indices"):
-        edit_neurons(model, "act", {-1: 0.0})
+        TopicInterpretation(model, "act").edit({-1: 0.0})
     with pytest.raises(ValueError, match=r"edits\[0\] must be a finite scale"):
-        edit_neurons(model, "act", {0: float("nan")})
+        TopicInterpretation(model, "act").edit({0: float("nan")})
     with pytest.raises(ValueError, match="is not a submodule"):
-        edit_neurons(model, "nope", {0: 0.0})
+        TopicInterpretation(model, "nope").edit({0: 0.0})
     with pytest.raises(ValueError, match="x must be a non-empty batch"):
-        explain_edit(model, "act", torch.zeros(0, 5), {0: 0.0})
+        TopicInterpretation(model, "act").explain_edit(torch.zeros(0, 5), {0: 0.0})
     with pytest.raises(ValueError, match="labels must be ints"):
-        explain_edit(model, "act", torch.zeros(2, 5), {0: 0.0}, labels=[0, 9])
+        TopicInterpretation(model, "act").explain_edit(torch.zeros(2, 5), {0: 0.0}, labels=[0, 9])
 
 
 # ----------------------------------------------------------------------------- interpretive loss
@@ -604,13 +614,17 @@ def test_fashion_text_attributes_known_images():
 # ----------------------------------------------------------------------------- package and CLI
 
 def test_namespace_is_lazy_and_torch_free():
-    code = ("import sys, interp_engine; import interp_engine.topics as t; "
+    code = ("import sys, interp_engine; import interp_engine.methods.topics as t; "
             "assert 'torch' not in sys.modules and 'sklearn' not in sys.modules, 'eager import'; "
-            "assert interp_engine.topics is t and callable(interp_engine.extract_topics)")
+            "assert interp_engine.methods.topics is t and callable(interp_engine.extract_topics)")
     res = _child.run_code(code)
     assert res.returncode == 0, res.stderr
     assert interp_engine.InterpretiveLoss is InterpretiveLoss
+    assert interp_engine.TopicInterpretation is TopicInterpretation
+    from interp_engine.methods.topics import prediction_difference
+
     assert interp_engine.prediction_difference is prediction_difference
+    assert "prediction_difference" not in interp_engine.__all__  # a deprecated alias: reachable, not listed
 
 
 def _write_idx(path, arr):
@@ -683,20 +697,197 @@ def test_real_fashion_cnn_matches_reference_and_edit_changes_prediction():
     images, labels = fm.fashion_mnist("test")
     x = fm.fashion_mnist_tensor(images[:120])
     model = fashion_cnn()
-    res = prediction_difference(model, "relu_fc", x, "classes", neurons=list(range(0, 128, 8)), batch_size=50)
+    res = TopicInterpretation(model, "relu_fc", targets="classes", neurons=list(range(0, 128, 8)),
+                              batch_size=50).explain(x)
     ref, counts = prediction_difference_reference(model, model.relu_fc, x, softmax_probs, list(range(0, 128, 8)))
     assert np.array_equal(res.counts, counts)
     np.testing.assert_allclose(res.scores, ref, atol=TOL, rtol=0)
     # suppressing the neurons that drive the predicted class of image 0 the most changes the prediction
-    full = prediction_difference(model, "relu_fc", x[:1], "classes", top_k=10)
+    full = TopicInterpretation(model, "relu_fc", targets="classes", top_k=10).explain(x[:1])
     cls = int(model(x[:1]).argmax())
     drivers = np.argsort(-np.nan_to_num(full.scores[:, cls], nan=-1))[:20]
-    eff = explain_edit(model, "relu_fc", x[:1], {int(d): 0.0 for d in drivers})
+    eff = TopicInterpretation(model, "relu_fc").explain_edit(x[:1], {int(d): 0.0 for d in drivers})
     assert eff.before_class[0] == cls and eff.after[0, cls] < eff.before[0, cls]
 
 
-def test_eval_script_without_fashion_mnist(tmp_path, capsys):
-    from interp_engine.methods.topics_eval import main
+def test_eval_script_without_fashion_mnist(tmp_path, capsys, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from eval_topics import main
 
     assert main(["--root", str(tmp_path / "missing"), "--epochs", "1"]) == 2
     assert "topics_eval: error:" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the method: fit, results, aliases
+
+def _rewrite(src, dst, change):
+    """Copy an .npz, applying change(arrays, header) to its contents."""
+    import json
+
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(str(arrays.pop("header")))
+    change(arrays, header)
+    arrays["header"] = np.array(json.dumps(header))
+    np.savez(dst, **arrays)
+    return dst
+
+
+def test_fit_is_lda_pooled_features_and_head(rng):
+    """fit = extract_topics on the descriptions + fit_topic_head on the layer's pooled features; explain then
+    scores with that head and the topics' names (what the topics CLI did by hand)."""
+    pytest.importorskip("sklearn")
+    from interp_engine.capture import pooled_activations
+
+    model = conv_model(2)
+    x = torch.from_numpy(rng.normal(size=(12, 1, 6, 6)).astype(np.float32))
+    docs = [CORPUS[i % len(CORPUS)] for i in range(12)]
+    ti = TopicInterpretation(model, "relu", n_topics=2, hidden=5, head_epochs=3, head_lr=3e-3, batch_size=5, seed=1)
+    assert ti.fit(x, docs) is ti and ti.topics.n_topics == 2
+    topics = extract_topics(docs, 2, seed=1)
+    np.testing.assert_array_equal(ti.topics.matrix, topics.matrix)
+    feats = pooled_activations(model, "relu", [x[i:i + 5] for i in range(0, 12, 5)])["relu"]
+    head = fit_topic_head(feats, topics.matrix, 5, epochs=3, lr=3e-3, seed=1)
+    for a, b in zip(ti.topic_head.parameters(), head.parameters()):
+        assert torch.equal(a, b)
+    res = ti.explain(x)
+    want = TopicInterpretation(model, "relu", topic_head=head, target_names=topics.names(3), batch_size=5).explain(x)
+    np.testing.assert_array_equal(res.scores, want.scores)
+    assert res.target_names == topics.names(3) and res.targets == "topics"
+    # a given Topics, and a topic matrix (its own column count)
+    again = TopicInterpretation(model, "relu", hidden=5, head_epochs=3, seed=1).fit(x, topics)
+    assert again.topics is topics
+    m = rng.dirichlet(np.ones(3), size=12)
+    assert TopicInterpretation(model, "relu", hidden=5, head_epochs=2).fit(x, m).explain(x).scores.shape == (4, 3)
+
+
+def test_fit_and_explain_refusals(x5):
+    model = class_model()
+    with pytest.raises(ValueError, match=r'targets="topics" needs topic_head=.*or fit\(data, descriptions\)'):
+        TopicInterpretation(model, "act").explain(x5)
+    with pytest.raises(ValueError, match='fit learns topics and a topic head, used only with targets="topics"'):
+        TopicInterpretation(model, "act", targets="classes").fit(x5, np.full((40, 2), 0.5))
+    with pytest.raises(ValueError, match="topic_head was given to TopicInterpretation: there is nothing to fit"):
+        TopicInterpretation(model, "act", topic_head=lambda f: f).fit(x5, np.full((40, 2), 0.5))
+    with pytest.raises(ValueError, match="one topic vector per sample of data: 39 descriptions for 40 samples"):
+        TopicInterpretation(model, "act").fit(x5, np.full((39, 2), 0.5))
+    for kw, exc, match in [({"n_topics": 0}, ValueError, "n_topics must be an int >= 1, got 0"),
+                           ({"hidden": 2.0}, ValueError, "hidden must be an int >= 1"),
+                           ({"head_epochs": -1}, ValueError, "head_epochs must be an int >= 1"),
+                           ({"head_lr": 0.0}, ValueError, "head_lr must be a finite number > 0"),
+                           ({"head_batch_size": True}, ValueError, "head_batch_size must be an int"),
+                           ({"seed": -1}, ValueError, "seed must be an int >= 0"),
+                           ({"neurons": [-1]}, ValueError, "neurons must be channel indices >= 0, got -1"),
+                           ({"neurons": "12"}, TypeError, "neurons must be a sequence"),
+                           ({"topic_pooling": "sum"}, ValueError, "topic_pooling must be one of"),
+                           ({"topic_layer": "nope"}, ValueError, "'nope' is not a submodule"),
+                           ({"device": "nope"}, (TypeError, ValueError), "device"),
+                           ({"topic_softmax": 1}, TypeError, "topic_softmax must be a bool")]:
+        with pytest.raises(exc, match=match):
+            TopicInterpretation(model, "act", **kw)
+
+
+def test_prediction_difference_result_file_csv_repr(tmp_path, rng):
+    model = conv_model()
+    with torch.no_grad():
+        model.conv.weight[2].zero_()
+        model.conv.bias[2] = -1.0  # channel 2 is never active: NaN scores, -1 targets
+    x = torch.from_numpy(rng.normal(size=(9, 1, 5, 5)).astype(np.float32))
+    res = TopicInterpretation(model, "relu", targets="classes", ablation="mean", top_k=2).explain(x)
+    text = repr(res)
+    assert text == ("PredictionDifference(layer='relu', targets='classes', ablation='mean', neurons=4, "
+                    "targets_count=3, samples=9, ever_active=3)")
+    back = PredictionDifference.load(res.save(tmp_path / "pd.npz"))
+    def nan_free(rows):  # NaN != NaN: compare tables with NaN as None
+        return [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows]
+
+    assert nan_free(back.table()) == nan_free(res.table()) and math.isnan(res.table()[2]["score"])
+    for f in ("neurons", "scores", "counts", "top_targets", "top_scores", "ablation_values"):
+        np.testing.assert_array_equal(getattr(back, f), getattr(res, f))
+    assert (back.layer, back.targets, back.ablation, back.target_names, back.n_samples) == \
+        (res.layer, res.targets, res.ablation, res.target_names, res.n_samples)
+    with open(res.to_csv(tmp_path / "pd.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert rows[2]["score"] == "" and rows[2]["target_1"] == "" and int(rows[2]["active"]) == 0
+    assert list(rows[0]) == ["neuron", "active", "score", "target_1", "score_1", "target_2", "score_2"]
+    good = tmp_path / "pd.npz"
+    for change, field in [
+            (lambda a, h: a.update(counts=a["counts"] + 100), "counts"),            # above n_samples
+            (lambda a, h: a.update(top_targets=a["top_targets"] + 5), "top_targets"),
+            (lambda a, h: a.update(top_scores=a["top_scores"] * 0.5), "top_scores"),  # not the scores' values
+            (lambda a, h: a.update(scores=np.nan_to_num(a["scores"])), "scores"),     # never-active not NaN
+            (lambda a, h: a.update(neurons=np.zeros_like(a["neurons"])), "neurons"),
+            (lambda a, h: a.update(ablation_values=a["ablation_values"][:2]), "ablation_values"),
+            (lambda a, h: h.update(ablation="random"), "header.ablation"),
+            (lambda a, h: h.update(target_names=[]), "header.target_names"),
+            (lambda a, h: h.pop("n_samples"), "n_samples")]:
+        bad = _rewrite(good, tmp_path / "bad.npz", change)
+        with pytest.raises(ValueError) as e:
+            PredictionDifference.load(bad)
+        assert field in str(e.value) and str(bad) in str(e.value), (field, str(e.value))
+
+
+def test_edit_effect_result_file_csv_repr(tmp_path):
+    from interp_engine.methods.topics import EditEffect
+
+    model = class_model(k=4)
+    x = torch.tensor([[3.0, 2.0, 0.5, -1.0], [0.1, 0.2, 3.0, 0.0]])
+    eff = TopicInterpretation(model, "act").explain_edit(x, {0: 0.0, 2: 0.5}, class_names=list("abcd"),
+                                                          labels=[1, 2])
+    assert repr(eff) == "EditEffect(layer='act', edits=2 neurons, samples=2, changed=1)"
+    back = EditEffect.load(eff.save(tmp_path / "edit.npz"))
+    assert back.table() == eff.table() and back.edits == eff.edits and str(back) == str(eff)
+    np.testing.assert_array_equal(back.after, eff.after)
+    no_labels = TopicInterpretation(model, "act").explain_edit(x, {0: 0.0})
+    again = EditEffect.load(no_labels.save(tmp_path / "edit0.npz"))
+    assert again.labels is None and again.table() == no_labels.table()
+    with open(eff.to_csv(tmp_path / "edit.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["before"] == "a" and rows[0]["after"] == "b" and rows[0]["correct_after"] == "True"
+    for change, field in [
+            (lambda a, h: a.update(after_class=a["before_class"]), "after_class"),   # not the argmax of after
+            (lambda a, h: a.update(before=a["before"] * 2), "before"),
+            (lambda a, h: a.update(labels=a["labels"] + 4), "labels"),
+            (lambda a, h: h.update(edits=[[0, 0.0], [0, 1.0]]), "header.edits[1]"),
+            (lambda a, h: h.update(has_labels=False), "labels")]:
+        bad = _rewrite(tmp_path / "edit.npz", tmp_path / "bad.npz", change)
+        with pytest.raises(ValueError) as e:
+            EditEffect.load(bad)
+        assert field in str(e.value) and str(bad) in str(e.value), (field, str(e.value))
+
+
+def test_deprecated_aliases_warn_and_agree(x5):
+    import importlib
+
+    from interp_engine.methods.topics import edit_neurons, explain_edit, prediction_difference
+
+    model = Wrapped(class_model())
+    new = TopicInterpretation(model, "inner.act", targets="classes", ablation="mean", top_k=2).explain(x5)
+    with pytest.warns(DeprecationWarning, match=r"prediction_difference\(model, layer, data, ...\) is deprecated; "
+                                                r"use TopicInterpretation"):
+        old = prediction_difference(model, "inner.act", x5, "classes", "mean", top_k=2)
+    np.testing.assert_array_equal(old.scores, new.scores)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="ablation must be one of"):
+        prediction_difference(model, "inner.act", x5, ablation="random")
+    x = torch.tensor([[3.0, 2.0, 0.5, -1.0, 0.0]])
+    with pytest.warns(DeprecationWarning, match=r"explain_edit\(model, layer, x, edits, ...\) is deprecated"):
+        old_eff = explain_edit(model, "inner.act", x, {0: 0.0}, labels=[1])
+    new_eff = TopicInterpretation(model, "inner.act").explain_edit(x, {0: 0.0}, labels=[1])
+    assert old_eff.table() == new_eff.table()
+    with pytest.warns(DeprecationWarning, match=r"edit_neurons\(model, layer, edits\) is deprecated"):
+        ed = edit_neurons(model, "inner.act", {1: 0.0})
+    with ed:
+        a = model(x)
+    with TopicInterpretation(model, "inner.act").edit({1: 0.0}):
+        b = model(x)
+    assert torch.equal(a, b)
+    sys.modules.pop("interp_engine.topics", None)
+    with pytest.warns(DeprecationWarning, match="interp_engine.topics is deprecated; use interp_engine.methods.topics"):
+        old_mod = importlib.import_module("interp_engine.topics")
+    import interp_engine.methods.topics as new_mod
+
+    for name in ("TopicInterpretation", "extract_topics", "PredictionDifference", "prediction_difference",
+                 "InterpretiveLoss"):
+        assert getattr(old_mod, name) is getattr(new_mod, name)

@@ -3,8 +3,8 @@ from .concept_relevance import (LocalContributions, RelevanceResult, concept_cla
                                 concept_contributions, concept_maps, linear_head_relevance,
                                 plot_local)
 from .cam import DropIncrease, average_drop_increase, grad_cam
-from .coclustering import (Boundaries, Region, RepresentativeInterpretation, SimilarImages,
-                           plot_region)
+from .representative import (Boundaries, Region, RegionEvaluation, Regions, RepresentativeInterpretation,
+                             SimilarImages, evaluate_regions)
 from .concept_vectors import ConceptIoURow, ConceptVectors, ConceptVectorsEvaluation
 from .dissection import (Dissection, DissectionResult, LayerResult, dissect, random_rotation,
                          rotation_experiment)
@@ -18,6 +18,6 @@ __all__ = ["Dissection", "DissectionResult", "LayerResult", "dissect", "random_r
            "SGDLinearClassifier", "MeanDifferenceClassifier", "ConceptVectors",
            "ConceptVectorsEvaluation", "ConceptIoURow", "concept_class_relevance",
            "linear_head_relevance", "concept_maps", "concept_contributions", "plot_local",
-           "RelevanceResult", "LocalContributions", "RepresentativeInterpretation", "Region",
-           "Boundaries", "SimilarImages", "plot_region", "grad_cam", "average_drop_increase",
+           "RelevanceResult", "LocalContributions", "RepresentativeInterpretation", "Regions", "Region",
+           "Boundaries", "SimilarImages", "RegionEvaluation", "evaluate_regions", "grad_cam", "average_drop_increase",
            "DropIncrease"]

@@ -9,7 +9,7 @@ evaluation of representative interpretations (Lam et al., ICCV 2021).
     M = M / max M                  (an all-zero map stays zero)
     upsampled bilinearly (align_corners=False) to the image size (H, W)
 
-(the same order as :meth:`~interp_engine.methods.coclustering.Region.heatmap`:
+(the same order as :meth:`~interp_engine.methods.representative.Region.heatmap`:
 normalize at the layer's resolution, then upsample; bilinear interpolation
 of a map in [0, 1] stays in [0, 1]).
 

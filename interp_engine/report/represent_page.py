@@ -1,12 +1,14 @@
-"""HTML page of representative interpretations (issue 6): one offline
-directory, ``index.html`` plus PNG strips in ``images/``, no script.
+"""HTML page and figure of representative interpretations (issue 6;
+docs/representative.md): :func:`write_represent_report`, one offline
+directory, ``index.html`` plus PNG strips in ``images/``, no script; and
+:func:`plot_region`, a matplotlib figure of one region.
 
 Per region: the seed with the region's heatmap overlaid, then its most
 similar members (the region's similarity ranking) with theirs, and the
 region's numbers: members, same-class coverage of the reference set,
 other-class members, boundaries (greedy + tighten), whether the cover reached
 its target.  An optional evaluation (:func:`~interp_engine.methods.
-represent_eval.evaluate_regions`) is shown as a table at the top.
+representative.evaluate_regions`) is shown as a table at the top.
 """
 from __future__ import annotations
 
@@ -19,15 +21,30 @@ import numpy as np
 
 from .html import _page, unit_strip
 
-__all__ = ["write_represent_report", "heat_overlay"]
+__all__ = ["write_represent_report", "heat_overlay", "plot_region", "display_image"]
+
+
+def display_image(img: Any) -> np.ndarray:
+    """One image as :func:`plot_region` and the page show it: a ``(C, H, W)``
+    tensor or array -> float64 ``(H, W, 3)`` (or ``(H, W)`` for one channel),
+    min-max scaled to ``[0, 1]`` when its values lie outside ``[0, 1]``
+    (a constant image becomes zeros).  ValueError for another shape."""
+    a = img.detach().cpu().double().numpy() if hasattr(img, "detach") else np.asarray(img, float)
+    if a.ndim != 3:
+        raise ValueError(f"images must be (C, H, W) per image to be plotted, got shape {a.shape}")
+    a = a.transpose(1, 2, 0)
+    if a.shape[2] == 1:
+        a = a[:, :, 0]
+    lo, hi = float(a.min()), float(a.max())
+    if lo < 0 or hi > 1:
+        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    return a
 
 
 def _rgb(img: Any) -> np.ndarray:
     """(C, H, W) image tensor/array -> uint8 (H, W, 3); float images outside
     [0, 1] are min-max scaled (as plot_region displays them)."""
-    from ..methods.coclustering import _display
-
-    a = _display(img)
+    a = display_image(img)
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, axis=2)
     return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
@@ -60,13 +77,14 @@ def write_represent_report(ri: Any, regions: Sequence[Any], out_dir: Union[str, 
     """Write ``out_dir/index.html`` and ``out_dir/images/region_*.png``.
 
     Args:
-        ri: the fitted :class:`~interp_engine.methods.coclustering.RepresentativeInterpretation`.
-        regions: its regions (reference-index seeds).
+        ri: the fitted :class:`~interp_engine.methods.representative.RepresentativeInterpretation`.
+        regions: its regions (:class:`~interp_engine.methods.representative.Regions`
+            or a sequence of Region; reference-index seeds).
         images: the reference images, indexable by reference index giving
             ``(C, H, W)``; default: the tensor given to ``fit``.
         class_names: names of the predicted classes (default: numbers).
         k: similar members shown per region.
-        evaluation: an optional :class:`~interp_engine.methods.represent_eval.RegionEvaluation`.
+        evaluation: an optional :class:`~interp_engine.methods.representative.RegionEvaluation`.
         title: the page title.
         thumb_size: pixel size of each image tile.
 
@@ -129,3 +147,69 @@ def _image(images: Any, i: int) -> Any:
     from ..capture import input_of
 
     return input_of(images[i], f"images[{i}]")
+
+
+def plot_region(region: Any, path: Any, *, images: Any = None, k: int = 5,
+                alpha: float = 0.5) -> None:
+    """Save a figure: the seed with its region heatmap, then the ``k`` most
+    similar members of the region (:meth:`Region.similar`, the seed excluded)
+    with theirs.  Needs matplotlib.
+
+    Args:
+        region: a :class:`~interp_engine.methods.representative.Region`, or
+            :class:`~interp_engine.methods.representative.Regions` holding one
+            (what ``explain(seed)`` returns for one seed).
+        path: output file (format from the suffix, e.g. ``.png``).
+        images: the reference images, a tensor ``(N, C, H, W)`` or anything
+            indexable by reference index giving ``(C, H, W)`` images (or
+            tuples / dicts as :func:`~interp_engine.capture.input_of` reads);
+            default: the tensor given to ``fit``.  Float images outside
+            ``[0, 1]`` are min-max scaled for display.
+        k: number of similar images shown.
+        alpha: opacity of the overlaid heatmaps.
+    """
+    from ..capture import input_of
+    from ..engine._arrays import check_positive_int, describe
+    from ..methods.representative import Region, Regions
+    from .figures import agg_figure
+
+    if isinstance(region, Regions) and len(region) == 1:
+        region = region[0]
+    if not isinstance(region, Region):
+        raise TypeError(f"region must be a Region (or Regions of one region), got {describe(region)}")
+    k = check_positive_int(k, "k")
+    owner = region.owner
+    if images is None:
+        images = owner.images
+        if images is None:
+            raise ValueError("images=None: fit() was given an iterable, not a tensor, so the reference "
+                             "images are not kept; pass images= (indexable by reference index)")
+
+    def get(i: int) -> Any:
+        return input_of(images[i], f"images[{i}]")
+
+    fig = agg_figure(figsize=(2.6 * (k + 1), 3.0))
+    sim = region.similar()
+    rest = [(int(i), float(dd), int(c)) for i, dd, c in zip(*sim) if int(i) != region.seed_index][:k]
+    if region.seed_index >= 0:
+        seed_img = get(region.seed_index)
+        seed_map = region.heatmap(region.seed_index)
+        title = f"seed #{region.seed_index}\nclass {region.seed_class}"
+    else:
+        seed_img = region.seed_image
+        seed_map = region.heatmap(seed_img)
+        title = f"seed (image)\nclass {region.seed_class}"
+    panels = [(seed_img, seed_map, title)]
+    for i, dd, c in rest:
+        panels.append((get(i), region.heatmap(i), f"#{i} class {c}\nd={dd:.3g}"))
+    for j, (img, hm, t) in enumerate(panels):
+        ax = fig.add_subplot(1, k + 1, j + 1)
+        a = display_image(img)
+        ax.imshow(a, cmap="gray" if a.ndim == 2 else None)
+        ax.imshow(hm, cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0)
+        ax.set_title(t, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"region of {region.n_members} images ({region.n_other} of other classes), "
+                 f"{region.n_boundaries} boundaries", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)

@@ -1,6 +1,6 @@
 """Evaluation of topic supervision on Fashion-MNIST (docs/topics.md).
 
-    python -m interp_engine.methods.topics_eval --out topics_eval.json
+    PYTHONPATH=$PWD python benchmarks/eval_topics.py --out topics_eval.json
 
 Trains FashionCNN twice with the same settings (seed 0, ``--epochs`` epochs,
 no augmentation, AdamW one-cycle as in ``train_fashion``): once with the
@@ -46,7 +46,7 @@ def _doc_topics(topics: Any, docs: List[str]) -> np.ndarray:
 def _features(model: Any, images: np.ndarray, layer: str = "relu_fc") -> Any:
     import torch
 
-    from ..data.fashion_mnist import fashion_mnist_tensor
+    from interp_engine.data.fashion_mnist import fashion_mnist_tensor
 
     feats, _ = model.split(layer)
     with torch.no_grad():
@@ -56,13 +56,13 @@ def _features(model: Any, images: np.ndarray, layer: str = "relu_fc") -> Any:
 def _score(model: Any, head: Any, test_x: Any, test_feats: Any, test_s: Any, names: List[str]) -> Dict[str, Any]:
     import torch
 
-    from .topics import prediction_difference
+    from interp_engine.methods.topics import TopicInterpretation
 
     with torch.no_grad():
         mse = float((head.predict(test_feats) - test_s).pow(2).sum(1).mean())
     t0 = time.perf_counter()
-    res = prediction_difference(model, "relu_fc", test_x, "topics", "zero", topic_head=head, target_names=names,
-                                batch_size=1000)
+    res = TopicInterpretation(model, "relu_fc", targets="topics", ablation="zero", topic_head=head,
+                              target_names=names, batch_size=1000).explain(test_x)
     seconds = time.perf_counter() - t0
     score = res.score
     out: Dict[str, Any] = {"topic_mse": round(mse, 5), "never_active": int((res.counts == 0).sum()),
@@ -82,11 +82,10 @@ def run(epochs: int = 6, n_topics: int = 12, weight: float = 0.1, hidden: int = 
     """Train both models and score them; returns the numbers (see the module doc)."""
     import torch
 
-    from ..data.fashion_mnist import fashion_mnist, fashion_mnist_tensor
-    from ..data.fashion_text import fashion_documents
-    from ..models.train_fashion import evaluate, train_fashion_cnn
-    from ._interpretive import InterpretiveLoss, fit_topic_head
-    from .topics import extract_topics
+    from interp_engine.data.fashion_mnist import fashion_mnist, fashion_mnist_tensor
+    from interp_engine.data.fashion_text import fashion_documents
+    from interp_engine.methods.topics import InterpretiveLoss, extract_topics, fit_topic_head
+    from interp_engine.models.train_fashion import evaluate, train_fashion_cnn
 
     t_start = time.perf_counter()
     train = fashion_mnist("train", root)
@@ -139,7 +138,7 @@ def run(epochs: int = 6, n_topics: int = 12, weight: float = 0.1, hidden: int = 
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m interp_engine.methods.topics_eval", description=__doc__,
+    p = argparse.ArgumentParser(prog="benchmarks/eval_topics.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="write the numbers as JSON here")
     p.add_argument("--root", default=None, help="directory of the Fashion-MNIST IDX files")

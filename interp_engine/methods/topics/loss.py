@@ -1,8 +1,9 @@
-"""The interpretive loss of Dong et al. (2017) as a torch module (imports torch).
+"""The interpretive loss of Dong et al. (2017) as a torch module (imports
+torch; docs/algorithms.md §6, docs/topics.md "InterpretiveLoss").
 
 Public through :mod:`interp_engine.methods.topics` (``InterpretiveLoss``,
 ``fit_topic_head``), which loads this module on first use so that the topics
-module itself imports without torch.
+package itself imports without torch.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..engine._arrays import describe
+from ...engine._arrays import describe
 
 __all__ = ["InterpretiveLoss", "fit_topic_head", "POOLINGS", "REDUCTIONS"]
 
@@ -154,7 +155,7 @@ def fit_topic_head(features: Any, topics: Any, hidden: int = 64, *, epochs: int 
     """
     import numpy as np
 
-    from .topics import validate_topic_matrix
+    from .lda import validate_topic_matrix
 
     if isinstance(features, torch.Tensor):
         f = features.detach().cpu().float()
