@@ -51,9 +51,9 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from .._loader import core as _core
-from ..engine._arrays import INT32_MAX, bool_array, check_num_threads, check_positive_int, check_real, describe
-from ..engine.rank import activations_array, check_pvalue_method, packed_labels
+from ..._loader import core as _core
+from ...engine._arrays import INT32_MAX, bool_array, check_num_threads, check_positive_int, check_real, describe
+from ...engine.rank import activations_array, check_pvalue_method, packed_labels
 
 __all__ = ["Invert", "Explanation", "NeuronExplanation", "InvertResult", "format_formula"]
 
@@ -408,12 +408,12 @@ class Invert:
             raise TypeError(f"layer must be a module name (str); got {type(layer).__name__}")
         import torch
 
-        from ..capture import pooled_activations
+        from ...capture import pooled_activations
 
         batch_size = check_positive_int(batch_size, "batch_size", minimum=1)
         broden = _broden_dataset(data)
         if broden is not None and data is broden:
-            from ..data import broden_loader
+            from ...data import broden_loader
 
             batches: Any = broden_loader(broden, batch_size=batch_size, num_workers=num_workers)
         elif isinstance(data, torch.utils.data.Dataset) and not isinstance(
@@ -455,7 +455,7 @@ class Invert:
 def _broden_dataset(data: Any) -> Any:
     """The BrodenDataset behind ``data`` (itself or a DataLoader's dataset), else None."""
     try:
-        from ..data.broden import BrodenDataset
+        from ...data.broden import BrodenDataset
     except ImportError:  # pragma: no cover - torch or Pillow missing
         return None
     if isinstance(data, BrodenDataset):
