@@ -2328,11 +2328,11 @@ def _entry_cases():
         ("Capture", "on_repeat", "np.array(['error'])", lambda: ie.Capture(m(), "0", on_repeat=np.array(["error"]))),
         ("Capture", "layers", "5", lambda: ie.Capture(m(), 5)),
         ("Capture", "stop_early", "'no'", lambda: ie.Capture(m(), "0", stop_early="no")),
-        ("Invert.from_model", "pooling", "'x'", lambda: ie.Invert().from_model(m(), "0", [imgs()], labels=labels(), pooling="x")),
-        ("Invert.from_model", "batch_size", "0", lambda: ie.Invert().from_model(m(), "0", [imgs()], labels=labels(), batch_size=0)),
-        ("Invert.from_model", "labels", "3 rows for 2 images", lambda: ie.Invert().from_model(m(), "0", [imgs()], labels=np.zeros((3, 3), bool))),
-        ("Invert.from_model", "layer", "5", lambda: ie.Invert().from_model(m(), 5, [imgs()], labels=labels())),
-        ("Invert.from_model", "device", "'nope'", lambda: ie.Invert().from_model(m(), "0", [imgs()], labels=labels(), device="nope")),
+        ("Invert", "pooling", "'x'", lambda: ie.Invert(m(), "0", pooling="x").explain([imgs()], labels())),
+        ("Invert", "batch_size", "0", lambda: ie.Invert(m(), "0", batch_size=0).explain([imgs()], labels())),
+        ("Invert.explain", "labels", "3 rows for 2 images", lambda: ie.Invert(m(), "0").explain([imgs()], np.zeros((3, 3), bool))),
+        ("Invert", "layer", "5", lambda: ie.Invert(m(), 5).explain([imgs()], labels())),
+        ("Invert", "device", "'nope'", lambda: ie.Invert(m(), "0", device="nope").explain([imgs()], labels())),
         ("linear_head_relevance", "weight", "a str", lambda: ie.linear_head_relevance("x", vec())),
         ("linear_head_relevance", "weight", "a meta tensor", lambda: ie.linear_head_relevance(meta(3, 4), vec())),
         ("linear_head_relevance", "vectors", "other width", lambda: ie.linear_head_relevance(np.ones((3, 4)), np.ones((2, 5)))),
@@ -2370,8 +2370,8 @@ def _entry_cases():
     if not torch.cuda.is_available():
         out += [("iter_activations", "device", "'cuda' without CUDA", lambda: list(ie.iter_activations(m(), "0", [imgs()], device="cuda"))),
                 ("Dissection", "device", "'cuda' without CUDA", lambda: ie.Dissection(m(), "0", device="cuda")),
-                ("Invert.from_model", "device", "'cuda' without CUDA",
-                 lambda: ie.Invert().from_model(m(), "0", [imgs()], labels=labels(), device="cuda"))]
+                ("Invert", "device", "'cuda' without CUDA",
+                 lambda: ie.Invert(m(), "0", device="cuda").explain([imgs()], labels()))]
     return out
 
 

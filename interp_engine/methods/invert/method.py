@@ -2,7 +2,7 @@
 each neuron with the logical formula of concepts whose samples its activations
 separate best, scored by AUC, with a Mann-Whitney significance test.
 
-Semantics (shared/ALGORITHMS.md section 3; docs/invert.md):
+Semantics (docs/algorithms.md §3; docs/invert.md):
 
 * Score of a set of samples ``phi``: ``AUC(phi) = P(a_i > a_j | i in phi,
   j not in phi)``, ties counting 1/2 (U / (n1 n0)).  Computed exactly from the
@@ -45,182 +45,33 @@ reference; at length 3 the two can differ, and then ours has the higher AUC
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+import warnings
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from ..._loader import core as _core
-from ...engine._arrays import INT32_MAX, bool_array, check_num_threads, check_positive_int, check_real, describe
-from ...engine.rank import activations_array, check_pvalue_method, packed_labels
+from ...engine._arrays import INT32_MAX, check_device, check_num_threads, check_positive_int, describe
+from ...engine.rank import (activations_array, beam_search, check_fraction, check_neurons, check_pvalue_method,
+                            packed_labels)
+from .result import MODES, InvertResult, neuron_result
 
-__all__ = ["Invert", "Explanation", "NeuronExplanation", "InvertResult", "format_formula"]
+__all__ = ["Invert"]
 
-MODES = ("positive", "negative")
-_STATUS_NOTES = {0: "", 1: "constant activations", 2: "no admissible formula"}
-
-Term = Tuple[Optional[str], str, bool]  # (op or None for the first atom, concept name, negated)
-
-
-def format_formula(terms: Sequence[Term]) -> str:
-    """The readable string of a left-to-right formula: ``"(red OR blue) AND NOT sky"``."""
-    out = ""
-    for i, (op, name, neg) in enumerate(terms):
-        atom = f"NOT {name}" if neg else name
-        if i == 0:
-            out = atom
-        else:
-            left = f"({out})" if i > 1 else out
-            out = f"{left} {op} {atom}"
-    return out
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """One formula and its scores for one neuron.
-
-    formula:           readable string, left to right, ``"(red OR blue) AND NOT sky"``.
-    terms:             structured form: ``((None, "red", False), ("OR", "blue", False),
-                       ("AND", "sky", True))``: (operator joining the atom to what is on its
-                       left, concept name, negated).
-    concepts:          concept indices of the atoms, in order (with ``negated``: the atoms).
-    negated:           whether each atom is negated.
-    length:            number of atoms.
-    auc:               AUC of the neuron's activations inside vs outside the formula.
-    differentiability: ``2 * |auc - 0.5|``.
-    concept_fraction:  fraction of the samples where the formula holds.
-    p_value:           two-sided Mann-Whitney U p-value, outside vs inside, as
-                       ``scipy.stats.mannwhitneyu(outside, inside, method=pvalue_method)``
-                       (default "auto": exact when a group has at most 8 samples and
-                       the neuron has no tied values, else asymptotic with tie and
-                       continuity corrections).
-    n_inside:          number of samples where the formula holds.
-    """
-
-    formula: str
-    terms: Tuple[Term, ...]
-    concepts: Tuple[int, ...]
-    negated: Tuple[bool, ...]
-    length: int
-    auc: float
-    differentiability: float
-    concept_fraction: float
-    p_value: float
-    n_inside: int
-
-    def evaluate(self, labels: Any) -> np.ndarray:
-        """The samples where the formula holds: bool (N,) from a (N, C) boolean label
-        matrix (the one the formula was found on, or any with the same concept columns)."""
-        lab = bool_array(labels, "labels", ndim=2, shape_hint="(N samples, C concepts)")
-        if self.concepts and max(self.concepts) >= lab.shape[1]:
-            raise ValueError(f"labels has {lab.shape[1]} concept columns; the formula uses concept "
-                             f"{max(self.concepts)}")
-        out = np.zeros(lab.shape[0], dtype=bool)
-        for i, ((op, _, neg), c) in enumerate(zip(self.terms, self.concepts)):
-            atom = ~lab[:, c] if neg else lab[:, c]
-            out = atom.copy() if i == 0 else ((out & atom) if op == "AND" else (out | atom))
-        return out
-
-
-@dataclass(frozen=True)
-class NeuronExplanation:
-    """The result of one neuron: its best formula and the top ones.
-
-    neuron: column index in the activations.
-    best:   the best :class:`Explanation`, or None (see ``note``).
-    top:    the best ``top`` explanations, best first (``best`` is ``top[0]``).
-    note:   "" normally; "constant activations" (every formula has AUC 0.5: no
-            explanation is given) or "no admissible formula" (no atom satisfies the
-            fraction constraint).
-    evaluations: candidate formulas scored: the atoms (once per concept), then every
-            extension whose set is neither empty, nor all samples, nor the extended
-            formula's own set.  (The reference scores C + (length - 1) * 4C * beam: every
-            extension, at every length.)
-    The properties ``formula``, ``terms``, ``length``, ``auc``, ``differentiability``,
-    ``concept_fraction`` and ``p_value`` are those of ``best`` (None / 0 / NaN when none).
-    """
-
-    neuron: int
-    best: Optional[Explanation]
-    top: Tuple[Explanation, ...]
-    note: str = ""
-    evaluations: int = 0
-
-    @property
-    def formula(self) -> Optional[str]:
-        return self.best.formula if self.best else None
-
-    @property
-    def terms(self) -> Tuple[Term, ...]:
-        return self.best.terms if self.best else ()
-
-    @property
-    def length(self) -> int:
-        return self.best.length if self.best else 0
-
-    @property
-    def auc(self) -> float:
-        return self.best.auc if self.best else math.nan
-
-    @property
-    def differentiability(self) -> float:
-        return self.best.differentiability if self.best else math.nan
-
-    @property
-    def concept_fraction(self) -> float:
-        return self.best.concept_fraction if self.best else math.nan
-
-    @property
-    def p_value(self) -> float:
-        return self.best.p_value if self.best else math.nan
-
-
-@dataclass
-class InvertResult:
-    """Explanations of several neurons (a sequence of :class:`NeuronExplanation`).
-
-    neurons:       the explanations, in the order of the neurons asked for.
-    concept_names: the C concept names.
-    params:        the search parameters.
-    activations:   the (N, K) activations searched (numpy, as given or converted), or None.
-    labels:        the (N, C) bool concept labels (from_model), or None.
-    """
-
-    neurons: List[NeuronExplanation]
-    concept_names: List[str]
-    params: Dict[str, Any]
-    activations: Optional[np.ndarray] = field(default=None, repr=False)
-    labels: Optional[np.ndarray] = field(default=None, repr=False)
-
-    def __len__(self) -> int:
-        return len(self.neurons)
-
-    def __iter__(self) -> Iterator[NeuronExplanation]:
-        return iter(self.neurons)
-
-    def __getitem__(self, i: int) -> NeuronExplanation:
-        return self.neurons[i]
-
-    def to_records(self) -> List[Dict[str, Any]]:
-        """One dict per neuron (for CSV): neuron, formula, length, auc, differentiability,
-        concept_fraction, p_value, note."""
-        return [{"neuron": r.neuron, "formula": r.formula or "", "length": r.length, "auc": r.auc,
-                 "differentiability": r.differentiability, "concept_fraction": r.concept_fraction,
-                 "p_value": r.p_value, "note": r.note} for r in self.neurons]
-
-
-def _check_fraction(value: Any, name: str) -> float:
-    v = check_real(value, name, allow_nan=True, what="a number in [0, 1]")
-    if not (0.0 <= v <= 1.0):  # also rejects NaN
-        raise ValueError(f"{name} must be in [0, 1]; got {value}")
-    return v
+_POOLINGS = ("mean", "max")
+_SEARCH = ("length", "beam", "min_fraction", "max_fraction", "mode", "pvalue_method")
 
 
 class Invert:
     """INVERT explanations of neurons by concept formulas (see the module docstring).
 
+    ``Invert(model, layer, **settings).explain(data)`` explains the neurons of a
+    layer of a torch model on a dataset; ``Invert(**settings).explain(activations,
+    labels)`` explains the columns of an activation matrix (numpy alone).
+
     Args:
+        model: a ``torch.nn.Module`` (call ``model.eval()`` first), or None for the
+            array path.
+        layer: the submodule name, as in ``model.named_modules()`` (with ``model``).
         length: maximum number of atoms of a formula (>= 1).
         beam: beam size B (>= 1).
         min_fraction, max_fraction: admissible fraction of samples where a formula holds,
@@ -236,15 +87,39 @@ class Invert:
             ``"exact"`` (exact distribution of U, not corrected for ties; refused with
             ValueError for groups too large, see ``engine.rank.mannwhitney_pvalues``).
         num_threads: threads of the core (None: all cores).
+        pooling: ``"mean"`` or ``"max"`` over the spatial positions of the layer's output
+            (model path; linear and token layers as the capture adapters read them).
+        batch_size, num_workers, device: data collection (model path): images per
+            forward, DataLoader workers, where the model runs (default: where its
+            parameters are).
+
+    Every setting is keyword-only and checked here (ValueError / TypeError naming it).
     """
 
-    def __init__(self, length: int = 3, beam: int = 10, min_fraction: float = 0.0,
-                 max_fraction: float = 0.5, mode: str = "positive",
-                 num_threads: Optional[int] = None, pvalue_method: str = "auto"):
+    def __init__(self, model: Any = None, layer: Optional[str] = None, *, length: int = 3, beam: int = 10,
+                 min_fraction: float = 0.0, max_fraction: float = 0.5, mode: str = "positive",
+                 num_threads: Optional[int] = None, pvalue_method: str = "auto", pooling: str = "mean",
+                 batch_size: int = 64, num_workers: int = 0, device: Any = None):
+        if model is None and layer is not None:
+            raise ValueError(f"layer={layer!r} needs a model: Invert(model, layer, ...); without a model, "
+                             "explain takes activations")
+        if model is not None:
+            if isinstance(model, (int, float, np.number, str, bytes)):
+                raise TypeError(f"model must be a torch.nn.Module (the settings are keyword-only: "
+                                f"Invert(length=3)); got {describe(model)}")
+            if layer is None:
+                raise ValueError("layer is required with a model: Invert(model, layer, ...)")
+            if not isinstance(layer, str):
+                raise TypeError(f"layer must be a module name (str); got {type(layer).__name__}")
+            from ...capture import find_module
+
+            find_module(model, layer)  # TypeError / ValueError naming the layer and close matches
+        self.model = model
+        self.layer = layer
         self.length = check_positive_int(length, "length", minimum=1, maximum=INT32_MAX)
         self.beam = check_positive_int(beam, "beam", minimum=1, maximum=INT32_MAX)
-        self.min_fraction = _check_fraction(min_fraction, "min_fraction")
-        self.max_fraction = _check_fraction(max_fraction, "max_fraction")
+        self.min_fraction = check_fraction(min_fraction, "min_fraction")
+        self.max_fraction = check_fraction(max_fraction, "max_fraction")
         if self.min_fraction > self.max_fraction:
             raise ValueError(f"min_fraction must be <= max_fraction; got min_fraction={min_fraction}, "
                              f"max_fraction={max_fraction}")
@@ -254,19 +129,33 @@ class Invert:
         self.mode = mode
         self.pvalue_method = check_pvalue_method(pvalue_method, "pvalue_method")
         self.num_threads = check_num_threads(num_threads)
+        if not isinstance(pooling, str) or pooling not in _POOLINGS:
+            raise (ValueError if isinstance(pooling, str) else TypeError)(
+                f"pooling must be 'mean' or 'max'; got {pooling!r}")
+        self.pooling = pooling
+        self.batch_size = check_positive_int(batch_size, "batch_size", minimum=1)
+        self.num_workers = check_positive_int(num_workers, "num_workers", minimum=0)
+        self.device = device if device is None else check_device(device)
+        self._device_arg = device
 
     def __repr__(self) -> str:
-        return (f"Invert(length={self.length}, beam={self.beam}, min_fraction={self.min_fraction}, "
+        where = f"layer={self.layer!r}, " if self.layer is not None else ""
+        return (f"Invert({where}length={self.length}, beam={self.beam}, min_fraction={self.min_fraction}, "
                 f"max_fraction={self.max_fraction}, mode={self.mode!r}, "
                 f"pvalue_method={self.pvalue_method!r})")
 
     @property
     def params(self) -> Dict[str, Any]:
+        """The search parameters (recorded in every result)."""
         return {"length": self.length, "beam": self.beam, "min_fraction": self.min_fraction,
                 "max_fraction": self.max_fraction, "mode": self.mode,
                 "pvalue_method": self.pvalue_method}
 
-    def explain(self, activations: Any, labels: Any, concept_names: Optional[Sequence[str]] = None, *,
+    def _settings(self) -> Dict[str, Any]:
+        return dict(self.params, num_threads=self.num_threads or None, pooling=self.pooling,
+                    batch_size=self.batch_size, num_workers=self.num_workers, device=self._device_arg)
+
+    def explain(self, data: Any, labels: Any = None, concept_names: Optional[Sequence[str]] = None, *,
                 neurons: Optional[Iterable[int]] = None, top: Optional[int] = 1,
                 length: Optional[int] = None, beam: Optional[int] = None,
                 min_fraction: Optional[float] = None, max_fraction: Optional[float] = None,
@@ -274,31 +163,58 @@ class Invert:
         """Explain neurons by concept formulas.
 
         ``length``, ``beam``, ``min_fraction``, ``max_fraction``, ``mode`` and
-        ``pvalue_method``, when given, override the parameters of this object for
+        ``pvalue_method``, when given, override the settings of this object for
         this call.
 
         Args:
-            activations: (N, K) float array (numpy or torch; float16/bfloat16/float32/
-                float64): one scalar per sample and neuron (e.g. pooled conv channels).
-                NaN is rejected (ValueError naming the neuron and the sample).
-            labels: (N, C) boolean concept labels (0/1 integers accepted), or a
-                PackedBits of shape (C, N).  A concept with no positive sample (or no
-                negative one) can never make an admissible formula change and is never
-                chosen.
-            concept_names: C names (default ``"c0", "c1", ...``).
+            data: without a model, the activations: (N, K) float array (numpy or
+                torch; float16/bfloat16/float32/float64), one scalar per sample and
+                neuron (e.g. pooled conv channels); NaN is rejected (ValueError
+                naming the neuron and the sample).  With a model (``Invert(model,
+                layer)``), the images: a :class:`~interp_engine.data.BrodenDataset`
+                (or a DataLoader over one), a torch Dataset (batched with
+                ``batch_size``, in order), or any iterable of batches as
+                :func:`~interp_engine.capture.iter_activations` takes (tensors,
+                (input, ...) tuples, dicts with ``"image"``); the activations are
+                the layer's output pooled by ``pooling``, one row per image, and the
+                forward stops after the layer.
+            labels: (N, C) boolean concept labels (0/1 integers accepted), or, without
+                a model, a PackedBits of shape (C, N); required unless the data are
+                Broden, whose labels are then "label present in the image": any pixel
+                of any pixel-category map, or an image-level label, for labels
+                1..num_labels-1 (names from ``label_names``; unnamed numbers
+                ``"label<k>"``).  A concept with no positive sample (or no negative
+                one) can never make an admissible formula change and is never chosen.
+            concept_names: C names (default Broden's label names, else ``"c0", "c1", ...``).
             neurons: column indices to explain (default all K), in the order wanted.
             top: how many formulas per neuron to return in ``top`` (1..beam; None = the
                 whole final beam).
 
         Returns:
-            An :class:`InvertResult` with one :class:`NeuronExplanation` per neuron.
+            An :class:`InvertResult` with one :class:`NeuronExplanation` per neuron and
+            the activations searched attached (with a model: float32, and the labels).
         """
         given = {"length": length, "beam": beam, "min_fraction": min_fraction, "max_fraction": max_fraction,
                  "mode": mode, "pvalue_method": pvalue_method}
         overrides = {key: v for key, v in given.items() if v is not None}
         if overrides:
-            other = Invert(**dict(self.params, **overrides), num_threads=self.num_threads or None)
-            return other.explain(activations, labels, concept_names, neurons=neurons, top=top)
+            other = Invert(**dict(self._settings(), **overrides))
+            other.model, other.layer = self.model, self.layer
+            return other.explain(data, labels, concept_names, neurons=neurons, top=top)
+        if self.model is None:
+            res = self._search(data, labels, concept_names, neurons, top)
+        else:
+            from .collect import collect
+
+            acts, lab, names = collect(self.model, self.layer, data, labels, concept_names, pooling=self.pooling,
+                                       batch_size=self.batch_size, num_workers=self.num_workers,
+                                       device=self.device)
+            res = self._search(acts, lab, names, neurons, top)
+            res.labels = lab
+        return res
+
+    def _search(self, activations: Any, labels: Any, concept_names: Optional[Sequence[str]],
+                neurons: Optional[Iterable[int]], top: Optional[int]) -> InvertResult:
         acts = activations_array(activations)
         n, k = acts.shape
         pb = packed_labels(labels, n)
@@ -314,56 +230,18 @@ class Invert:
             if len(names) != c:
                 raise ValueError(f"concept_names must have one name per concept column: expected {c}; "
                                  f"got {len(names)}")
-        if neurons is None:
-            idx = list(range(k))
-        else:
-            if isinstance(neurons, (int, np.integer)) and not isinstance(neurons, bool):
-                neurons = [neurons]
-            if isinstance(neurons, (str, bytes)) or not hasattr(neurons, "__iter__"):
-                raise TypeError(f"neurons must be an integer or a sequence of integers; got {describe(neurons)}")
-            idx = []
-            for j in neurons:
-                if isinstance(j, (bool, np.bool_)) or not isinstance(j, (int, np.integer)):
-                    raise TypeError(f"neurons must be integers; got {describe(j)}")
-                if not 0 <= j < k:
-                    raise ValueError(f"neurons: index {j} out of range [0, {k}) (K = {k} neurons)")
-                idx.append(int(j))
+        idx = check_neurons(neurons, k)
         if top is None:
             top_n = self.beam
         else:
             top_n = check_positive_int(top, "top", minimum=1)
             if top_n > self.beam:
                 raise ValueError(f"top must be <= beam ({self.beam}); got {top}")
-        index = _core.RankConceptIndex(pb.words, n, self.num_threads)
-        out = _core._rank_beam_search(acts, index, self.length, self.beam, self.min_fraction,
-                                      self.max_fraction, self.mode == "negative", True, idx,
-                                      self.num_threads, self.pvalue_method)
-        results = [self._neuron_result(out, i, j, names, n, top_n) for i, j in enumerate(idx)]
-        return InvertResult(results, names, self.params, activations=acts)
-
-    @staticmethod
-    def _neuron_result(out: Dict[str, np.ndarray], i: int, neuron: int, names: List[str], n: int,
-                       top_n: int) -> NeuronExplanation:
-        status = int(out["status"][i])
-        count = int(out["count"][i])
-        exps = []
-        for b in range(min(count, top_n)):
-            length = int(out["lengths"][i, b])
-            codes = out["codes"][i, b, :length]
-            ops = out["ops"][i, b, :length]
-            concepts = tuple(int(x) // 2 for x in codes)
-            negated = tuple(bool(x & 1) for x in codes)
-            terms = tuple((None if t == 0 else ("AND" if ops[t] == 0 else "OR"), names[concepts[t]],
-                           negated[t]) for t in range(length))
-            auc = float(out["auc"][i, b])
-            n1 = int(out["n1"][i, b])
-            exps.append(Explanation(formula=format_formula(terms), terms=terms, concepts=concepts,
-                                    negated=negated, length=length, auc=auc,
-                                    differentiability=2.0 * abs(auc - 0.5), concept_fraction=n1 / n,
-                                    p_value=float(out["pvalue"][i, b]), n_inside=n1))
-        return NeuronExplanation(neuron=neuron, best=exps[0] if exps else None, top=tuple(exps),
-                                 note=_STATUS_NOTES.get(status, ""),
-                                 evaluations=int(out["evaluations"][i]))
+        out = beam_search(acts, pb, length=self.length, beam=self.beam, min_fraction=self.min_fraction,
+                          max_fraction=self.max_fraction, negative=self.mode == "negative", neurons=idx,
+                          pvalues=True, pvalue_method=self.pvalue_method, num_threads=self.num_threads)
+        results = [neuron_result(out, i, j, names, n, top_n) for i, j in enumerate(idx)]
+        return InvertResult(results, names, self.params, activations=acts, num_samples=n, num_neurons=k)
 
     @classmethod
     def from_model(cls, model: Any, layer: str, data: Any, *, labels: Any = None,
@@ -373,109 +251,11 @@ class Invert:
                    max_fraction: float = 0.5, mode: str = "positive",
                    neurons: Optional[Iterable[int]] = None, top: Optional[int] = 1,
                    num_threads: Optional[int] = None, pvalue_method: str = "auto") -> InvertResult:
-        """Explain the neurons of ``layer`` of a torch model on a dataset.
-
-        Activations are collected with :func:`interp_engine.capture.pooled_activations`
-        (``pooling="mean"`` or ``"max"`` over the spatial positions; linear and token
-        layers as the capture adapters read them), one row per image in data order.
-
-        Args:
-            model: a ``torch.nn.Module`` (call ``model.eval()`` first).
-            layer: the submodule name, as in ``model.named_modules()``.
-            data: a :class:`~interp_engine.data.BrodenDataset` (or a DataLoader over one):
-                concept labels are then, unless ``labels`` is given, "label present in the
-                image": any pixel of any pixel-category map, or an image-level label, for
-                labels 1..num_labels-1 (names from ``label_names``; unnamed numbers
-                ``"label<k>"``); or a torch Dataset (batched with ``batch_size``), or
-                any iterable of batches as :func:`~interp_engine.capture.iter_activations`
-                takes (tensors, (input, ...) tuples, dicts with ``"image"``).
-            labels: a (N, C) boolean matrix, one row per image in data order (needed
-                unless ``data`` is Broden).
-            concept_names: C names (default: Broden's label names, else ``c0, c1, ...``).
-            pooling, batch_size, num_workers, device: data collection.
-            length, beam, min_fraction, max_fraction, mode, num_threads, pvalue_method: as
-                in :class:`Invert`; neurons, top: as in :meth:`explain`.
-
-        Returns:
-            The :class:`InvertResult` of :meth:`explain`, with ``activations`` (N, K)
-            float32 and ``labels`` (N, C) bool attached.
-        """
-        inv = cls(length=length, beam=beam, min_fraction=min_fraction, max_fraction=max_fraction,
-                  mode=mode, num_threads=num_threads, pvalue_method=pvalue_method)
-        if pooling not in ("mean", "max"):
-            raise ValueError(f"pooling must be 'mean' or 'max'; got {pooling!r}")
-        if not isinstance(layer, str):
-            raise TypeError(f"layer must be a module name (str); got {type(layer).__name__}")
-        import torch
-
-        from ...capture import pooled_activations
-
-        batch_size = check_positive_int(batch_size, "batch_size", minimum=1)
-        broden = _broden_dataset(data)
-        if broden is not None and data is broden:
-            from ...data import broden_loader
-
-            batches: Any = broden_loader(broden, batch_size=batch_size, num_workers=num_workers)
-        elif isinstance(data, torch.utils.data.Dataset) and not isinstance(
-                data, torch.utils.data.IterableDataset):
-            batches = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False,
-                                                  num_workers=num_workers)
-        else:
-            batches = data
-        collect = labels is None
-        if collect and broden is None:
-            raise ValueError("labels is required unless data is a BrodenDataset (or a DataLoader over "
-                             f"one); got data of type {type(data).__name__}")
-        parts: List[np.ndarray] = []
-
-        def recording(it: Iterable[Any]) -> Iterator[Any]:
-            for batch in it:
-                if collect:
-                    parts.append(_present_labels(batch, broden.num_labels))
-                yield batch
-
-        feats = pooled_activations(model, [layer], recording(batches), pooling=pooling, device=device)
-        acts = feats[layer].numpy()
-        if collect:
-            lab = np.concatenate(parts, 0)[:, 1:]
-            names = [nm if nm else f"label{i}" for i, nm in enumerate(broden.label_names)][1:]
-            if concept_names is not None:
-                names = list(concept_names)
-        else:
-            lab = bool_array(labels, "labels", ndim=2, shape_hint="(N images, C concepts)")
-            if lab.shape[0] != acts.shape[0]:
-                raise ValueError(f"labels must have one row per image: the data gave {acts.shape[0]} "
-                                 f"images; labels has shape {tuple(lab.shape)}")
-            names = list(concept_names) if concept_names is not None else None
-        res = inv.explain(acts, lab, names, neurons=neurons, top=top)
-        res.labels = lab
-        return res
-
-
-def _broden_dataset(data: Any) -> Any:
-    """The BrodenDataset behind ``data`` (itself or a DataLoader's dataset), else None."""
-    try:
-        from ...data.broden import BrodenDataset
-    except ImportError:  # pragma: no cover - torch or Pillow missing
-        return None
-    if isinstance(data, BrodenDataset):
-        return data
-    ds = getattr(data, "dataset", None)
-    return ds if isinstance(ds, BrodenDataset) else None
-
-
-def _present_labels(batch: Any, num_labels: int) -> np.ndarray:
-    """(B, num_labels) bool: label present anywhere in the image (pixel maps or image-level)."""
-    if not isinstance(batch, dict) or "pixel_labels" not in batch or "image_labels" not in batch:
-        raise ValueError("a Broden batch must be a dict with 'pixel_labels' and 'image_labels'; got "
-                         f"{describe(batch) if not isinstance(batch, dict) else list(batch)}")
-    pix = np.asarray(batch["pixel_labels"]).reshape(len(batch["pixel_labels"]), -1)
-    img = np.asarray(batch["image_labels"]).reshape(pix.shape[0], -1)
-    b = pix.shape[0]
-    out = np.zeros((b, num_labels), dtype=bool)
-    for arr in (pix, img):
-        if arr.size:
-            rows = np.repeat(np.arange(b), arr.shape[1])
-            out[rows, arr.reshape(-1).astype(np.int64)] = True
-    out[:, 0] = False
-    return out
+        """Deprecated: ``Invert(model, layer, **settings).explain(data, labels, concept_names,
+        neurons=..., top=...)``, which this calls."""
+        warnings.warn("Invert.from_model is deprecated; use Invert(model, layer, **settings).explain(data)",
+                      DeprecationWarning, stacklevel=2)
+        inv = cls(model, layer, length=length, beam=beam, min_fraction=min_fraction, max_fraction=max_fraction,
+                  mode=mode, num_threads=num_threads, pvalue_method=pvalue_method, pooling=pooling,
+                  batch_size=batch_size, num_workers=num_workers, device=device)
+        return inv.explain(data, labels, concept_names, neurons=neurons, top=top)
