@@ -44,8 +44,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..engine._arrays import check_dense_tensor, check_positive_int, describe, float_array
-from ._gradients import iter_layer_gradients
+from ...engine._arrays import check_dense_tensor, check_positive_int, describe, float_array
+from .._gradients import iter_layer_gradients
 
 __all__ = ["RelevanceResult", "LocalContributions", "concept_class_relevance",
            "linear_head_relevance", "concept_maps", "concept_contributions", "plot_local"]
@@ -57,7 +57,7 @@ def _unit_vectors(vectors: Any, concept_names: Optional[Sequence[str]], layer: O
                   ) -> Tuple[np.ndarray, List[str]]:
     """``(L, K)`` float64 unit rows and the concept names from an array or a
     fitted ConceptVectors (whose layer must be ``layer`` when given)."""
-    from .concept_vectors import ConceptVectors
+    from ..concept_vectors import ConceptVectors
 
     names: Optional[List[str]] = None
     if isinstance(vectors, ConceptVectors):
@@ -88,7 +88,7 @@ def _unit_vectors(vectors: Any, concept_names: Optional[Sequence[str]], layer: O
 
 
 def _bchw(t: Any, layer: str, k: int) -> Any:
-    from ..capture import to_bchw
+    from ...capture import to_bchw
 
     t = to_bchw(t, layer=layer)
     if t.shape[1] != k:
@@ -98,7 +98,7 @@ def _bchw(t: Any, layer: str, k: int) -> Any:
 
 
 def _check_model_layer(model: Any, layer: str) -> None:
-    from ..capture import find_module
+    from ...capture import find_module
 
     find_module(model, layer)  # TypeError/ValueError naming the layer and close matches
 
@@ -174,7 +174,7 @@ class RelevanceResult:
         Needs matplotlib."""
         rel = self.relevance
         nr, nc = rel.shape
-        from ..report.figures import agg_figure
+        from ...report.figures import agg_figure
 
         fig = agg_figure(figsize=(min(2 + 0.45 * nc, 30), min(1.5 + 0.35 * nr, 30)))
         ax = fig.add_subplot(1, 1, 1)
@@ -315,7 +315,7 @@ def concept_maps(model: Any, layer: str, vectors: Any, image: Any, *,
     """
     import torch
     import torch.nn.functional as F
-    from ..capture import Capture, model_device_dtype
+    from ...capture import Capture, model_device_dtype
 
     _check_model_layer(model, layer)
     v, _ = _unit_vectors(vectors, concept_names, layer)
@@ -451,7 +451,7 @@ def plot_local(image_uint8: Any, maps: Any, contributions: LocalContributions, p
         raise ValueError(f"maps must be (L, H, W) = ({L}, {img.shape[0]}, {img.shape[1]}) (one "
                          f"map per concept, at the image's size), got shape {m.shape}")
     top = min(check_positive_int(top, "top"), L)
-    from ..report.figures import agg_figure
+    from ...report.figures import agg_figure
 
     fig = agg_figure(figsize=(3 * (top + 1), 6))
     gs = fig.add_gridspec(2, top + 1)
