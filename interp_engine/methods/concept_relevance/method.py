@@ -226,7 +226,7 @@ class ConceptRelevance:
         v, layer = self.vectors, self.layer
         sums = counts = vt = None
         grads = iter_layer_gradients(self.model, layer, inputs, None, batch_size=self.batch_size,
-                                     method="concept_class_relevance")
+                                     method="ConceptRelevance.explain")
         with closing(grads):  # the hook goes even when a check below raises
             for _, g, logits, t in grads:
                 if sums is None:
@@ -302,7 +302,7 @@ class ConceptRelevance:
             target_class = _class_index(target_class, "target_class")
         x = _check_image(image)
         ((a, g, logits, t),) = list(iter_layer_gradients(self.model, layer, x, target_class, batch_size=1,
-                                                          method="concept_contributions", what="image"))
+                                                          method="ConceptRelevance.explain_image", what="image"))
         a = _bchw(a, layer, v.shape[1])[0].to("cpu", torch.float64)   # (K, H, W)
         g = _bchw(g, layer, v.shape[1])[0].to("cpu", torch.float64)
         vt = torch.as_tensor(v)
