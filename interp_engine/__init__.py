@@ -104,9 +104,9 @@ _METHOD_NAMES = {"Invert": ".methods.invert", "InvertResult": ".methods.invert",
                  "plot_region": ".report.represent_page",
                  "grad_cam": ".methods.cam", "average_drop_increase": ".methods.cam",
                  **{n: ".methods.concept_relevance" for n in (
-                     "concept_class_relevance", "linear_head_relevance", "concept_maps",
-                     "concept_contributions", "plot_local", "RelevanceResult",
-                     "LocalContributions")},
+                     "ConceptRelevance", "concept_class_relevance", "linear_head_relevance", "concept_maps",
+                     "concept_contributions", "RelevanceResult", "LocalContributions")},
+                 "plot_local": ".report.relevance_plots",
                  **{n: ".methods.topics" for n in (
                      "TopicInterpretation", "extract_topics", "Topics", "validate_topic_matrix",
                      "PredictionDifference", "NeuronEdit", "EditEffect")}}

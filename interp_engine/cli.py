@@ -612,11 +612,11 @@ def _run_invert(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _probe(model, layers, ds, args.model, transform, maps=False)
     print(f"INVERT on {layers[0]} of {args.model} on {root} ({len(ds)} images; p-values: "
           f"{args.pvalue_method})", flush=True)
-    res = Invert.from_model(model, layers[0], ds, pooling=args.pooling, batch_size=args.batch_size,
-                            num_workers=args.num_workers, device=args.device, length=args.length,
-                            beam=args.beam, min_fraction=args.min_fraction, max_fraction=args.max_fraction,
-                            mode=args.mode, num_threads=args.threads or None,
-                            pvalue_method=args.pvalue_method)
+    res = Invert(model, layers[0], pooling=args.pooling, batch_size=args.batch_size,
+                 num_workers=args.num_workers, device=args.device, length=args.length,
+                 beam=args.beam, min_fraction=args.min_fraction, max_fraction=args.max_fraction,
+                 mode=args.mode, num_threads=args.threads or None,
+                 pvalue_method=args.pvalue_method).explain(ds)
     index = out.final_path(write_invert_report(res, out.tmp, title=f"INVERT: {layers[0]} of {args.model}"))
     out.commit(argv)
     best = sorted((r for r in res if r.best is not None), key=lambda r: -r.differentiability)

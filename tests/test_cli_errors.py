@@ -240,7 +240,7 @@ def test_ctrl_c_without_checkpoint_or_in_other_commands(tiny, tmp_path, capsys, 
         raise KeyboardInterrupt
 
     monkeypatch.setattr(dissection.Dissection, "explain", interrupt)
-    monkeypatch.setattr(invert.Invert, "from_model", interrupt)
+    monkeypatch.setattr(invert.Invert, "explain", interrupt)
     out = tmp_path / "o"
     assert cli.main(["dissect", "--dataset", str(tiny), "--out", str(out), "--quiet"]) == 130
     err = capsys.readouterr().err

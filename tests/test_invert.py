@@ -1,6 +1,7 @@
 """INVERT: rank kernels against numpy/scipy/sklearn, the beam search against a
 slow reference that scores every formula by sorting, a real-data test on
-scikit-learn digits, from_model, and bad inputs."""
+scikit-learn digits, the model path (Invert(model, layer).explain), and bad inputs
+(results, their files and the deprecated aliases: test_invert_result.py)."""
 import math
 
 import _child
@@ -278,7 +279,7 @@ def bundled(tmp_path_factory):
     root = concept_dataset(tmp_path_factory.mktemp("invert") / "ds", seed=3, num_images=400)
     ds = BrodenDataset(root, transform=DEFAULT_TRANSFORM)
     model = load_default_model()
-    res = {layer: Invert.from_model(model, layer, ds, length=1, beam=1) for layer in ("conv2", "conv4")}
+    res = {layer: Invert(model, layer, length=1, beam=1).explain(ds) for layer in ("conv2", "conv4")}
     return {layer: r.activations for layer, r in res.items()}, res["conv4"].labels
 
 
@@ -424,8 +425,7 @@ def test_from_model_on_digits_with_a_torch_classifier():
     yt = torch.tensor(y)
     labels = y[:, None] == np.arange(10)[None]
     ds = torch.utils.data.TensorDataset(xt, yt)
-    res = Invert.from_model(model, "0", ds, labels=labels, concept_names=[str(d) for d in range(10)],
-                            batch_size=256, length=2, beam=5)
+    res = Invert(model, "0", batch_size=256, length=2, beam=5).explain(ds, labels, [str(d) for d in range(10)])
     with torch.no_grad():
         np.testing.assert_allclose(res.activations, model(xt).numpy(), rtol=1e-5, atol=1e-5)
     assert res.labels.shape == (1797, 10)
@@ -445,7 +445,7 @@ def test_from_model_broden_labels_present_in_image(tmp_path):
     make_broden(str(root))
     ds = BrodenDataset(str(root), transform=None)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1))
-    res = Invert.from_model(model, "0", ds, pooling="max", length=2, beam=3, max_fraction=0.75)
+    res = Invert(model, "0", pooling="max", length=2, beam=3, max_fraction=0.75).explain(ds)
     # expected labels: present anywhere in the maps or among the image-level labels
     exp = np.zeros((len(ds), ds.num_labels), bool)
     for i in range(len(ds)):
@@ -461,8 +461,8 @@ def test_from_model_broden_labels_present_in_image(tmp_path):
     # a DataLoader over the dataset works the same
     from interp_engine.data import broden_loader
 
-    res2 = Invert.from_model(model, "0", broden_loader(ds, batch_size=3), pooling="max", length=2,
-                             beam=3, max_fraction=0.75)
+    res2 = Invert(model, "0", pooling="max", length=2, beam=3, max_fraction=0.75).explain(
+        broden_loader(ds, batch_size=3))
     assert [r.top for r in res2] == [r.top for r in res]
 
 
@@ -483,8 +483,7 @@ def test_from_model_stops_after_the_layer(tmp_path):
         model[int(name)].register_forward_hook(lambda *a, name=name: calls.__setitem__(name, calls[name] + 1))
     x = torch.randn(10, 3, 8, 8)
     labels = np.random.default_rng(0).random((10, 3)) < 0.4
-    res = Invert.from_model(model, "1", torch.utils.data.TensorDataset(x), labels=labels, batch_size=4,
-                            length=1)
+    res = Invert(model, "1", batch_size=4, length=1).explain(torch.utils.data.TensorDataset(x), labels)
     assert calls == {"1": 3, "2": 0, "6": 0}          # 3 batches reach the layer, nothing after it
     with torch.no_grad():
         np.testing.assert_allclose(res.activations, model[:2](x).mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
@@ -492,7 +491,7 @@ def test_from_model_stops_after_the_layer(tmp_path):
     make_broden(str(root))
     ds = BrodenDataset(str(root), transform=None)
     calls.update({"1": 0, "2": 0, "6": 0})
-    Invert.from_model(model, "1", ds, batch_size=2, length=1, max_fraction=1.0)
+    Invert(model, "1", batch_size=2, length=1, max_fraction=1.0).explain(ds)
     assert calls["1"] > 0 and calls["2"] == 0 and calls["6"] == 0
 
 
@@ -554,7 +553,7 @@ def test_documented_results_constant_neuron_no_positive_concept_no_admissible():
 
 def test_records_and_lazy_torch_free_import():
     acts, labels = tied_data(11, n=80, k=2, c=3)
-    rec = Invert(length=1).explain(acts, labels, list("abc")).to_records()
+    rec = Invert(length=1).explain(acts, labels, list("abc")).table()
     assert [r["neuron"] for r in rec] == [0, 1] and set(rec[0]) >= {"formula", "auc", "p_value"}
     code = ("import sys, interp_engine as ie; assert 'Invert' in ie.__all__; ie.Invert; "
             "import numpy as np; ie.Invert(length=1).explain(np.arange(6.)[:, None], "

@@ -7,6 +7,11 @@
     ``AUC(neuron, concept) = P(a_i > a_j | i in concept, j not in concept)``,
     ties counted 1/2: the Mann-Whitney U statistic divided by ``n1 * n0``,
     equal to ``sklearn.metrics.roc_auc_score(labels[:, c], activations[:, k])``.
+``beam_search``
+    INVERT's beam search over concept formulas (docs/algorithms.md §3), per
+    neuron: the best ``beam`` formulas of at most ``length`` atoms by exact
+    AUC (the kernel behind :class:`interp_engine.Invert`, which turns its
+    arrays into explanations).
 ``mannwhitney_pvalues``
     The two-sided Mann-Whitney U p-value as ``scipy.stats.mannwhitneyu(outside,
     inside, method=method)`` (scipy 1.17): ``"asymptotic"`` is the normal
@@ -25,15 +30,15 @@ gets NaN for both AUC and p-value.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .._loader import core as _core
-from ._arrays import bool_array, check_num_threads, describe, float_array
+from ._arrays import INT32_MAX, bool_array, check_num_threads, check_positive_int, check_real, describe, float_array
 from .cover import PackedBits
 
-__all__ = ["midranks", "auc", "mannwhitney_pvalues", "PVALUE_METHODS"]
+__all__ = ["midranks", "auc", "mannwhitney_pvalues", "beam_search", "PVALUE_METHODS"]
 
 PVALUE_METHODS = ("auto", "asymptotic", "exact")
 
@@ -137,3 +142,85 @@ def mannwhitney_pvalues(activations: Any, labels: Any, *, method: str = "auto",
     method = check_pvalue_method(method)
     a, p = _run(activations, labels, True, num_threads, method)
     return a, p
+
+
+def check_fraction(value: Any, name: str) -> float:
+    """A fraction in [0, 1] (NaN refused), as a float."""
+    v = check_real(value, name, allow_nan=True, what="a number in [0, 1]")
+    if not (0.0 <= v <= 1.0):  # also rejects NaN
+        raise ValueError(f"{name} must be in [0, 1]; got {value}")
+    return v
+
+
+def check_neurons(neurons: Any, k: int, name: str = "neurons") -> list:
+    """Column indices in [0, k): an integer or a sequence of integers (None: all k), as a list."""
+    if neurons is None:
+        return list(range(k))
+    if isinstance(neurons, (int, np.integer)) and not isinstance(neurons, bool):
+        neurons = [neurons]
+    if isinstance(neurons, (str, bytes)) or not hasattr(neurons, "__iter__"):
+        raise TypeError(f"{name} must be an integer or a sequence of integers; got {describe(neurons)}")
+    idx = []
+    for j in neurons:
+        if isinstance(j, (bool, np.bool_)) or not isinstance(j, (int, np.integer)):
+            raise TypeError(f"{name} must be integers; got {describe(j)}")
+        if not 0 <= j < k:
+            raise ValueError(f"{name}: index {j} out of range [0, {k}) (K = {k} neurons)")
+        idx.append(int(j))
+    return idx
+
+
+def beam_search(activations: Any, labels: Any, *, length: int = 3, beam: int = 10,
+                min_fraction: float = 0.0, max_fraction: float = 0.5, negative: bool = False,
+                neurons: Optional[Sequence[int]] = None, pvalues: bool = True,
+                pvalue_method: str = "auto", num_threads: Optional[int] = None) -> Dict[str, np.ndarray]:
+    """INVERT's beam search (docs/algorithms.md §3; docs/invert.md): for every
+    neuron asked for, the best ``beam`` distinct sets of samples described by a
+    left-to-right formula of at most ``length`` atoms (a concept or its
+    negation, joined by AND / OR) whose fraction of the samples lies in
+    ``[min_fraction, max_fraction]``, ranked by exact AUC (lowest first with
+    ``negative=True``), ties by fewer atoms, then the smaller code sequence.
+
+    Args:
+        activations: (N, K) float array (numpy or torch; float16/bfloat16/float32/float64).
+        labels: (N, C) boolean array, or PackedBits (C, N).
+        length, beam: maximum atoms per formula and beam size (>= 1).
+        min_fraction, max_fraction: admissible fraction of samples, in [0, 1], min <= max.
+        negative: rank by increasing AUC.
+        neurons: column indices (default all K), in the order wanted.
+        pvalues: compute the Mann-Whitney p-value of every kept formula (else NaN).
+        pvalue_method: as :func:`mannwhitney_pvalues`.
+        num_threads: threads (None: all cores).
+
+    Returns:
+        A dict of arrays, one row per neuron asked for (K' of them), B = ``beam``,
+        L = ``length``: ``status`` (K',) int8 (0 ok, 1 constant activations,
+        2 no admissible formula); ``count`` (K',) int32, formulas in the final
+        beam; ``lengths`` (K', B) int32 atoms of each; ``codes`` (K', B, L)
+        int32 ``2 * concept + negated`` (-1 padded); ``ops`` (K', B, L) int8
+        (0 AND, 1 OR, -1 at position 0 and padding); ``n1`` (K', B) int64
+        samples inside; ``u2`` (K', B) int64 twice the Mann-Whitney U of the
+        inside group; ``auc`` (K', B) float64; ``pvalue`` (K', B) float64;
+        ``evaluations`` (K',) int64 candidate formulas scored.
+    """
+    acts = activations_array(activations)
+    n, k = acts.shape
+    pb = packed_labels(labels, n)
+    if len(pb) < 1:
+        raise ValueError("labels must have at least one concept column; got 0")
+    length = check_positive_int(length, "length", minimum=1, maximum=INT32_MAX)
+    beam = check_positive_int(beam, "beam", minimum=1, maximum=INT32_MAX)
+    lo, hi = check_fraction(min_fraction, "min_fraction"), check_fraction(max_fraction, "max_fraction")
+    if lo > hi:
+        raise ValueError(f"min_fraction must be <= max_fraction; got min_fraction={min_fraction}, "
+                         f"max_fraction={max_fraction}")
+    if not isinstance(negative, (bool, np.bool_)):
+        raise TypeError(f"negative must be a bool; got {describe(negative)}")
+    if not isinstance(pvalues, (bool, np.bool_)):
+        raise TypeError(f"pvalues must be a bool; got {describe(pvalues)}")
+    method = check_pvalue_method(pvalue_method, "pvalue_method")
+    idx = check_neurons(neurons, k)
+    threads = check_num_threads(num_threads)
+    index = _core.RankConceptIndex(pb.words, n, threads)
+    return _core._rank_beam_search(acts, index, length, beam, lo, hi, bool(negative), bool(pvalues), idx,
+                                   threads, method)

@@ -28,6 +28,11 @@ image where only the top ``keep`` fraction of pixels of the map are kept:
 
 Average Drop = ``100 * mean_i max(0, Y_i - O_i) / Y_i`` (lower is better);
 Average Increase = ``100 * mean_i [O_i > Y_i]`` (higher is better).
+
+These stay functions, not method classes (docs/coclustering.md): evaluation
+utilities with nothing to fit and no result beyond their arrays.  The layer's
+output is read through :class:`interp_engine.capture.Capture` (the package's
+one way to hook a model); :func:`average_drop_increase` needs no hook.
 """
 from __future__ import annotations
 

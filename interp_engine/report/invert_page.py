@@ -6,7 +6,6 @@ histograms (inline SVG: no script, no network, no plotting library).
 """
 from __future__ import annotations
 
-import csv
 import html
 import math
 import os
@@ -60,26 +59,23 @@ def write_invert_report(result: Any, out_dir: Union[str, os.PathLike], *,
                         activations: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None,
                         title: str = "INVERT explanations", max_neurons: Optional[int] = None,
                         bins: int = 30) -> Path:
-    """Write ``invert.csv`` and ``index.html`` for an
+    """Write ``invert.csv`` (:meth:`InvertResult.to_csv
+    <interp_engine.methods.invert.InvertResult.to_csv>`: one row per neuron,
+    NaN as empty cells) and ``index.html`` for an
     :class:`~interp_engine.methods.invert.InvertResult`.
 
     Formulas whose p-value is not below 0.05 are marked "not significant".
 
     ``activations`` (N, K) and ``labels`` (N, C) default to those attached to
-    the result by ``Invert.from_model``; without them the page has no
+    the result by ``Invert(model, layer).explain`` (or saved with it); without them the page has no
     histograms.  Neurons are listed by AUC distance from 0.5, best first.
     Returns the path of ``index.html``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     acts = activations if activations is not None else getattr(result, "activations", None)
     labs = labels if labels is not None else getattr(result, "labels", None)
-    records = result.to_records()
-    with open(out / "invert.csv", "w", newline="") as f:
-        fields = ["neuron", "formula", "length", "auc", "differentiability", "concept_fraction", "p_value", "note"]
-        w = csv.DictWriter(f, fields)
-        w.writeheader()
-        for r in records:
-            w.writerow({k: r[k] for k in fields})
+    records = result.table()
+    result.to_csv(out / "invert.csv")  # the one CSV writer (interp_engine._io.write_csv)
     order: List[Any] = sorted(result, key=lambda r: (-(r.differentiability if r.best else -1.0), r.neuron))
     if max_neurons is not None:
         order = order[:max_neurons]
