@@ -905,7 +905,7 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"compiled core: {interp_engine._core.__file__}")
         print(f"threads: {interp_engine.get_num_threads()}")
         return 0
-    if importlib.util.find_spec("torch") is None:  # every command but info runs a model
+    if args.command != "demo" and importlib.util.find_spec("torch") is None:  # the rest run a model
         raise CLIError(f"interp-engine {args.command} runs a PyTorch model, and torch is not installed: "
                        f"pip install torch (or pip install 'interp_engine[torch]')")
     if getattr(args, "threads", 0) < 0:

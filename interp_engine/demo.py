@@ -1,8 +1,7 @@
-"""The engine demo: a miniature Network Dissection on synthetic data with a
-known answer, run end to end through the compiled core.
-
-Until the dissection module lands this is the package's main job
-(`interp-engine demo`). It builds a small concept dataset in memory
+"""The kernels' demo (`interp-engine demo`): a miniature Network Dissection on
+synthetic data with a known answer, run end to end through the compiled core
+with numpy alone (no torch, no model: the command that shows the kernels
+work on a machine without the methods' dependencies). It builds a small concept dataset in memory
 (pixel-labelled colour blobs and an image-level scene label per image), a
 layer of 7x7 "units" whose ground-truth concept is known (each unit responds
 to one colour's mask, one scene, or nothing), then:
