@@ -29,10 +29,10 @@ rank::ActivationsView activations_view(const py::array& x) {
   rank::ActivationsView v;
   std::size_t item;
   if (x.dtype().is(py::dtype::of<float>())) {
-    v.dtype = rank::ActivationsView::Dtype::F32;
+    v.dtype = Dtype::F32;
     item = sizeof(float);
   } else if (x.dtype().is(py::dtype::of<double>())) {
-    v.dtype = rank::ActivationsView::Dtype::F64;
+    v.dtype = Dtype::F64;
     item = sizeof(double);
   } else {
     throw std::invalid_argument("activations must be float32 or float64; got " + dtype_name(x));

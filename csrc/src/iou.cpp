@@ -60,67 +60,20 @@ inline int ctz64(std::uint64_t x) {  // x != 0
 #endif
 }
 
-// ---------------------------------------------------------------------------
-// Widening to float64 (exact for every input kind).
-inline double half_to_double(std::uint16_t h) {
-  const int sign = (h >> 15) & 1;
-  const int exp = (h >> 10) & 0x1F;
-  const int mant = h & 0x3FF;
-  double v;
-  if (exp == 0) {
-    v = std::ldexp(static_cast<double>(mant), -24);  // subnormal (or zero)
-  } else if (exp == 31) {
-    v = mant ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
-  } else {
-    v = std::ldexp(static_cast<double>(mant | 0x400), exp - 25);
-  }
-  return sign ? -v : v;
-}
-
-inline double bf16_to_double(std::uint16_t b) {
-  const std::uint32_t bits = static_cast<std::uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return static_cast<double>(f);
-}
-
-template <FloatKind KIND>
-inline double load_one(const char* p) {
-  if constexpr (KIND == FloatKind::F64) {
-    double v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  } else if constexpr (KIND == FloatKind::F32) {
-    float v;
-    std::memcpy(&v, p, sizeof v);
-    return static_cast<double>(v);
-  } else {
-    std::uint16_t v;
-    std::memcpy(&v, p, sizeof v);
-    return KIND == FloatKind::F16 ? half_to_double(v) : bf16_to_double(v);
-  }
-}
-
 // Reads map (b, k) into buf (row-major h x w, float64).
-template <FloatKind KIND>
+template <Dtype D>
 void load_map(const ActivationView& a, std::int64_t b, std::int64_t k, double* buf) {
   const char* base = static_cast<const char*>(a.data) + b * a.stride[0] + k * a.stride[1];
   for (std::int64_t y = 0; y < a.h; ++y) {
     const char* row = base + y * a.stride[2];
     double* out = buf + y * a.w;
-    for (std::int64_t x = 0; x < a.w; ++x) out[x] = load_one<KIND>(row + x * a.stride[3]);
+    for (std::int64_t x = 0; x < a.w; ++x) out[x] = static_cast<double>(load_wide<D>(row + x * a.stride[3]));
   }
 }
 
 using LoadFn = void (*)(const ActivationView&, std::int64_t, std::int64_t, double*);
-LoadFn loader_for(FloatKind k) {
-  switch (k) {
-    case FloatKind::F16: return &load_map<FloatKind::F16>;
-    case FloatKind::BF16: return &load_map<FloatKind::BF16>;
-    case FloatKind::F32: return &load_map<FloatKind::F32>;
-    case FloatKind::F64: return &load_map<FloatKind::F64>;
-  }
-  fail("IoUTally.update: unknown activation element kind");
+LoadFn loader_for(Dtype d) {
+  return dispatch_dtype(d, [](auto tag) -> LoadFn { return &load_map<decltype(tag)::value>; });
 }
 
 // Maximum of map (b, k) widened to float64, and whether it holds a NaN: the
@@ -168,17 +121,17 @@ __attribute__((target("avx2"))) void flat_max_f32_avx2(const float* p, std::int6
 }
 #endif
 
-template <FloatKind KIND>
+template <Dtype KIND>
 double map_max(const ActivationView& a, std::int64_t b, std::int64_t k, bool& nan) {
   const char* base = static_cast<const char*>(a.data) + b * a.stride[0] + k * a.stride[1];
-  using Native = typename std::conditional<KIND == FloatKind::F64, double, float>::type;
-  if constexpr (KIND == FloatKind::F32 || KIND == FloatKind::F64) {
+  using Native = typename std::conditional<KIND == Dtype::F64, double, float>::type;
+  if constexpr (KIND == Dtype::F32 || KIND == Dtype::F64) {
     if (a.stride[3] == static_cast<std::int64_t>(sizeof(Native)) &&
         a.stride[2] == a.w * static_cast<std::int64_t>(sizeof(Native)) &&
         reinterpret_cast<std::uintptr_t>(base) % alignof(Native) == 0) {  // (else the memcpy loop below)
       double mxd;
 #ifdef IE_IOU_X86_DISPATCH
-      if constexpr (KIND == FloatKind::F32) {
+      if constexpr (KIND == Dtype::F32) {
         static const bool avx2 = __builtin_cpu_supports("avx2");
         if (avx2) {
           flat_max_f32_avx2(reinterpret_cast<const float*>(base), a.h * a.w, mxd, nan);
@@ -196,11 +149,7 @@ double map_max(const ActivationView& a, std::int64_t b, std::int64_t k, bool& na
     const char* row = base + y * a.stride[2];
     for (std::int64_t x = 0; x < a.w; ++x) {
       Native v;
-      if constexpr (KIND == FloatKind::F64 || KIND == FloatKind::F32) {
-        std::memcpy(&v, row + x * a.stride[3], sizeof v);
-      } else {
-        v = static_cast<float>(load_one<KIND>(row + x * a.stride[3]));  // exact
-      }
+      v = load_wide<KIND>(row + x * a.stride[3]);  // exact
       bad |= (v != v);
       mx = v > mx ? v : mx;
     }
@@ -210,14 +159,8 @@ double map_max(const ActivationView& a, std::int64_t b, std::int64_t k, bool& na
 }
 
 using MaxFn = double (*)(const ActivationView&, std::int64_t, std::int64_t, bool&);
-MaxFn max_for(FloatKind k) {
-  switch (k) {
-    case FloatKind::F16: return &map_max<FloatKind::F16>;
-    case FloatKind::BF16: return &map_max<FloatKind::BF16>;
-    case FloatKind::F32: return &map_max<FloatKind::F32>;
-    case FloatKind::F64: return &map_max<FloatKind::F64>;
-  }
-  fail("IoUTally.update: unknown activation element kind");
+MaxFn max_for(Dtype d) {
+  return dispatch_dtype(d, [](auto tag) -> MaxFn { return &map_max<decltype(tag)::value>; });
 }
 
 // The hot test of a block of contiguous float32 maps in one streaming pass
@@ -1229,8 +1172,8 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   // shared and a failed update changes nothing.
   const AxisTable& ty = table(acts.h, sh_, true);
   const AxisTable& tx = table(acts.w, sw_, false);
-  const LoadFn load = loader_for(acts.kind);
-  const MaxFn mapmax = max_for(acts.kind);
+  const LoadFn load = loader_for(acts.dtype);
+  const MaxFn mapmax = max_for(acts.dtype);
 #ifdef IE_IOU_X86_DISPATCH
   const HRangeFn hrange = isa >= 2 ? &hrange_avx512 : isa >= 1 ? &hrange_scalar<&hrow_hw> : &hrange_scalar<&hrow_soft>;
   const VmaskRowsFn vmask_rows = isa >= 2 ? &vmask_rows_avx512 : isa >= 1 ? &vmask_rows_each<&vmask_hw> : &vmask_rows_each<&vmask_soft>;
@@ -1248,7 +1191,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   // contiguous float32 maps; texp repeats each unit's bound h * w times
   std::vector<float> texp;
 #ifdef IE_IOU_X86_DISPATCH
-  if (isa >= 2 && acts.kind == FloatKind::F32 && h * w <= 1024 && acts.stride[3] == 4 && acts.stride[2] == 4 * w &&
+  if (isa >= 2 && acts.dtype == Dtype::F32 && h * w <= 1024 && acts.stride[3] == 4 && acts.stride[2] == 4 * w &&
       acts.stride[1] == 4 * h * w) {
     texp.resize(static_cast<std::size_t>(K_ * h * w));
     for (std::int64_t k = 0; k < K_; ++k)

@@ -20,27 +20,6 @@
 namespace interp_engine {
 namespace quantile {
 
-Kind kind_from_string(const std::string& s) {
-  if (s == "f16") return Kind::F16;
-  if (s == "bf16") return Kind::BF16;
-  if (s == "f32") return Kind::F32;
-  if (s == "f64") return Kind::F64;
-  throw std::invalid_argument("unknown element kind '" + s + "' (expected f16, bf16, f32 or f64)");
-}
-
-std::size_t kind_size(Kind k) {
-  switch (k) {
-    case Kind::F16:
-    case Kind::BF16:
-      return 2;
-    case Kind::F32:
-      return 4;
-    case Kind::F64:
-      return 8;
-  }
-  return 0;
-}
-
 std::uint64_t splitmix64(std::uint64_t& state) {
   std::uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -57,62 +36,6 @@ std::uint64_t channel_rng_seed(std::uint64_t seed, std::uint64_t channel) {
 }
 
 namespace {
-
-inline float half_to_float(std::uint16_t h) {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  std::uint32_t exp = (h >> 10) & 0x1Fu;
-  std::uint32_t mant = h & 0x3FFu;
-  std::uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: normalize
-      int e = -1;
-      do {
-        ++e;
-        mant <<= 1;
-      } while ((mant & 0x400u) == 0);
-      mant &= 0x3FFu;
-      bits = sign | (static_cast<std::uint32_t>(127 - 15 - e) << 23) | (mant << 13);
-    }
-  } else if (exp == 0x1F) {
-    bits = sign | 0x7F800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-inline double load(const unsigned char* p, Kind k) {
-  switch (k) {
-    case Kind::F16: {
-      std::uint16_t h;
-      std::memcpy(&h, p, 2);
-      return static_cast<double>(half_to_float(h));
-    }
-    case Kind::BF16: {
-      std::uint16_t h;
-      std::memcpy(&h, p, 2);
-      const std::uint32_t bits = static_cast<std::uint32_t>(h) << 16;
-      float f;
-      std::memcpy(&f, &bits, 4);
-      return static_cast<double>(f);
-    }
-    case Kind::F32: {
-      float f;
-      std::memcpy(&f, p, 4);
-      return static_cast<double>(f);
-    }
-    case Kind::F64: {
-      double d;
-      std::memcpy(&d, p, 8);
-      return d;
-    }
-  }
-  return 0.0;
-}
 
 constexpr std::size_t kBlock = 4096;
 
@@ -258,19 +181,19 @@ void radix_sort(std::vector<T>& v) {
   for (std::size_t i = 0; i < v.size(); ++i) v[i] = ofrom(keys[i], T{});
 }
 
-// Reads channel c of the batch in blocks of OutT and calls fn(ptr, n).  NaN
-// are dropped (and counted) when skip_nan; the caller guarantees there are
-// none otherwise.
-template <typename Kernel, typename OutT, typename Fn>
+// Reads channel c of the batch (of type D) in blocks of OutT and calls
+// fn(ptr, n).  NaN are dropped (and counted) when skip_nan; the caller
+// guarantees there are none otherwise.
+template <Dtype D, typename OutT, typename Fn>
 void gather_typed(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uint64_t& nan_count, OutT* buf,
                   Fn&& fn) {
   std::size_t fill = 0;
   const unsigned char* base = b.data + c * b.stride_c;
-  const std::size_t esz = kind_size(b.kind);
-  const bool contiguous = b.stride_b == static_cast<std::int64_t>(esz);
+  using In = typename DtypeTraits<D>::Stored;
+  const bool contiguous = b.stride_b == static_cast<std::int64_t>(sizeof(In));
   // long contiguous rows already of the output type go straight to fn (no
   // copy; the sketch does not depend on how the stream is chunked)
-  constexpr bool same_type = std::is_same<typename Kernel::type, OutT>::value;
+  constexpr bool same_type = std::is_same<In, OutT>::value;
   // (the rows of a numpy view may sit at any byte address: the direct path
   // needs aligned rows, the copy reads through memcpy)
   const bool aligned = (reinterpret_cast<std::uintptr_t>(base) % alignof(OutT)) == 0 &&
@@ -294,16 +217,15 @@ void gather_typed(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uin
       const std::int64_t take = std::min<std::int64_t>(b.size_b - j, static_cast<std::int64_t>(kBlock - fill));
       OutT* dst = buf + fill;
       if (contiguous) {
-        using In = typename Kernel::type;
         const unsigned char* src = row + j * static_cast<std::int64_t>(sizeof(In));
         for (std::int64_t t = 0; t < take; ++t) {
           In x;
           std::memcpy(&x, src + t * static_cast<std::int64_t>(sizeof(In)), sizeof(In));
-          dst[t] = static_cast<OutT>(Kernel::conv(x));
+          dst[t] = static_cast<OutT>(DtypeTraits<D>::widen(x));
         }
       } else {
         const unsigned char* p = row + j * b.stride_b;
-        for (std::int64_t t = 0; t < take; ++t, p += b.stride_b) dst[t] = static_cast<OutT>(load(p, b.kind));
+        for (std::int64_t t = 0; t < take; ++t, p += b.stride_b) dst[t] = static_cast<OutT>(load_wide<D>(p));
       }
       std::size_t added = static_cast<std::size_t>(take);
       if (skip_nan) {  // compact NaN out of the freshly read part
@@ -330,67 +252,26 @@ void gather_typed(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uin
   if (fill > 0) fn(static_cast<const OutT*>(buf), fill);
 }
 
-struct KF32 {
-  using type = float;
-  static float conv(float v) { return v; }
-};
-struct KF64 {
-  using type = double;
-  static double conv(double v) { return v; }
-};
-struct KF16 {
-  using type = std::uint16_t;
-  static float conv(std::uint16_t v) { return half_to_float(v); }
-};
-struct KBF16 {
-  using type = std::uint16_t;
-  static float conv(std::uint16_t v) {
-    const std::uint32_t bits = static_cast<std::uint32_t>(v) << 16;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
-  }
-};
-
-// Values as double (exact for every kind).
+// Values as double (exact for every type).
 template <typename Fn>
 void gather(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uint64_t& nan_count, double* buf,
             Fn&& fn) {
-  switch (b.kind) {
-    case Kind::F16:
-      gather_typed<KF16>(b, c, skip_nan, nan_count, buf, fn);
-      break;
-    case Kind::BF16:
-      gather_typed<KBF16>(b, c, skip_nan, nan_count, buf, fn);
-      break;
-    case Kind::F32:
-      gather_typed<KF32>(b, c, skip_nan, nan_count, buf, fn);
-      break;
-    case Kind::F64:
-      gather_typed<KF64>(b, c, skip_nan, nan_count, buf, fn);
-      break;
-  }
+  dispatch_dtype(b.dtype, [&](auto tag) { gather_typed<decltype(tag)::value>(b, c, skip_nan, nan_count, buf, fn); });
 }
 
-// Values as float for the 16/32-bit kinds, double for float64; fn must take
+// Values as float for the 16/32-bit types, double for float64; fn must take
 // both (const float*, n) and (const double*, n).
 template <typename Fn>
 void gather_native(const StridedBatch& b, std::int64_t c, bool skip_nan, std::uint64_t& nan_count, float* fbuf,
                    double* dbuf, Fn&& fn) {
-  switch (b.kind) {
-    case Kind::F16:
-      gather_typed<KF16>(b, c, skip_nan, nan_count, fbuf, fn);
-      break;
-    case Kind::BF16:
-      gather_typed<KBF16>(b, c, skip_nan, nan_count, fbuf, fn);
-      break;
-    case Kind::F32:
-      gather_typed<KF32>(b, c, skip_nan, nan_count, fbuf, fn);
-      break;
-    case Kind::F64:
-      gather_typed<KF64>(b, c, skip_nan, nan_count, dbuf, fn);
-      break;
-  }
+  dispatch_dtype(b.dtype, [&](auto tag) {
+    constexpr Dtype D = decltype(tag)::value;
+    if constexpr (D == Dtype::F64) {
+      gather_typed<D>(b, c, skip_nan, nan_count, dbuf, fn);
+    } else {
+      gather_typed<D>(b, c, skip_nan, nan_count, fbuf, fn);
+    }
+  });
 }
 
 void check_batch(const StridedBatch& b, std::int64_t channels) {
@@ -1056,29 +937,13 @@ KllSketch KllSketch::from_parts(int k, std::uint64_t rng_state, std::uint64_t n,
 // ------------------------------------------------------------ ChannelSketch
 
 namespace {
-// NaN test on raw bits: exponent all ones and mantissa non-zero, i.e. the
-// magnitude bits above those of infinity (an unsigned max reduction over a
-// row vectorizes).
-struct NanF32 {
-  using U = std::uint32_t;
-  static constexpr U kAbs = 0x7FFFFFFFu, kInf = 0x7F800000u;
-};
-struct NanF64 {
-  using U = std::uint64_t;
-  static constexpr U kAbs = 0x7FFFFFFFFFFFFFFFULL, kInf = 0x7FF0000000000000ULL;
-};
-struct NanF16 {
-  using U = std::uint16_t;
-  static constexpr U kAbs = 0x7FFFu, kInf = 0x7C00u;
-};
-struct NanBF16 {
-  using U = std::uint16_t;
-  static constexpr U kAbs = 0x7FFFu, kInf = 0x7F80u;
-};
-
-template <typename K>
+// NaN test on raw bits: a magnitude (kAbs) above the bits of infinity
+// (kInf), i.e. exponent all ones and mantissa non-zero (an unsigned max
+// reduction over a row vectorizes).
+template <Dtype D>
 bool channel_has_nan(const StridedBatch& b, std::int64_t c) {
-  using U = typename K::U;
+  using K = DtypeTraits<D>;
+  using U = typename K::Bits;
   const unsigned char* base = b.data + c * b.stride_c;
   for (std::int64_t a = 0; a < b.size_a; ++a) {
     const unsigned char* row = base + a * b.stride_a;
@@ -1105,9 +970,10 @@ bool channel_has_nan(const StridedBatch& b, std::int64_t c) {
 }  // namespace
 
 namespace {
-template <typename K>
+template <Dtype D>
 bool span_has_nan(const unsigned char* data, std::size_t n) {
-  using U = typename K::U;
+  using K = DtypeTraits<D>;
+  using U = typename K::Bits;
   U mx = 0;
   for (std::size_t j = 0; j < n; ++j) {
     U u;  // memcpy: the data may be misaligned (compiles to a plain load)
@@ -1143,7 +1009,7 @@ void for_each_piece(const StridedBatch& b, std::int64_t c, Fn&& fn) {
 // NaN scan then reads memory in order instead of channel by channel (for a
 // (N, C, H, W) batch a channel is N short rows far apart).
 bool dense_block(const StridedBatch& b, const unsigned char*& lo, std::size_t& count) {
-  const std::int64_t esz = static_cast<std::int64_t>(kind_size(b.kind));
+  const std::int64_t esz = static_cast<std::int64_t>(dtype_size(b.dtype));
   std::int64_t n[3] = {b.channels, b.size_a, b.size_b}, st[3] = {b.stride_c, b.stride_a, b.stride_b};
   const unsigned char* p = b.data;
   int m = 0;
@@ -1183,7 +1049,7 @@ bool batch_has_nan(const StridedBatch& b, int num_threads) {
   std::size_t total = 0;
   if (dense_block(b, lo, total)) {
     constexpr std::size_t kChunk = 65536;
-    const std::size_t esz = kind_size(b.kind);
+    const std::size_t esz = dtype_size(b.dtype);
     parallel_for(
         (total + kChunk - 1) / kChunk, 4,
         [&](std::size_t i0, std::size_t i1, int) {
@@ -1191,14 +1057,8 @@ bool batch_has_nan(const StridedBatch& b, int num_threads) {
             check_interrupt();
             const unsigned char* p = lo + i * kChunk * esz;
             const std::size_t n = std::min(kChunk, total - i * kChunk);
-            bool r = false;
-            switch (b.kind) {
-              case Kind::F16: r = span_has_nan<NanF16>(p, n); break;
-              case Kind::BF16: r = span_has_nan<NanBF16>(p, n); break;
-              case Kind::F32: r = span_has_nan<NanF32>(p, n); break;
-              case Kind::F64: r = span_has_nan<NanF64>(p, n); break;
-            }
-            if (r) found.store(true);
+            if (dispatch_dtype(b.dtype, [&](auto tag) { return span_has_nan<decltype(tag)::value>(p, n); }))
+              found.store(true);
           }
         },
         num_threads);
@@ -1212,12 +1072,7 @@ bool batch_has_nan(const StridedBatch& b, int num_threads) {
           const auto ci = static_cast<std::int64_t>(c);
           bool r = false;
           for_each_piece(b, ci, [&](const StridedBatch& piece) {
-            switch (b.kind) {
-              case Kind::F16: r = channel_has_nan<NanF16>(piece, 0); break;
-              case Kind::BF16: r = channel_has_nan<NanBF16>(piece, 0); break;
-              case Kind::F32: r = channel_has_nan<NanF32>(piece, 0); break;
-              case Kind::F64: r = channel_has_nan<NanF64>(piece, 0); break;
-            }
+            r = dispatch_dtype(b.dtype, [&](auto tag) { return channel_has_nan<decltype(tag)::value>(piece, 0); });
             return r;
           });
           if (r) found.store(true);

@@ -56,45 +56,6 @@ void check_sizes(const MapsView& in, std::int64_t out_h, std::int64_t out_w) {
 }
 
 // ---------------------------------------------------------------- element reads
-double half_to_double(std::uint16_t h) {
-  const int sign = (h >> 15) & 1;
-  const int exp = (h >> 10) & 0x1f;
-  const int mant = h & 0x3ff;
-  double v;
-  if (exp == 0) {
-    v = std::ldexp(static_cast<double>(mant), -24);
-  } else if (exp == 31) {
-    v = mant ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
-  } else {
-    v = std::ldexp(static_cast<double>(mant | 0x400), exp - 25);
-  }
-  return sign ? -v : v;
-}
-
-template <Dtype D>
-inline double load(const char* p) {
-  if constexpr (D == Dtype::F64) {
-    double v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  } else if constexpr (D == Dtype::F32) {
-    float v;
-    std::memcpy(&v, p, sizeof v);
-    return static_cast<double>(v);
-  } else if constexpr (D == Dtype::F16) {
-    std::uint16_t v;
-    std::memcpy(&v, p, sizeof v);
-    return half_to_double(v);
-  } else {
-    std::uint16_t v;
-    std::memcpy(&v, p, sizeof v);
-    const std::uint32_t bits = static_cast<std::uint32_t>(v) << 16;
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return static_cast<double>(f);
-  }
-}
-
 // Round a double to float32, to nearest, ties to even, as numpy's
 // astype(float32) and Pillow's stores do (IEEE conversion; a finite value
 // beyond the float range lies between FLT_MAX and infinity, so the cast is
@@ -116,7 +77,7 @@ bool gather(const MapsView& in, std::int64_t b, std::int64_t k, double* dst, dou
     const char* row = base + y * in.stride[2];
     double* out = dst + y * in.w;
     for (std::int64_t x = 0; x < in.w; ++x) {
-      const double v = load<D>(row + x * in.stride[3]);
+      const double v = static_cast<double>(load_wide<D>(row + x * in.stride[3]));
       out[x] = v;
       nan |= std::isnan(v);
       m = v > m ? v : m;
@@ -130,13 +91,7 @@ bool gather(const MapsView& in, std::int64_t b, std::int64_t k, double* dst, dou
 }
 
 bool gather_any(const MapsView& in, std::int64_t b, std::int64_t k, double* dst, double& mx, double& mabs) {
-  switch (in.dtype) {
-    case Dtype::F64: return gather<Dtype::F64>(in, b, k, dst, mx, mabs);
-    case Dtype::F32: return gather<Dtype::F32>(in, b, k, dst, mx, mabs);
-    case Dtype::F16: return gather<Dtype::F16>(in, b, k, dst, mx, mabs);
-    case Dtype::BF16: return gather<Dtype::BF16>(in, b, k, dst, mx, mabs);
-  }
-  fail("unknown dtype");
+  return dispatch_dtype(in.dtype, [&](auto tag) { return gather<decltype(tag)::value>(in, b, k, dst, mx, mabs); });
 }
 
 // ---------------------------------------------------------------- one map

@@ -16,7 +16,7 @@ using namespace interp_engine::iou;
 static ActivationView view(const std::vector<double>& a, std::int64_t B, std::int64_t K, std::int64_t h,
                            std::int64_t w) {
   auto v = interp_engine_test::contiguous_f64_view<ActivationView>(a.data(), B, K, h, w);
-  v.kind = FloatKind::F64;
+  v.dtype = interp_engine::Dtype::F64;
   return v;
 }
 

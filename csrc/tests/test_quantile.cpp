@@ -41,7 +41,7 @@ static StridedBatch view(const std::vector<float>& x, std::int64_t channels) {
   // x laid out (N, C): channel c at x[i*C + c]
   StridedBatch b;
   b.data = reinterpret_cast<const unsigned char*>(x.data());
-  b.kind = Kind::F32;
+  b.dtype = interp_engine::Dtype::F32;
   b.channels = channels;
   b.size_a = 1;
   b.size_b = static_cast<std::int64_t>(x.size()) / channels;

@@ -23,7 +23,7 @@ static bool close(double a, double b, double rtol) { return std::fabs(a - b) <= 
 static rank::ActivationsView view(const std::vector<double>& x, std::size_t n, std::size_t k) {
   rank::ActivationsView v;
   v.data = x.data();
-  v.dtype = rank::ActivationsView::Dtype::F64;
+  v.dtype = Dtype::F64;
   v.n = n;
   v.k = k;
   v.stride_n = static_cast<std::ptrdiff_t>(k);

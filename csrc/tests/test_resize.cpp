@@ -14,6 +14,7 @@
 #include "interp_engine/resize.hpp"
 
 using namespace interp_engine::resize;
+using interp_engine::Dtype;
 
 static MapsView view64(const std::vector<double>& a, std::int64_t B, std::int64_t K, std::int64_t h,
                        std::int64_t w) {

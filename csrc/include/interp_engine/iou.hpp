@@ -36,22 +36,21 @@
 #include <memory>
 #include <vector>
 
+#include "interp_engine/dtype.hpp"
+
 namespace interp_engine {
 namespace iou {
 
 enum class UnitRule : int { Annotated = 0, Lite = 1 };
 
-// Element type of the activations (read in place, any strides).
-enum class FloatKind : int { F16 = 0, BF16 = 1, F32 = 2, F64 = 3 };
-
 // Element type of the label maps (C-contiguous (B, P, sh, sw)).
 enum class IntKind : int { I8 = 0, U8, I16, U16, I32, U32, I64, U64 };
 
-// A (B, K, h, w) activation array: pointer to element [0, 0, 0, 0] and byte
-// strides (may be negative or zero).
+// A (B, K, h, w) activation array of any Dtype (read in place): pointer to
+// element [0, 0, 0, 0] and byte strides (may be negative or zero).
 struct ActivationView {
   const void* data = nullptr;
-  FloatKind kind = FloatKind::F32;
+  Dtype dtype = Dtype::F32;
   std::int64_t B = 0, K = 0, h = 0, w = 0;
   std::int64_t stride[4] = {0, 0, 0, 0};  // bytes
 };

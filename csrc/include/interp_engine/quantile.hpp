@@ -27,20 +27,17 @@
 #include <string>
 #include <vector>
 
+#include "interp_engine/dtype.hpp"
+
 namespace interp_engine {
 namespace quantile {
 
-// Element kinds read at the boundary.
-enum class Kind : int { F16 = 0, BF16 = 1, F32 = 2, F64 = 3 };
-Kind kind_from_string(const std::string& s);  // "f16", "bf16", "f32", "f64"
-std::size_t kind_size(Kind k);
-
-// A strided view of the observations of a batch: channel c's values are
-// data + c*stride_c + a*stride_a + b*stride_b (byte strides, may be negative)
-// for a < size_a, b < size_b.
+// A strided view of the observations of a batch, of any Dtype: channel c's
+// values are data + c*stride_c + a*stride_a + b*stride_b (byte strides, may
+// be negative) for a < size_a, b < size_b.
 struct StridedBatch {
   const unsigned char* data = nullptr;
-  Kind kind = Kind::F32;
+  Dtype dtype = Dtype::F32;
   std::int64_t channels = 0, size_a = 0, size_b = 0;
   std::int64_t stride_c = 0, stride_a = 0, stride_b = 0;
 };
