@@ -114,7 +114,7 @@ py::dict formula_sums_py(const I64& r2, const U64& phi, const IndexHolder& h, co
     throw std::invalid_argument("phi: expected " + std::to_string(nw) + " words");
   const std::int64_t* r = r2.data();
   const bits::word_t* ph = phi.data();
-  const std::int64_t n_phi = bits::count(ph, nw);
+  const std::int64_t n_phi = bits::popcounts(cpu::allowed()).count(ph, nw);
   std::int64_t r_phi = 0, total = 0;
   for (std::size_t j = 0; j < n; ++j) {
     total += r[j];

@@ -46,6 +46,7 @@
 #endif
 
 #include "interp_engine/checked.hpp"
+#include "interp_engine/cpu.hpp"
 #include "interp_engine/parallel.hpp"
 
 namespace interp_engine {
@@ -238,7 +239,7 @@ class BitsState {
  public:
   using gain_t = typename W::gain_t;
   BitsState(const SetFamily& f, W w)
-      : f_(f), w_(w), nw_(bits::words_for(f.n_elements)), covered_(nw_, 0) {
+      : f_(f), w_(w), pc_(bits::popcounts(cpu::allowed())), nw_(bits::words_for(f.n_elements)), covered_(nw_, 0) {
     mark_zero_weights(w_, f.n_elements, covered_);
   }
   std::size_t size() const { return f_.n_candidates; }
@@ -248,7 +249,7 @@ class BitsState {
   gain_t eval(std::size_t c) {
     const word_t* row = f_.bits.row(c);
     if constexpr (W::unit) {
-      return bits::count_andnot(row, covered_.data(), nw_);
+      return pc_.count_andnot(row, covered_.data(), nw_);
     } else {
       gain_t g = 0;
       bits::for_each_bit_andnot(row, covered_.data(), nw_, [&](std::size_t e) { g += w_(e); });
@@ -277,7 +278,7 @@ class BitsState {
     static_assert(W::unit, "update() counts elements");
     if (delta_idx_.size() * 2 > nw_) return eval(c);
     const word_t* row = f_.bits.row(c);
-    return old - bits::count_and_indexed(row, delta_idx_.data(), delta_.data(), delta_idx_.size());
+    return old - pc_.count_and_indexed(row, delta_idx_.data(), delta_.data(), delta_idx_.size());
   }
   double update_cost() const {
     return static_cast<double>(std::min(nw_, delta_idx_.size()));
@@ -286,6 +287,7 @@ class BitsState {
  private:
   const SetFamily& f_;
   W w_;
+  const bits::Popcounts& pc_;  // the variant INTERP_ENGINE_ISA allows when the state was made
   std::size_t nw_;
   std::vector<word_t> covered_;
   std::vector<std::uint32_t> delta_idx_;
@@ -596,9 +598,10 @@ GreedyResult greedy_with(const SetFamily& sets, W w, std::int64_t budget, double
     // path instead (same choices: both are exact).
     const std::size_t n = sets.n_candidates, wpr = bits::words_for(sets.n_elements);
     std::vector<std::int64_t> indptr(n + 1, 0);
+    const auto count = bits::popcounts(cpu::allowed()).count;
     for (std::size_t c = 0; c < n; ++c) {
       if ((c & 255) == 0) check_interrupt();
-      indptr[c + 1] = indptr[c] + bits::count(sets.bits.row(c), wpr);
+      indptr[c + 1] = indptr[c] + count(sets.bits.row(c), wpr);
     }
     if (n > 0 && static_cast<double>(indptr[n]) * 16.0 < static_cast<double>(n) * static_cast<double>(sets.n_elements) &&
         sets.n_elements <= static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "interp_engine/checked.hpp"
+#include "interp_engine/cpu.hpp"
 #include "interp_engine/parallel.hpp"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -79,8 +80,8 @@ LoadFn loader_for(Dtype d) {
 // Maximum of map (b, k) widened to float64, and whether it holds a NaN: the
 // cheap first look at every map (most maps of a layer never reach their
 // unit's threshold and are not read again).
-// Contiguous float32 / float64 maps: a vectorizable pass (AVX2 when the CPU
-// has it; max and a NaN flag are exact whatever the order).
+// Contiguous float32 / float64 maps: a vectorizable pass (AVX2 when allowed;
+// max and a NaN flag are exact whatever the order).
 template <typename F>
 inline void flat_max_generic(const F* p, std::int64_t n, double& mx_out, bool& nan) {
   F mx = -std::numeric_limits<F>::infinity();
@@ -121,7 +122,7 @@ __attribute__((target("avx2"))) void flat_max_f32_avx2(const float* p, std::int6
 }
 #endif
 
-template <Dtype KIND>
+template <Dtype KIND, bool AVX2>
 double map_max(const ActivationView& a, std::int64_t b, std::int64_t k, bool& nan) {
   const char* base = static_cast<const char*>(a.data) + b * a.stride[0] + k * a.stride[1];
   using Native = typename std::conditional<KIND == Dtype::F64, double, float>::type;
@@ -131,12 +132,9 @@ double map_max(const ActivationView& a, std::int64_t b, std::int64_t k, bool& na
         reinterpret_cast<std::uintptr_t>(base) % alignof(Native) == 0) {  // (else the memcpy loop below)
       double mxd;
 #ifdef IE_IOU_X86_DISPATCH
-      if constexpr (KIND == Dtype::F32) {
-        static const bool avx2 = __builtin_cpu_supports("avx2");
-        if (avx2) {
-          flat_max_f32_avx2(reinterpret_cast<const float*>(base), a.h * a.w, mxd, nan);
-          return mxd;
-        }
+      if constexpr (KIND == Dtype::F32 && AVX2) {
+        flat_max_f32_avx2(reinterpret_cast<const float*>(base), a.h * a.w, mxd, nan);
+        return mxd;
       }
 #endif
       flat_max_generic(reinterpret_cast<const Native*>(base), a.h * a.w, mxd, nan);
@@ -159,8 +157,11 @@ double map_max(const ActivationView& a, std::int64_t b, std::int64_t k, bool& na
 }
 
 using MaxFn = double (*)(const ActivationView&, std::int64_t, std::int64_t, bool&);
-MaxFn max_for(Dtype d) {
-  return dispatch_dtype(d, [](auto tag) -> MaxFn { return &map_max<decltype(tag)::value>; });
+// avx2: the contiguous float32 pass may use AVX2
+MaxFn max_for(Dtype d, bool avx2) {
+  return dispatch_dtype(d, [avx2](auto tag) -> MaxFn {
+    return avx2 ? &map_max<decltype(tag)::value, true> : &map_max<decltype(tag)::value, false>;
+  });
 }
 
 // The hot test of a block of contiguous float32 maps in one streaming pass
@@ -377,25 +378,12 @@ __attribute__((target("avx512f,avx512vl,fma"))) void hrange_avx512(const double*
 }
 #endif
 
-// Instruction sets the kernels may use: 2 = AVX-512 (F, BW, VL, VPOPCNTDQ) + FMA, 1 =
-// AVX2 + FMA + POPCNT, 0 = portable code.  What the CPU has, capped by the environment
-// variable INTERP_ENGINE_IOU_ISA ("avx512", "avx2" or "generic"; read on
-// every update) so that the tests run every variant; all give the same counts.
-int isa_level() {
-  int level = 0;
-#ifdef IE_IOU_X86_DISPATCH
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2")) level = 1;
-  if (level == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq"))
-    level = 2;
-#endif
-  if (const char* cap = std::getenv("INTERP_ENGINE_IOU_ISA")) {
-    const std::string c(cap);
-    if (c == "generic") level = 0;
-    else if (c == "avx2") level = std::min(level, 1);
-  }
-  return level;
+// Instruction sets the kernels may use: 2 = AVX-512 (F, BW, VL, VPOPCNTDQ) +
+// FMA, 1 = AVX2 + FMA + POPCNT, 0 = portable code; of what `cpu` (the CPU,
+// capped by INTERP_ENGINE_ISA: cpu.hpp) allows.  All give the same counts.
+int isa_level(const cpu::Features& f) {
+  if (!(f.avx2 && f.fma && f.popcnt)) return 0;
+  return f.avx512f && f.avx512bw && f.avx512vl && f.avx512vpopcntdq ? 2 : 1;
 }
 
 // Several output rows that read the same two source rows (a run of output
@@ -987,6 +975,11 @@ AxisTable make_axis_table(std::int64_t in, std::int64_t out) {
 
 std::vector<double> upsample_bilinear(const double* a, std::int64_t h, std::int64_t w,
                                       std::int64_t out_h, std::int64_t out_w) {
+  return upsample_bilinear(a, h, w, out_h, out_w, cpu::allowed());
+}
+
+std::vector<double> upsample_bilinear(const double* a, std::int64_t h, std::int64_t w, std::int64_t out_h,
+                                      std::int64_t out_w, const cpu::Features& allowed) {
   if (h <= 0 || w <= 0 || out_h <= 0 || out_w <= 0) fail("interpolation sizes must be positive");
   const std::int64_t n_out = checked_mul(out_h, out_w, "upsample_bilinear: (out_h, out_w)");
   Bytes need("upsample_bilinear");
@@ -994,7 +987,7 @@ std::vector<double> upsample_bilinear(const double* a, std::int64_t h, std::int6
   need.add(out_h + out_w + h + w, 2 * sizeof(std::int32_t) + 2 * sizeof(double));
   need.require();
   const AxisTable ty = make_axis_table(h, out_h), tx = make_axis_table(w, out_w);
-  const RowKernels rk = row_kernels(isa_level());
+  const RowKernels rk = row_kernels(isa_level(allowed));
   std::vector<double> H(static_cast<std::size_t>(h * out_w));
   for (std::int64_t r = 0; r < h; ++r)
     rk.hrow(a + r * w, tx.i0.data(), tx.i1.data(), tx.l0.data(), tx.l1.data(), 0, out_w,
@@ -1133,7 +1126,8 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const std::int64_t P = pixel_labels ? pixel_labels->P : 0;
   const bool derive = image_categories == nullptr;
   const int T0 = num_threads > 0 ? num_threads : get_num_threads();
-  const int isa = isa_level();
+  const cpu::Features allowed = cpu::allowed();  // INTERP_ENGINE_ISA, read once per update
+  const int isa = isa_level(allowed);
 
   const int Tmax = (checked_mul(B, K_, acts.h * acts.w, "activations") < 4096) ? 1 : std::max(1, T0);
   const std::int64_t nub =
@@ -1173,7 +1167,7 @@ void IoUTally::update(const ActivationView& acts, const double* thresholds,
   const AxisTable& ty = table(acts.h, sh_, true);
   const AxisTable& tx = table(acts.w, sw_, false);
   const LoadFn load = loader_for(acts.dtype);
-  const MaxFn mapmax = max_for(acts.dtype);
+  const MaxFn mapmax = max_for(acts.dtype, allowed.avx2);
 #ifdef IE_IOU_X86_DISPATCH
   const HRangeFn hrange = isa >= 2 ? &hrange_avx512 : isa >= 1 ? &hrange_scalar<&hrow_hw> : &hrange_scalar<&hrow_soft>;
   const VmaskRowsFn vmask_rows = isa >= 2 ? &vmask_rows_avx512 : isa >= 1 ? &vmask_rows_each<&vmask_hw> : &vmask_rows_each<&vmask_soft>;

@@ -14,6 +14,7 @@
 #endif
 
 #include "interp_engine/checked.hpp"
+#include "interp_engine/cpu.hpp"
 #include "interp_engine/parallel.hpp"
 #include "interp_engine/sort.hpp"
 
@@ -330,27 +331,29 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void checksum_avx512(const 
 template <typename T>
 using ChecksumFn = void (*)(const T*, std::size_t, std::uint64_t&, std::uint64_t&);
 
+// The widest variant `allowed` permits (all give the same sums).
 template <typename T>
-ChecksumFn<T> checksum_fn() {
+ChecksumFn<T> checksum_fn(const cpu::Features& allowed) {
 #ifdef IE_QUANTILE_X86_DISPATCH
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-    return &checksum_avx512<T>;
-  if (__builtin_cpu_supports("avx2")) return &checksum_avx2<T>;
+  if (allowed.avx512f && allowed.avx512dq && allowed.avx512vl) return &checksum_avx512<T>;
+  if (allowed.avx2) return &checksum_avx2<T>;
 #endif
+  (void)allowed;
   return &checksum_generic<T>;
 }
 }  // namespace
 
-void Checksum::add(const float* values, std::size_t count) {
-  static const ChecksumFn<float> fn = checksum_fn<float>();
-  fn(values, count, sum, xr);
+void Checksum::add(const float* values, std::size_t count, const cpu::Features& allowed) {
+  checksum_fn<float>(allowed)(values, count, sum, xr);
 }
 
-void Checksum::add(const double* values, std::size_t count) {
-  static const ChecksumFn<double> fn = checksum_fn<double>();
-  fn(values, count, sum, xr);
+void Checksum::add(const double* values, std::size_t count, const cpu::Features& allowed) {
+  checksum_fn<double>(allowed)(values, count, sum, xr);
 }
+
+void Checksum::add(const float* values, std::size_t count) { add(values, count, cpu::allowed()); }
+
+void Checksum::add(const double* values, std::size_t count) { add(values, count, cpu::allowed()); }
 
 // ---------------------------------------------------------------- KllSketch
 
@@ -1111,6 +1114,7 @@ void ChannelSketch::update(const StridedBatch& b, bool skip_nan, int num_threads
   // state and random stream are its own, so the result does not depend on
   // which thread takes it.
   const int t = effective_threads(C, grain, num_threads);
+  const cpu::Features allowed = cpu::allowed();  // the checksum's instructions
   const std::size_t group = std::max<std::size_t>(grain, C / (static_cast<std::size_t>(t) * 8));
   const std::size_t groups = (C + group - 1) / group;
   parallel_for_dynamic(
@@ -1124,7 +1128,7 @@ void ChannelSketch::update(const StridedBatch& b, bool skip_nan, int num_threads
           gather_native(b, static_cast<std::int64_t>(c), skip_nan, nan_count_[c], fbuf.data(), dbuf.data(),
                         [&](const auto* p, std::size_t n) {
                           s.update(p, n);
-                          cs.add(p, n);
+                          cs.add(p, n, allowed);
                         });
         }
       },
@@ -1225,6 +1229,7 @@ void ExactPass::update(const StridedBatch& b, bool skip_nan, int num_threads) {
   if (!skip_nan && batch_has_nan(b, num_threads))
     throw std::invalid_argument("x contains NaN (pass nan='skip' to ignore and count them)");
   const std::size_t per = static_cast<std::size_t>(b.size_a * b.size_b);
+  const cpu::Features allowed = cpu::allowed();  // the checksum's instructions
   parallel_for(
       static_cast<std::size_t>(channels_), std::max<std::size_t>(1, 32768 / std::max<std::size_t>(per, 1)),
       [&](std::size_t c0, std::size_t c1, int) {
@@ -1234,7 +1239,7 @@ void ExactPass::update(const StridedBatch& b, bool skip_nan, int num_threads) {
           Checksum& cs = checksums_[c];
           gather(b, static_cast<std::int64_t>(c), skip_nan, nan_count_[c], buf.data(), [&](const double* p, std::size_t n) {
             count_[c] += n;
-            cs.add(p, n);
+            cs.add(p, n, allowed);
             for (std::int64_t j = 0; j < m_; ++j) {
               Bracket& B = br[j];
               const double lo = B.lo, hi = B.hi;

@@ -11,6 +11,7 @@
 #include <limits>
 #include <string>
 
+#include "interp_engine/cpu.hpp"
 #include "interp_engine/iou.hpp"
 #include "interp_engine/parallel.hpp"
 
@@ -129,6 +130,7 @@ struct Plan {
   std::int64_t h, w, oh, ow;
   Taps tx, ty;  // used when the axis changes size (Antialias, Pil)
   bool need_x, need_y;
+  cpu::Features allowed;  // what the kernels may use (cpu::allowed(), once per call)
   bool hw;      // run the AVX2+FMA variant
   double skip_rel;  // maps with max + skip_rel * max|value| < T cannot fire (Antialias)
 };
@@ -249,21 +251,13 @@ __attribute__((target("avx2,fma"))) void antialias_map_hw(const Plan& p, Work& w
 __attribute__((target("avx2,fma"))) void pil_map_hw(const Plan& p, Work& wk, float* out) {
   pil_map_impl<true>(p, wk, out);
 }
-// AVX2 + FMA available, and not capped by INTERP_ENGINE_RESIZE_ISA=generic
-// (read at every call; for tests).
-bool use_hw() {
-  static const bool cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const char* cap = std::getenv("INTERP_ENGINE_RESIZE_ISA");
-  return cpu && !(cap && std::string(cap) == "generic");
-}
 #else
 void antialias_map_hw(const Plan& p, Work& wk, double* out) { antialias_map_impl<false>(p, wk, out); }
 void pil_map_hw(const Plan& p, Work& wk, float* out) { pil_map_impl<false>(p, wk, out); }
-bool use_hw() { return false; }
 #endif
 
 void bilinear_map(const Plan& p, Work& wk, double* out) {
-  const std::vector<double> v = iou::upsample_bilinear(wk.a.data(), p.h, p.w, p.oh, p.ow);
+  const std::vector<double> v = iou::upsample_bilinear(wk.a.data(), p.h, p.w, p.oh, p.ow, p.allowed);
   std::memcpy(out, v.data(), v.size() * sizeof(double));
 }
 
@@ -289,7 +283,8 @@ Plan make_plan(const MapsView& in, std::int64_t out_h, std::int64_t out_w, Metho
   p.h = in.h, p.w = in.w, p.oh = out_h, p.ow = out_w;
   p.need_x = in.w != out_w;
   p.need_y = in.h != out_h;
-  p.hw = use_hw();
+  p.allowed = cpu::allowed();
+  p.hw = p.allowed.avx2 && p.allowed.fma;
   if (method != Method::Bilinear) {
     const bool pil = method == Method::Pil;
     if (p.need_x) p.tx = make_taps(in.w, out_w, pil);

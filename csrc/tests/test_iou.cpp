@@ -36,6 +36,17 @@ int main() {
     std::vector<double> u = upsample_bilinear(a.data(), 1, 2, 1, 4);
     CHECK(u[0] == 0.0 && u[1] == 1.0 && u[2] == 3.0 && u[3] == 4.0);
   }
+  // every row-kernel variant this CPU can run (INTERP_ENGINE_ISA levels)
+  // gives the same upsampled values, bit for bit
+  {
+    namespace cpu = interp_engine::cpu;
+    std::vector<double> a(7 * 5);
+    for (std::size_t i = 0; i < a.size(); ++i) a[i] = std::sin(0.37 * static_cast<double>(i * i)) * 3.1;
+    const std::vector<double> ref =
+        upsample_bilinear(a.data(), 7, 5, 23, 61, cpu::capped(cpu::detected(), cpu::Isa::Generic));
+    for (cpu::Isa cap : {cpu::Isa::Avx2, cpu::Isa::Avx512})
+      CHECK(upsample_bilinear(a.data(), 7, 5, 23, 61, cpu::capped(cpu::detected(), cap)) == ref);
+  }
   // hot bound
   CHECK(hot_bound(1.0) < 1.0 && hot_bound(-1.0) < -1.0 && hot_bound(0.0) < 0.0);
   CHECK(std::isinf(hot_bound(std::numeric_limits<double>::infinity())));

@@ -1,6 +1,6 @@
 // Standalone C++ test of rank.hpp / rank.cpp (no Python).
 // Build and run:
-//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_rank.cpp csrc/src/rank.cpp csrc/src/bitset.cpp csrc/src/parallel.cpp -pthread -o /tmp/test_rank
+//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_rank.cpp csrc/src/rank.cpp csrc/src/bitset.cpp csrc/src/cpu.cpp csrc/src/parallel.cpp -pthread -o /tmp/test_rank
 //   /tmp/test_rank
 #include "check.hpp"
 

@@ -36,6 +36,7 @@
 #include <memory>
 #include <vector>
 
+#include "interp_engine/cpu.hpp"
 #include "interp_engine/dtype.hpp"
 
 namespace interp_engine {
@@ -74,9 +75,13 @@ struct AxisTable {
 AxisTable make_axis_table(std::int64_t in, std::int64_t out);
 
 // Upsample one row-major (h, w) float64 map to (out_h, out_w) with the exact
-// arithmetic above (for tests and for users who want the map itself).
+// arithmetic above (for tests and for users who want the map itself), with
+// the instructions `allowed` permits (the first form: cpu::allowed(), read
+// now).
 std::vector<double> upsample_bilinear(const double* a, std::int64_t h, std::int64_t w,
                                       std::int64_t out_h, std::int64_t out_w);
+std::vector<double> upsample_bilinear(const double* a, std::int64_t h, std::int64_t w,
+                                      std::int64_t out_h, std::int64_t out_w, const cpu::Features& allowed);
 
 // The lower bound below which a cell can never make a pixel exceed T (see
 // iou.cpp).  T = +inf: +inf (nothing fires); T = -inf: -inf.

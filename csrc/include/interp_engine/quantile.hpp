@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "interp_engine/cpu.hpp"
 #include "interp_engine/dtype.hpp"
 
 namespace interp_engine {
@@ -154,6 +155,11 @@ class KllSketch {
 // data).  Merging adds the sums and xors the xors: exact.
 struct Checksum {
   std::uint64_t sum = 0, xr = 0;
+  // With the instructions `allowed` permits (cpu::allowed(), taken once per
+  // top-level operation; every choice gives the same sums), or cpu::allowed()
+  // read at this call.
+  void add(const float* values, std::size_t count, const cpu::Features& allowed);
+  void add(const double* values, std::size_t count, const cpu::Features& allowed);
   void add(const float* values, std::size_t count);
   void add(const double* values, std::size_t count);
   void merge(const Checksum& o) {
