@@ -1,5 +1,5 @@
 // Standalone C++ tests of the IoU tally core (hand-computed cases).
-//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_iou.cpp csrc/src/iou.cpp csrc/src/parallel.cpp -pthread
+//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_iou.cpp csrc/src/iou_*.cpp csrc/src/cpu.cpp csrc/src/parallel.cpp -pthread
 #include "check.hpp"
 #include <cmath>
 #include <cstdint>

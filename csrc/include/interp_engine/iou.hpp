@@ -17,8 +17,8 @@
 //   (verified bit for bit against torch; see tests/test_iou.py).  A pixel is
 //   active when v > T (strict, float64).  The upsampled maps are never
 //   materialized: only pixels whose 2x2 source neighbourhood holds a "hot"
-//   cell are evaluated (see iou.cpp for the proof that no other pixel can
-//   fire).
+//   cell are evaluated (see hot_bound in iou_upsample.cpp for the proof that
+//   no other pixel can fire).
 // * Label 0 means "no label" and is never tallied.  A pixel carrying label c
 //   in several label maps counts once per map; an image-level label counts as
 //   a mask covering the whole image (out_h * out_w pixels), once per column
@@ -84,8 +84,10 @@ std::vector<double> upsample_bilinear(const double* a, std::int64_t h, std::int6
                                       std::int64_t out_h, std::int64_t out_w, const cpu::Features& allowed);
 
 // The lower bound below which a cell can never make a pixel exceed T (see
-// iou.cpp).  T = +inf: +inf (nothing fires); T = -inf: -inf.
+// iou_upsample.cpp).  T = +inf: +inf (nothing fires); T = -inf: -inf.
 double hot_bound(double T);
+
+struct UpdateRun;  // an update in progress (private: csrc/src/iou_internal.hpp)
 
 class IoUTally {
  public:
@@ -114,7 +116,7 @@ class IoUTally {
 
   // Replace all counts (from a saved state).  Sizes and the invariants that
   // update() keeps are checked (invalid_argument naming the field; see
-  // iou.cpp); maps_per_image = P + S (pixel label maps plus image-level
+  // iou_tally.cpp); maps_per_image = P + S (pixel label maps plus image-level
   // columns) when known, else -1.
   void set_counts(std::vector<std::int64_t> intersection, std::vector<std::int64_t> label_pixels,
                   std::vector<std::int64_t> unit_pixels, std::int64_t images, std::int64_t maps_per_image = -1);
@@ -134,6 +136,7 @@ class IoUTally {
   std::int64_t last_masked_images() const { return last_masked_; }
 
  private:
+  friend struct UpdateRun;
   const AxisTable& table(std::int64_t in, std::int64_t out, bool rows);
 
   std::int64_t K_, NL_, NC_, sh_, sw_;
@@ -143,7 +146,7 @@ class IoUTally {
   std::int64_t images_ = 0;
   std::int64_t last_masked_ = 0;
   AxisTable ytab_, xtab_;  // cached for the last (h, w)
-  // update's work buffers (defined in iou.cpp; kept between updates)
+  // update's work buffers (defined in iou_internal.hpp; kept between updates)
   struct Workspace;
   std::shared_ptr<Workspace> ws_;
   // update's intersection deltas: per unit, (label, count) records (capacity
