@@ -25,6 +25,7 @@
 #include "interp_engine/cover.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -32,17 +33,6 @@
 
 #if defined(__linux__)
 #include <sys/mman.h>
-#endif
-#include <cstdlib>
-
-#ifdef INTERP_ENGINE_COVER_TIMING
-#include <time.h>
-
-#include <cstdio>
-// per-phase thread CPU time (ms) of the transpose greedy, printed to stderr
-#define COVER_T(name) timespec name##_ts; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &name##_ts); const double name = name##_ts.tv_sec * 1e3 + name##_ts.tv_nsec * 1e-6
-#else
-#define COVER_T(name)
 #endif
 
 #include "interp_engine/checked.hpp"
@@ -402,7 +392,6 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
   std::vector<std::vector<std::int64_t>> bcnt(static_cast<std::size_t>(t));
   std::vector<G> gain(n, 0);
   const std::uint32_t ne = static_cast<std::uint32_t>(m);
-  COVER_T(T0);
   // phase 1: per-chunk column counts, initial gains, index checks (indices of
   // a row must be strictly increasing: sorted, no duplicates)
   parallel_for(
@@ -436,7 +425,6 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
         }
       },
       t);
-  COVER_T(T1);
   // phase 2: column pointers and per-chunk write offsets
   std::vector<std::int64_t> colptr(m + 1, 0);
   {
@@ -452,7 +440,6 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
     }
     colptr[m] = run;
   }
-  COVER_T(T2);
   // phase 3: scatter, in two passes per chunk so that writes stay local:
   // (a) stage (candidate, low column bits) pairs by bucket of 2**kShift
   // columns, (b) per bucket, place them in their columns (the bucket's column
@@ -491,7 +478,6 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
       t);
   std::vector<std::vector<Off>>().swap(cnt);
 
-  COVER_T(T3);
   std::vector<std::uint8_t> covered(m, 0);
   if constexpr (!W::unit) {
     for (std::size_t el = 0; el < m; ++el) {
@@ -548,10 +534,6 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
     res.gains.push_back(static_cast<double>(best));
     ++step;
   }
-  COVER_T(T4);
-#ifdef INTERP_ENGINE_COVER_TIMING
-  std::fprintf(stderr, "threads %d count %.1f colptr %.1f scatter %.1f loop %.1f ms\n", t, T1 - T0, T2 - T1, T3 - T2, T4 - T3);
-#endif
   res.covered = static_cast<double>(total);
   return res;
 }
