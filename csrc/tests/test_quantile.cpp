@@ -1,6 +1,6 @@
 // Standalone test of the pure C++ quantile sketch (no Python):
 // Build and run from the worktree root:
-//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_quantile.cpp csrc/src/quantile.cpp csrc/src/parallel.cpp -pthread -o /tmp/tq && /tmp/tq
+//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_quantile.cpp csrc/src/quantile_*.cpp csrc/src/cpu.cpp csrc/src/parallel.cpp -pthread -o /tmp/tq && /tmp/tq
 // Returns non-zero on failure.
 #include "check.hpp"
 #include <algorithm>
