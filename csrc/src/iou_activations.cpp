@@ -8,10 +8,6 @@
 
 #include "iou_internal.hpp"
 
-#if defined(IE_IOU_X86_DISPATCH)
-#include <immintrin.h>
-#endif
-
 namespace interp_engine {
 namespace iou {
 namespace detail {

@@ -13,10 +13,6 @@
 #include "interp_engine/parallel.hpp"
 #include "iou_internal.hpp"
 
-#if defined(IE_IOU_X86_DISPATCH)
-#include <immintrin.h>
-#endif
-
 namespace interp_engine {
 namespace iou {
 namespace detail {

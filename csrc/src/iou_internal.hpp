@@ -27,7 +27,8 @@
 #include "interp_engine/iou.hpp"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define IE_IOU_X86_DISPATCH 1
+#define IE_IOU_X86_DISPATCH 1  // the AVX2 / AVX-512 variants, picked at run time
+#include <immintrin.h>
 #endif
 
 namespace interp_engine {

@@ -9,10 +9,6 @@
 
 #include "iou_internal.hpp"
 
-#if defined(IE_IOU_X86_DISPATCH)
-#include <immintrin.h>
-#endif
-
 namespace interp_engine {
 namespace iou {
 namespace detail {
@@ -187,6 +183,46 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) void column_pixels_avx512(
   }
 }
 #endif
+// The last stage of scan_labels for an image kept as label masks: the
+// columns padded to a multiple of 8, every run's bits set in its column, and
+// label_pixels (hist, when not null) from the columns' popcounts.
+void finish_masks(const MaskRun* runs, std::size_t nruns, std::int64_t sh, ImageLabels& out, std::int64_t* hist,
+                  ColPixFn colpix) {
+  const std::int64_t nc = static_cast<std::int64_t>(out.col_label.size());
+  out.ncp = std::max<std::int64_t>(8, (nc + 7) / 8 * 8);
+  out.col_label.resize(static_cast<std::size_t>(out.ncp), 0);
+  const std::size_t nbits = static_cast<std::size_t>(sh * out.wpr * out.ncp);
+  out.bits.resize(nbits);
+  std::memset(out.bits.data(), 0, nbits * sizeof(std::uint64_t));
+  std::uint64_t* bits = out.bits.data();
+  const std::int64_t wpr = out.wpr, ncp = out.ncp;
+  switch (wpr) {  // a fixed number of words per run: no data-dependent branch
+    case 1: fill_masks<1>(runs, nruns, ncp, bits); break;
+    case 2: fill_masks<2>(runs, nruns, ncp, bits); break;
+    case 3: fill_masks<3>(runs, nruns, ncp, bits); break;
+    default: fill_masks<4>(runs, nruns, ncp, bits); break;
+  }
+  if (hist) colpix(bits, sh * wpr, ncp, out.col_label.data(), hist);
+  std::vector<std::uint8_t>().swap(out.e8);
+}
+
+// The last stage of scan_labels for an image kept as run ends (base: its
+// (P, sh, sw) maps, validated by now): the run end of every pixel, and
+// label_pixels counted pixel by pixel into hist when not null (an image that
+// gave the masks up midway: its first runs were not counted).
+template <typename T>
+void finish_run_ends(const T* base, const LabelView& lv, ImageLabels& out, std::int64_t* hist) {
+  const std::int64_t npix = lv.sh * lv.sw;
+  if (hist) {
+    for (std::int64_t i = 0; i < lv.P * npix; ++i)
+      if (base[i] != 0) hist[static_cast<std::size_t>(base[i])] += 1;
+  }
+  out.ncp = 0;
+  out.col_label.clear();
+  std::vector<std::uint64_t>().swap(out.bits);
+  out.e8.resize(static_cast<std::size_t>(lv.P * npix + 16));
+  for (std::int64_t r = 0; r < lv.P * lv.sh; ++r) fill_run_ends(base + r * lv.sw, lv.sw, out.e8.data() + r * lv.sw);
+}
 }  // namespace
 
 ColPixFn column_pixels_for(int level) {
@@ -287,34 +323,9 @@ void scan_labels(const LabelView& lv, std::int64_t b, std::int64_t NL, const std
   for (std::size_t j = 1; j < out.labels.size(); ++j) g2l[static_cast<std::size_t>(out.labels[j])] = -1;
   out.masked = masked;
   if (masked) {
-    const std::int64_t nc = static_cast<std::int64_t>(out.col_label.size());
-    out.ncp = std::max<std::int64_t>(8, (nc + 7) / 8 * 8);
-    out.col_label.resize(static_cast<std::size_t>(out.ncp), 0);
-    const std::size_t nbits = static_cast<std::size_t>(lv.sh * out.wpr * out.ncp);
-    out.bits.resize(nbits);
-    std::memset(out.bits.data(), 0, nbits * sizeof(std::uint64_t));
-    std::uint64_t* bits = out.bits.data();
-    const std::int64_t wpr = out.wpr, ncp = out.ncp;
-    switch (wpr) {  // a fixed number of words per run: no data-dependent branch
-      case 1: fill_masks<1>(runs, nruns, ncp, bits); break;
-      case 2: fill_masks<2>(runs, nruns, ncp, bits); break;
-      case 3: fill_masks<3>(runs, nruns, ncp, bits); break;
-      default: fill_masks<4>(runs, nruns, ncp, bits); break;
-    }
-    if (hist) colpix(bits, lv.sh * wpr, ncp, out.col_label.data(), hist);
-    std::vector<std::uint8_t>().swap(out.e8);
+    finish_masks(runs, nruns, lv.sh, out, hist, colpix);
   } else {
-    if (hist && !hist_by_runs) {
-      // masks given up midway: count the pixels (validated by now)
-      for (std::int64_t i = 0; i < lv.P * npix; ++i)
-        if (base[i] != 0) hist[static_cast<std::size_t>(base[i])] += 1;
-    }
-    out.ncp = 0;
-    out.col_label.clear();
-    std::vector<std::uint64_t>().swap(out.bits);
-    out.e8.resize(static_cast<std::size_t>(lv.P * npix + 16));
-    for (std::int64_t r = 0; r < lv.P * lv.sh; ++r)
-      fill_run_ends(base + r * lv.sw, lv.sw, out.e8.data() + r * lv.sw);
+    finish_run_ends(base, lv, out, hist && !hist_by_runs ? hist : nullptr);
   }
 }
 
