@@ -491,6 +491,33 @@ def test_every_kernel_variant_gives_the_same_counts(isa):
             assert_counts(t, ref)
 
 
+def test_isa_cap_is_read_at_every_call_and_checked(monkeypatch):
+    """INTERP_ENGINE_ISA caps what the kernels may use, read at each call (a
+    change takes effect in a running process); an unknown value is a
+    ValueError naming the variable, raised before any count changes."""
+    has = _core.cpu_features(capped=False)
+    monkeypatch.setenv("INTERP_ENGINE_ISA", "generic")
+    assert not any(_core.cpu_features().values())
+    monkeypatch.setenv("INTERP_ENGINE_ISA", "avx2")
+    assert _core.cpu_features() == {k: v and not k.startswith("avx512") for k, v in has.items()}
+    monkeypatch.setenv("INTERP_ENGINE_ISA", "avx512")
+    assert _core.cpu_features() == has
+    rng = np.random.default_rng(4)
+    acts, thr, pl, il, cat = make_case(rng)
+    t = IoUTally(acts.shape[1], 9, cat, 3, output_size=(13, 11))
+    t.update(acts, thr, pl, il)
+    before = t.intersection.copy()
+    monkeypatch.setenv("INTERP_ENGINE_ISA", "AVX2")
+    with pytest.raises(ValueError, match=r"INTERP_ENGINE_ISA must be one of generic, avx2, avx512 \(or unset\); "
+                                         r"got 'AVX2'"):
+        t.update(acts, thr, pl, il)
+    np.testing.assert_array_equal(t.intersection, before)
+    assert t.images == acts.shape[0]
+    monkeypatch.setenv("INTERP_ENGINE_ISA", "")  # empty: no cap
+    t.update(acts, thr, pl, il)
+    np.testing.assert_array_equal(t.intersection, 2 * before)
+
+
 @pytest.mark.parametrize("rule", ["annotated", "lite"])
 def test_many_images_in_chunks_and_thread_counts(rule):
     """Images go through the core in chunks of ~4 MB of label data: 60 images
