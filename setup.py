@@ -41,7 +41,8 @@ ext = Pybind11Extension(
     "interp_engine._core",
     sources,
     include_dirs=["csrc/include"],
-    depends=sorted(glob("csrc/include/interp_engine/*.hpp")) + sorted(glob("csrc/python/*.hpp")),
+    # the public headers, the private ones of the areas split into several files, the bindings'
+    depends=sorted(glob("csrc/include/interp_engine/*.hpp") + glob("csrc/src/*.hpp") + glob("csrc/python/*.hpp")),
     cxx_std=17,
     define_macros=[("INTERP_ENGINE_VERSION", f'"{VERSION}"')],
     extra_compile_args=extra_compile_args,

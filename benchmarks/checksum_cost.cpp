@@ -1,7 +1,7 @@
 // Cost of the exact pass's value checksum next to the sketch update it rides on,
 // per value on one core (docs/quantiles.md, "Cost of the value checksum"):
 //   g++ -std=c++17 -O3 -DNDEBUG -Icsrc/include benchmarks/checksum_cost.cpp \
-//       csrc/src/quantile.cpp csrc/src/parallel.cpp -pthread -o /tmp/checksum_cost && /tmp/checksum_cost
+//       csrc/src/quantile_*.cpp csrc/src/cpu.cpp csrc/src/parallel.cpp -pthread -o /tmp/checksum_cost && /tmp/checksum_cost
 #include "interp_engine/quantile.hpp"
 #include <chrono>
 #include <cstdio>

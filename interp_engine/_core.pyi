@@ -18,6 +18,17 @@ def set_num_threads(n: int) -> None:
     """Set the default number of threads of the core (0 = all cores)."""
     ...
 
+def cpu_features(capped: bool = True) -> dict[str, bool]:
+    """The optional instructions the kernels may use now (capped by INTERP_ENGINE_ISA), or with
+    capped=False all the CPU has: popcnt, avx2, fma, avx512f, avx512bw, avx512dq, avx512vl,
+    avx512vpopcntdq."""
+    ...
+
+def cpu_isa() -> str:
+    """The highest INTERP_ENGINE_ISA value that changes anything on this CPU: 'avx512', 'avx2'
+    or 'generic'."""
+    ...
+
 # --- quantile area (csrc/python/bind_quantile.cpp) ---------------------------
 # Low-level core; the public face is interp_engine.ChannelQuantiles.
 

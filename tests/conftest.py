@@ -8,3 +8,21 @@ import pytest
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+ISA_LEVELS = ("generic", "avx2", "avx512")
+
+
+@pytest.fixture(params=ISA_LEVELS)
+def isa(request, monkeypatch):
+    """Runs the test once per INTERP_ENGINE_ISA cap (the instruction sets the
+    compiled kernels may use; read at the start of every core operation),
+    skipping the caps above what this CPU has (they would repeat the run
+    below them)."""
+    from interp_engine import _core
+
+    level = request.param
+    if ISA_LEVELS.index(level) > ISA_LEVELS.index(_core.cpu_isa()):
+        pytest.skip(f"this CPU has no {level} instructions the kernels use")
+    monkeypatch.setenv("INTERP_ENGINE_ISA", level)
+    return level

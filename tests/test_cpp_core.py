@@ -1,4 +1,5 @@
 """Builds and runs the pure C++ tests in csrc/tests (no Python in the core)."""
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,10 +15,7 @@ CXX = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
 @pytest.mark.skipif(not CPP_TESTS, reason="needs the source checkout")
 @pytest.mark.parametrize("src", CPP_TESTS, ids=[p.stem for p in CPP_TESTS])
 def test_cpp_unit(src, tmp_path):
-    area = src.stem[len("test_"):]
-    sources = [src, ROOT / "csrc" / "src" / "parallel.cpp"]
-    sources += [p for p in (ROOT / "csrc" / "src").glob("*.cpp")
-                if p.stem != "parallel" and (p.stem == area or p.stem in _deps(src))]
+    sources = [src, *_sources(src)]
     exe = tmp_path / src.stem
     cmd = [CXX, "-std=c++17", "-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
            "-I", str(ROOT / "csrc" / "include"), *map(str, sources), "-pthread", "-o", str(exe)]
@@ -30,7 +28,40 @@ def test_cpp_unit(src, tmp_path):
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
 
 
-def _deps(src):
-    """Other areas a C++ test needs, from its `#include "interp_engine/<area>.hpp"` lines."""
-    import re
-    return set(re.findall(r'#include "interp_engine/(\w+)\.hpp"', src.read_text()))
+SRC = ROOT / "csrc" / "src"
+INCLUDE = ROOT / "csrc" / "include"
+_PUBLIC = re.compile(r'#include "interp_engine/(\w+)\.hpp"')
+_PRIVATE = re.compile(r'#include "(\w+\.hpp)"')
+
+
+def _area_files(area):
+    """csrc/src/<area>.cpp and the files of its stages, csrc/src/<area>_<stage>.cpp."""
+    return sorted(p for p in SRC.glob("*.cpp") if p.stem == area or p.stem.startswith(area + "_"))
+
+
+def _sources(src):
+    """The core sources a C++ test links: parallel.cpp (every area's threads),
+    then, transitively, the sources of every area whose public header
+    (`#include "interp_engine/<area>.hpp"`) the test, a source or a header
+    includes; the private headers next to the sources (`#include "x.hpp"`)
+    are followed too."""
+    out = [SRC / "parallel.cpp"]
+    seen_areas, seen_files = {"parallel"}, set()
+    todo = [src, SRC / "parallel.cpp"]
+    while todo:
+        f = todo.pop()
+        if f in seen_files or not f.exists():
+            continue
+        seen_files.add(f)
+        text = f.read_text()
+        for name in _PRIVATE.findall(text):
+            todo.append(f.parent / name)
+        for area in _PUBLIC.findall(text):
+            todo.append(INCLUDE / "interp_engine" / f"{area}.hpp")
+            if area in seen_areas:
+                continue
+            seen_areas.add(area)
+            files = _area_files(area)
+            out += files
+            todo += files
+    return out

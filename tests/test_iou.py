@@ -479,16 +479,16 @@ def test_run_index_widths_and_word_edges(rule, size):
     assert_counts(t, ref)
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
-def test_every_kernel_variant_gives_the_same_counts(isa, monkeypatch):
-    """INTERP_ENGINE_IOU_ISA caps the instruction sets the core may use
+def test_every_kernel_variant_gives_the_same_counts(isa):
+    """INTERP_ENGINE_ISA caps the instruction sets the core may use
     (portable code, AVX2 + FMA + POPCNT, AVX-512): every variant this CPU
     can run must give the reference counts, on masks and run ends, on mask
-    words at every offset."""
-    monkeypatch.setenv("INTERP_ENGINE_IOU_ISA", isa)
+    words at every offset; float64 maps and float32 ones (their hot test:
+    AVX2 max pass, AVX-512 block pass or portable loop)."""
     rng = np.random.default_rng(31)
-    for (sh, sw) in ((112, 112), (9, 200), (5, 300), (12, 17)):
-        acts = smooth_field(rng, 4, 6, 7, 7)
+    for (sh, sw), dt in zip(((112, 112), (9, 200), (5, 300), (12, 17), (112, 112), (12, 17)),
+                            (np.float64,) * 4 + (np.float32,) * 2):
+        acts = smooth_field(rng, 4, 6, 7, 7).astype(dt)
         thr = np.quantile(acts.transpose(1, 0, 2, 3).reshape(6, -1), 0.6, axis=1)
         pl = blob_labels(rng, 4, 3, sh, sw, 40)
         pl[1] = rng.integers(0, 40, size=(3, sh, sw))  # fragmented
@@ -499,6 +499,33 @@ def test_every_kernel_variant_gives_the_same_counts(isa, monkeypatch):
             t, ref = run(acts, thr, pl.astype(np.int16), il, cat, 40, 4, (sh, sw), rule, num_threads=2,
                          upsample=_ref_upsample(sh, sw))
             assert_counts(t, ref)
+
+
+def test_isa_cap_is_read_at_every_call_and_checked(monkeypatch):
+    """INTERP_ENGINE_ISA caps what the kernels may use, read at each call (a
+    change takes effect in a running process); an unknown value is a
+    ValueError naming the variable, raised before any count changes."""
+    has = _core.cpu_features(capped=False)
+    monkeypatch.setenv("INTERP_ENGINE_ISA", "generic")
+    assert not any(_core.cpu_features().values())
+    monkeypatch.setenv("INTERP_ENGINE_ISA", "avx2")
+    assert _core.cpu_features() == {k: v and not k.startswith("avx512") for k, v in has.items()}
+    monkeypatch.setenv("INTERP_ENGINE_ISA", "avx512")
+    assert _core.cpu_features() == has
+    rng = np.random.default_rng(4)
+    acts, thr, pl, il, cat = make_case(rng)
+    t = IoUTally(acts.shape[1], 9, cat, 3, output_size=(13, 11))
+    t.update(acts, thr, pl, il)
+    before = t.intersection.copy()
+    monkeypatch.setenv("INTERP_ENGINE_ISA", "AVX2")
+    with pytest.raises(ValueError, match=r"INTERP_ENGINE_ISA must be one of generic, avx2, avx512 \(or unset\); "
+                                         r"got 'AVX2'"):
+        t.update(acts, thr, pl, il)
+    np.testing.assert_array_equal(t.intersection, before)
+    assert t.images == acts.shape[0]
+    monkeypatch.setenv("INTERP_ENGINE_ISA", "")  # empty: no cap
+    t.update(acts, thr, pl, il)
+    np.testing.assert_array_equal(t.intersection, 2 * before)
 
 
 @pytest.mark.parametrize("rule", ["annotated", "lite"])

@@ -288,6 +288,39 @@ def test_exact_mode_detects_changed_data():
         plan.result()  # same counts: the checksums of the values tell
 
 
+# ------------------------------------------------------- the value checksum
+def _checksum_reference(values) -> tuple[int, int]:
+    """The core's checksum of a multiset of values in numpy: over the float64
+    bit patterns b, the sum (mod 2**64) and the xor of splitmix64's finalizer
+    of b."""
+    b = np.asarray(values, dtype=np.float64).ravel().view(np.uint64)
+    z = (b ^ (b >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)  # uint64 arrays wrap
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return int(z.sum(dtype=np.uint64)), int(np.bitwise_xor.reduce(z))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_value_checksum_equals_numpy_under_every_isa(isa, dtype):
+    """The checksum of the values (sketch and exact pass) is computed by the
+    AVX-512, AVX2 or portable kernel as INTERP_ENGINE_ISA allows: each gives
+    numpy's sums, for every element type (float32 and the 16-bit types widen
+    in float, float64 in double), contiguous and strided batches."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((7, 3, 5, 9)) * 10).astype(dtype)
+    x[0, 0, 0, :3] = [0.0, -0.0, np.inf]  # -0.0 and +0.0 are different values
+    strided = x[:, :, ::2, ::-1]
+    ref = np.array([_checksum_reference(np.concatenate([x[:, c].ravel(), strided[:, c].ravel()]))
+                    for c in range(3)], dtype=np.uint64)
+    cq = ChannelQuantiles(3, k=64)
+    cq.update(x).update(strided)
+    np.testing.assert_array_equal(cq.state_dict()["checksum"], ref)
+    plan = cq.exact_pass([0.5])
+    plan.update(strided).update(x)
+    np.testing.assert_array_equal(plan.state_dict()["seen_checksum"], ref)
+    plan.result()  # the passes agree
+
+
 # -------------------------------------------------------- dtypes and layouts
 def _values_of(x, channel_axis=1):
     return channel_values(np.asarray(x, dtype=np.float64), channel_axis)

@@ -383,19 +383,20 @@ def test_modes_differ_only_when_shrinking():
 
 
 def test_kernel_variants_give_the_same_values(monkeypatch):
-    # the AVX2+FMA variant and the portable one (INTERP_ENGINE_RESIZE_ISA=generic)
+    # the AVX2+FMA variants (all the CPU has) and the portable ones
+    # (INTERP_ENGINE_ISA=generic); bilinear runs the IoU tally's row kernels
     rng = np.random.default_rng(9)
     for h, w, sh, sw in shapes(6, 30):
         x = adversarial_maps(rng, h, w)
         with np.errstate(invalid="ignore", over="ignore"):
-            for method in ("antialias", "pil"):
-                monkeypatch.delenv("INTERP_ENGINE_RESIZE_ISA", raising=False)
+            for method in ("bilinear", "antialias", "pil"):
+                monkeypatch.delenv("INTERP_ENGINE_ISA", raising=False)
                 fast = resize_maps(x, (sh, sw), method)
-                monkeypatch.setenv("INTERP_ENGINE_RESIZE_ISA", "generic")
+                monkeypatch.setenv("INTERP_ENGINE_ISA", "generic")
                 np.testing.assert_array_equal(resize_maps(x, (sh, sw), method), fast)
                 thr = np.array([np.median(m[np.isfinite(m)]) if np.isfinite(m).any() else 0.0 for m in x[0]])
                 slow = _core.resize_above(x, "f64", thr, sh, sw, method, 0, "x", False, 0)
-                monkeypatch.delenv("INTERP_ENGINE_RESIZE_ISA")
+                monkeypatch.delenv("INTERP_ENGINE_ISA")
                 np.testing.assert_array_equal(_core.resize_above(x, "f64", thr, sh, sw, method, 0, "x", False, 0),
                                               slow)
 

@@ -36,6 +36,7 @@
 #endif
 
 #include "common.hpp"
+#include "interp_engine/cpu.hpp"
 
 namespace interp_engine {
 namespace py = pybind11;
@@ -217,6 +218,27 @@ void init_common(py::module_& m) {
         "Threads the core uses by default (all cores unless set_num_threads was called).");
   m.def("set_num_threads", &set_num_threads, py::arg("n"),
         "Set the default number of threads of the core (0 = all cores).");
+  m.def(
+      "cpu_features",
+      [](bool capped) {
+        const cpu::Features f = capped ? cpu::allowed() : cpu::detected();
+        py::dict d;
+        d["popcnt"] = f.popcnt;
+        d["avx2"] = f.avx2;
+        d["fma"] = f.fma;
+        d["avx512f"] = f.avx512f;
+        d["avx512bw"] = f.avx512bw;
+        d["avx512dq"] = f.avx512dq;
+        d["avx512vl"] = f.avx512vl;
+        d["avx512vpopcntdq"] = f.avx512vpopcntdq;
+        return d;
+      },
+      py::arg("capped") = true,
+      "The optional instructions the kernels may use now (capped by INTERP_ENGINE_ISA), or with "
+      "capped=False all the CPU has.");
+  m.def(
+      "cpu_isa", [] { return std::string(cpu::isa_name(cpu::needed(cpu::detected()))); },
+      "The highest INTERP_ENGINE_ISA value that changes anything on this CPU: 'avx512', 'avx2' or 'generic'.");
 #ifdef INTERP_ENGINE_VERSION
   m.attr("__version__") = INTERP_ENGINE_VERSION;
 #endif

@@ -217,10 +217,11 @@ I64 popcount_rows_py(const U64& words) {
   I64 out(static_cast<py::ssize_t>(rows));
   std::int64_t* dst = out.mutable_data();
   const std::uint64_t* src = words.data();
+  const auto count = bits::popcounts(cpu::allowed()).count;
   without_gil([&] {
     for (std::size_t i = 0; i < rows; ++i) {
       if ((i & 255) == 0) check_interrupt();
-      dst[i] = bits::count(src + i * wpr, wpr);
+      dst[i] = count(src + i * wpr, wpr);
     }
   });
   return out;

@@ -18,18 +18,6 @@ namespace py = pybind11;
 namespace {
 using iou::IoUTally;
 
-iou::FloatKind float_kind(const std::string& k) {
-  if (k == "f16") return iou::FloatKind::F16;
-  if (k == "bf16") return iou::FloatKind::BF16;
-  if (k == "f32") return iou::FloatKind::F32;
-  if (k == "f64") return iou::FloatKind::F64;
-  throw py::value_error("kind must be one of f16, bf16, f32, f64; got " + k);
-}
-
-std::size_t float_size(iou::FloatKind k) {
-  return (k == iou::FloatKind::F64) ? 8 : (k == iou::FloatKind::F32) ? 4 : 2;
-}
-
 iou::IntKind int_kind(const py::array& a, const char* name) {
   const py::dtype dt = a.dtype();
   const char kind = dt.kind();
@@ -82,8 +70,8 @@ void init_iou(py::module_& m) {
              const py::object& image_categories, int num_threads) {
             if (acts.ndim() != 4) throw py::value_error("activations must be 4-dimensional");
             iou::ActivationView av;
-            av.kind = float_kind(kind);
-            if (static_cast<std::size_t>(acts.itemsize()) != float_size(av.kind))
+            av.dtype = dtype_from_name(kind);
+            if (static_cast<std::size_t>(acts.itemsize()) != dtype_size(av.dtype))
               throw py::type_error("activations: element size does not match kind " + kind);
             set_maps_view(av, acts);
             if (thresholds.ndim() != 1 || thresholds.shape(0) != av.K || av.K != self.num_units())

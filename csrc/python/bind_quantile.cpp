@@ -27,8 +27,8 @@ StridedBatch batch_view(const py::array& x, const std::string& kind) {
     throw std::invalid_argument("internal: expected a 3-D (channels, a, b) view; got ndim " +
                                 std::to_string(x.ndim()));
   StridedBatch b;
-  b.kind = quantile::kind_from_string(kind);
-  if (static_cast<std::size_t>(x.itemsize()) != quantile::kind_size(b.kind))
+  b.dtype = dtype_from_name(kind);
+  if (static_cast<std::size_t>(x.itemsize()) != dtype_size(b.dtype))
     throw std::invalid_argument("internal: itemsize " + std::to_string(x.itemsize()) + " does not match kind " + kind);
   b.data = static_cast<const unsigned char*>(x.data());
   b.channels = x.shape(0);

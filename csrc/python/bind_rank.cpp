@@ -29,10 +29,10 @@ rank::ActivationsView activations_view(const py::array& x) {
   rank::ActivationsView v;
   std::size_t item;
   if (x.dtype().is(py::dtype::of<float>())) {
-    v.dtype = rank::ActivationsView::Dtype::F32;
+    v.dtype = Dtype::F32;
     item = sizeof(float);
   } else if (x.dtype().is(py::dtype::of<double>())) {
-    v.dtype = rank::ActivationsView::Dtype::F64;
+    v.dtype = Dtype::F64;
     item = sizeof(double);
   } else {
     throw std::invalid_argument("activations must be float32 or float64; got " + dtype_name(x));
@@ -114,7 +114,7 @@ py::dict formula_sums_py(const I64& r2, const U64& phi, const IndexHolder& h, co
     throw std::invalid_argument("phi: expected " + std::to_string(nw) + " words");
   const std::int64_t* r = r2.data();
   const bits::word_t* ph = phi.data();
-  const std::int64_t n_phi = bits::count(ph, nw);
+  const std::int64_t n_phi = bits::popcounts(cpu::allowed()).count(ph, nw);
   std::int64_t r_phi = 0, total = 0;
   for (std::size_t j = 0; j < n; ++j) {
     total += r[j];

@@ -18,19 +18,8 @@ namespace interp_engine {
 namespace py = pybind11;
 
 namespace {
-using resize::Dtype;
 using resize::MapsView;
 using resize::Method;
-
-Dtype dtype_of(const std::string& k) {
-  if (k == "f16") return Dtype::F16;
-  if (k == "bf16") return Dtype::BF16;
-  if (k == "f32") return Dtype::F32;
-  if (k == "f64") return Dtype::F64;
-  throw py::value_error("kind must be one of f16, bf16, f32, f64; got " + k);
-}
-
-std::size_t dtype_size(Dtype d) { return d == Dtype::F64 ? 8 : d == Dtype::F32 ? 4 : 2; }
 
 Method method_of(const std::string& m) {
   if (m == "bilinear") return Method::Bilinear;
@@ -42,7 +31,7 @@ Method method_of(const std::string& m) {
 MapsView view_of(const py::array& x, const std::string& kind, const std::string& name) {
   if (x.ndim() != 4) throw py::value_error(name + " must be 4-dimensional (B, K, h, w)");
   MapsView v;
-  v.dtype = dtype_of(kind);
+  v.dtype = dtype_from_name(kind);
   if (static_cast<std::size_t>(x.itemsize()) != dtype_size(v.dtype))
     throw py::type_error(name + ": element size does not match kind " + kind);
   set_maps_view(v, x);

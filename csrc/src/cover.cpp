@@ -25,6 +25,7 @@
 #include "interp_engine/cover.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -33,19 +34,9 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
-#include <cstdlib>
-
-#ifdef INTERP_ENGINE_COVER_TIMING
-#include <time.h>
-
-#include <cstdio>
-// per-phase thread CPU time (ms) of the transpose greedy, printed to stderr
-#define COVER_T(name) timespec name##_ts; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &name##_ts); const double name = name##_ts.tv_sec * 1e3 + name##_ts.tv_nsec * 1e-6
-#else
-#define COVER_T(name)
-#endif
 
 #include "interp_engine/checked.hpp"
+#include "interp_engine/cpu.hpp"
 #include "interp_engine/parallel.hpp"
 
 namespace interp_engine {
@@ -238,7 +229,7 @@ class BitsState {
  public:
   using gain_t = typename W::gain_t;
   BitsState(const SetFamily& f, W w)
-      : f_(f), w_(w), nw_(bits::words_for(f.n_elements)), covered_(nw_, 0) {
+      : f_(f), w_(w), pc_(bits::popcounts(cpu::allowed())), nw_(bits::words_for(f.n_elements)), covered_(nw_, 0) {
     mark_zero_weights(w_, f.n_elements, covered_);
   }
   std::size_t size() const { return f_.n_candidates; }
@@ -248,7 +239,7 @@ class BitsState {
   gain_t eval(std::size_t c) {
     const word_t* row = f_.bits.row(c);
     if constexpr (W::unit) {
-      return bits::count_andnot(row, covered_.data(), nw_);
+      return pc_.count_andnot(row, covered_.data(), nw_);
     } else {
       gain_t g = 0;
       bits::for_each_bit_andnot(row, covered_.data(), nw_, [&](std::size_t e) { g += w_(e); });
@@ -277,7 +268,7 @@ class BitsState {
     static_assert(W::unit, "update() counts elements");
     if (delta_idx_.size() * 2 > nw_) return eval(c);
     const word_t* row = f_.bits.row(c);
-    return old - bits::count_and_indexed(row, delta_idx_.data(), delta_.data(), delta_idx_.size());
+    return old - pc_.count_and_indexed(row, delta_idx_.data(), delta_.data(), delta_idx_.size());
   }
   double update_cost() const {
     return static_cast<double>(std::min(nw_, delta_idx_.size()));
@@ -286,6 +277,7 @@ class BitsState {
  private:
   const SetFamily& f_;
   W w_;
+  const bits::Popcounts& pc_;  // the variant INTERP_ENGINE_ISA allows when the state was made
   std::size_t nw_;
   std::vector<word_t> covered_;
   std::vector<std::uint32_t> delta_idx_;
@@ -400,7 +392,6 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
   std::vector<std::vector<std::int64_t>> bcnt(static_cast<std::size_t>(t));
   std::vector<G> gain(n, 0);
   const std::uint32_t ne = static_cast<std::uint32_t>(m);
-  COVER_T(T0);
   // phase 1: per-chunk column counts, initial gains, index checks (indices of
   // a row must be strictly increasing: sorted, no duplicates)
   parallel_for(
@@ -434,7 +425,6 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
         }
       },
       t);
-  COVER_T(T1);
   // phase 2: column pointers and per-chunk write offsets
   std::vector<std::int64_t> colptr(m + 1, 0);
   {
@@ -450,7 +440,6 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
     }
     colptr[m] = run;
   }
-  COVER_T(T2);
   // phase 3: scatter, in two passes per chunk so that writes stay local:
   // (a) stage (candidate, low column bits) pairs by bucket of 2**kShift
   // columns, (b) per bucket, place them in their columns (the bucket's column
@@ -489,7 +478,6 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
       t);
   std::vector<std::vector<Off>>().swap(cnt);
 
-  COVER_T(T3);
   std::vector<std::uint8_t> covered(m, 0);
   if constexpr (!W::unit) {
     for (std::size_t el = 0; el < m; ++el) {
@@ -546,10 +534,6 @@ GreedyResult run_transpose(const SetFamily& f, W w, std::int64_t budget, double 
     res.gains.push_back(static_cast<double>(best));
     ++step;
   }
-  COVER_T(T4);
-#ifdef INTERP_ENGINE_COVER_TIMING
-  std::fprintf(stderr, "threads %d count %.1f colptr %.1f scatter %.1f loop %.1f ms\n", t, T1 - T0, T2 - T1, T3 - T2, T4 - T3);
-#endif
   res.covered = static_cast<double>(total);
   return res;
 }
@@ -596,9 +580,10 @@ GreedyResult greedy_with(const SetFamily& sets, W w, std::int64_t budget, double
     // path instead (same choices: both are exact).
     const std::size_t n = sets.n_candidates, wpr = bits::words_for(sets.n_elements);
     std::vector<std::int64_t> indptr(n + 1, 0);
+    const auto count = bits::popcounts(cpu::allowed()).count;
     for (std::size_t c = 0; c < n; ++c) {
       if ((c & 255) == 0) check_interrupt();
-      indptr[c + 1] = indptr[c] + bits::count(sets.bits.row(c), wpr);
+      indptr[c + 1] = indptr[c] + count(sets.bits.row(c), wpr);
     }
     if (n > 0 && static_cast<double>(indptr[n]) * 16.0 < static_cast<double>(n) * static_cast<double>(sets.n_elements) &&
         sets.n_elements <= static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "interp_engine/checked.hpp"
+#include "interp_engine/cpu.hpp"
 #include "interp_engine/parallel.hpp"
 #include "interp_engine/sort.hpp"
 
@@ -247,9 +248,10 @@ void auc_pvalues(const ActivationsView& a, const bits::BitMatrixView& sets, doub
   const std::size_t m = sets.rows;
   const std::size_t nw = bits::words_for(a.n);
   std::vector<std::int64_t> counts(m);
+  const auto count = bits::popcounts(cpu::allowed()).count;
   for (std::size_t j = 0; j < m; ++j) {
     if ((j & 255) == 0) check_interrupt();
-    counts[j] = bits::count(sets.row(j), nw);
+    counts[j] = count(sets.row(j), nw);
   }
   const auto n = static_cast<std::int64_t>(a.n);
   // exact null distributions depend only on the group sizes: one per distinct
@@ -294,9 +296,10 @@ ConceptIndex::ConceptIndex(const bits::BitMatrixView& labels, int num_threads)
   const std::size_t nw = bits::words_for(n_);
   counts_.assign(c_, 0);
   complemented_.assign(c_, 0);
+  const auto count = bits::popcounts(cpu::allowed()).count;
   parallel_for(c_, 16, [&](std::size_t b, std::size_t e, int) {
     for (std::size_t c = b; c < e; ++c) {
-      counts_[c] = bits::count(labels.row(c), nw);
+      counts_[c] = count(labels.row(c), nw);
       complemented_[c] = static_cast<std::uint8_t>(2 * counts_[c] > static_cast<std::int64_t>(n_));
     }
   }, num_threads);

@@ -11,6 +11,7 @@
 #include <limits>
 #include <string>
 
+#include "interp_engine/cpu.hpp"
 #include "interp_engine/iou.hpp"
 #include "interp_engine/parallel.hpp"
 
@@ -56,45 +57,6 @@ void check_sizes(const MapsView& in, std::int64_t out_h, std::int64_t out_w) {
 }
 
 // ---------------------------------------------------------------- element reads
-double half_to_double(std::uint16_t h) {
-  const int sign = (h >> 15) & 1;
-  const int exp = (h >> 10) & 0x1f;
-  const int mant = h & 0x3ff;
-  double v;
-  if (exp == 0) {
-    v = std::ldexp(static_cast<double>(mant), -24);
-  } else if (exp == 31) {
-    v = mant ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
-  } else {
-    v = std::ldexp(static_cast<double>(mant | 0x400), exp - 25);
-  }
-  return sign ? -v : v;
-}
-
-template <Dtype D>
-inline double load(const char* p) {
-  if constexpr (D == Dtype::F64) {
-    double v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  } else if constexpr (D == Dtype::F32) {
-    float v;
-    std::memcpy(&v, p, sizeof v);
-    return static_cast<double>(v);
-  } else if constexpr (D == Dtype::F16) {
-    std::uint16_t v;
-    std::memcpy(&v, p, sizeof v);
-    return half_to_double(v);
-  } else {
-    std::uint16_t v;
-    std::memcpy(&v, p, sizeof v);
-    const std::uint32_t bits = static_cast<std::uint32_t>(v) << 16;
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return static_cast<double>(f);
-  }
-}
-
 // Round a double to float32, to nearest, ties to even, as numpy's
 // astype(float32) and Pillow's stores do (IEEE conversion; a finite value
 // beyond the float range lies between FLT_MAX and infinity, so the cast is
@@ -116,7 +78,7 @@ bool gather(const MapsView& in, std::int64_t b, std::int64_t k, double* dst, dou
     const char* row = base + y * in.stride[2];
     double* out = dst + y * in.w;
     for (std::int64_t x = 0; x < in.w; ++x) {
-      const double v = load<D>(row + x * in.stride[3]);
+      const double v = static_cast<double>(load_wide<D>(row + x * in.stride[3]));
       out[x] = v;
       nan |= std::isnan(v);
       m = v > m ? v : m;
@@ -130,13 +92,7 @@ bool gather(const MapsView& in, std::int64_t b, std::int64_t k, double* dst, dou
 }
 
 bool gather_any(const MapsView& in, std::int64_t b, std::int64_t k, double* dst, double& mx, double& mabs) {
-  switch (in.dtype) {
-    case Dtype::F64: return gather<Dtype::F64>(in, b, k, dst, mx, mabs);
-    case Dtype::F32: return gather<Dtype::F32>(in, b, k, dst, mx, mabs);
-    case Dtype::F16: return gather<Dtype::F16>(in, b, k, dst, mx, mabs);
-    case Dtype::BF16: return gather<Dtype::BF16>(in, b, k, dst, mx, mabs);
-  }
-  fail("unknown dtype");
+  return dispatch_dtype(in.dtype, [&](auto tag) { return gather<decltype(tag)::value>(in, b, k, dst, mx, mabs); });
 }
 
 // ---------------------------------------------------------------- one map
@@ -174,6 +130,7 @@ struct Plan {
   std::int64_t h, w, oh, ow;
   Taps tx, ty;  // used when the axis changes size (Antialias, Pil)
   bool need_x, need_y;
+  cpu::Features allowed;  // what the kernels may use (cpu::allowed(), once per call)
   bool hw;      // run the AVX2+FMA variant
   double skip_rel;  // maps with max + skip_rel * max|value| < T cannot fire (Antialias)
 };
@@ -294,21 +251,13 @@ __attribute__((target("avx2,fma"))) void antialias_map_hw(const Plan& p, Work& w
 __attribute__((target("avx2,fma"))) void pil_map_hw(const Plan& p, Work& wk, float* out) {
   pil_map_impl<true>(p, wk, out);
 }
-// AVX2 + FMA available, and not capped by INTERP_ENGINE_RESIZE_ISA=generic
-// (read at every call; for tests).
-bool use_hw() {
-  static const bool cpu = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const char* cap = std::getenv("INTERP_ENGINE_RESIZE_ISA");
-  return cpu && !(cap && std::string(cap) == "generic");
-}
 #else
 void antialias_map_hw(const Plan& p, Work& wk, double* out) { antialias_map_impl<false>(p, wk, out); }
 void pil_map_hw(const Plan& p, Work& wk, float* out) { pil_map_impl<false>(p, wk, out); }
-bool use_hw() { return false; }
 #endif
 
 void bilinear_map(const Plan& p, Work& wk, double* out) {
-  const std::vector<double> v = iou::upsample_bilinear(wk.a.data(), p.h, p.w, p.oh, p.ow);
+  const std::vector<double> v = iou::upsample_bilinear(wk.a.data(), p.h, p.w, p.oh, p.ow, p.allowed);
   std::memcpy(out, v.data(), v.size() * sizeof(double));
 }
 
@@ -334,7 +283,8 @@ Plan make_plan(const MapsView& in, std::int64_t out_h, std::int64_t out_w, Metho
   p.h = in.h, p.w = in.w, p.oh = out_h, p.ow = out_w;
   p.need_x = in.w != out_w;
   p.need_y = in.h != out_h;
-  p.hw = use_hw();
+  p.allowed = cpu::allowed();
+  p.hw = p.allowed.avx2 && p.allowed.fma;
   if (method != Method::Bilinear) {
     const bool pil = method == Method::Pil;
     if (p.need_x) p.tx = make_taps(in.w, out_w, pil);

@@ -1,6 +1,6 @@
 // Standalone C++ test of bitset.hpp and cover.cpp (no Python).
 // Build and run:
-//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_cover.cpp csrc/src/cover.cpp csrc/src/bitset.cpp csrc/src/parallel.cpp -pthread -o /tmp/test_cover
+//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_cover.cpp csrc/src/cover.cpp csrc/src/bitset.cpp csrc/src/cpu.cpp csrc/src/parallel.cpp -pthread -o /tmp/test_cover
 //   /tmp/test_cover
 
 
@@ -77,6 +77,10 @@ static std::vector<std::int64_t> naive_greedy(const Dense& d, std::size_t m, con
 
 static void test_bitset() {
   std::mt19937_64 rng(1);
+  // every popcount variant this CPU can run: the portable one and (x86) POPCNT
+  const cpu::Features none = cpu::capped(cpu::detected(), cpu::Isa::Generic);
+  const std::vector<const bits::Popcounts*> variants = {&bits::popcounts(none), &bits::popcounts(cpu::detected())};
+  CHECK(variants[0] != variants[1] || !cpu::detected().popcnt);
   for (std::size_t n_bits : {0u, 1u, 63u, 64u, 65u, 130u, 1000u}) {
     const std::size_t nw = bits::words_for(n_bits);
     std::vector<std::uint8_t> dense(3 * n_bits);
@@ -92,7 +96,7 @@ static void test_bitset() {
     for (std::size_t r = 0; r < 3; ++r) {
       std::int64_t pc = 0;
       for (std::size_t j = 0; j < n_bits; ++j) pc += dense[r * n_bits + j];
-      CHECK(bits::count(packed.data() + r * nw, nw) == pc);
+      for (const bits::Popcounts* v : variants) CHECK(v->count(packed.data() + r * nw, nw) == pc);
       if (nw) CHECK((packed[r * nw + nw - 1] & ~bits::tail_mask(n_bits)) == 0);  // padding zero
       std::vector<std::size_t> seen;
       bits::for_each_bit(packed.data() + r * nw, nw, [&](std::size_t j) { seen.push_back(j); });
@@ -109,9 +113,22 @@ static void test_bitset() {
       cn += dense[j] && !dense[n_bits + j];
       co += dense[j] || dense[n_bits + j];
     }
-    CHECK(bits::count_and(a, b, nw) == ca);
-    CHECK(bits::count_andnot(a, b, nw) == cn);
-    CHECK(bits::count_or(a, b, nw) == co);
+    for (const bits::Popcounts* v : variants) {
+      CHECK(v->count_and(a, b, nw) == ca);
+      CHECK(v->count_andnot(a, b, nw) == cn);
+      CHECK(v->count_or(a, b, nw) == co);
+      // the words of a that differ from b, as a sparse set
+      std::vector<std::uint32_t> idx;
+      std::vector<bits::word_t> vals;
+      for (std::size_t i = 0; i < nw; ++i)
+        if (a[i] != b[i]) {
+          idx.push_back(static_cast<std::uint32_t>(i));
+          vals.push_back(a[i] ^ b[i]);
+        }
+      std::int64_t ci = 0;
+      for (std::size_t i = 0; i < nw; ++i) ci += bits::popcount(a[i] & (a[i] ^ b[i]));
+      CHECK(v->count_and_indexed(a, idx.data(), vals.data(), idx.size()) == ci);
+    }
     std::vector<bits::word_t> tmp(nw);
     bits::and_into(tmp.data(), a, b, nw);
     CHECK(bits::is_subset(tmp.data(), a, nw) && bits::is_subset(tmp.data(), b, nw));

@@ -1,5 +1,5 @@
 // Standalone C++ tests of the IoU tally core (hand-computed cases).
-//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_iou.cpp csrc/src/iou.cpp csrc/src/parallel.cpp -pthread
+//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_iou.cpp csrc/src/iou_*.cpp csrc/src/cpu.cpp csrc/src/parallel.cpp -pthread
 #include "check.hpp"
 #include <cmath>
 #include <cstdint>
@@ -16,7 +16,7 @@ using namespace interp_engine::iou;
 static ActivationView view(const std::vector<double>& a, std::int64_t B, std::int64_t K, std::int64_t h,
                            std::int64_t w) {
   auto v = interp_engine_test::contiguous_f64_view<ActivationView>(a.data(), B, K, h, w);
-  v.kind = FloatKind::F64;
+  v.dtype = interp_engine::Dtype::F64;
   return v;
 }
 
@@ -35,6 +35,17 @@ int main() {
     std::vector<double> a = {0.0, 4.0};
     std::vector<double> u = upsample_bilinear(a.data(), 1, 2, 1, 4);
     CHECK(u[0] == 0.0 && u[1] == 1.0 && u[2] == 3.0 && u[3] == 4.0);
+  }
+  // every row-kernel variant this CPU can run (INTERP_ENGINE_ISA levels)
+  // gives the same upsampled values, bit for bit
+  {
+    namespace cpu = interp_engine::cpu;
+    std::vector<double> a(7 * 5);
+    for (std::size_t i = 0; i < a.size(); ++i) a[i] = std::sin(0.37 * static_cast<double>(i * i)) * 3.1;
+    const std::vector<double> ref =
+        upsample_bilinear(a.data(), 7, 5, 23, 61, cpu::capped(cpu::detected(), cpu::Isa::Generic));
+    for (cpu::Isa cap : {cpu::Isa::Avx2, cpu::Isa::Avx512})
+      CHECK(upsample_bilinear(a.data(), 7, 5, 23, 61, cpu::capped(cpu::detected(), cap)) == ref);
   }
   // hot bound
   CHECK(hot_bound(1.0) < 1.0 && hot_bound(-1.0) < -1.0 && hot_bound(0.0) < 0.0);

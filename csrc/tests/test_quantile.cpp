@@ -1,12 +1,13 @@
 // Standalone test of the pure C++ quantile sketch (no Python):
 // Build and run from the worktree root:
-//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_quantile.cpp csrc/src/quantile.cpp csrc/src/parallel.cpp -pthread -o /tmp/tq && /tmp/tq
+//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_quantile.cpp csrc/src/quantile_*.cpp csrc/src/cpu.cpp csrc/src/parallel.cpp -pthread -o /tmp/tq && /tmp/tq
 // Returns non-zero on failure.
 #include "check.hpp"
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <vector>
@@ -41,7 +42,7 @@ static StridedBatch view(const std::vector<float>& x, std::int64_t channels) {
   // x laid out (N, C): channel c at x[i*C + c]
   StridedBatch b;
   b.data = reinterpret_cast<const unsigned char*>(x.data());
-  b.kind = Kind::F32;
+  b.dtype = interp_engine::Dtype::F32;
   b.channels = channels;
   b.size_a = 1;
   b.size_b = static_cast<std::int64_t>(x.size()) / channels;
@@ -169,6 +170,47 @@ int main() {
       threw = true;
     }
     CHECK(threw);
+  }
+
+  // 7. the value checksum: every variant this CPU can run (INTERP_ENGINE_ISA
+  // levels) against a plain reference, float and double, odd lengths
+  {
+    auto mix = [](std::uint64_t z) {
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+      return z ^ (z >> 31);
+    };
+    std::vector<double> d(1037);
+    for (auto& v : d) v = nd(gen);
+    d[5] = -0.0;
+    d[6] = std::numeric_limits<double>::infinity();
+    std::vector<float> f(d.begin(), d.end());
+    Checksum rd, rf;
+    for (std::size_t i = 0; i < d.size(); ++i) {
+      std::uint64_t b;
+      std::memcpy(&b, &d[i], 8);
+      rd.sum += mix(b);
+      rd.xr ^= mix(b);
+      const double w = static_cast<double>(f[i]);
+      std::memcpy(&b, &w, 8);
+      rf.sum += mix(b);
+      rf.xr ^= mix(b);
+    }
+    namespace cpu = interp_engine::cpu;
+    for (cpu::Isa cap : {cpu::Isa::Generic, cpu::Isa::Avx2, cpu::Isa::Avx512}) {
+      const cpu::Features allowed = cpu::capped(cpu::detected(), cap);
+      for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{7}, d.size()}) {
+        Checksum cd, cf, ed, ef;
+        cd.add(d.data(), n, allowed);
+        cf.add(f.data(), n, allowed);
+        for (std::size_t i = 0; i < n; ++i) {
+          ed.add(d.data() + i, 1, cpu::capped(allowed, cpu::Isa::Generic));
+          ef.add(f.data() + i, 1, cpu::capped(allowed, cpu::Isa::Generic));
+        }
+        CHECK(cd == ed && cf == ef);
+        if (n == d.size()) CHECK(cd == rd && cf == rf);
+      }
+    }
   }
 
   return interp_engine_test::check_report("test_quantile");

@@ -1,6 +1,6 @@
 // Standalone C++ test of rank.hpp / rank.cpp (no Python).
 // Build and run:
-//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_rank.cpp csrc/src/rank.cpp csrc/src/bitset.cpp csrc/src/parallel.cpp -pthread -o /tmp/test_rank
+//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_rank.cpp csrc/src/rank.cpp csrc/src/bitset.cpp csrc/src/cpu.cpp csrc/src/parallel.cpp -pthread -o /tmp/test_rank
 //   /tmp/test_rank
 #include "check.hpp"
 
@@ -23,7 +23,7 @@ static bool close(double a, double b, double rtol) { return std::fabs(a - b) <= 
 static rank::ActivationsView view(const std::vector<double>& x, std::size_t n, std::size_t k) {
   rank::ActivationsView v;
   v.data = x.data();
-  v.dtype = rank::ActivationsView::Dtype::F64;
+  v.dtype = Dtype::F64;
   v.n = n;
   v.k = k;
   v.stride_n = static_cast<std::ptrdiff_t>(k);

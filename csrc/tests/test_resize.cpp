@@ -1,6 +1,6 @@
 // Standalone C++ tests of the resize area (hand-computed cases).
-//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_resize.cpp csrc/src/resize.cpp csrc/src/iou.cpp \
-//       csrc/src/parallel.cpp -pthread
+//   g++ -std=c++17 -O2 -Icsrc/include csrc/tests/test_resize.cpp csrc/src/resize.cpp csrc/src/iou_*.cpp \
+//       csrc/src/cpu.cpp csrc/src/parallel.cpp -pthread
 #include "check.hpp"
 #include <cmath>
 #include <cstdint>
@@ -14,6 +14,7 @@
 #include "interp_engine/resize.hpp"
 
 using namespace interp_engine::resize;
+using interp_engine::Dtype;
 
 static MapsView view64(const std::vector<double>& a, std::int64_t B, std::int64_t K, std::int64_t h,
                        std::int64_t w) {

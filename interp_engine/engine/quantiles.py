@@ -1,7 +1,7 @@
 """Streaming per-channel quantiles: :class:`ChannelQuantiles` and its exact
 second pass :class:`ExactQuantilePass`.
 
-The compiled core (``csrc/src/quantile.cpp``) keeps, per channel, a KLL-style
+The compiled core (``csrc/src/quantile_*.cpp``) keeps, per channel, a KLL-style
 sketch of randomized compactors; this module validates inputs, presents
 numpy/torch batches to the core as strided views (no copy), and implements
 the exact mode's bookkeeping (brackets and numpy's linear interpolation).

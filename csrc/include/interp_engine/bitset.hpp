@@ -1,6 +1,6 @@
 // Packed bitsets: rows of 64-bit words.
 //
-// Pure C++17, header only, no Python.  Used by the greedy cover kernels and
+// Pure C++17, no Python; header only but for the row popcounts (bitset.cpp).  Used by the greedy cover kernels and
 // meant for reuse by INVERT (packed concept columns) and co-clustering.
 //
 // Bit order (the contract shared with the Python PackedBits object): bit j of
@@ -17,6 +17,8 @@
 #include <cstring>
 #include <stdexcept>
 #include <vector>
+
+#include "interp_engine/cpu.hpp"
 
 namespace interp_engine {
 namespace bits {
@@ -61,20 +63,25 @@ inline bool test(const word_t* row, std::size_t j) { return (row[j >> 6] >> (j &
 inline void set(word_t* row, std::size_t j) { row[j >> 6] |= word_t{1} << (j & 63); }
 inline void reset(word_t* row, std::size_t j) { row[j >> 6] &= ~(word_t{1} << (j & 63)); }
 
-// Row popcounts.  Defined in bitset.cpp, where on x86-64 GCC/Clang they are
-// compiled twice (baseline and with the POPCNT instruction) and picked at
-// load time by the CPU (target_clones): no -march=native needed.
-// popcount(a)
-std::int64_t count(const word_t* a, std::size_t n_words);
-// popcount(a & b)
-std::int64_t count_and(const word_t* a, const word_t* b, std::size_t n_words);
-// popcount(a & ~b)
-std::int64_t count_andnot(const word_t* a, const word_t* b, std::size_t n_words);
-// popcount(a | b)
-std::int64_t count_or(const word_t* a, const word_t* b, std::size_t n_words);
-// sum over j < k of popcount(row[idx[j]] & vals[j]) (a sparse set of words)
-std::int64_t count_and_indexed(const word_t* row, const std::uint32_t* idx, const word_t* vals,
-                               std::size_t k);
+// Row popcounts, in two variants with the same results: the POPCNT
+// instruction (x86 with GCC/Clang, when cpu::Features::popcnt) and portable
+// code.  A caller takes the table once per top-level operation,
+// popcounts(cpu::allowed()) (which honours INTERP_ENGINE_ISA, cpu.hpp), and
+// calls through it in its loops.
+struct Popcounts {
+  // popcount(a)
+  std::int64_t (*count)(const word_t* a, std::size_t n_words);
+  // popcount(a & b)
+  std::int64_t (*count_and)(const word_t* a, const word_t* b, std::size_t n_words);
+  // popcount(a & ~b)
+  std::int64_t (*count_andnot)(const word_t* a, const word_t* b, std::size_t n_words);
+  // popcount(a | b)
+  std::int64_t (*count_or)(const word_t* a, const word_t* b, std::size_t n_words);
+  // sum over j < k of popcount(row[idx[j]] & vals[j]) (a sparse set of words)
+  std::int64_t (*count_and_indexed)(const word_t* row, const std::uint32_t* idx, const word_t* vals,
+                                    std::size_t k);
+};
+const Popcounts& popcounts(const cpu::Features& allowed);
 
 // dst = a & b, a | b, a & ~b (dst may alias a or b)
 inline void and_into(word_t* dst, const word_t* a, const word_t* b, std::size_t n_words) {

@@ -17,8 +17,8 @@
 //   (verified bit for bit against torch; see tests/test_iou.py).  A pixel is
 //   active when v > T (strict, float64).  The upsampled maps are never
 //   materialized: only pixels whose 2x2 source neighbourhood holds a "hot"
-//   cell are evaluated (see iou.cpp for the proof that no other pixel can
-//   fire).
+//   cell are evaluated (see hot_bound in iou_upsample.cpp for the proof that
+//   no other pixel can fire).
 // * Label 0 means "no label" and is never tallied.  A pixel carrying label c
 //   in several label maps counts once per map; an image-level label counts as
 //   a mask covering the whole image (out_h * out_w pixels), once per column
@@ -36,22 +36,22 @@
 #include <memory>
 #include <vector>
 
+#include "interp_engine/cpu.hpp"
+#include "interp_engine/dtype.hpp"
+
 namespace interp_engine {
 namespace iou {
 
 enum class UnitRule : int { Annotated = 0, Lite = 1 };
 
-// Element type of the activations (read in place, any strides).
-enum class FloatKind : int { F16 = 0, BF16 = 1, F32 = 2, F64 = 3 };
-
 // Element type of the label maps (C-contiguous (B, P, sh, sw)).
 enum class IntKind : int { I8 = 0, U8, I16, U16, I32, U32, I64, U64 };
 
-// A (B, K, h, w) activation array: pointer to element [0, 0, 0, 0] and byte
-// strides (may be negative or zero).
+// A (B, K, h, w) activation array of any Dtype (read in place): pointer to
+// element [0, 0, 0, 0] and byte strides (may be negative or zero).
 struct ActivationView {
   const void* data = nullptr;
-  FloatKind kind = FloatKind::F32;
+  Dtype dtype = Dtype::F32;
   std::int64_t B = 0, K = 0, h = 0, w = 0;
   std::int64_t stride[4] = {0, 0, 0, 0};  // bytes
 };
@@ -75,13 +75,19 @@ struct AxisTable {
 AxisTable make_axis_table(std::int64_t in, std::int64_t out);
 
 // Upsample one row-major (h, w) float64 map to (out_h, out_w) with the exact
-// arithmetic above (for tests and for users who want the map itself).
+// arithmetic above (for tests and for users who want the map itself), with
+// the instructions `allowed` permits (the first form: cpu::allowed(), read
+// now).
 std::vector<double> upsample_bilinear(const double* a, std::int64_t h, std::int64_t w,
                                       std::int64_t out_h, std::int64_t out_w);
+std::vector<double> upsample_bilinear(const double* a, std::int64_t h, std::int64_t w,
+                                      std::int64_t out_h, std::int64_t out_w, const cpu::Features& allowed);
 
 // The lower bound below which a cell can never make a pixel exceed T (see
-// iou.cpp).  T = +inf: +inf (nothing fires); T = -inf: -inf.
+// iou_upsample.cpp).  T = +inf: +inf (nothing fires); T = -inf: -inf.
 double hot_bound(double T);
+
+struct UpdateRun;  // an update in progress (private: csrc/src/iou_internal.hpp)
 
 class IoUTally {
  public:
@@ -110,7 +116,7 @@ class IoUTally {
 
   // Replace all counts (from a saved state).  Sizes and the invariants that
   // update() keeps are checked (invalid_argument naming the field; see
-  // iou.cpp); maps_per_image = P + S (pixel label maps plus image-level
+  // iou_tally.cpp); maps_per_image = P + S (pixel label maps plus image-level
   // columns) when known, else -1.
   void set_counts(std::vector<std::int64_t> intersection, std::vector<std::int64_t> label_pixels,
                   std::vector<std::int64_t> unit_pixels, std::int64_t images, std::int64_t maps_per_image = -1);
@@ -130,6 +136,7 @@ class IoUTally {
   std::int64_t last_masked_images() const { return last_masked_; }
 
  private:
+  friend struct UpdateRun;
   const AxisTable& table(std::int64_t in, std::int64_t out, bool rows);
 
   std::int64_t K_, NL_, NC_, sh_, sw_;
@@ -139,7 +146,7 @@ class IoUTally {
   std::int64_t images_ = 0;
   std::int64_t last_masked_ = 0;
   AxisTable ytab_, xtab_;  // cached for the last (h, w)
-  // update's work buffers (defined in iou.cpp; kept between updates)
+  // update's work buffers (defined in iou_internal.hpp; kept between updates)
   struct Workspace;
   std::shared_ptr<Workspace> ws_;
   // update's intersection deltas: per unit, (label, count) records (capacity

@@ -27,20 +27,18 @@
 #include <string>
 #include <vector>
 
+#include "interp_engine/cpu.hpp"
+#include "interp_engine/dtype.hpp"
+
 namespace interp_engine {
 namespace quantile {
 
-// Element kinds read at the boundary.
-enum class Kind : int { F16 = 0, BF16 = 1, F32 = 2, F64 = 3 };
-Kind kind_from_string(const std::string& s);  // "f16", "bf16", "f32", "f64"
-std::size_t kind_size(Kind k);
-
-// A strided view of the observations of a batch: channel c's values are
-// data + c*stride_c + a*stride_a + b*stride_b (byte strides, may be negative)
-// for a < size_a, b < size_b.
+// A strided view of the observations of a batch, of any Dtype: channel c's
+// values are data + c*stride_c + a*stride_a + b*stride_b (byte strides, may
+// be negative) for a < size_a, b < size_b.
 struct StridedBatch {
   const unsigned char* data = nullptr;
-  Kind kind = Kind::F32;
+  Dtype dtype = Dtype::F32;
   std::int64_t channels = 0, size_a = 0, size_b = 0;
   std::int64_t stride_c = 0, stride_a = 0, stride_b = 0;
 };
@@ -157,6 +155,11 @@ class KllSketch {
 // data).  Merging adds the sums and xors the xors: exact.
 struct Checksum {
   std::uint64_t sum = 0, xr = 0;
+  // With the instructions `allowed` permits (cpu::allowed(), taken once per
+  // top-level operation; every choice gives the same sums), or cpu::allowed()
+  // read at this call.
+  void add(const float* values, std::size_t count, const cpu::Features& allowed);
+  void add(const double* values, std::size_t count, const cpu::Features& allowed);
   void add(const float* values, std::size_t count);
   void add(const double* values, std::size_t count);
   void merge(const Checksum& o) {

@@ -29,14 +29,14 @@
 #include <vector>
 
 #include "interp_engine/bitset.hpp"
+#include "interp_engine/dtype.hpp"
 
 namespace interp_engine {
 namespace rank {
 
-// Read-only view of an (N, K) activation matrix: element (i, k) at
-// data[i * stride_n + k * stride_k] (strides in elements, may be any sign).
+// Read-only view of an (N, K) activation matrix of any Dtype: element (i, k)
+// at data[i * stride_n + k * stride_k] (strides in elements, may be any sign).
 struct ActivationsView {
-  enum class Dtype { F32, F64 };
   const void* data = nullptr;
   Dtype dtype = Dtype::F64;
   std::size_t n = 0;  // samples
@@ -49,14 +49,9 @@ struct ActivationsView {
   double at(std::size_t i, std::size_t j) const {
     const std::ptrdiff_t off = static_cast<std::ptrdiff_t>(i) * stride_n + static_cast<std::ptrdiff_t>(j) * stride_k;
     const char* base = static_cast<const char*>(data);
-    if (dtype == Dtype::F64) {
-      double v;
-      std::memcpy(&v, base + off * static_cast<std::ptrdiff_t>(sizeof(double)), sizeof v);
-      return v;
-    }
-    float v;
-    std::memcpy(&v, base + off * static_cast<std::ptrdiff_t>(sizeof(float)), sizeof v);
-    return static_cast<double>(v);
+    if (dtype == Dtype::F64) return load_wide<Dtype::F64>(base + off * 8);
+    if (dtype == Dtype::F32) return static_cast<double>(load_wide<Dtype::F32>(base + off * 4));
+    return load_double(base + off * 2, dtype);  // the 16-bit types
   }
 };
 

@@ -39,16 +39,15 @@
 #include <stdexcept>
 #include <vector>
 
+#include "interp_engine/dtype.hpp"
+
 namespace interp_engine {
 namespace resize {
 
 enum class Method : int { Bilinear = 0, Antialias = 1, Pil = 2 };
 
-// Element type of the input maps (read in place, any byte strides).
-enum class Dtype : int { F16 = 0, BF16 = 1, F32 = 2, F64 = 3 };
-
-// A (B, K, h, w) array of maps: pointer to element [0, 0, 0, 0] and byte
-// strides (may be negative or zero).
+// A (B, K, h, w) array of maps of any Dtype (read in place): pointer to
+// element [0, 0, 0, 0] and byte strides (may be negative or zero).
 struct MapsView {
   const void* data = nullptr;
   Dtype dtype = Dtype::F32;
