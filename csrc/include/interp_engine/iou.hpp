@@ -3,7 +3,7 @@
 // the label's pixels, the label's pixel count L[c], and the unit's active pixel
 // count A[k, cat] per category.  Pure C++17, no Python.
 //
-// Semantics (shared/ALGORITHMS.md section 1; ours where stated):
+// Semantics (docs/algorithms.md §1; ours where stated):
 // * Upsampling: bilinear, half-pixel centres, edges clamped, evaluated in
 //   float64 from the exactly widened inputs with exactly the arithmetic of
 //   PyTorch's generic CPU bilinear kernel (the one F.interpolate(mode=

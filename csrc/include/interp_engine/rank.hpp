@@ -1,7 +1,7 @@
 // Rank statistics for INVERT (Bykov et al., NeurIPS 2023): midranks per
 // neuron, AUC (Mann-Whitney U / (n1 n0)) of bit-packed sample sets, the
 // two-sided Mann-Whitney p-value, and the beam search over AND/OR/NOT formulas
-// of concepts (shared/ALGORITHMS.md section 3).
+// of concepts (docs/algorithms.md §3).
 //
 // Pure C++17, no Python.
 //

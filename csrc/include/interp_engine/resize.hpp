@@ -1,7 +1,7 @@
 // Resizing of 2-D activation maps to the size of the label maps, with the
 // exact arithmetic of the reference each method names.  Pure C++17, no Python.
 //
-// Three methods (shared/ALGORITHMS.md section 1 for the dissection they feed):
+// Three methods (docs/algorithms.md §1 for the dissection they feed):
 // * Bilinear: PyTorch's F.interpolate(x.double(), size, mode="bilinear",
 //   align_corners=False) (antialias=False): the arithmetic of iou.hpp
 //   (iou::upsample_bilinear), the one IoUTally evaluates on the fly.  When it
