@@ -41,12 +41,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._rows import ConceptRows
-from .._npz import Array, Num, OneOf, load_npz, save_npz
-from ._vector_files import MODEL_SPEC, entries, model_key
-from ..engine._arrays import check_bool, check_int, check_positive_int, check_real, describe, float_array
-from ._gradients import iter_batches as _batches
-from ._gradients import iter_layer_gradients, layer_tensor
+from .._rows import ConceptRows
+from ..._npz import Array, Num, OneOf, load_npz, save_npz
+from .._vector_files import MODEL_SPEC, entries, model_key
+from ...engine._arrays import check_bool, check_int, check_positive_int, check_real, describe, float_array
+from .._gradients import iter_batches as _batches
+from .._gradients import iter_layer_gradients, layer_tensor
 
 __all__ = ["TCAV", "TCAVResult", "TCAVRow", "CAV", "Classifier", "SGDLinearClassifier",
            "MeanDifferenceClassifier", "FEATURES"]
@@ -291,7 +291,7 @@ class TCAV:
     def __init__(self, model: Any, layer: str, *, classifier: Union[str, Classifier] = "sgd",
                  num_random: int = 10, seed: int = 0, features: str = "flatten",
                  alpha: float = 0.05, test_split: float = 0.33, batch_size: int = 64):
-        from ..capture import find_module
+        from ...capture import find_module
 
         find_module(model, layer)  # TypeError/ValueError naming the layer and close matches
         self.classifier = _make_classifier(classifier)
@@ -327,7 +327,7 @@ class TCAV:
 
     def _features(self, t: Any) -> Any:
         """``(B, D)`` features of a layer output."""
-        from ..capture import to_bchw
+        from ...capture import to_bchw
 
         if self.features == "flatten":
             return t.reshape(t.shape[0], -1)
@@ -337,7 +337,7 @@ class TCAV:
         """Layer features of ``examples`` (tensor ``(N, ...)`` or dataset),
         float64 ``(N, D)``."""
         import torch
-        from ..capture import Capture, model_device_dtype
+        from ...capture import Capture, model_device_dtype
 
         dev, dt = model_device_dtype(self.model)
         parts = []
@@ -353,7 +353,7 @@ class TCAV:
     def gradients(self, inputs: Any, target_class: int) -> np.ndarray:
         """Gradient of the class-``target_class`` logit w.r.t. the layer's
         features, float64 ``(N, D)`` (one backward per batch)."""
-        from ..capture import to_bchw
+        from ...capture import to_bchw
 
         parts = []
         grads = iter_layer_gradients(self.model, self.layer, inputs, target_class,
@@ -536,8 +536,8 @@ class TCAV:
         knowingly: the layer and the settings are still checked;
         :attr:`model_key` then keeps the file's model (None when the file
         records none), so saving again does not relabel the CAVs."""
-        from ._vector_files import check_layer, check_model as _check_model, check_setting
-        from ._vector_files import file_version, refuse_version_1
+        from .._vector_files import check_layer, check_model as _check_model, check_setting
+        from .._vector_files import file_version, refuse_version_1
 
         check_bool(check_model, "check_model")
         what = "CAV file"

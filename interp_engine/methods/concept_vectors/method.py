@@ -68,11 +68,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._rows import ConceptRows
-from .._npz import Array, MapOf, Num, OneOf, load_npz, save_npz
-from ._vector_files import MODEL_SPEC, entries
-from ..engine._arrays import check_bool, check_choice, check_int, check_positive_int, check_real
-from ..engine.quantiles import ChannelQuantiles
+from .._rows import ConceptRows
+from ..._npz import Array, MapOf, Num, OneOf, load_npz, save_npz
+from .._vector_files import MODEL_SPEC, entries
+from ...engine._arrays import check_bool, check_choice, check_int, check_positive_int, check_real
+from ...engine.quantiles import ChannelQuantiles
 
 __all__ = ["ConceptVectors", "ConceptVectorsEvaluation", "ConceptIoURow", "METHODS",
            "solve_balanced_logistic"]
@@ -261,7 +261,7 @@ class ConceptVectors:
                  cache_dir: Optional[Union[str, os.PathLike]] = None) -> None:
         import torch
 
-        from ..capture import find_module
+        from ...capture import find_module
 
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
@@ -294,7 +294,7 @@ class ConceptVectors:
         if calibrate_bias is not None and not isinstance(calibrate_bias, bool):
             raise TypeError(f"calibrate_bias must be None, True or False; got {calibrate_bias!r}")
         self.calibrate_bias = calibrate_bias
-        from .tcav import _make_classifier
+        from ..tcav import _make_classifier
 
         self.classifier = _make_classifier(classifier)
         if not isinstance(activation_cache, (bool, np.bool_)):
@@ -347,7 +347,7 @@ class ConceptVectors:
     def _resolve(self, dataset: Any, split: Optional[str]):
         """(BrodenDataset-like, indices) for ``split`` (None: all rows)."""
         if isinstance(dataset, (str, os.PathLike)):
-            from ..data.broden import BrodenDataset
+            from ...data.broden import BrodenDataset
 
             ds = BrodenDataset(dataset, split=split, transform=self.transform)
             idx = list(range(len(ds)))
@@ -409,7 +409,7 @@ class ConceptVectors:
         :meth:`fit` has filled it (that first pass also writes it)."""
         import torch
 
-        from ..capture import iter_activations
+        from ...capture import iter_activations
 
         pos = np.arange(len(idx))
         if shuffle_seed is not None:
@@ -476,7 +476,7 @@ class ConceptVectors:
         ``train_unit_iou`` (L,), ``solve_info`` and :attr:`model_key` (the
         fingerprint of the model, saved with the vectors).  Returns self.
         """
-        from ._vector_files import model_key
+        from .._vector_files import model_key
 
         ds, idx = self._resolve(dataset, split)
         names, labels, cats, explicit = self._select(ds, concepts)
@@ -603,7 +603,7 @@ class ConceptVectors:
         against a seeded random sample of all images (equal size); weights
         ``v / std(x v)`` and bias ``-mean(x v) / std(x v)`` (the calibration
         then moves the bias)."""
-        from .tcav import train_cav
+        from ..tcav import train_cav
 
         W = np.zeros((present.shape[1], x.shape[1]))
         B = np.zeros(present.shape[1])
@@ -739,7 +739,7 @@ class ConceptVectors:
         if self.model_key is not None or self._model_unknown:
             return self.model_key
         # vectors set by hand (never fit nor loaded): they are taken to be the bound model's
-        from ._vector_files import model_key
+        from .._vector_files import model_key
 
         return model_key(self.model)
 
@@ -775,8 +775,8 @@ class ConceptVectors:
         fine-tuned copy, say) knowingly: the layer and the settings are still
         checked; :attr:`model_key` then keeps the file's model (None when the
         file records none), so saving again does not relabel the vectors."""
-        from ._vector_files import check_layer, check_model as _check_model, check_setting
-        from ._vector_files import file_version, refuse_version_1
+        from .._vector_files import check_layer, check_model as _check_model, check_setting
+        from .._vector_files import file_version, refuse_version_1
 
         check_bool(check_model, "check_model")
         what = "concept-vector file"
@@ -855,7 +855,7 @@ class _UnitTally:
         self.tally = None
 
     def update(self, a, pl) -> None:
-        from ..engine.iou import IoUTally
+        from ...engine.iou import IoUTally
 
         if self.tally is None:
             # one category holding every label: unit pixels count over every image
