@@ -139,7 +139,7 @@ def test_tcav_cavs_ours(benchmark, model, example_sets, classifier):
     tc = TCAV(model, LAYER, num_random=2, classifier=classifier, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn convergence warnings on random features
-        out = _once(benchmark, lambda: tc.fit_cavs(sets, randoms))
+        out = _once(benchmark, lambda: tc.fit(sets, randoms))
     assert len(out["result"].cavs) == 2 * (len(sets) + 1)
     benchmark.extra_info["cavs"] = len(tc.cavs)
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 import numpy as np
 
 __all__ = ["save_npz", "read_header", "load_header", "safe_name", "Array", "Num", "OneOf", "MapOf", "check_json",
-           "load_npz", "MAX_DEPTH"]
+           "load_npz", "MAX_DEPTH", "peek_header"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -409,6 +409,18 @@ def load_header(path: PathLike, fmt: str, version: int, what: str) -> Dict[str, 
     z, fid = _open(path, what)
     with fid, z:
         return _check_format(_parse_header(z, path, what), path, fmt, version, what)
+
+
+def peek_header(path: PathLike, what: str) -> Any:
+    """The parsed JSON header of the file at ``path``, unchecked (any JSON
+    value; None when the file has no ``"header"``): to choose the schema (a
+    format's older version, say) before :func:`load_npz` checks the whole
+    file.  Raises what :func:`load_npz` raises for a file that cannot be
+    opened or a header that cannot be read or parsed."""
+    path = Path(path)
+    z, fid = _open(path, what)
+    with fid, z:
+        return _parse_header(z, path, what) if "header" in z.files else None
 
 
 ArraySchema = Mapping[str, Array]

@@ -629,7 +629,6 @@ def _run_invert(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _run_concepts(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    import csv
     import time
 
     from .methods.concept_vectors import ConceptVectors
@@ -651,13 +650,9 @@ def _run_concepts(args: argparse.Namespace, argv: Sequence[str]) -> int:
           flush=True)
     cv = ConceptVectors(model, layers[0], method=args.method, classifier=args.classifier, seed=args.seed)
     cv.fit(ds, names, split=fit_split)
-    ev = cv.evaluate(ds, split=eval_split)
+    ev = cv.explain(ds, split=eval_split)
     cv.save(out.tmp / "vectors.npz")
-    rows = ev.table()
-    with open(out.tmp / "concept_iou.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    ev.to_csv(out.tmp / "concept_iou.csv")
     out.commit(argv)
     print(ev)
     if cv.skipped:

@@ -1744,8 +1744,8 @@ def _tcav():
 
 def _cav_file(path):
     rng = np.random.default_rng(0)
-    t = _tcav().fit_cavs_from_activations({"c": rng.random((6, 4))}, [rng.random((6, 4)) for _ in range(3)])
-    t.save_cavs(path)
+    t = _tcav().fit_activations({"c": rng.random((6, 4))}, [rng.random((6, 4)) for _ in range(3)])
+    t.save(path)
 
 
 def _cv():
@@ -1765,9 +1765,22 @@ def _cv_file(path):
 
 _LOADERS = {
     "DissectionResult.load": (_dissection_file, lambda p: _loader_dissection(p)),
-    "TCAV.load_cavs": (_cav_file, lambda p: _tcav().load_cavs(p)),
-    "ConceptVectors.load": (_cv_file, lambda p: _cv().load(p)),
+    "TCAV.load": (_cav_file, lambda p: _load_tcav(p)),
+    "ConceptVectors.load": (_cv_file, lambda p: _load_cv(p)),
 }
+
+
+def _load_tcav(p):
+    from interp_engine.methods.tcav import TCAV
+
+    # the layer and settings of _tcav() given: a file of another layer or setting is refused, naming it
+    return TCAV.load(p, _tiny_model(), "0", classifier="mean_difference", num_random=2, features="mean")
+
+
+def _load_cv(p):
+    from interp_engine.methods.concept_vectors import ConceptVectors
+
+    return ConceptVectors.load(p, _tiny_model(), "0", method="semantic", binarize=True, quantile=0.005)
 
 
 def _loader_dissection(p):
@@ -1868,7 +1881,7 @@ def _file_edits(target):
             ("unit_pixels other K", _set(L + "unit_pixels", lambda v: v[:-1]), "unit_pixels", "error"),
             ("a 0-d iou", _set(L + "iou", lambda v: np.array(0.5)), "iou", "error"),
         ]
-    if target == "TCAV.load_cavs":
+    if target == "TCAV.load":
         return common + [
             ("concepts shortened", _hset(("concepts",), lambda v: v[:-1]), "concepts", "error"),
             ("concepts not strings", _hset(("concepts",), lambda v: [1] * len(v)), "concepts", "error"),
@@ -2362,10 +2375,10 @@ def _entry_cases():
         ("extract_topics", "n_topics", "0", lambda: ie.extract_topics(["a b", "c d"], n_topics=0)),
         ("extract_topics", "descriptions", "a single str", lambda: ie.extract_topics("a b c")),
         ("rotation_experiment", "seed", "'x'", lambda: ie.rotation_experiment(m(), "0", "/nonexistent", seed="x")),
-        ("TCAV.fit_cavs_from_activations", "concept_examples", "a meta tensor",
-         lambda: ie.TCAV(m(), "0", num_random=2).fit_cavs_from_activations({"c": meta(4, 4)}, [np.ones((4, 4))] * 3)),
-        ("TCAV.fit_cavs_from_activations", "random_examples", "a str",
-         lambda: ie.TCAV(m(), "0", num_random=2).fit_cavs_from_activations({"c": np.ones((4, 4))}, "abc")),
+        ("TCAV.fit_activations", "concept_examples", "a meta tensor",
+         lambda: ie.TCAV(m(), "0", num_random=2).fit_activations({"c": meta(4, 4)}, [np.ones((4, 4))] * 3)),
+        ("TCAV.fit_activations", "random_examples", "a str",
+         lambda: ie.TCAV(m(), "0", num_random=2).fit_activations({"c": np.ones((4, 4))}, "abc")),
     ]
     if not torch.cuda.is_available():
         out += [("iter_activations", "device", "'cuda' without CUDA", lambda: list(ie.iter_activations(m(), "0", [imgs()], device="cuda"))),

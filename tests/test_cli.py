@@ -186,11 +186,11 @@ def test_concepts_command(tiny_concepts, tmp_path, capsys):
         rows = list(_csv.DictReader(f))
     assert [r["concept"] for r in rows] == ["red", "blue", "circle"]
     assert all(0.0 <= float(r["iou"]) <= 1.0 and int(r["best_unit"]) >= -1 for r in rows)
-    cv = ConceptVectors(load_default_model(), "conv4").load(out / "vectors.npz")
+    cv = ConceptVectors.load(out / "vectors.npz", load_default_model(), "conv4")
     assert cv.concepts == ["red", "blue", "circle"] and cv.vectors.shape == (3, 128)
     # the saved vectors give the printed table again
     from interp_engine.data import BrodenDataset
-    again = cv.evaluate(BrodenDataset(tiny_concepts, transform="unit"), split="val").table()
+    again = cv.explain(BrodenDataset(tiny_concepts, transform="unit"), split="val").table()
     assert [round(r["iou"], 6) for r in again] == [round(float(r["iou"]), 6) for r in rows]
     assert cli.main(["concepts", "--dataset", str(tiny_concepts), "--out", str(out), "--concepts", "plaid"]) == 2
     assert "not pixel-level labels" in capsys.readouterr().err

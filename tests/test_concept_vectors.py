@@ -29,7 +29,7 @@ def semantic(root, model):
     cv = ConceptVectors(model, DEFAULT_LAYER, method="semantic", seed=0)
     cv._keep_samples = True
     cv.fit(root)
-    return cv, cv.evaluate(root)
+    return cv, cv.explain(root)
 
 
 def _acts(model, ds):
@@ -172,7 +172,7 @@ def test_capped_sample_is_reweighted(root, model):
 def test_net2vec_prediction_and_training(root, model):
     cv = ConceptVectors(model, DEFAULT_LAYER, method="net2vec", epochs=4, seed=0)
     cv.fit(root, concepts=["red", "green", "blue"])
-    ev = cv.evaluate(root)
+    ev = cv.explain(root)
     assert [r.concept for r in ev.rows] == ["red", "green", "blue"]
     assert all(r.iou > 0.05 for r in ev.rows), str(ev)
     # prediction = sigmoid(upsample(sum_k w_k I_k + b)) = sigmoid(sum_k w_k upsample(I_k) + b)
@@ -210,14 +210,14 @@ def test_semantic_determinism_and_save_load(semantic, root, model, tmp_path):
     np.testing.assert_allclose(other.vectors, again.vectors, atol=1e-9)
     path = tmp_path / "cv.npz"
     cv.save(path)
-    loaded = ConceptVectors(model, DEFAULT_LAYER).load(path)
+    loaded = ConceptVectors.load(path, model, DEFAULT_LAYER)
     assert loaded.concepts == cv.concepts
     np.testing.assert_array_equal(loaded.weights, cv.weights)
-    assert loaded.evaluate(root).table() == ev.table()
+    assert loaded.explain(root).table() == ev.table()
     with pytest.raises(ValueError, match="method"):
-        ConceptVectors(model, DEFAULT_LAYER, method="net2vec").load(path)
+        ConceptVectors.load(path, model, DEFAULT_LAYER, method="net2vec")
     with pytest.raises(ValueError, match="layer"):
-        ConceptVectors(model, "conv3").load(path)
+        ConceptVectors.load(path, model, "conv3")
 
 
 def _as_version_1(path, out):
@@ -246,7 +246,7 @@ def test_vector_files_are_refused_for_another_model_or_layer(semantic, model, tm
     path = tmp_path / "vectors.npz"
     cv.save(path)
     assert cv.model_key == model_fingerprint(model)
-    back = ConceptVectors(model, DEFAULT_LAYER).load(path)
+    back = ConceptVectors.load(path, model, DEFAULT_LAYER)
     assert back.model_key == cv.model_key and back.concepts == cv.concepts
     for k in ("vectors", "scales", "biases", "thresholds", "best_units", "train_unit_iou"):
         np.testing.assert_array_equal(getattr(back, k), getattr(cv, k))
@@ -255,24 +255,24 @@ def test_vector_files_are_refused_for_another_model_or_layer(semantic, model, tm
         other.conv1[0].weight[0, 0, 0, 0] += 1e-3   # one weight of 100,000
     with pytest.raises(ValueError, match=r"vectors\.npz was computed for another model \(field 'header\.model' "
                                          r"differs: the model's parameters and buffers"):
-        ConceptVectors(other, DEFAULT_LAYER).load(path)
+        ConceptVectors.load(path, other, DEFAULT_LAYER)
     bn = copy.deepcopy(model)
     bn.conv4[1].running_mean += 0.5                  # a buffer, not a parameter
     with pytest.raises(ValueError, match="header.model"):
-        ConceptVectors(bn, DEFAULT_LAYER).load(path)
+        ConceptVectors.load(path, bn, DEFAULT_LAYER)
     with pytest.raises(ValueError, match=r"vectors\.npz was computed for layer 'conv4', not 'conv3' "
                                          r"\(field 'header\.layer'\)"):
-        ConceptVectors(model, "conv3").load(path)
+        ConceptVectors.load(path, model, "conv3")
     # knowingly: other weights with check_model=False; the vectors keep their model when saved again
-    used = ConceptVectors(other, DEFAULT_LAYER).load(path, check_model=False)
+    used = ConceptVectors.load(path, other, DEFAULT_LAYER, check_model=False)
     np.testing.assert_array_equal(used.weights, cv.weights)
     assert used.model_key == cv.model_key
     used.save(tmp_path / "again.npz")
     with pytest.raises(ValueError, match="header.model"):
-        ConceptVectors(other, DEFAULT_LAYER).load(tmp_path / "again.npz")
-    ConceptVectors(model, DEFAULT_LAYER).load(tmp_path / "again.npz")
+        ConceptVectors.load(tmp_path / "again.npz", other, DEFAULT_LAYER)
+    ConceptVectors.load(tmp_path / "again.npz", model, DEFAULT_LAYER)
     with pytest.raises(TypeError, match="check_model"):
-        ConceptVectors(model, DEFAULT_LAYER).load(path, check_model="no")
+        ConceptVectors.load(path, model, DEFAULT_LAYER, check_model="no")
 
 
 def test_vectors_are_never_scored_on_inputs_of_another_transform(semantic, root, model, tmp_path):
@@ -287,13 +287,13 @@ def test_vectors_are_never_scored_on_inputs_of_another_transform(semantic, root,
     msg = r"prepared by the transform 'imagenet', but the vectors were fitted on images prepared by 'unit' " \
           r"\(field 'transform'\)"
     with pytest.raises(ValueError, match=msg):
-        cv.evaluate(BrodenDataset(root, split="val", transform="imagenet"))
+        cv.explain(BrodenDataset(root, split="val", transform="imagenet"))
     cv.save(tmp_path / "v.npz")
-    loaded = ConceptVectors(model, DEFAULT_LAYER, transform="imagenet").load(tmp_path / "v.npz")
+    loaded = ConceptVectors.load(tmp_path / "v.npz", model, DEFAULT_LAYER, transform="imagenet")
     assert loaded.transform_key == {"name": "unit"}
     with pytest.raises(ValueError, match=msg):
-        loaded.evaluate(root)   # a directory: read with the loading object's transform
-    again = ConceptVectors(model, DEFAULT_LAYER).load(tmp_path / "v.npz").evaluate(root)
+        loaded.explain(root)   # a directory: read with the loading object's transform
+    again = ConceptVectors.load(tmp_path / "v.npz", model, DEFAULT_LAYER).explain(root)
     assert again.table() == ev.table()
     # a callable transform: named and probed on a fixed image, so one function is one transform on any data
     from interp_engine.data.broden import BrodenDataset as B
@@ -310,17 +310,17 @@ def test_version_1_vector_files_need_check_model_false(semantic, model, tmp_path
     cv.save(tmp_path / "v2.npz")
     old = _as_version_1(tmp_path / "v2.npz", tmp_path / "v1.npz")
     with pytest.raises(ValueError, match=r"v1\.npz is a concept-vector file of version 1.*check_model=False"):
-        ConceptVectors(model, DEFAULT_LAYER).load(old)
-    back = ConceptVectors(model, DEFAULT_LAYER).load(old, check_model=False)
+        ConceptVectors.load(old, model, DEFAULT_LAYER)
+    back = ConceptVectors.load(old, model, DEFAULT_LAYER, check_model=False)
     np.testing.assert_array_equal(back.weights, cv.weights)
     assert back.model_key is None
     with pytest.raises(ValueError, match="layer 'conv4', not 'conv3'"):  # still checked
-        ConceptVectors(model, "conv3").load(old, check_model=False)
+        ConceptVectors.load(old, model, "conv3", check_model=False)
     # saved again, the file says the model is unknown (null), not the loading object's
     back.save(tmp_path / "resaved.npz")
     with pytest.raises(ValueError, match=r"field 'header\.model' is null"):
-        ConceptVectors(model, DEFAULT_LAYER).load(tmp_path / "resaved.npz")
-    ConceptVectors(model, DEFAULT_LAYER).load(tmp_path / "resaved.npz", check_model=False)
+        ConceptVectors.load(tmp_path / "resaved.npz", model, DEFAULT_LAYER)
+    ConceptVectors.load(tmp_path / "resaved.npz", model, DEFAULT_LAYER, check_model=False)
 
 
 def test_activation_cache_runs_the_model_once_and_changes_nothing(root, model, tmp_path):
@@ -391,7 +391,7 @@ def test_cav_method_equals_tcav_on_pooled_features(root, model):
         np.testing.assert_allclose(cv.vectors[j], v, atol=1e-6)
         assert cv.solve_info[c]["accuracy"] == pytest.approx(acc)
         assert cv.scales[j] == pytest.approx(1.0 / float((x @ v).std()), rel=1e-5)
-    ev = cv.evaluate(root)
+    ev = cv.explain(root)
     assert all(0.0 < r.iou < 1.0 for r in ev.rows)
 
 
@@ -408,7 +408,7 @@ def test_bad_input(root, model):
         ConceptVectors("resnet", DEFAULT_LAYER)
     cv = ConceptVectors(model, DEFAULT_LAYER)
     with pytest.raises(RuntimeError, match="fit"):
-        cv.evaluate(root)
+        cv.explain(root)
     with pytest.raises(ValueError, match="nonexistent.*not pixel-level labels"):
         cv.fit(root, concepts=["red", "nonexistent"])
     with pytest.raises(ValueError, match="striped"):  # an image-level label
@@ -459,7 +459,7 @@ def test_mismatched_masks(root, model):
 def test_bottom_k_sample_does_not_depend_on_batching():
     """The streaming sample keeps exactly the cap smallest keys of all rows,
     in ascending key order, whatever the batch sizes."""
-    from interp_engine.methods.concept_vectors import _BottomK
+    from interp_engine.methods.concept_vectors.accumulators import _BottomK
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1000, 3, generator=g)
@@ -474,3 +474,114 @@ def test_bottom_k_sample_does_not_depend_on_batching():
         torch.testing.assert_close(ks, key[ref], rtol=0, atol=0)
         torch.testing.assert_close(xs, x[ref], rtol=0, atol=0)
     assert _BottomK(5).rows() is None
+
+
+# ----------------------------------------------------------------------------- the protocol
+
+def test_load_is_a_classmethod_taking_the_files_layer_and_settings(semantic, root, model, tmp_path):
+    """ConceptVectors.load(path, model): the layer and the recorded settings
+    (method, binarize, quantile) come from the file unless given; other
+    settings are the caller's; a file's layer the model lacks is refused,
+    naming the file and the field."""
+    cv, ev = semantic
+    path = cv.save(tmp_path / "v.npz")
+    assert path == tmp_path / "v.npz"
+    net = ConceptVectors(model, DEFAULT_LAYER, method="net2vec", binarize=False, quantile=0.01, epochs=1)
+    net.fit(root, concepts=["red"])
+    net.save(tmp_path / "n.npz")
+    back = ConceptVectors.load(tmp_path / "n.npz", model, batch_size=7)
+    assert (back.layer, back.method, back.binarize, back.quantile, back.batch_size) == \
+        (DEFAULT_LAYER, "net2vec", False, 0.01, 7)
+    np.testing.assert_array_equal(back.weights, net.weights)
+    with pytest.raises(ValueError, match=r"computed with binarize=False, not True .*field 'header\.binarize'"):
+        ConceptVectors.load(tmp_path / "n.npz", model, binarize=True)
+    plain = ConceptVectors.load(path, model)
+    assert plain.concepts == cv.concepts and plain.method == "semantic"
+    with pytest.raises(ValueError, match=r"v\.npz was computed for layer 'conv4' \(field 'header\.layer'\), which "
+                                         r"this model does not have"):
+        ConceptVectors.load(path, torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        ConceptVectors.load(path, "resnet")
+
+
+def test_deprecated_verbs_warn_and_give_the_same_result(semantic, root, model, tmp_path):
+    cv, ev = semantic
+    with pytest.warns(DeprecationWarning, match=r"ConceptVectors\.evaluate is deprecated; use "
+                                                r"ConceptVectors\.explain"):
+        old = cv.evaluate(root)
+    assert old.table() == ev.table()
+    cv.save(tmp_path / "v.npz")
+    with pytest.warns(DeprecationWarning, match=r"ConceptVectors\(\)\.load\(path\) is deprecated; use "
+                                                r"ConceptVectors\.load\(path, model\)"):
+        into = ConceptVectors(model, DEFAULT_LAYER)
+        assert into.load(tmp_path / "v.npz") is into
+    np.testing.assert_array_equal(into.weights, cv.weights)
+    assert into.model_key == cv.model_key and into.transform_key == cv.transform_key
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="layer 'conv4', not 'conv3'"):
+        ConceptVectors(model, "conv3").load(tmp_path / "v.npz")
+
+
+def test_evaluation_is_a_result(semantic, tmp_path):
+    """table / to_csv / save / load / repr of the Result base: the CSV is the
+    table (floats exact), the .npz round trip gives the same table, the repr
+    is one short line."""
+    import csv
+
+    from interp_engine.methods.concept_vectors import ConceptVectorsEvaluation
+    from interp_engine.methods._result import MAX_REPR, Result
+
+    _, ev = semantic
+    assert isinstance(ev, Result)
+    r = repr(ev)
+    assert r == "ConceptVectorsEvaluation(semantic at 'conv4', 17 concepts on 80 images, " \
+                f"{sum(x.beats_unit for x in ev.rows)} above the best unit)"
+    assert "\n" not in r and len(r) <= MAX_REPR
+    with open(ev.to_csv(tmp_path / "t.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(ev.table()[0])
+    for got, want in zip(rows, ev.table()):
+        assert got == {k: str(v) for k, v in want.items()}
+    # byte for byte what the CLI's own csv.DictWriter wrote before it used to_csv
+    import io
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(ev.table()[0]))
+    w.writeheader()
+    w.writerows(ev.table())
+    assert (tmp_path / "t.csv").read_bytes() == buf.getvalue().encode()
+    back = ConceptVectorsEvaluation.load(ev.save(tmp_path / "ev.npz"))
+    assert back.table() == ev.table() and str(back) == str(ev) and repr(back) == repr(ev)
+    assert (back.layer, back.method, back.num_images) == (ev.layer, ev.method, ev.num_images)
+    empty = ConceptVectorsEvaluation("conv4", "semantic", 0, [])
+    with open(empty.to_csv(tmp_path / "e.csv")) as f:
+        assert f.read().strip() == ",".join(ConceptVectorsEvaluation._TABLE_KEYS)
+    assert ConceptVectorsEvaluation.load(empty.save(tmp_path / "e.npz")).table() == []
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda a, h: a.update(iou=a["iou"] + 2.0), "iou"),
+    (lambda a, h: a.update(best_unit=a["best_unit"] - 5), "best_unit"),
+    (lambda a, h: a.update(label_pixels=a["label_pixels"][:-1]), "label_pixels"),
+    (lambda a, h: a.update(unit_iou=a["unit_iou"].astype(str)), "unit_iou"),
+    (lambda a, h: a.pop("train_unit_iou"), "train_unit_iou"),
+    (lambda a, h: h.update(method="tcav"), "method"),
+    (lambda a, h: h.update(num_images=-1), "num_images"),
+    (lambda a, h: h["categories"].pop(), "categories"),
+    (lambda a, h: h.pop("layer"), "layer"),
+    (lambda a, h: a.update(best_unit=np.full_like(a["best_unit"], -1)), "unit_iou"),
+])
+def test_damaged_evaluation_files_are_refused_naming_the_field(semantic, tmp_path, edit, field):
+    import json
+    import re
+
+    from interp_engine.methods.concept_vectors import ConceptVectorsEvaluation
+
+    _, ev = semantic
+    with np.load(ev.save(tmp_path / "ev.npz"), allow_pickle=False) as z:
+        raw = {k: z[k] for k in z.files}
+    h = json.loads(str(raw.pop("header")))
+    edit(raw, h)
+    np.savez(tmp_path / "bad.npz", header=np.array(json.dumps(h)), **raw)
+    with pytest.raises(ValueError) as info:
+        ConceptVectorsEvaluation.load(tmp_path / "bad.npz")
+    msg = str(info.value)
+    assert str(tmp_path / "bad.npz") in msg and re.search(rf"'(header\.)?{field}'", msg), msg

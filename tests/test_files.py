@@ -49,14 +49,14 @@ def _tcav(num_random=2):
     acts = {"c": rng.normal(size=(12, 4)) + 1.0, "d": rng.normal(size=(12, 4)) - 1.0}
     rnd = [rng.normal(size=(12, 4)) for _ in range(num_random + 1)]
     t = TCAV(model, "0", classifier="mean_difference", num_random=num_random, features="mean")
-    return model, t.fit_cavs_from_activations(acts, rnd)
+    return model, t.fit_activations(acts, rnd)
 
 
 @pytest.fixture
 def cav_file(tmp_path):
     model, t = _tcav()
     path = tmp_path / "cavs.npz"
-    t.save_cavs(path)
+    t.save(path)
     return (model, t), path
 
 
@@ -89,12 +89,12 @@ def _load_dissection(path, _obj):
 
 def _load_cavs(path, obj):
     model, t = obj
-    return TCAV(model, "0", num_random=t.num_random, features="mean").load_cavs(path)
+    return TCAV.load(path, model, "0", num_random=t.num_random, features="mean")
 
 
 def _load_cv(path, obj):
     model, _ = obj
-    return ConceptVectors(model, "0").load(path)
+    return ConceptVectors.load(path, model, "0")
 
 
 # ----------------------------------------------------------------------------- round trips

@@ -1,6 +1,7 @@
 """What a file of vectors was computed for: the checks shared by
 :meth:`ConceptVectors.load <interp_engine.methods.concept_vectors.ConceptVectors.load>`
-and :meth:`TCAV.load_cavs <interp_engine.methods.tcav.TCAV.load_cavs>`.
+and :meth:`TCAV.load <interp_engine.methods.tcav.TCAV.load>`, and the one
+shape of loading learned state both follow (:func:`build_for_file`).
 
 Vectors live in one layer's feature space of one model: applied to another
 layer, or to the same layer of other weights, they give numbers that mean
@@ -13,6 +14,13 @@ one ValueError naming the field.
 
 Files of version 1 (before the model was recorded) cannot be checked: they are
 refused unless the caller passes ``check_model=False``.
+
+Learned state is saved by ``obj.save(path)`` and read back by the classmethod
+``Class.load(path, model, layer=None, *, check_model=True, **settings)``: the
+object is built for ``model`` at ``layer`` (default: the file's layer) with
+the settings the file records unless they are given, then the file is checked
+against it exactly as above (a layer or a setting given that is not the
+file's is refused, naming the field).
 """
 from __future__ import annotations
 
@@ -20,10 +28,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
-from .._npz import MapOf, Num, _open, _parse_header
+from .._npz import MapOf, Num, peek_header
 
 __all__ = ["MODEL_SPEC", "file_version", "model_key", "entries", "check_setting", "check_layer",
-           "check_model", "refuse_version_1"]
+           "check_model", "refuse_version_1", "build_for_file"]
 
 #: the header field ``model``: :func:`~interp_engine._fingerprint.model_fingerprint`'s dict
 #: (strings and counts), or null when the vectors' model is not known (a version-1 file loaded
@@ -48,12 +56,7 @@ def file_version(path: Any, fmt: str, what: str) -> Optional[int]:
     ``fmt`` with an integer version; None otherwise (the full load then says
     what is wrong).  Raises what :func:`~interp_engine._npz.load_npz` raises
     for a file that cannot be opened or a header that cannot be parsed."""
-    p = Path(path)
-    z, fid = _open(p, what)
-    with fid, z:
-        if "header" not in z.files:
-            return None
-        h = _parse_header(z, p, what)
+    h = peek_header(Path(path), what)
     if not isinstance(h, dict) or h.get("format") != fmt:
         return None
     v = h.get("version")
@@ -112,3 +115,25 @@ def refuse_version_1(path: Any, what: str, cls: str, checked: str) -> None:
                      f"the vectors were computed for (field 'header.model' is absent), so it cannot be "
                      f"checked against the model of this {cls}; pass check_model=False to load it anyway "
                      f"({checked} are still checked), or compute the vectors again and save them")
+
+
+def build_for_file(cls: Any, path: Any, h: Mapping[str, Any], model: Any, layer: Optional[str],
+                   settings: Mapping[str, Any], recorded: Sequence[str]) -> Any:
+    """``cls(model, layer, **settings)`` for a file whose checked header is
+    ``h``: ``layer`` defaults to the file's layer and each setting named in
+    ``recorded`` to the file's value (given ones are kept, so that the
+    file's checks refuse a mismatch, naming the field).  A file's layer that
+    ``model`` does not have is a ValueError naming the file and the field."""
+    kw = {k: h[k] for k in recorded}
+    kw.update(settings)
+    if layer is None:
+        layer = h["layer"]
+        if hasattr(model, "named_modules"):  # else the constructor says what model must be
+            from ..capture import find_module
+
+            try:
+                find_module(model, layer)
+            except ValueError as exc:
+                raise ValueError(f"{path} was computed for layer {layer!r} (field 'header.layer'), which "
+                                 f"this model does not have: {exc}") from None
+    return cls(model, layer, **kw)
