@@ -2,54 +2,34 @@
 interpretability.
 
 The compiled core (``interp_engine._core``, C++17, no libtorch) does the
-counting; this package converts numpy arrays and torch tensors at its
-boundary, with errors that name the argument, what was expected and what
-arrived.
+counting; :mod:`interp_engine.engine` converts numpy arrays (and torch tensors,
+read in place) at its boundary, with errors that name the argument, what was
+expected and what arrived.  The kernels need numpy alone:
 
-- :class:`ChannelQuantiles`: streaming per-channel quantiles (rank error
-  1e-4), with an exact second pass.
-- :class:`IoUTally`: Network Dissection's intersection / union counts between
-  binarized, upsampled activation maps and concept masks; :func:`resize_maps`
-  resizes maps exactly as PyTorch (with or without antialiasing) or Pillow
-  (NetDissect-Lite) does.
-- :func:`greedy_cover`, :func:`ratio_greedy_cover`: greedy weighted max
-  coverage / set cover, and the submodular-cost submodular cover of Lam et al.
-  (2021); :func:`ratio_greedy_cover_many` solves many such problems across
-  the thread pool; :class:`PackedBits` for bit-packed sets.
-- :class:`Capture`, :func:`iter_activations`, :func:`pooled_activations`:
-  activations of named submodules of any ``torch.nn.Module`` through forward
-  hooks that are always removed (needs the optional PyTorch extra; imported
-  on first use, so ``import interp_engine`` does not import torch).
-- :func:`dissect`, :class:`Dissection`: Network Dissection end to end
-  (thresholds, IoU, labels, report; :mod:`interp_engine.report`).
-- :class:`Invert`: INVERT explanations of neurons by AND/OR/NOT formulas of
-  concepts scored by AUC, with Mann-Whitney p-values (imported on first use;
-  ``Invert.from_model`` needs torch, ``Invert.explain`` does not).
-- :class:`TCAV`: concept activation vectors and TCAV scores with the paper's
-  significance test (imported on first use; needs torch, scipy, and
-  scikit-learn for the SGD classifier).
-- :class:`ConceptVectors`: segmentation concept vectors (semantic vectors,
-  our formulation of Gu & Tresp; Net2Vec) with the held-out IoU against the
-  best single unit (imported on first use; needs torch).
-- :class:`RepresentativeInterpretation`, :class:`Region`, :func:`plot_region`:
-  representative interpretations (Lam et al., ICCV 2021): a seed's decision
-  region from sampled linear decision boundaries and the ratio-greedy cover;
-  :func:`grad_cam` and :func:`average_drop_increase` to evaluate such maps
-  (imported on first use; needs torch).
-- :mod:`interp_engine.topics`: semantic topic supervision (Dong et al., CVPR
-  2017): :func:`extract_topics` (LDA, needs scikit-learn),
-  :class:`InterpretiveLoss`, :func:`prediction_difference`,
-  :func:`edit_neurons` and :func:`explain_edit` (imported on first use; all
-  but the topics need torch).
+- :class:`ChannelQuantiles`, :class:`ExactQuantilePass`: streaming per-channel
+  quantiles (rank error 1e-4) and the exact second pass;
+- :class:`IoUTally`, :func:`resize_maps`: Network Dissection's intersection /
+  union counts, and the resizes of PyTorch and Pillow, exactly;
+- :func:`midranks`, :func:`auc`, :func:`mannwhitney_pvalues`,
+  :func:`beam_search`: rank statistics and INVERT's formula search;
+- :func:`greedy_cover`, :func:`ratio_greedy_cover`,
+  :func:`ratio_greedy_cover_many`, :class:`PackedBits`: greedy (submodular) cover.
+
+The methods (torch for the ones that run a model) follow one protocol: a class
+built from ``(model, layer, **settings)``, ``fit(data)`` where it learns
+something, ``explain(data)`` returning a result with ``table()``,
+``to_csv()``, ``save()`` / ``load()``: :class:`Dissection`, :class:`Invert`,
+:class:`TCAV`, :class:`ConceptVectors`, :class:`ConceptRelevance`,
+:class:`RepresentativeInterpretation`, :class:`TopicInterpretation`.  They,
+the capture hooks, the data and the reports load on first access, so
+``import interp_engine`` imports no torch.  docs/index.md maps each method to
+its module, docs, CLI command, report, benchmark and tests; docs/api.md lists
+every public name.
 """
 import importlib as _importlib
 import importlib.util as _importlib_util
 from ._loader import core as _core
-from .engine.cover import (CoverResult, PackedBits, RatioCoverResult, greedy_cover, pack_bits,
-                           ratio_greedy_cover, ratio_greedy_cover_many)
-from .engine.iou import IoUTally
-from .engine.quantiles import ChannelQuantiles, ExactQuantilePass
-from .engine.resize import resize_maps
+from .engine import *  # noqa: F401,F403  (the kernels, numpy only: engine.__all__, imported now)
 
 __version__ = getattr(_core, "__version__", "0.0.0")
 
@@ -64,77 +44,68 @@ def set_num_threads(n: int) -> None:
 
     _core.set_num_threads(check_int(n, "num_threads", minimum=0, maximum=INT32_MAX))
 
-__all__ = [
-    "ChannelQuantiles",
-    "ExactQuantilePass",
-    "IoUTally",
-    "resize_maps",
-    "greedy_cover",
-    "ratio_greedy_cover",
-    "ratio_greedy_cover_many",
-    "PackedBits",
-    "pack_bits",
-    "CoverResult",
-    "RatioCoverResult",
-    "get_num_threads",
-    "set_num_threads",
-    "__version__",
-]
-
-# interp_engine.capture imports torch, an optional extra: its names are loaded
-# on first access (PEP 562) and listed in __all__ only when torch is installed,
-# so that `from interp_engine import *` keeps working without it.  The
-# `capture()` shorthand is not re-exported: `interp_engine.capture` is the
-# submodule (use `from interp_engine.capture import capture`).
-_CAPTURE_NAMES = ("Capture", "find_module", "to_bchw", "iter_activations",
-                  "pooled_activations")
-if _importlib_util.find_spec("torch") is not None:
-    __all__ += list(_CAPTURE_NAMES)
-
-# Methods are loaded on first access too (they need no torch to import).
-_METHOD_NAMES = {"Invert": ".methods.invert", "InvertResult": ".methods.invert",
-                 "dissect": ".methods.dissection", "Dissection": ".methods.dissection",
-                 "DissectionResult": ".methods.dissection", "LayerResult": ".methods.dissection",
-                 "rotation_experiment": ".methods.dissection",
-                 "TCAV": ".methods.tcav", "TCAVResult": ".methods.tcav",
-                 "ConceptVectors": ".methods.concept_vectors",
-                 **{n: ".methods.representative" for n in (
-                     "RepresentativeInterpretation", "Regions", "Region", "RegionEvaluation",
-                     "evaluate_regions")},
-                 "plot_region": ".report.represent_page",
-                 "grad_cam": ".methods.cam", "average_drop_increase": ".methods.cam",
-                 **{n: ".methods.concept_relevance" for n in (
-                     "ConceptRelevance", "concept_class_relevance", "linear_head_relevance", "concept_maps",
-                     "concept_contributions", "RelevanceResult", "LocalContributions")},
-                 "plot_local": ".report.relevance_plots",
-                 **{n: ".methods.topics" for n in (
-                     "TopicInterpretation", "extract_topics", "Topics", "validate_topic_matrix",
-                     "PredictionDifference", "NeuronEdit", "EditEffect")}}
-# deprecated aliases, reachable but not listed in __all__
-_DEPRECATED_NAMES = {n: ".methods.topics" for n in ("prediction_difference", "edit_neurons", "explain_edit")}
-__all__ += list(_METHOD_NAMES)
-# names that need torch to be loaded (listed in __all__ only when torch is installed)
-_TORCH_METHOD_NAMES = {"InterpretiveLoss": ".methods.topics", "fit_topic_head": ".methods.topics"}
-if _importlib_util.find_spec("torch") is not None:
-    __all__ += list(_TORCH_METHOD_NAMES)
-_METHOD_NAMES.update(_TORCH_METHOD_NAMES)
-_METHOD_NAMES.update(_DEPRECATED_NAMES)
-# subpackages reachable as attributes (interp_engine.report.write_report(...)) after `import interp_engine`
-_SUBPACKAGES = ("data", "models", "methods", "report", "topics")
+# The public surface: every subpackage's __all__, in one table (tests/test_package.py checks
+# that each entry equals its subpackage's __all__ and that every name is documented).  The kernels
+# are imported above; the rest loads on first access (PEP 562), so `import interp_engine` needs
+# numpy alone.  Names that need torch to load are listed in __all__ only when torch is installed,
+# so that `from interp_engine import *` works without it.  (capture's `capture()` shorthand is not
+# re-exported: `interp_engine.capture` is the submodule.)
+_EXPORTS = {
+    ".engine": ("ChannelQuantiles", "ExactQuantilePass", "DEFAULT_K", "RANK_ERROR_BOUND", "IoUTally", "UNIT_RULES",
+                "RESIZE_METHODS", "resize_maps", "CoverResult", "RatioCoverResult", "PackedBits", "pack_bits",
+                "greedy_cover", "ratio_greedy_cover", "ratio_greedy_cover_many", "midranks", "auc",
+                "mannwhitney_pvalues", "beam_search", "PVALUE_METHODS"),
+    ".methods": ("Dissection", "DissectionResult", "LayerResult", "random_rotation", "Invert", "InvertResult",
+                 "NeuronExplanation", "Explanation", "format_formula", "TCAV", "TCAVResult", "TCAVRow", "CAV",
+                 "Classifier", "SGDLinearClassifier", "MeanDifferenceClassifier", "ConceptVectors",
+                 "ConceptVectorsEvaluation", "ConceptIoURow", "ConceptRelevance", "RelevanceResult",
+                 "LocalContributions", "RepresentativeInterpretation", "Regions", "Region", "Boundaries",
+                 "SimilarImages", "RegionEvaluation", "evaluate_regions", "grad_cam", "average_drop_increase",
+                 "DropIncrease", "TopicInterpretation", "PredictionDifference", "EditEffect", "NeuronEdit",
+                 "Topics", "extract_topics", "validate_topic_matrix", "ABLATIONS", "TARGETS", "InterpretiveLoss",
+                 "fit_topic_head", "FASHION_MNIST_DESCRIPTIONS"),
+    ".data": ("BrodenDataset", "broden_loader", "decode_label_png", "NETDISSECT_MEAN_RGB", "NETDISSECT_SCALE",
+              "IMAGENET_MEAN", "IMAGENET_STD", "concept_dataset", "render_concepts", "ConceptArrays",
+              "default_cache_dir", "write_broden", "read_manifest", "encode_label_png", "label_numbers",
+              "FASHION_MNIST_CLASSES", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "fashion_mnist_root",
+              "fashion_mnist_tensor", "read_idx"),
+    ".report": ("write_report", "overlay_mask", "unit_strip", "write_invert_report", "histogram_svg",
+                "write_represent_report", "heat_overlay", "plot_region", "display_image", "plot_relevance_heatmap",
+                "plot_local"),
+    ".capture": ("find_module", "to_bchw", "Capture", "iter_activations", "pooled_activations",
+                 "model_device_dtype", "OutputHooks"),
+    ".models": ("ConceptCNN", "load_default_model", "load_model", "save_weights", "output_names", "OUTPUTS",
+                "DEFAULT_LAYER", "DEFAULT_TRANSFORM", "LAYER_NAMES", "FashionCNN", "MobileNetV2",
+                "imagenet_preprocess", "find_mobilenet_v2_weights"),
+}
+#: names whose module imports torch
+_NEEDS_TORCH = frozenset(_EXPORTS[".capture"] + _EXPORTS[".models"] + (
+    "BrodenDataset", "broden_loader", "decode_label_png", "NETDISSECT_MEAN_RGB", "NETDISSECT_SCALE", "IMAGENET_MEAN",
+    "IMAGENET_STD", "InterpretiveLoss", "fit_topic_head", "FASHION_MNIST_DESCRIPTIONS"))
+#: deprecated aliases: reachable, not listed in __all__ (each warns when called, naming its replacement)
+_DEPRECATED = {**{n: ".methods.dissection" for n in ("dissect", "rotation_experiment")},
+               **{n: ".methods.concept_relevance" for n in (
+                   "concept_class_relevance", "linear_head_relevance", "concept_maps", "concept_contributions")},
+               **{n: ".methods.topics" for n in ("prediction_difference", "edit_neurons", "explain_edit")}}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+_WHERE.update(_DEPRECATED)
+_HAVE_TORCH = _importlib_util.find_spec("torch") is not None
+__all__ = [n for names in _EXPORTS.values() for n in names if _HAVE_TORCH or n not in _NEEDS_TORCH]
+__all__ += ["get_num_threads", "set_num_threads", "__version__"]
+# subpackages reachable as attributes (interp_engine.report.write_report(...)) after `import interp_engine`;
+# "topics" is the deprecated shim of interp_engine.methods.topics
+_SUBPACKAGES = ("data", "models", "methods", "report", "engine", "topics")
 
 
 def __getattr__(name):
-    if name in _CAPTURE_NAMES:
-        # import_module, not `from . import capture`: the latter probes this
-        # __getattr__ again.  Raises a clear ImportError without torch.
-        module = _importlib.import_module(".capture", __name__)
-        return getattr(module, name)
-    if name in _METHOD_NAMES:
-        return getattr(_importlib.import_module(_METHOD_NAMES[name], __name__), name)
+    if name in _WHERE:
+        # import_module, not `from . import x`: the latter probes this __getattr__ again.  The capture
+        # module raises a clear ImportError without torch.
+        return getattr(_importlib.import_module(_WHERE[name], __name__), name)
     if name in _SUBPACKAGES:
         return _importlib.import_module("." + name, __name__)
     raise AttributeError(f"module 'interp_engine' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_CAPTURE_NAMES) | set(_METHOD_NAMES) | set(_SUBPACKAGES))
+    return sorted(set(globals()) | set(_WHERE) | set(_SUBPACKAGES))

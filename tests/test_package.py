@@ -84,3 +84,26 @@ def test_lazy_data_names_are_the_broden_modules():
     assert sorted(data._BRODEN_NAMES) == sorted(broden.__all__)
     assert all(getattr(data, n) is getattr(broden, n) for n in broden.__all__)
     assert set(broden.__all__) <= set(data.__all__) and set(broden.__all__) <= set(dir(data))
+
+
+def test_the_public_surface_is_every_subpackages_all_and_documented():
+    """interp_engine.__all__ is built from one table of the subpackages' __all__ (checked equal here),
+    every name is the subpackage's object, and docs/api.md lists exactly these names."""
+    import importlib
+
+    import interp_engine as ie
+
+    listed = []
+    for mod, names in ie._EXPORTS.items():
+        sub = importlib.import_module("interp_engine" + mod)
+        assert tuple(n for n in sub.__all__ if not (mod == ".capture" and n == "capture")) == names, mod
+        for n in names:
+            assert getattr(ie, n) is getattr(sub, n), n
+        listed += names
+    assert len(set(listed)) == len(listed), "a name exported by two subpackages"
+    assert set(ie.__all__) == set(listed) | {"get_num_threads", "set_num_threads", "__version__"}
+    api = (ROOT / "docs" / "api.md").read_text()
+    documented = set(re.findall(r"^\| `(\w+)` \|", api, re.M))
+    assert documented == set(listed), (sorted(set(listed) - documented), sorted(documented - set(listed)))
+    for n in ie._DEPRECATED:  # reachable, unlisted, named in the docs with their replacement
+        assert n not in ie.__all__ and callable(getattr(ie, n)) and f"`{n}`" in api
