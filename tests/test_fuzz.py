@@ -180,7 +180,7 @@ def _gen_poison(rng):
 def _gen_needs_poison(rng):
     def fn():
         if _POISONED:
-            os.kill(os.getpid(), signal.SIGSEGV)
+            _segfault()
     return fuzz.Case("victim", "crashes only after the poison", fn, "ok")
 
 
