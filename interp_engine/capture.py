@@ -243,7 +243,22 @@ def _layer_list(layers: Any) -> List[str]:
     return out
 
 
-class Capture:
+class _Hooked:
+    """The hook handles of a context manager that registers forward hooks: removed on exit, on
+    an error while registering, and never left behind."""
+
+    _handles: List[Any]
+
+    def _remove(self) -> None:
+        handles, self._handles = self._handles, []
+        for h in handles:
+            h.remove()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._remove()
+
+
+class Capture(_Hooked):
     """Capture the outputs of named submodules during a forward pass.
 
     Use as a context manager: ``__enter__`` registers a forward hook on every
@@ -399,13 +414,6 @@ class Capture:
             raise
         return self
 
-    def _remove(self) -> None:
-        handles, self._handles = self._handles, []
-        for h in handles:
-            h.remove()
-
-    def __exit__(self, *exc: Any) -> None:
-        self._remove()
 
     @property
     def active(self) -> bool:
@@ -449,7 +457,7 @@ class Capture:
 
 # ----------------------------------------------------------------------------- OutputHooks
 
-class OutputHooks:
+class OutputHooks(_Hooked):
     """Forward hooks that see, and may replace, the outputs of named submodules.
 
     For methods that intervene in a forward pass (ablating or scaling channels)
@@ -532,13 +540,6 @@ class OutputHooks:
             raise
         return self
 
-    def _remove(self) -> None:
-        handles, self._handles = self._handles, []
-        for h in handles:
-            h.remove()
-
-    def __exit__(self, *exc: Any) -> None:
-        self._remove()
 
     def __repr__(self) -> str:
         return (f"OutputHooks({type(self.model).__name__}, layers={[n for n, _, _ in self.hooks]}, "

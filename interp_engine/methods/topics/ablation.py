@@ -331,11 +331,9 @@ def prediction_difference(ti: Any, data: Any) -> PredictionDifference:
         ablation_values=values_all.cpu().numpy())
 
 
-def _neuron_index(neurons: Any, c: int, layer: str) -> Any:
-    import torch
-
-    if neurons is None:
-        return torch.arange(c)
+def check_neurons(neurons: Any, c: Optional[int] = None, layer: Optional[str] = None) -> List[int]:
+    """``neurons`` as a list of distinct channel indices: in ``[0, c)`` of ``layer`` when ``c`` is
+    given, else only >= 0 (the range is checked when the layer is known)."""
     if isinstance(neurons, (str, bytes)) or not isinstance(neurons, Iterable):
         raise TypeError(f"neurons must be a sequence of channel indices or None, got {type(neurons).__name__}")
     idx = list(neurons)
@@ -344,11 +342,21 @@ def _neuron_index(neurons: Any, c: int, layer: str) -> Any:
     for v in idx:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise TypeError(f"neurons must hold ints, got {v!r} ({type(v).__name__})")
-        if not 0 <= v < c:
+        if c is None and v < 0:
+            raise ValueError(f"neurons must be channel indices >= 0, got {int(v)}")
+        if c is not None and not 0 <= v < c:
             raise ValueError(f"neurons must be channel indices in [0, {c}) of layer {layer!r}, got {int(v)}")
     if len(set(int(v) for v in idx)) != len(idx):
         raise ValueError("neurons must not repeat an index")
-    return torch.tensor([int(v) for v in idx], dtype=torch.int64)
+    return [int(v) for v in idx]
+
+
+def _neuron_index(neurons: Any, c: int, layer: str) -> Any:
+    import torch
+
+    if neurons is None:
+        return torch.arange(c)
+    return torch.tensor(check_neurons(neurons, c, layer), dtype=torch.int64)
 
 
 def _target_names(names: Optional[Sequence[str]], t: int, targets: Any, topic_head: Any) -> List[str]:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping
-from typing import Any, Callable, List, Optional, Sequence, Union
+from collections.abc import Mapping
+from typing import Any, Callable, Optional, Sequence, Union
 
-import numpy as np
 
 from ...engine._arrays import check_device
 from . import ablation, editing
+from .ablation import check_neurons
 from .editing import NeuronEdit
 from .lda import Topics, _check_int, _looks_numeric, extract_topics
 from .result import EditEffect, PredictionDifference
@@ -134,7 +134,7 @@ class TopicInterpretation:
                 find_module(model, topic_layer)
         elif topic_head is not None or topic_layer is not None:
             raise ValueError(f'topic_head and topic_layer are only used with targets="topics", got targets={targets!r}')
-        self.neurons = None if neurons is None else _check_neurons(neurons)
+        self.neurons = None if neurons is None else check_neurons(neurons)
         self.device = check_device(device) if device is not None else None
         self.n_topics = _check_int(n_topics, "n_topics")
         self.hidden = _check_int(hidden, "hidden")
@@ -289,23 +289,6 @@ class TopicInterpretation:
             :class:`EditEffect`.
         """
         return editing.explain_edit(self.model, self.layer, x, edits, class_names, labels=labels)
-
-
-def _check_neurons(neurons: Any) -> List[int]:
-    """The checks of ``neurons`` that need no layer (the channel range is checked by explain)."""
-    if isinstance(neurons, (str, bytes)) or not isinstance(neurons, Iterable):
-        raise TypeError(f"neurons must be a sequence of channel indices or None, got {type(neurons).__name__}")
-    idx = list(neurons)
-    if not idx:
-        raise ValueError("neurons must not be empty (None = all channels)")
-    for v in idx:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"neurons must hold ints, got {v!r} ({type(v).__name__})")
-        if v < 0:
-            raise ValueError(f"neurons must be channel indices >= 0, got {int(v)}")
-    if len(set(int(v) for v in idx)) != len(idx):
-        raise ValueError("neurons must not repeat an index")
-    return [int(v) for v in idx]
 
 
 # ----------------------------------------------------------------------------- deprecated aliases
