@@ -260,10 +260,13 @@ def test_bad_input(setup):
 
 
 def test_lazy_exports():
-    for name in ("concept_class_relevance", "linear_head_relevance", "concept_maps",
-                 "concept_contributions", "plot_local", "RelevanceResult", "LocalContributions"):
+    for name in ("ConceptRelevance", "plot_local", "RelevanceResult", "LocalContributions"):
         assert getattr(interp_engine, name) is getattr(interp_engine.methods, name)
         assert name in interp_engine.__all__
+    # the deprecated free functions: reachable from the top, not listed in __all__
+    for name in ("concept_class_relevance", "linear_head_relevance", "concept_maps", "concept_contributions"):
+        assert getattr(interp_engine, name) is getattr(interp_engine.methods, name)
+        assert name not in interp_engine.__all__
 
 
 def test_plot_without_matplotlib(monkeypatch, tmp_path, setup):
