@@ -17,6 +17,7 @@ from interp_engine.methods.representative import (Region, Regions, Representativ
                                                   derive_head)
 from interp_engine.report import plot_region
 
+from _npzedit import rewrite_npz
 from reference import cam_from_channel_weights, naive_ratio_greedy_cover
 
 N, K = 160, 5
@@ -737,17 +738,6 @@ def test_regions_save_load_round_trip_and_bind(mlp_ri, tmp_path):
         Regions.load(path).bind(model)
 
 
-def _rewrite(src, dst, change):
-    """Copy an .npz, applying change(arrays, header) to its contents."""
-    import json
-
-    with np.load(src, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    header = json.loads(str(arrays.pop("header")))
-    change(arrays, header)
-    arrays["header"] = np.array(json.dumps(header))
-    np.savez(dst, **arrays)
-    return dst
 
 
 def test_regions_file_damage_refused_naming_the_field(linear_ri, tmp_path):
@@ -785,7 +775,7 @@ def test_regions_file_damage_refused_naming_the_field(linear_ri, tmp_path):
                                 "r0.other_indices": np.zeros_like(a["r0.other_indices"])}), "r0.other_indices"),
     ]
     for i, (change, field) in enumerate(cases):
-        bad = _rewrite(good, tmp_path / f"bad{i}.npz", change)
+        bad = rewrite_npz(good, tmp_path / f"bad{i}.npz", change)
         with pytest.raises(ValueError) as e:
             Regions.load(bad)
         assert str(bad) in str(e.value) and field in str(e.value), (field, str(e.value))
@@ -863,7 +853,7 @@ def test_region_evaluation_result_round_trip(mlp_ri, tmp_path):
                           (lambda a, h: h["methods"].append(dict(h["methods"][0])), "header.methods"),
                           (lambda a, h: h["methods"][0].update(method="lime"), "header.methods[0].method"),
                           (lambda a, h: a.update(coverage=a["coverage"][:2]), "coverage")):
-        bad = _rewrite(tmp_path / "ev.npz", tmp_path / "bad.npz", change)
+        bad = rewrite_npz(tmp_path / "ev.npz", tmp_path / "bad.npz", change)
         with pytest.raises(ValueError) as e:
             RegionEvaluation.load(bad)
         assert field in str(e.value) and str(bad) in str(e.value), (field, str(e.value))

@@ -16,6 +16,8 @@ from interp_engine.engine.rank import beam_search
 from interp_engine.methods._result import MAX_REPR, Result
 from interp_engine.methods.invert import Invert, InvertResult
 
+from _npzedit import rewrite_npz
+
 
 def data(seed=0, n=300, k=5, c=9):
     rng = np.random.default_rng(seed)
@@ -171,14 +173,6 @@ def test_save_without_any_explanation(tmp_path):
     assert [r.note for r in back] == ["constant activations"] * 2 and rows_text(back) == rows_text(res)
 
 
-def _rewrite(src, dst, change):
-    """Copy the result file ``src`` to ``dst`` with ``change(arrays, header)`` applied."""
-    with np.load(src, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    header = json.loads(str(arrays.pop("header")))
-    change(arrays, header)
-    np.savez(dst, header=np.array(json.dumps(header)), **arrays)
-    return dst
 
 
 def test_damaged_files_are_refused_naming_the_field(tmp_path):
@@ -240,7 +234,7 @@ def test_damaged_files_are_refused_naming_the_field(tmp_path):
         ("version", header("version", 2)),
     ]
     for i, (field, change) in enumerate(cases):
-        bad = _rewrite(good, tmp_path / f"bad{i}.npz", change)
+        bad = rewrite_npz(good, tmp_path / f"bad{i}.npz", change)
         with pytest.raises(ValueError, match=field.replace(".", r"\.")) as exc:
             InvertResult.load(bad)
         assert str(bad) in str(exc.value), (field, str(exc.value))

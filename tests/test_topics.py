@@ -11,6 +11,7 @@ import sys
 from collections import OrderedDict
 
 import _child
+from _npzedit import rewrite_npz
 import numpy as np
 import pytest
 
@@ -722,17 +723,6 @@ def test_eval_script_without_fashion_mnist(tmp_path, capsys, monkeypatch):
 
 # ----------------------------------------------------------------------------- the method: fit, results, aliases
 
-def _rewrite(src, dst, change):
-    """Copy an .npz, applying change(arrays, header) to its contents."""
-    import json
-
-    with np.load(src, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    header = json.loads(str(arrays.pop("header")))
-    change(arrays, header)
-    arrays["header"] = np.array(json.dumps(header))
-    np.savez(dst, **arrays)
-    return dst
 
 
 def test_fit_is_lda_pooled_features_and_head(rng):
@@ -823,7 +813,7 @@ def test_prediction_difference_result_file_csv_repr(tmp_path, rng):
             (lambda a, h: h.update(ablation="random"), "header.ablation"),
             (lambda a, h: h.update(target_names=[]), "header.target_names"),
             (lambda a, h: h.pop("n_samples"), "n_samples")]:
-        bad = _rewrite(good, tmp_path / "bad.npz", change)
+        bad = rewrite_npz(good, tmp_path / "bad.npz", change)
         with pytest.raises(ValueError) as e:
             PredictionDifference.load(bad)
         assert field in str(e.value) and str(bad) in str(e.value), (field, str(e.value))
@@ -852,7 +842,7 @@ def test_edit_effect_result_file_csv_repr(tmp_path):
             (lambda a, h: a.update(labels=a["labels"] + 4), "labels"),
             (lambda a, h: h.update(edits=[[0, 0.0], [0, 1.0]]), "header.edits[1]"),
             (lambda a, h: h.update(has_labels=False), "labels")]:
-        bad = _rewrite(tmp_path / "edit.npz", tmp_path / "bad.npz", change)
+        bad = rewrite_npz(tmp_path / "edit.npz", tmp_path / "bad.npz", change)
         with pytest.raises(ValueError) as e:
             EditEffect.load(bad)
         assert field in str(e.value) and str(bad) in str(e.value), (field, str(e.value))

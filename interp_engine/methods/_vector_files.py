@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from .._npz import MapOf, Num, peek_header
+from .._npz import MapOf, Num, load_npz, peek_header
 
 __all__ = ["MODEL_SPEC", "file_version", "model_key", "entries", "check_setting", "check_layer",
            "check_model", "refuse_version_1", "build_for_file"]
@@ -137,3 +137,17 @@ def build_for_file(cls: Any, path: Any, h: Mapping[str, Any], model: Any, layer:
                 raise ValueError(f"{path} was computed for layer {layer!r} (field 'header.layer'), which "
                                  f"this model does not have: {exc}") from None
     return cls(model, layer, **kw)
+
+
+def read_file(path: Any, fmt: str, version: int, what: str, cls: str, checked: str, header_v1: Any, header: Any,
+              arrays: Any, check_model: bool) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(header, arrays) of a vector file, checked against the schema of its
+    version (``header_v1`` for version 1, else ``header`` at ``version``); a
+    version-1 file (no model recorded) is refused unless ``check_model`` is
+    False (:func:`refuse_version_1` says so, naming what is still ``checked``)."""
+    legacy = file_version(path, fmt, what) == 1
+    if legacy and check_model:
+        refuse_version_1(path, what, cls, checked)
+    if legacy:
+        return load_npz(path, fmt, 1, what, header_v1, arrays)
+    return load_npz(path, fmt, version, what, header, arrays)

@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
-from ..._npz import Array, MapOf, Num, OneOf, load_npz, save_npz
+from ..._npz import Array, MapOf, Num, OneOf, save_npz
 from .._vector_files import MODEL_SPEC, check_layer, check_model as check_file_model, check_setting, entries
-from .._vector_files import file_version, model_key, refuse_version_1
+from .._vector_files import model_key, read_file
 from .solver import METHODS
 
 __all__ = ["FORMAT", "VERSION", "SETTINGS", "ARRAYS", "write", "read", "check"]
@@ -65,12 +65,8 @@ def read(path: Any, check_model: bool) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(header, arrays) of the file, checked against the schema of its
     version; a version-1 file (no model recorded) is refused unless
     ``check_model`` is False."""
-    legacy = file_version(path, FORMAT, _WHAT) == 1
-    if legacy and check_model:
-        refuse_version_1(path, _WHAT, "ConceptVectors", "its layer, method, binarize and quantile")
-    if legacy:
-        return load_npz(path, FORMAT, 1, _WHAT, _HEADER_V1, _arrays)
-    return load_npz(path, FORMAT, VERSION, _WHAT, _HEADER, _arrays)
+    return read_file(path, FORMAT, VERSION, _WHAT, "ConceptVectors", "its layer, method, binarize and quantile", _HEADER_V1, _HEADER, _arrays,
+                     check_model)
 
 
 def check(path: Any, h: Dict[str, Any], cv: Any, check_model: bool) -> None:

@@ -11,9 +11,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ..._npz import Array, Num, OneOf, load_npz, save_npz
+from ..._npz import Array, Num, OneOf, save_npz
 from .._vector_files import MODEL_SPEC, check_layer, check_model as check_file_model, check_setting, entries
-from .._vector_files import file_version, refuse_version_1
+from .._vector_files import read_file
 
 __all__ = ["FORMAT", "VERSION", "SETTINGS", "FEATURES", "write", "read", "check"]
 
@@ -57,12 +57,8 @@ def read(path: Any, check_model: bool) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(header, arrays) of the file, checked against the schema of its
     version; a version-1 file (no model recorded) is refused unless
     ``check_model`` is False."""
-    legacy = file_version(path, FORMAT, _WHAT) == 1
-    if legacy and check_model:
-        refuse_version_1(path, _WHAT, "TCAV", "its layer, features and num_random")
-    if legacy:
-        return load_npz(path, FORMAT, 1, _WHAT, _HEADER_V1, _arrays)
-    return load_npz(path, FORMAT, VERSION, _WHAT, _HEADER, _arrays)
+    return read_file(path, FORMAT, VERSION, _WHAT, "TCAV", "its layer, features and num_random", _HEADER_V1, _HEADER, _arrays,
+                     check_model)
 
 
 def check(path: Any, h: Dict[str, Any], t: Any, check_model: bool) -> List[Tuple[str, str]]:
