@@ -44,7 +44,7 @@ def set_num_threads(n: int) -> None:
 
     _core.set_num_threads(check_int(n, "num_threads", minimum=0, maximum=INT32_MAX))
 
-# The public surface: every subpackage's __all__, in one table (tests/test_package.py checks
+# The public surface: every subpackage's __all__, in one table (tests/core/test_package.py checks
 # that each entry equals its subpackage's __all__ and that every name is documented).  The kernels
 # are imported above; the rest loads on first access (PEP 562), so `import interp_engine` needs
 # numpy alone.  Names that need torch to load are listed in __all__ only when torch is installed,

@@ -1,4 +1,4 @@
-"""A model for the command-line interrupt tests (tests/test_cli_errors.py):
+"""A model for the command-line interrupt tests (tests/methods/test_cli_errors.py):
 the bundled ConceptCNN with a pause before every forward, so that a run lasts
 long enough to be interrupted after its first checkpoint."""
 import time

@@ -1,8 +1,22 @@
 """Shared fixtures. Tests import the *installed* package (run `pytest` from the
 repository root; the rootdir is not put on sys.path, so the checkout's
-uncompiled `interp_engine/` does not shadow the installed one)."""
+uncompiled `interp_engine/` does not shadow the installed one).
+
+Layout: ``core/`` the kernels, their states and the boundary (errors, files,
+fuzzing, threads, interrupts, the package itself); ``methods/`` the methods,
+capture, checkpoints, results and the command line; ``data/`` the datasets
+and the bundled models.  The helpers they share live here in ``tests/``
+(references, the dtype and device lists in ``_params``, child processes,
+the fuzzer), which is put on sys.path for every test."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
 
 @pytest.fixture

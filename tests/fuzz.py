@@ -8,7 +8,7 @@ Run from the repository root::
     python -m tests.fuzz --seed 1 --case 17 --replay  # one case, in-process, with a traceback
     python -m tests.fuzz --list-targets
 
-``tests/test_fuzz.py`` runs ``INTERP_ENGINE_FUZZ_CASES`` cases (default
+``tests/core/test_fuzz.py`` runs ``INTERP_ENGINE_FUZZ_CASES`` cases (default
 2000) with ``INTERP_ENGINE_FUZZ_SEED`` (default 0); ``INTERP_ENGINE_FUZZ_MEMORY_GB``
 is the address space a child may add (default 6; 0: no limit, e.g. under ASan).
 

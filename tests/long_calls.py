@@ -1,6 +1,6 @@
 """One long call of every long kernel of the core, on inputs that cost little
-memory, for the interrupt and interpreter-exit tests (tests/test_threads.py,
-tests/test_interrupts.py).
+memory, for the interrupt and interpreter-exit tests (tests/core/test_threads.py,
+tests/core/test_interrupts.py).
 
 Each call would run for many seconds uninterrupted, even on a fast machine;
 the inputs stay small in memory: large read-only arrays of zeros are mappings

@@ -14,7 +14,7 @@
 //     l1   = min(max(src - i0, 0), 1);  l0 = 1 - l1
 //     h_r  = fma(a[r, x0], lx0, a[r, x1] * lx1)          (r = y0, y1)
 //     v    = fma(h_y0, ly0, h_y1 * ly1)
-//   (verified bit for bit against torch; see tests/test_iou.py).  A pixel is
+//   (verified bit for bit against torch; see tests/core/test_iou.py).  A pixel is
 //   active when v > T (strict, float64).  The upsampled maps are never
 //   materialized: only pixels whose 2x2 source neighbourhood holds a "hot"
 //   cell are evaluated (see hot_bound in iou_upsample.cpp for the proof that

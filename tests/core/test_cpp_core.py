@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CPP_TESTS = sorted((ROOT / "csrc" / "tests").glob("test_*.cpp"))
 CXX = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
 

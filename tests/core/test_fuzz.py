@@ -4,7 +4,7 @@ own forked child.  Zero bad outcomes (wrong exception type, an error that
 does not name the argument, pybind11's raw message, silent acceptance, a
 refused valid input, a wrong result, a crash, a hang).
 
-More cases: ``INTERP_ENGINE_FUZZ_CASES=5000 pytest tests/test_fuzz.py`` or
+More cases: ``INTERP_ENGINE_FUZZ_CASES=5000 pytest tests/core/test_fuzz.py`` or
 ``python -m tests.fuzz --cases 5000 --seed 1``; one case:
 ``python -m tests.fuzz --seed S --case N --replay``.
 """
@@ -35,7 +35,7 @@ def _run_fresh(tmp_path):
     code = ("import pickle, sys; sys.path.insert(0, sys.argv[1]); import fuzz; "
             "r = fuzz.run(int(sys.argv[2]), int(sys.argv[3]), timeout=float(sys.argv[4])); "
             "open(sys.argv[5], 'wb').write(pickle.dumps((r.seed, r.results, r.seconds, r.jobs)))")
-    res = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)), str(SEED),
+    res = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.dirname(os.path.abspath(__file__))), str(SEED),
                           str(CASES), str(TIMEOUT), str(out)], cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-4000:]
     return fuzz.Report(*pickle.loads(out.read_bytes()))

@@ -13,6 +13,7 @@ from interp_engine import _core
 from interp_engine.engine.iou import IoUTally
 from interp_engine.engine.resize import RESIZE_METHODS, resize_maps
 
+from _params import FLOAT_DTYPES, NUMPY_FLOATS
 from _torch import needs_torch, torch
 from reference import iou_counts
 from reference_resize import (antialias_formula, lite_masks, pil_resize, pil_resize_all, pil_width_first,
@@ -119,7 +120,7 @@ def test_torch_one_pixel_wide_output_bug_is_not_copied():
 
 
 @needs_torch
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_input_dtypes_and_layouts_are_widened_exactly(dtype):
     rng = np.random.default_rng(3)
     t = torch.from_numpy(rng.standard_normal((3, 2, 19, 11))).to(getattr(torch, dtype))
@@ -267,7 +268,7 @@ def assert_counts(t, ref):
 
 
 @pytest.mark.parametrize("rule", ["annotated", "lite"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("dtype", NUMPY_FLOATS)
 @pytest.mark.parametrize("shape", [(23, 19, 9, 8), (16, 16, 8, 8), (8, 8, 8, 8), (5, 6, 13, 11), (30, 4, 7, 9)])
 def test_tally_antialias_counts_equal_torch_reference(rule, dtype, shape):
     h, w, sh, sw = shape

@@ -714,7 +714,7 @@ def test_real_fashion_cnn_matches_reference_and_edit_changes_prediction():
 def test_eval_script_without_fashion_mnist(tmp_path, capsys, monkeypatch):
     from pathlib import Path
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from eval_topics import main
 
     assert main(["--root", str(tmp_path / "missing"), "--epochs", "1"]) == 2

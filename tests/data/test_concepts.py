@@ -14,7 +14,7 @@ from interp_engine.data import writer as wr
 torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- helpers: an obvious Broden reader

@@ -13,6 +13,7 @@ from interp_engine.engine.iou import IoUTally
 
 from _torch import needs_torch, torch
 from reference import iou_counts, iou_from_counts, upsample_default, upsample_exact, upsample_torch
+from _params import NUMPY_FLOATS
 
 FMA_TORCH = torch is not None and torch.backends.cpu.get_cpu_capability() != "DEFAULT"
 
@@ -70,7 +71,7 @@ def test_upsample_matches_exact_formula(h, w, sh, sw):
 
 # --------------------------------------------------------------------------- counts
 @pytest.mark.parametrize("rule", ["annotated", "lite"])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+@pytest.mark.parametrize("dtype", NUMPY_FLOATS)
 def test_counts_equal_reference(rule, dtype):
     rng = np.random.default_rng(0)
     acts, thr, pl, il, cat = make_case(rng)

@@ -14,6 +14,7 @@ import interp_engine as ie
 from interp_engine import PackedBits, _core
 from interp_engine.engine.rank import auc, mannwhitney_pvalues, midranks
 from interp_engine.methods.invert import Explanation, Invert, format_formula
+from _params import NUMPY_FLOATS
 from reference import (invert_beam_reference, invert_reference_evaluations, invert_reference_loop,
                        torchmetrics_binary_auroc, u2_by_sorting)
 
@@ -27,7 +28,7 @@ def tied_data(seed, n=240, k=4, c=7, levels=9):
 
 
 # ----------------------------------------------------------------------------- kernels
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+@pytest.mark.parametrize("dtype", NUMPY_FLOATS)
 def test_midranks_equal_scipy(dtype):
     acts, _ = tied_data(0)
     a = acts.astype(dtype)

@@ -27,7 +27,7 @@ import interp_engine as ie
 from interp_engine import _core
 from interp_engine.engine.iou import IoUTally
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/, where the helper modules are
 TARGET_MS = 100
 BOUND_S = 2.0
 

@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 
 from interp_engine import cli  # noqa: E402
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/, where the helper modules are
 QUICK = ["--quiet", "--max-images", "12", "--batch-size", "12", "--thresholds", "approx", "--report-units", "2"]
 
 

@@ -24,7 +24,7 @@ import pytest
 import interp_engine as ie
 from interp_engine.engine.iou import IoUTally
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/, where the helper modules are
 THREADS = 8
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import interp_engine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_public_api_is_exported():

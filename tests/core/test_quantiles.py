@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from interp_engine.engine.quantiles import ChannelQuantiles, memory_bound_bytes, rank_error_bound
 
-from _torch import needs_torch, torch
+from _torch import torch
 from reference import channel_values, exact_quantile, exact_rank, rank_error
+from _params import KERNEL_FLOATS, NUMPY_FLOATS
 
 
 TAIL_Q = np.concatenate([np.linspace(0.9, 0.9999, 120), [0.99, 0.995, 0.999, 0.9995, 0.9999]])
@@ -300,7 +301,7 @@ def _checksum_reference(values) -> tuple[int, int]:
     return int(z.sum(dtype=np.uint64)), int(np.bitwise_xor.reduce(z))
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("dtype", NUMPY_FLOATS)
 def test_value_checksum_equals_numpy_under_every_isa(isa, dtype):
     """The checksum of the values (sketch and exact pass) is computed by the
     AVX-512, AVX2 or portable kernel as INTERP_ENGINE_ISA allows: each gives
@@ -326,7 +327,7 @@ def _values_of(x, channel_axis=1):
     return channel_values(np.asarray(x, dtype=np.float64), channel_axis)
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, pytest.param("bfloat16", marks=needs_torch)])
+@pytest.mark.parametrize("dtype", KERNEL_FLOATS)
 def test_dtypes_numpy_and_torch(dtype):
     rng = np.random.default_rng(2)
     base = rng.standard_normal((50, 3, 5, 4))
@@ -564,7 +565,7 @@ def test_signed_zero_heavy_stream(dtype):
                                       np.asarray(outs[1][1][key], dtype=object) if isinstance(val, list) else outs[1][1][key])
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, pytest.param("bfloat16", marks=needs_torch)])
+@pytest.mark.parametrize("dtype", KERNEL_FLOATS)
 def test_nan_found_in_every_layout(dtype):
     """The NaN check reads dense batches as one block of memory (any axis
     order or stride sign) and others channel by channel: a single NaN
