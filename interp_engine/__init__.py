@@ -40,7 +40,7 @@ def set_num_threads(n: int) -> None:
     """Set the default number of threads of the core (an integer >= 0; 0 =
     all cores).  Not a bool, a float or a string (TypeError); out of range:
     ValueError."""
-    from .engine._arrays import INT32_MAX, check_int
+    from .engine.checks import INT32_MAX, check_int
 
     _core.set_num_threads(check_int(n, "num_threads", minimum=0, maximum=INT32_MAX))
 

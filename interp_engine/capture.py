@@ -26,7 +26,7 @@ from ._loader import require_torch
 torch = require_torch("interp_engine.capture")
 from torch import nn  # noqa: E402
 
-from .engine._arrays import check_device
+from .engine.checks import check_device
 
 __all__ = ["find_module", "to_bchw", "Capture", "capture", "iter_activations",
            "pooled_activations", "model_device_dtype", "OutputHooks"]

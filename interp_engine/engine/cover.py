@@ -35,7 +35,7 @@ from typing import Any, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from .._loader import core as _core
-from ._arrays import bool_array, check_num_threads, check_positive_int, check_real, describe, to_numpy
+from .checks import bool_array, check_num_threads, check_positive_int, check_real, describe, to_numpy
 
 __all__ = ["CoverResult", "RatioCoverResult", "PackedBits", "pack_bits", "greedy_cover",
            "ratio_greedy_cover", "ratio_greedy_cover_many"]

@@ -46,11 +46,11 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from .._loader import core as _core
-from ._arrays import (bool_array, check_choice, check_num_threads, check_positive_int, describe,
-                      float_array, int_array, to_numpy)
+from .checks import (bool_array, check_choice, check_num_threads, check_positive_int, describe,
+                     float_array, int_array, to_numpy)
 from .resize import check_method
-from ._state import check_declared_length, check_digest, state_digests
-from ._sync import Synchronized, synchronized, synchronized_pair
+from .states import check_declared_length, check_digest, state_digests
+from .sync import Synchronized, synchronized, synchronized_pair
 
 __all__ = ["IoUTally", "UNIT_RULES"]
 
@@ -119,7 +119,7 @@ class IoUTally(Synchronized):
                              f"got {int(cat[bad])} for label {bad}")
         _check_sizes(num_units, num_labels, num_categories, sh, sw)
         self._num_threads = check_num_threads(num_threads)
-        self._init_lock()  # calls from several threads run one at a time (see _sync.py)
+        self._init_lock()  # calls from several threads run one at a time (see sync.py)
         self._core = _core.IoUTallyCore(num_units, num_labels, np.ascontiguousarray(cat, dtype=np.int32),
                                         num_categories, sh, sw, unit_rule == "lite")
         self._unit_rule = unit_rule

@@ -15,10 +15,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .._loader import core as _core
-from ._arrays import (check_int, check_num_threads, check_positive_int, check_real, describe,
-                      float_array, to_numpy)
-from ._state import check_declared_length, check_digest, state_digests
-from ._sync import Synchronized, synchronized, synchronized_pair
+from .checks import (check_int, check_num_threads, check_positive_int, check_real, describe,
+                     float_array, to_numpy)
+from .states import check_declared_length, check_digest, state_digests
+from .sync import Synchronized, synchronized, synchronized_pair
 
 __all__ = ["ChannelQuantiles", "ExactQuantilePass", "DEFAULT_K", "RANK_ERROR_BOUND"]
 
@@ -215,7 +215,7 @@ class ChannelQuantiles(_PickledByState):
         self._skip_nan = _check_nan_policy(nan)
         self._threads = check_num_threads(num_threads)
         self._sk = _core.QuantileSketch(self._C, self._k, self._seed)
-        self._init_lock()  # calls from several threads run one at a time (see _sync.py)
+        self._init_lock()  # calls from several threads run one at a time (see sync.py)
 
     # ------------------------------------------------------------ properties
     @property

@@ -35,7 +35,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .._loader import core as _core
-from ._arrays import INT32_MAX, bool_array, check_num_threads, check_positive_int, check_real, describe, float_array
+from .checks import INT32_MAX, bool_array, check_num_threads, check_positive_int, check_real, describe, float_array
 from .cover import PackedBits
 
 __all__ = ["midranks", "auc", "mannwhitney_pvalues", "beam_search", "PVALUE_METHODS"]

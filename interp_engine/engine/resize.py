@@ -40,7 +40,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from .._loader import core as _core
-from ._arrays import check_num_threads, check_positive_int, float_array
+from .checks import check_num_threads, check_positive_int, float_array
 
 __all__ = ["RESIZE_METHODS", "resize_maps"]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Optional, Tuple
 
-from ..engine._arrays import describe
+from ..engine.checks import describe
 
 
 def iter_batches(examples: Any, batch_size: int, what: str) -> Iterator[Any]:

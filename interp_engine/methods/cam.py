@@ -40,7 +40,7 @@ from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 
-from ..engine._arrays import check_dense_tensor, check_positive_int, describe
+from ..engine.checks import check_dense_tensor, check_positive_int, describe
 
 __all__ = ["grad_cam", "average_drop_increase", "DropIncrease"]
 

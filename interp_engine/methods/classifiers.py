@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..engine._arrays import describe
+from ..engine.checks import describe
 
 __all__ = ["Classifier", "SGDLinearClassifier", "MeanDifferenceClassifier", "CLASSIFIERS",
            "make_classifier", "train_cav"]

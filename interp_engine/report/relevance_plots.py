@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..engine._arrays import check_positive_int, describe
+from ..engine.checks import check_positive_int, describe
 from .figures import agg_figure
 
 __all__ = ["plot_relevance_heatmap", "plot_local"]

@@ -169,7 +169,7 @@ def plot_region(region: Any, path: Any, *, images: Any = None, k: int = 5,
         alpha: opacity of the overlaid heatmaps.
     """
     from ..capture import input_of
-    from ..engine._arrays import check_positive_int, describe
+    from ..engine.checks import check_positive_int, describe
     from ..methods.representative import Region, Regions
     from .figures import agg_figure
 

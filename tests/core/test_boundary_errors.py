@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 import interp_engine as ie
 from interp_engine.engine import rank
-from interp_engine.engine._arrays import check_device, check_int, check_real
+from interp_engine.engine.checks import check_device, check_int, check_real
 from interp_engine.methods.invert import Invert
 
 torch = pytest.importorskip("torch")

@@ -2,7 +2,7 @@
 native result for little- and big-endian inputs of every dtype.
 
 The core reads raw buffers in native byte order; one helper of
-``interp_engine.engine._arrays`` (``native``) converts every array the
+``interp_engine.engine.checks`` (``native``) converts every array the
 package hands to it, so a non-native array is read by value, never with its
 bytes swapped.  Each test below feeds the same values as '<' and as '>'
 arrays (one of the two is non-native on any machine) and compares with the
@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 import interp_engine as ie
 from interp_engine.engine import rank
-from interp_engine.engine._arrays import native
+from interp_engine.engine.checks import native
 from interp_engine.methods.invert import Invert
 
 FLOATS = ["f2", "f4", "f8"]

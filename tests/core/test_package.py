@@ -107,3 +107,26 @@ def test_the_public_surface_is_every_subpackages_all_and_documented():
     assert documented == set(listed), (sorted(set(listed) - documented), sorted(documented - set(listed)))
     for n in ie._DEPRECATED:  # reachable, unlisted, named in the docs with their replacement
         assert n not in ie.__all__ and callable(getattr(ie, n)) and f"`{n}`" in api
+
+
+def test_the_engine_plumbing_is_public_documented_and_not_at_the_top():
+    """interp_engine.engine.checks / .states / .sync are public modules (the methods and reports import
+    them; tests/core/test_import_graph.py forbids the private ones): every name of their __all__ exists,
+    is documented in docs/api.md as `module.name` in its own section, and stays out of the engine's and
+    the top level's __all__ (plumbing, not methods)."""
+    import importlib
+
+    import interp_engine.engine as engine
+
+    api = (ROOT / "docs" / "api.md").read_text()
+    section = api.split("## Checks and protocol pieces", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+\.\w+)` \|", section, re.M))
+    expected = set()
+    for mod in ("checks", "states", "sync"):
+        m = importlib.import_module(f"interp_engine.engine.{mod}")
+        assert m.__doc__ and m.__all__, mod
+        for n in m.__all__:
+            assert hasattr(m, n), f"{mod}.{n}"
+            assert n not in interp_engine.__all__ and n not in engine.__all__, f"{mod}.{n} is re-exported"
+            expected.add(f"{mod}.{n}")
+    assert documented == expected, (sorted(expected - documented), sorted(documented - expected))

@@ -45,7 +45,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ...engine._arrays import check_dense_tensor, check_positive_int, describe, float_array
+from ...engine.checks import check_dense_tensor, check_positive_int, describe, float_array
 from .._gradients import iter_layer_gradients
 from .result import LocalContributions, RelevanceResult
 

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..._npz import Array, Num, OneOf, load_npz, save_npz
-from ...engine._arrays import check_positive_int
+from ...engine.checks import check_positive_int
 from .._result import Result
 
 __all__ = ["RelevanceResult", "LocalContributions"]

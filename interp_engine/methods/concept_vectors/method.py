@@ -71,7 +71,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ...engine._arrays import check_bool, check_choice, check_int, check_positive_int, check_real
+from ...engine.checks import check_bool, check_choice, check_int, check_positive_int, check_real
 from ...engine.quantiles import ChannelQuantiles
 from .. import _vector_files
 from ..classifiers import make_classifier

@@ -7,7 +7,7 @@ like the engine's (:class:`~interp_engine.ChannelQuantiles`,
 another one fed other images, ``top()`` to read it, ``state_dict`` /
 ``from_state_dict`` (plain numpy arrays and ints, checked on load, with a
 digest), pickling through the state, and thread-safe (one lock per object,
-:mod:`interp_engine.engine._sync`).  Numpy only: no torch needed.
+:mod:`interp_engine.engine.sync`).  Numpy only: no torch needed.
 
 Order: by the map maximum, descending; ties by the lower dataset index
 (``index``); empty slots (index -1, value -inf) last.  So the result does
@@ -21,9 +21,9 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from ...engine._arrays import INT64_MAX, check_int, check_positive_int, describe, float_array, int_array
-from ...engine._state import check_digest, state_digests
-from ...engine._sync import Synchronized, synchronized, synchronized_pair
+from ...engine.checks import INT64_MAX, check_int, check_positive_int, describe, float_array, int_array
+from ...engine.states import check_digest, state_digests
+from ...engine.sync import Synchronized, synchronized, synchronized_pair
 
 __all__ = ["TopImages"]
 

@@ -124,7 +124,7 @@ def _checkpoint_digest(header: Mapping[str, Any], arrays: Mapping[str, np.ndarra
     """The checkpoint's own digest (see the file layout above)."""
     import json
 
-    from ...engine._state import state_digest
+    from ...engine.states import state_digest
 
     text = json.dumps({k: v for k, v in header.items() if k != "digest"}, sort_keys=True)
     own = sorted(n for n in arrays if n.startswith(("thr.", "topk.")))

@@ -36,8 +36,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ...engine._arrays import (check_bool, check_choice, check_device, check_int, check_num_threads,
-                              check_positive_int, check_real, describe)
+from ...engine.checks import (check_bool, check_choice, check_device, check_int, check_num_threads,
+                             check_positive_int, check_real, describe)
 from ...engine.iou import UNIT_RULES
 from ...engine.resize import check_method
 from .checkpoint import PASSES

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..._io import write_csv
 from ..._npz import Array, MapOf, Num, load_npz, save_npz
-from ...engine._arrays import check_int
+from ...engine.checks import check_int
 from .._result import Result
 
 __all__ = ["LayerResult", "DissectionResult"]

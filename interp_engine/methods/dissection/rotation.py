@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...engine._arrays import check_positive_int
+from ...engine.checks import check_positive_int
 
 __all__ = ["random_rotation", "rotate"]
 

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ...engine._arrays import bool_array, describe
+from ...engine.checks import bool_array, describe
 
 __all__ = ["collect", "broden_dataset", "present_labels"]
 

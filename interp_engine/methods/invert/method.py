@@ -50,7 +50,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from ...engine._arrays import INT32_MAX, check_device, check_num_threads, check_positive_int, describe
+from ...engine.checks import INT32_MAX, check_device, check_num_threads, check_positive_int, describe
 from ...engine.rank import (activations_array, beam_search, check_fraction, check_neurons, check_pvalue_method,
                             packed_labels)
 from .result import MODES, InvertResult, neuron_result

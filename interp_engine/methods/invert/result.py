@@ -41,7 +41,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..._npz import Array, Num, OneOf, check_json, load_npz, save_npz
-from ...engine._arrays import INT32_MAX, bool_array
+from ...engine.checks import INT32_MAX, bool_array
 from ...engine.rank import PVALUE_METHODS
 from .._result import Result
 

@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Sequence, Union
 import numpy as np
 
 from ..._npz import Array, Num, OneOf, load_npz, save_npz
-from ...engine._arrays import describe
+from ...engine.checks import describe
 from .._result import Result
 
 __all__ = ["RegionEvaluation", "evaluate_regions"]

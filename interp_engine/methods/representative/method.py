@@ -63,7 +63,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ...engine._arrays import check_bool, check_num_threads, check_positive_int, check_real, describe
+from ...engine.checks import check_bool, check_num_threads, check_positive_int, check_real, describe
 from ...engine.cover import PackedBits, ratio_greedy_cover_many
 from . import boundaries
 from .boundaries import Boundaries, _warn_if_not_piecewise_linear, derive_head

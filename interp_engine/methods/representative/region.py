@@ -8,7 +8,7 @@ from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-from ...engine._arrays import check_positive_int
+from ...engine.checks import check_positive_int
 from ...engine.cover import PackedBits
 
 __all__ = ["Region", "SimilarImages"]

@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union, 
 import numpy as np
 
 from ..._npz import Array, MapOf, Num, load_npz, save_npz
-from ...engine._arrays import describe
+from ...engine.checks import describe
 from ...engine.cover import PackedBits
 from .._result import Result
 from .region import Region

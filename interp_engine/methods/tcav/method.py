@@ -47,7 +47,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ...engine._arrays import check_bool, check_int, check_positive_int, check_real, describe, float_array
+from ...engine.checks import check_bool, check_int, check_positive_int, check_real, describe, float_array
 from .. import _vector_files
 from .._gradients import iter_batches as _batches
 from .._gradients import iter_layer_gradients, layer_tensor

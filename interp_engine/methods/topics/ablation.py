@@ -14,7 +14,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ...engine._arrays import describe
+from ...engine.checks import describe
 from .result import PredictionDifference
 
 __all__: List[str] = []

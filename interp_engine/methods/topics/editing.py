@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from ...engine._arrays import describe
+from ...engine.checks import describe
 from .ablation import _check_layer_output, _probs_from_output, _target_names
 from .result import EditEffect
 

@@ -11,7 +11,7 @@ from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
-from ...engine._arrays import check_dense_tensor, check_real, describe
+from ...engine.checks import check_dense_tensor, check_real, describe
 
 __all__ = ["Topics", "extract_topics", "validate_topic_matrix"]
 

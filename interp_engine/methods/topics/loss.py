@@ -13,7 +13,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ...engine._arrays import describe
+from ...engine.checks import describe
 
 __all__ = ["InterpretiveLoss", "fit_topic_head", "POOLINGS", "REDUCTIONS"]
 

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, Sequence, Union
 
-from ...engine._arrays import check_device
+from ...engine.checks import check_device
 from . import ablation, editing
 from .ablation import check_neurons
 from .editing import NeuronEdit

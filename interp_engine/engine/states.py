@@ -1,6 +1,9 @@
 """The digests that accumulator states carry (``state["digest"]`` and
 ``state["field_digests"]``), and the check that a state's declared sizes
-agree with its arrays.
+agree with its arrays: the pieces of the accumulator protocol
+(docs/states.md) that an accumulator written outside the engine reuses, as
+the Dissection's running top-k (``interp_engine.methods.dissection.accumulators``)
+does.  Public and documented (docs/api.md), not re-exported at the top.
 
 ``state_dict()`` of every accumulator adds a digest of all its other fields;
 ``from_state_dict`` recomputes it from the fields as it converted them and

@@ -1,6 +1,8 @@
 """One lock per stateful object of the core: the thread-safety of the
 accumulators (:class:`~interp_engine.ChannelQuantiles`,
-:class:`~interp_engine.ExactQuantilePass`, :class:`~interp_engine.IoUTally`).
+:class:`~interp_engine.ExactQuantilePass`, :class:`~interp_engine.IoUTally`,
+and the Dissection's running top-k, which reuses this module from outside the
+engine).  Public and documented (docs/api.md), not re-exported at the top.
 
 Each accumulator holds a re-entrant lock (``self._lock``).  Every public method
 or property that reads or changes its state is marked :func:`synchronized` and

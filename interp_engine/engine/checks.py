@@ -1,10 +1,28 @@
-"""Conversion of user arrays (numpy, torch, array-likes) at the boundary of
-the core, with precise errors.
+"""The argument-checking vocabulary of interp_engine, for method authors and
+embedders: the conversion of user arrays (numpy, torch, array-likes) at the
+boundary of the compiled core, and the checks of scalar arguments that every
+kernel and method applies.
+
+Every checker raises ValueError or TypeError naming the argument (its
+``name``), what was expected and what arrived (:func:`describe`), and returns
+the value in the form the core takes (a Python ``int`` or ``float``, a native,
+aligned numpy array); none uses ``assert``.  For example::
+
+    from interp_engine.engine.checks import check_positive_int, float_array
+
+    k = check_positive_int(k, "k")                 # TypeError for 2.0 or True, ValueError for 0
+    x, kind = float_array(x, "activations", ndim=2)  # kind in {"f16", "bf16", "f32", "f64"}
 
 The core reads buffers: torch CPU tensors are viewed through numpy without a
 copy; CUDA tensors are copied to the host (the CUDA kernels are not built in
 this package yet). bfloat16 has no numpy dtype, so bfloat16 data travels as
-its raw uint16 bit pattern together with the kind code ``"bf16"``.
+its raw uint16 bit pattern together with the kind code ``"bf16"``.  numpy is
+the only dependency: torch is imported only when a tensor or a device is
+passed.
+
+These names are plumbing, not methods: the module is public and documented
+(docs/api.md, "Checks and protocol pieces"), its names are not re-exported by
+:mod:`interp_engine.engine` or the top level.
 """
 from __future__ import annotations
 
@@ -15,9 +33,13 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-# kind codes understood by the core
+#: kind codes understood by the core, by numpy/torch dtype name
 FLOAT_KINDS = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64"}
 _EXPECTED_FLOATS = "float16, bfloat16, float32 or float64"
+
+__all__ = ["describe", "native", "to_numpy", "float_array", "int_array", "bool_array", "check_ndim",
+           "check_dense_tensor", "check_int", "check_positive_int", "check_real", "check_choice",
+           "check_num_threads", "check_bool", "check_device", "FLOAT_KINDS", "INT32_MAX", "INT64_MAX"]
 
 
 def _is_torch_tensor(x: Any) -> bool:
@@ -183,6 +205,9 @@ def float_array(x: Any, name: str, *, ndim: Optional[int] = None, min_ndim: Opti
 
 def check_ndim(arr: np.ndarray, name: str, *, ndim: Optional[int] = None,
                min_ndim: Optional[int] = None, shape_hint: str = "") -> None:
+    """ValueError naming ``name`` unless ``arr`` has ``ndim`` dimensions (when
+    given) and at least ``min_ndim`` (when given); ``shape_hint`` (e.g.
+    ``"(N, K)"``) is added to the message."""
     hint = f" {shape_hint}" if shape_hint else ""
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-dimensional{hint}; got shape {tuple(arr.shape)}")
