@@ -164,7 +164,7 @@ def _write(path, arrays, header, redigest=True):
 def _redigest_exact(header, arrays, k):
     """Give an edited exact pass state the digest of its fields (as an attacker could)."""
     from interp_engine.engine.states import state_digest
-    from interp_engine.engine.quantiles import _exact_fields
+    from interp_engine.engine._quantiles_exact import _exact_fields
 
     st = dict(header["exact"][k])
     st.update({f[len(f"exact.{k}."):]: v for f, v in arrays.items() if f.startswith(f"exact.{k}.")})
