@@ -23,8 +23,10 @@ from .hooks import Capture, OutputHooks, capture
 from .iterate import iter_activations, model_device_dtype, pooled_activations
 
 # reachable here as before, not listed in __all__: the adapter type, and the batch reader the methods use
-from .adapters import Adapter  # noqa: F401,E402
-from .iterate import input_of  # noqa: F401,E402
+from .adapters import Adapter  # noqa: E402
+from .iterate import input_of  # noqa: E402
+
+_UNLISTED = (Adapter, input_of)
 
 __all__ = ["find_module", "to_bchw", "Capture", "capture", "iter_activations",
            "pooled_activations", "model_device_dtype", "OutputHooks"]

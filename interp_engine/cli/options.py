@@ -71,7 +71,8 @@ def add_layer(p: argparse.ArgumentParser, default: str, *, repeatable: bool = Fa
 # ----------------------------------------------------------------------------- the data
 BRODEN_HELP = ("a Broden-format directory (default: the bundled concept dataset, generated on first use into the "
                "cache directory)")
-FASHION_HELP = "the Fashion-MNIST directory (default: $INTERP_ENGINE_FASHION_MNIST, else /usr/share/datasets/fashion-mnist)"
+FASHION_HELP = ("the Fashion-MNIST directory (default: $INTERP_ENGINE_FASHION_MNIST, else "
+                "/usr/share/datasets/fashion-mnist)")
 
 
 def add_dataset(p: argparse.ArgumentParser, *, fashion: str = "") -> None:
@@ -80,7 +81,7 @@ def add_dataset(p: argparse.ArgumentParser, *, fashion: str = "") -> None:
     if fashion == "only":
         text = FASHION_HELP
     elif fashion == "too":
-        text = f"{BRODEN_HELP}; for --model fashion_cnn {FASHION_HELP[4:]}"
+        text = f"{BRODEN_HELP}; for --model fashion_cnn {FASHION_HELP}"
     else:
         text = BRODEN_HELP
     p.add_argument("--dataset", default=None, help=text)
