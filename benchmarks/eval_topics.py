@@ -3,7 +3,7 @@
     PYTHONPATH=$PWD python benchmarks/eval_topics.py --out topics_eval.json
 
 Trains FashionCNN twice with the same settings (seed 0, ``--epochs`` epochs,
-no augmentation, AdamW one-cycle as in ``train_fashion``): once with the
+no augmentation, AdamW one-cycle: ``train_fashion_cnn`` of ``scripts/train_fashion_cnn.py``): once with the
 cross-entropy alone (baseline), once with the interpretive loss
 (:class:`~interp_engine.methods.topics.InterpretiveLoss`, ``--weight``, a
 topic head of ``--hidden`` units) on the pooled ``relu_fc`` features (128
@@ -31,6 +31,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -43,14 +44,14 @@ def _doc_topics(topics: Any, docs: List[str]) -> np.ndarray:
     return topics.transform(list(uniq))[np.asarray(inv).reshape(-1)]
 
 
-def _features(model: Any, images: np.ndarray, layer: str = "relu_fc") -> Any:
-    import torch
+def _training_script() -> Any:
+    """scripts/train_fashion_cnn.py of this checkout, which trains and evaluates the models here."""
+    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import train_fashion_cnn
 
-    from interp_engine.data.fashion_mnist import fashion_mnist_tensor
-
-    feats, _ = model.split(layer)
-    with torch.no_grad():
-        return torch.cat([feats(fashion_mnist_tensor(images[i:i + 2000])) for i in range(0, len(images), 2000)])
+    return train_fashion_cnn
 
 
 def _score(model: Any, head: Any, test_x: Any, test_feats: Any, test_s: Any, names: List[str]) -> Dict[str, Any]:
@@ -85,7 +86,8 @@ def run(epochs: int = 6, n_topics: int = 12, weight: float = 0.1, hidden: int = 
     from interp_engine.data.fashion_mnist import fashion_mnist, fashion_mnist_tensor
     from interp_engine.data.fashion_text import fashion_documents
     from interp_engine.methods.topics import InterpretiveLoss, extract_topics, fit_topic_head
-    from interp_engine.models.train_fashion import evaluate, train_fashion_cnn
+    script = _training_script()
+    evaluate, features, train_fashion_cnn = script.evaluate, script.features, script.train_fashion_cnn
 
     t_start = time.perf_counter()
     train = fashion_mnist("train", root)
@@ -123,8 +125,8 @@ def run(epochs: int = 6, n_topics: int = 12, weight: float = 0.1, hidden: int = 
     interp_seconds = time.perf_counter() - t0
     head.eval()
     for key, model, secs in (("baseline", base, base_seconds), ("interpretive", interp, interp_seconds)):
-        train_feats = _features(model, train[0])
-        test_feats = _features(model, test[0])
+        train_feats = features(model, train[0], "relu_fc")
+        test_feats = features(model, test[0], "relu_fc")
         post = fit_topic_head(train_feats, s_train, hidden, epochs=20, lr=3e-3, seed=seed)
         entry: Dict[str, Any] = {"test_accuracy": evaluate(model, *test), "train_seconds": round(secs, 1),
                                  "post_hoc_head": _score(model, post, test_x, test_feats, s_test, names)}

@@ -21,7 +21,7 @@ which shapes are visible), ``color`` (11, multi-label: which colours cover
 >= 2% of the image), ``texture`` (6 classes), ``scene`` (4 classes), in the
 label order of :mod:`interp_engine.data.concepts`.
 
-Training (``python -m interp_engine.models.train``) adds deep supervision: the
+Training (``scripts/train_concept_cnn.py`` of the source checkout) adds deep supervision: the
 ``dense`` head predicts, at every conv4 position, the shape and the object
 colour found at the centre of that cell in the label maps.  It makes conv4
 spatially selective for the concepts, so that the demo dissection has real
@@ -151,11 +151,12 @@ def load_model(path: Union[str, Path]) -> ConceptCNN:
 
 
 def load_default_model() -> ConceptCNN:
-    """The shipped ConceptCNN (trained by ``python -m interp_engine.models.train``
+    """The shipped ConceptCNN (trained by ``scripts/train_concept_cnn.py``
     on ``concept_dataset()``'s train split), in eval mode."""
     if not WEIGHTS_PATH.is_file():
         raise FileNotFoundError(f"the shipped weights {WEIGHTS_PATH} are missing; reinstall the package "
-                                f"or train them with `python -m interp_engine.models.train --out {WEIGHTS_PATH}`")
+                                f"or train them from a source checkout with "
+                                f"`python scripts/train_concept_cnn.py --out {WEIGHTS_PATH}`")
     return load_model(WEIGHTS_PATH)
 
 

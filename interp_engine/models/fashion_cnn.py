@@ -37,7 +37,7 @@ Input: float32 (N, 1, 28, 28) normalized with the Fashion-MNIST constants
 same function.
 
 The shipped weights (``fashion_cnn.pt``, float16) are trained by
-``python -m interp_engine.models.train_fashion`` (see that module and
+``scripts/train_fashion_cnn.py`` of the source checkout (see that script and
 ``docs/models.md``).
 """
 from __future__ import annotations
@@ -156,7 +156,7 @@ def weights_info(path: Union[str, Path] = WEIGHTS_PATH) -> Dict[str, Any]:
 
 def fashion_cnn(pretrained: bool = True) -> FashionCNN:
     """A FashionCNN in eval mode: with the shipped weights (trained by
-    ``python -m interp_engine.models.train_fashion`` on the Fashion-MNIST train
+    ``scripts/train_fashion_cnn.py`` on the Fashion-MNIST train
     split) when ``pretrained``, else randomly initialized."""
     if not isinstance(pretrained, bool):
         raise TypeError(f"pretrained must be a bool; got {type(pretrained).__name__}")
@@ -164,5 +164,6 @@ def fashion_cnn(pretrained: bool = True) -> FashionCNN:
         return FashionCNN().eval()
     if not WEIGHTS_PATH.is_file():
         raise FileNotFoundError(f"the shipped weights {WEIGHTS_PATH} are missing; reinstall the package or "
-                                f"train them with `python -m interp_engine.models.train_fashion --out {WEIGHTS_PATH}`")
+                                f"train them from a source checkout with "
+                                f"`python scripts/train_fashion_cnn.py --out {WEIGHTS_PATH}`")
     return load_model(WEIGHTS_PATH)

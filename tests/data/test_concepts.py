@@ -424,7 +424,8 @@ def test_default_model_loads_in_eval_mode_and_roundtrips(tmp_path):
 
 def test_model_accuracy_on_fresh_images():
     from interp_engine.models import load_default_model
-    from interp_engine.models.train import concept_targets, evaluate
+    import _scripts  # noqa: F401  (scripts/ on sys.path)
+    from train_concept_cnn import concept_targets, evaluate
 
     data = cc.render_concepts(200, seed=11)  # never seen in training (seed 0)
     targets = concept_targets(data)
@@ -438,7 +439,8 @@ def test_model_accuracy_on_fresh_images():
 
 
 def test_training_is_deterministic():
-    from interp_engine.models.train import train
+    import _scripts  # noqa: F401
+    from train_concept_cnn import train
 
     a = train(seed=3, num_images=40, epochs=1, batch_size=16, log=False)
     b = train(seed=3, num_images=40, epochs=1, batch_size=16, log=False)
@@ -472,7 +474,8 @@ def _reference_iou(acts, pixel_maps, top=0.005):
 
 def test_shipped_model_has_colour_and_shape_detectors(tmp_path):
     from interp_engine.models import load_default_model
-    from interp_engine.models.train import capture, unit_iou
+    import _scripts  # noqa: F401
+    from train_concept_cnn import capture, unit_iou
 
     root = cc.concept_dataset(tmp_path / "ds", seed=1, num_images=200)
     _, images, pixel, image, _ = load_broden(root)

@@ -13,7 +13,8 @@ from interp_engine.data import fashion_mnist as fm
 torch = pytest.importorskip("torch")
 
 from interp_engine.models import fashion_cnn as fc  # noqa: E402
-from interp_engine.models.train_fashion import evaluate, train_fashion_cnn  # noqa: E402
+import _scripts  # noqa: E402,F401  (scripts/ on sys.path)
+from train_fashion_cnn import evaluate, train_fashion_cnn  # noqa: E402
 
 #: test accuracy of the shipped float16 weights, as printed by train_fashion (docs/models.md)
 MEASURED_TEST_ACCURACY = 0.9115

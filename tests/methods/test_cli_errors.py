@@ -317,3 +317,13 @@ def test_unit_numbering_is_stated_on_every_output(tiny, tmp_path, capsys):
                      "--layer", "conv1"]) == 0
     assert NEURON_NUMBERING.lower()[:-1] in capsys.readouterr().out.lower()
     assert NEURON_NUMBERING in (inv / "index.html").read_text()
+
+
+@pytest.mark.parametrize("command", ["dissect", "invert"])
+def test_negative_num_workers_refused_in_one_line(command, capsys):
+    """--num-workers -1 used to reach the DataLoader and its own traceback."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--num-workers", "-1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--num-workers: expected an integer >= 0; got -1" in err

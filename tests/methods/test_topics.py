@@ -480,7 +480,8 @@ def test_fit_topic_head_learns_a_linear_topic_map(rng):
 
 
 def test_train_fashion_cnn_trains_extra_parameters(rng):
-    from interp_engine.models.train_fashion import train_fashion_cnn
+    import _scripts  # noqa: F401  (scripts/ on sys.path)
+    from train_fashion_cnn import train_fashion_cnn
 
     images = rng.integers(0, 256, (64, 28, 28)).astype(np.uint8)
     labels = rng.integers(0, 10, 64)
